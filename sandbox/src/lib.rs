@@ -1,0 +1,1 @@
+//! The dataop sandbox (filled by the sandbox issue).
