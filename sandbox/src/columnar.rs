@@ -1,0 +1,1155 @@
+//! Columnar dataset versions: the storage contract between the server and the sandbox.
+//!
+//! A version is a directory holding `meta.json` (a [`VersionMeta`]) and one file per column:
+//! `c{index}.bin` holds fixed-width little-endian values (`i64` for integers and decimals, `i32`
+//! for dates, `u32` for category codes, `u64` for pseudonyms) or, for text columns, the UTF-8
+//! bytes of every row one after the other, with `c{index}.off` holding `rows + 1` little-endian
+//! `u64` offsets into those bytes.
+//!
+//! Columns whose role is [`ColumnRole::Identifier`] or [`ColumnRole::PrivacyUnit`] are stored
+//! as pseudonyms (`u64`, see [`pseudonym`]) whatever their declared type. NULL (allowed only in
+//! nullable columns) is stored as a sentinel: `i64::MIN` (integer, decimal), `i32::MIN` (date),
+//! `u32::MAX` (category), `u64::MAX` (pseudonym), an empty string (text).
+//!
+//! [`VersionWriter`] streams rows into buffered per-column files (memory is bounded whatever the
+//! row count) and writes `meta.json` last; [`VersionReader`] reads ranges of rows of one column.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The format tag written in `meta.json`.
+pub const FORMAT: &str = "dataop-columnar/1";
+
+/// NULL sentinel of integer and decimal columns.
+pub const NULL_I64: i64 = i64::MIN;
+/// NULL sentinel of date columns.
+pub const NULL_DATE: i32 = i32::MIN;
+/// NULL sentinel of category columns.
+pub const NULL_CATEGORY: u32 = u32::MAX;
+/// NULL sentinel of pseudonym columns (identifier and privacy unit roles).
+pub const NULL_PSEUDONYM: u64 = u64::MAX;
+
+/// Largest decimal scale a column may declare.
+pub const MAX_DECIMAL_SCALE: u32 = 6;
+
+/// Size of the write buffer of each column file.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The declared type of a column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ColumnType {
+    /// A signed integer, stored as `i64`.
+    Integer,
+    /// A fixed-point decimal, stored as `i64` = value × 10^scale (scale 0..=6); CSV `123.45`.
+    Decimal {
+        /// Number of digits after the decimal point.
+        scale: u32,
+    },
+    /// A calendar date, stored as `i32` days since 1970-01-01; CSV `YYYY-MM-DD`.
+    Date,
+    /// A code from a closed list, stored as the `u32` index of the code in `codes`.
+    Category {
+        /// The declared domain of the column, in order.
+        codes: Vec<String>,
+    },
+    /// Free text, stored as offsets and UTF-8 bytes; never handed to guests.
+    Text,
+}
+
+/// The role of a column, which decides how it is stored and who may read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnRole {
+    /// Directly identifies a person (a name, …): stored as a pseudonym, never readable by a job.
+    Identifier,
+    /// The key of the person the row is about: stored as a pseudonym, used by the host to count
+    /// distinct persons, never handed to a job.
+    PrivacyUnit,
+    /// Could identify a person in combination with others (age, district, …).
+    QuasiIdentifier,
+    /// Sensitive attribute (costs, diagnoses, …).
+    Sensitive,
+    /// Anything else.
+    Plain,
+}
+
+impl ColumnRole {
+    /// Whether columns of this role are stored as pseudonyms.
+    pub fn is_pseudonymized(self) -> bool {
+        matches!(self, ColumnRole::Identifier | ColumnRole::PrivacyUnit)
+    }
+}
+
+/// The declaration of one column of a dataset version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    /// Column name, unique within the version.
+    pub name: String,
+    /// Declared type (validates raw values even when the column is pseudonymized).
+    pub ty: ColumnType,
+    /// Role of the column.
+    pub role: ColumnRole,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// How the values of a column are physically stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// `i64` little-endian (integer and decimal columns).
+    I64,
+    /// `i32` little-endian (date columns).
+    I32,
+    /// `u32` little-endian (category columns).
+    U32,
+    /// `u64` little-endian (pseudonymized columns).
+    U64,
+    /// Offsets and UTF-8 bytes (text columns).
+    Text,
+}
+
+impl Storage {
+    /// Width in bytes of one value in `c{index}.bin` (0 for text).
+    pub fn width(self) -> usize {
+        match self {
+            Storage::I64 | Storage::U64 => 8,
+            Storage::I32 | Storage::U32 => 4,
+            Storage::Text => 0,
+        }
+    }
+}
+
+impl ColumnSpec {
+    /// Physical storage of this column.
+    pub fn storage(&self) -> Storage {
+        if self.role.is_pseudonymized() {
+            return Storage::U64;
+        }
+        match self.ty {
+            ColumnType::Integer | ColumnType::Decimal { .. } => Storage::I64,
+            ColumnType::Date => Storage::I32,
+            ColumnType::Category { .. } => Storage::U32,
+            ColumnType::Text => Storage::Text,
+        }
+    }
+}
+
+/// One value of a row, as handed to [`VersionWriter::push_row`] or read back by
+/// [`VersionReader::cell`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    /// NULL (only in nullable columns).
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A decimal, already scaled (value × 10^scale).
+    Decimal(i64),
+    /// A date, in days since 1970-01-01.
+    Date(i32),
+    /// A category code index.
+    Category(u32),
+    /// Text.
+    Text(String),
+    /// The pseudonym of an identifier or privacy-unit value (see [`pseudonym`]).
+    Pseudonym(u64),
+}
+
+/// The metadata of a finished version (`meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionMeta {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Number of rows.
+    pub rows: u64,
+    /// The columns, in file index order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+fn invalid_data(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Checks that a column list is well formed: non-empty unique names, decimal scales within
+/// 0..=6, non-empty unique category codes fewer than `u32::MAX`.
+pub fn validate_columns(columns: &[ColumnSpec]) -> io::Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for c in columns {
+        if c.name.is_empty() {
+            return Err(invalid("a column has an empty name"));
+        }
+        if !names.insert(c.name.as_str()) {
+            return Err(invalid(format!("duplicate column name `{}`", c.name)));
+        }
+        match &c.ty {
+            ColumnType::Decimal { scale } if *scale > MAX_DECIMAL_SCALE => {
+                return Err(invalid(format!(
+                    "column `{}`: decimal scale {scale} is above {MAX_DECIMAL_SCALE}",
+                    c.name
+                )));
+            }
+            ColumnType::Category { codes } => {
+                if codes.len() >= NULL_CATEGORY as usize {
+                    return Err(invalid(format!("column `{}`: too many codes", c.name)));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for code in codes {
+                    if !seen.insert(code.as_str()) {
+                        return Err(invalid(format!(
+                            "column `{}`: duplicate category code `{code}`",
+                            c.name
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn bin_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("c{index}.bin"))
+}
+
+fn off_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("c{index}.off"))
+}
+
+/// The open files of one column being written.
+struct ColumnSink {
+    storage: Storage,
+    nullable: bool,
+    /// Number of codes for category columns (a code must be below it).
+    codes: u32,
+    /// Whether an `I64` column is a decimal (takes [`Cell::Decimal`], not [`Cell::Int`]).
+    decimal: bool,
+    bin: BufWriter<File>,
+    /// Offsets file and running offset, for text columns.
+    off: Option<(BufWriter<File>, u64)>,
+}
+
+/// Streams the rows of a new version into per-column files.
+pub struct VersionWriter {
+    dir: PathBuf,
+    columns: Vec<ColumnSpec>,
+    sinks: Vec<ColumnSink>,
+    rows: u64,
+}
+
+impl VersionWriter {
+    /// Creates `dir` (must not exist; its parent is created if needed) and one buffered file per
+    /// column. Fails with `InvalidInput` when the column list is malformed (see
+    /// [`validate_columns`]).
+    pub fn create(dir: &Path, columns: Vec<ColumnSpec>) -> io::Result<Self> {
+        validate_columns(&columns)?;
+        if let Some(parent) = dir.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            fs::create_dir_all(parent)?;
+        }
+        fs::create_dir(dir)?;
+        let mut sinks = Vec::with_capacity(columns.len());
+        for (i, c) in columns.iter().enumerate() {
+            let storage = c.storage();
+            let bin = BufWriter::with_capacity(WRITE_BUFFER, File::create_new(bin_path(dir, i))?);
+            let off = if storage == Storage::Text {
+                let mut w =
+                    BufWriter::with_capacity(WRITE_BUFFER, File::create_new(off_path(dir, i))?);
+                w.write_all(&0u64.to_le_bytes())?;
+                Some((w, 0))
+            } else {
+                None
+            };
+            let codes = match &c.ty {
+                ColumnType::Category { codes } => codes.len() as u32,
+                _ => 0,
+            };
+            sinks.push(ColumnSink {
+                storage,
+                nullable: c.nullable,
+                codes,
+                decimal: matches!(c.ty, ColumnType::Decimal { .. }),
+                bin,
+                off,
+            });
+        }
+        Ok(VersionWriter {
+            dir: dir.to_path_buf(),
+            columns,
+            sinks,
+            rows: 0,
+        })
+    }
+
+    /// The directory being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one row; `InvalidInput` if the arity or a cell's kind does not match the spec
+    /// (pseudonymized columns take [`Cell::Pseudonym`], other columns the cell of their declared
+    /// type; [`Cell::Null`] only in nullable columns; values equal to a NULL sentinel and category
+    /// codes outside the domain are refused). Nothing is written when the row is refused.
+    pub fn push_row(&mut self, cells: &[Cell]) -> io::Result<()> {
+        if cells.len() != self.sinks.len() {
+            return Err(invalid(format!(
+                "row {} has {} cells, expected {}",
+                self.rows + 1,
+                cells.len(),
+                self.sinks.len()
+            )));
+        }
+        for (i, (cell, sink)) in cells.iter().zip(&self.sinks).enumerate() {
+            if !cell_fits(sink, cell) {
+                return Err(invalid(format!(
+                    "row {}, column `{}`: a {} value does not fit a {:?} column{}",
+                    self.rows + 1,
+                    self.columns[i].name,
+                    cell_kind(cell),
+                    sink.storage,
+                    if matches!(cell, Cell::Null) {
+                        " that is not nullable"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        for (cell, sink) in cells.iter().zip(&mut self.sinks) {
+            write_cell(sink, cell)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Number of rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Flushes and fsyncs every column file, writes `meta.json` last (fsynced, then the directory
+    /// is fsynced) and returns the meta.
+    pub fn finish(self) -> io::Result<VersionMeta> {
+        for sink in self.sinks {
+            let bin = sink.bin.into_inner().map_err(|e| e.into_error())?;
+            bin.sync_all()?;
+            if let Some((off, _)) = sink.off {
+                let off = off.into_inner().map_err(|e| e.into_error())?;
+                off.sync_all()?;
+            }
+        }
+        let meta = VersionMeta {
+            format: FORMAT.to_string(),
+            rows: self.rows,
+            columns: self.columns,
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
+        let mut f = File::create_new(self.dir.join("meta.json"))?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(meta)
+    }
+
+    /// Drops the unfinished version and removes its directory.
+    pub fn abort(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(dir)
+    }
+}
+
+fn cell_kind(cell: &Cell) -> &'static str {
+    match cell {
+        Cell::Null => "NULL",
+        Cell::Int(_) => "integer",
+        Cell::Decimal(_) => "decimal",
+        Cell::Date(_) => "date",
+        Cell::Category(_) => "category",
+        Cell::Text(_) => "text",
+        Cell::Pseudonym(_) => "pseudonym",
+    }
+}
+
+#[inline]
+fn cell_fits(sink: &ColumnSink, cell: &Cell) -> bool {
+    match (sink.storage, cell) {
+        (_, Cell::Null) => sink.nullable,
+        (Storage::I64, Cell::Int(v)) => !sink.decimal && *v != NULL_I64,
+        (Storage::I64, Cell::Decimal(v)) => sink.decimal && *v != NULL_I64,
+        (Storage::I32, Cell::Date(v)) => *v != NULL_DATE,
+        (Storage::U32, Cell::Category(v)) => *v < sink.codes,
+        (Storage::U64, Cell::Pseudonym(v)) => *v != NULL_PSEUDONYM,
+        (Storage::Text, Cell::Text(_)) => true,
+        _ => false,
+    }
+}
+
+#[inline]
+fn write_cell(sink: &mut ColumnSink, cell: &Cell) -> io::Result<()> {
+    match (sink.storage, cell) {
+        (Storage::I64, Cell::Int(v) | Cell::Decimal(v)) => sink.bin.write_all(&v.to_le_bytes()),
+        (Storage::I64, _) => sink.bin.write_all(&NULL_I64.to_le_bytes()),
+        (Storage::I32, Cell::Date(v)) => sink.bin.write_all(&v.to_le_bytes()),
+        (Storage::I32, _) => sink.bin.write_all(&NULL_DATE.to_le_bytes()),
+        (Storage::U32, Cell::Category(v)) => sink.bin.write_all(&v.to_le_bytes()),
+        (Storage::U32, _) => sink.bin.write_all(&NULL_CATEGORY.to_le_bytes()),
+        (Storage::U64, Cell::Pseudonym(v)) => sink.bin.write_all(&v.to_le_bytes()),
+        (Storage::U64, _) => sink.bin.write_all(&NULL_PSEUDONYM.to_le_bytes()),
+        (Storage::Text, cell) => {
+            let text = match cell {
+                Cell::Text(s) => s.as_bytes(),
+                _ => &[],
+            };
+            sink.bin.write_all(text)?;
+            let (off, pos) = sink
+                .off
+                .as_mut()
+                .expect("text columns have an offsets file");
+            *pos += text.len() as u64;
+            off.write_all(&pos.to_le_bytes())
+        }
+    }
+}
+
+/// Reads a finished version, one column range at a time.
+pub struct VersionReader {
+    dir: PathBuf,
+    meta: VersionMeta,
+    bins: Vec<File>,
+    offs: Vec<Option<File>>,
+}
+
+impl std::fmt::Debug for VersionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionReader")
+            .field("dir", &self.dir)
+            .field("rows", &self.meta.rows)
+            .finish()
+    }
+}
+
+impl VersionReader {
+    /// Opens a finished version: reads `meta.json`, checks the format and that every column file
+    /// has the size the row count implies (`InvalidData` otherwise).
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let raw = fs::read(dir.join("meta.json"))?;
+        let meta: VersionMeta =
+            serde_json::from_slice(&raw).map_err(|e| invalid_data(format!("meta.json: {e}")))?;
+        if meta.format != FORMAT {
+            return Err(invalid_data(format!(
+                "unknown version format `{}`",
+                meta.format
+            )));
+        }
+        validate_columns(&meta.columns).map_err(|e| invalid_data(e.to_string()))?;
+        let mut bins = Vec::with_capacity(meta.columns.len());
+        let mut offs = Vec::with_capacity(meta.columns.len());
+        for (i, c) in meta.columns.iter().enumerate() {
+            let bin = File::open(bin_path(dir, i))?;
+            let len = bin.metadata()?.len();
+            let storage = c.storage();
+            if storage == Storage::Text {
+                let off = File::open(off_path(dir, i))?;
+                let off_len = off.metadata()?.len();
+                if Some(off_len) != meta.rows.checked_add(1).and_then(|r| r.checked_mul(8)) {
+                    return Err(invalid_data(format!(
+                        "column `{}`: offsets file size",
+                        c.name
+                    )));
+                }
+                let mut last = [0u8; 8];
+                off.read_exact_at(&mut last, off_len - 8)?;
+                if u64::from_le_bytes(last) != len {
+                    return Err(invalid_data(format!("column `{}`: text file size", c.name)));
+                }
+                offs.push(Some(off));
+            } else {
+                if Some(len) != meta.rows.checked_mul(storage.width() as u64) {
+                    return Err(invalid_data(format!("column `{}`: file size", c.name)));
+                }
+                offs.push(None);
+            }
+            bins.push(bin);
+        }
+        Ok(VersionReader {
+            dir: dir.to_path_buf(),
+            meta,
+            bins,
+            offs,
+        })
+    }
+
+    /// The version's metadata.
+    pub fn meta(&self) -> &VersionMeta {
+        &self.meta
+    }
+
+    /// The version's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> u64 {
+        self.meta.rows
+    }
+
+    /// Index of the column named `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.meta.columns.iter().position(|c| c.name == name)
+    }
+
+    fn check(&self, col: usize, storage: Storage, start: u64, n: usize) -> io::Result<()> {
+        let spec = self
+            .meta
+            .columns
+            .get(col)
+            .ok_or_else(|| invalid(format!("no column {col}")))?;
+        if spec.storage() != storage {
+            return Err(invalid(format!(
+                "column `{}` is stored as {:?}, not {storage:?}",
+                spec.name,
+                spec.storage()
+            )));
+        }
+        match start.checked_add(n as u64) {
+            Some(end) if end <= self.meta.rows => Ok(()),
+            _ => Err(invalid(format!(
+                "rows {start}+{n} are beyond the {} rows",
+                self.meta.rows
+            ))),
+        }
+    }
+
+    fn read_fixed<const W: usize>(
+        &self,
+        col: usize,
+        storage: Storage,
+        start: u64,
+        n: usize,
+        mut put: impl FnMut(usize, [u8; W]),
+    ) -> io::Result<()> {
+        self.check(col, storage, start, n)?;
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = vec![0u8; CHUNK.min(n * W)];
+        let mut done = 0usize;
+        while done < n {
+            let take = (n - done).min(CHUNK / W);
+            let bytes = &mut buf[..take * W];
+            self.bins[col].read_exact_at(bytes, (start + done as u64) * W as u64)?;
+            for (j, chunk) in bytes.chunks_exact(W).enumerate() {
+                put(done + j, chunk.try_into().expect("chunk of W bytes"));
+            }
+            done += take;
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len()` values of an integer or decimal column starting at row `start`.
+    pub fn read_i64(&self, col: usize, start: u64, out: &mut [i64]) -> io::Result<()> {
+        self.read_fixed::<8>(col, Storage::I64, start, out.len(), |i, b| {
+            out[i] = i64::from_le_bytes(b)
+        })
+    }
+
+    /// Reads `out.len()` values of a date column starting at row `start`.
+    pub fn read_i32(&self, col: usize, start: u64, out: &mut [i32]) -> io::Result<()> {
+        self.read_fixed::<4>(col, Storage::I32, start, out.len(), |i, b| {
+            out[i] = i32::from_le_bytes(b)
+        })
+    }
+
+    /// Reads `out.len()` codes of a category column starting at row `start`.
+    pub fn read_u32(&self, col: usize, start: u64, out: &mut [u32]) -> io::Result<()> {
+        self.read_fixed::<4>(col, Storage::U32, start, out.len(), |i, b| {
+            out[i] = u32::from_le_bytes(b)
+        })
+    }
+
+    /// Reads `out.len()` pseudonyms of a pseudonymized column starting at row `start`.
+    pub fn read_u64(&self, col: usize, start: u64, out: &mut [u64]) -> io::Result<()> {
+        self.read_fixed::<8>(col, Storage::U64, start, out.len(), |i, b| {
+            out[i] = u64::from_le_bytes(b)
+        })
+    }
+
+    /// Reads `n` values of a text column starting at row `start`.
+    pub fn read_text(&self, col: usize, start: u64, n: usize) -> io::Result<Vec<String>> {
+        self.check(col, Storage::Text, start, n)?;
+        let off = self.offs[col].as_ref().expect("text columns have offsets");
+        let mut raw = vec![0u8; (n + 1) * 8];
+        off.read_exact_at(&mut raw, start * 8)?;
+        let offsets: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        let (first, last) = (offsets[0], offsets[n]);
+        if offsets.windows(2).any(|w| w[0] > w[1]) {
+            return Err(invalid_data("text offsets are not increasing"));
+        }
+        let len = usize::try_from(last - first).map_err(|_| invalid_data("text too long"))?;
+        let mut bytes = vec![0u8; len];
+        self.bins[col].read_exact_at(&mut bytes, first)?;
+        offsets
+            .windows(2)
+            .map(|w| {
+                let s = &bytes[(w[0] - first) as usize..(w[1] - first) as usize];
+                String::from_utf8(s.to_vec()).map_err(|_| invalid_data("text is not UTF-8"))
+            })
+            .collect()
+    }
+
+    /// Reads one cell (convenient, slow: for tests and tools, not for scans).
+    pub fn cell(&self, col: usize, row: u64) -> io::Result<Cell> {
+        let spec = self
+            .meta
+            .columns
+            .get(col)
+            .ok_or_else(|| invalid(format!("no column {col}")))?;
+        Ok(match spec.storage() {
+            Storage::I64 => {
+                let mut v = [0i64];
+                self.read_i64(col, row, &mut v)?;
+                match (v[0], &spec.ty) {
+                    (NULL_I64, _) => Cell::Null,
+                    (v, ColumnType::Decimal { .. }) => Cell::Decimal(v),
+                    (v, _) => Cell::Int(v),
+                }
+            }
+            Storage::I32 => {
+                let mut v = [0i32];
+                self.read_i32(col, row, &mut v)?;
+                if v[0] == NULL_DATE {
+                    Cell::Null
+                } else {
+                    Cell::Date(v[0])
+                }
+            }
+            Storage::U32 => {
+                let mut v = [0u32];
+                self.read_u32(col, row, &mut v)?;
+                if v[0] == NULL_CATEGORY {
+                    Cell::Null
+                } else {
+                    Cell::Category(v[0])
+                }
+            }
+            Storage::U64 => {
+                let mut v = [0u64];
+                self.read_u64(col, row, &mut v)?;
+                if v[0] == NULL_PSEUDONYM {
+                    Cell::Null
+                } else {
+                    Cell::Pseudonym(v[0])
+                }
+            }
+            Storage::Text => {
+                let mut v = self.read_text(col, row, 1)?;
+                let s = v.pop().unwrap_or_default();
+                if s.is_empty() && spec.nullable {
+                    Cell::Null
+                } else {
+                    Cell::Text(s)
+                }
+            }
+        })
+    }
+}
+
+/// The pseudonym of a raw identifier value: the first 8 bytes (big-endian) of
+/// HMAC-SHA256(`key`, `raw.trim()`).
+pub fn pseudonym(key: &[u8], raw: &str) -> u64 {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(raw.trim().as_bytes());
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    let mac = outer.finalize();
+    u64::from_be_bytes(mac[..8].try_into().expect("8 bytes"))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date, or `None` if the date does not exist.
+pub fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i32> {
+    if !(1..=12).contains(&month) || day == 0 {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day > month_days[month as usize - 1] {
+        return None;
+    }
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i32::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// The calendar date (year, month, day) of a day number since 1970-01-01.
+pub fn civil_from_days(days: i32) -> (i32, u32, u32) {
+    let z = i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// Parses a decimal such as `-123.45` into its value × 10^`scale`; `None` when it is not a
+/// decimal, has more than `scale` fractional digits, or overflows.
+pub fn parse_decimal(raw: &str, scale: u32) -> Option<i64> {
+    let (neg, digits) = match raw.as_bytes().first()? {
+        b'-' => (true, &raw[1..]),
+        b'+' => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (digits, ""),
+    };
+    if (int.is_empty() && frac.is_empty())
+        || frac.len() > scale as usize
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        v = v.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+    }
+    v = v.checked_mul(10i64.checked_pow(scale - frac.len() as u32)?)?;
+    let v = if neg { -v } else { v };
+    (v != NULL_I64).then_some(v)
+}
+
+/// Parses a `YYYY-MM-DD` date into days since 1970-01-01.
+pub fn parse_date(raw: &str) -> Option<i32> {
+    let b = raw.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |s: &[u8]| -> Option<u32> {
+        s.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    days_from_civil(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)
+}
+
+/// Parses raw text values (as found in a CSV file) into the cells of a column list.
+///
+/// Values of pseudonymized columns are validated against their declared type and returned as
+/// [`Cell::Pseudonym`] of [`pseudonym`]`(key, raw)`.
+pub struct CellParser {
+    columns: Vec<ColumnSpec>,
+    codes: Vec<HashMap<String, u32>>,
+    key: Vec<u8>,
+}
+
+impl CellParser {
+    /// A parser for `columns`, pseudonymizing with `key`.
+    pub fn new(columns: &[ColumnSpec], key: &[u8]) -> io::Result<Self> {
+        validate_columns(columns)?;
+        let codes = columns
+            .iter()
+            .map(|c| match &c.ty {
+                ColumnType::Category { codes } => codes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), i as u32))
+                    .collect(),
+                _ => HashMap::new(),
+            })
+            .collect();
+        Ok(CellParser {
+            columns: columns.to_vec(),
+            codes,
+            key: key.to_vec(),
+        })
+    }
+
+    /// Parses the raw value of column `col`; an empty (or blank) value is NULL. The error is a
+    /// human-readable reason.
+    pub fn parse(&self, col: usize, raw: &str) -> Result<Cell, String> {
+        let spec = self
+            .columns
+            .get(col)
+            .ok_or_else(|| format!("no column {col}"))?;
+        let v = raw.trim();
+        if v.is_empty() {
+            return if spec.nullable {
+                Ok(Cell::Null)
+            } else {
+                Err(format!("column `{}` must not be empty", spec.name))
+            };
+        }
+        let bad = |what: &str| format!("column `{}`: `{v}` is not {what}", spec.name);
+        let cell = match &spec.ty {
+            ColumnType::Integer => Cell::Int(
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|x| *x != NULL_I64)
+                    .ok_or_else(|| bad("an integer"))?,
+            ),
+            ColumnType::Decimal { scale } => Cell::Decimal(
+                parse_decimal(v, *scale)
+                    .ok_or_else(|| bad(&format!("a decimal with at most {scale} decimals")))?,
+            ),
+            ColumnType::Date => Cell::Date(parse_date(v).ok_or_else(|| bad("a date YYYY-MM-DD"))?),
+            ColumnType::Category { .. } => Cell::Category(
+                *self.codes[col]
+                    .get(v)
+                    .ok_or_else(|| bad("one of the declared codes"))?,
+            ),
+            ColumnType::Text => Cell::Text(v.to_string()),
+        };
+        if spec.role.is_pseudonymized() {
+            Ok(Cell::Pseudonym(pseudonym(&self.key, v)))
+        } else {
+            Ok(cell)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, ty: ColumnType, role: ColumnRole, nullable: bool) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            ty,
+            role,
+            nullable,
+        }
+    }
+
+    fn columns() -> Vec<ColumnSpec> {
+        vec![
+            spec(
+                "person_id",
+                ColumnType::Text,
+                ColumnRole::PrivacyUnit,
+                false,
+            ),
+            spec("name", ColumnType::Text, ColumnRole::Identifier, true),
+            spec(
+                "age",
+                ColumnType::Integer,
+                ColumnRole::QuasiIdentifier,
+                true,
+            ),
+            spec(
+                "cost",
+                ColumnType::Decimal { scale: 2 },
+                ColumnRole::Sensitive,
+                true,
+            ),
+            spec("day", ColumnType::Date, ColumnRole::Plain, true),
+            spec(
+                "sex",
+                ColumnType::Category {
+                    codes: vec!["M".into(), "F".into()],
+                },
+                ColumnRole::Plain,
+                true,
+            ),
+            spec("note", ColumnType::Text, ColumnRole::Plain, true),
+        ]
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("dataop-columnar-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn round_trip_with_nulls_and_text_offsets() {
+        let dir = tmp("rt");
+        let mut w = VersionWriter::create(&dir, columns()).unwrap();
+        let rows = vec![
+            vec![
+                Cell::Pseudonym(7),
+                Cell::Pseudonym(9),
+                Cell::Int(70),
+                Cell::Decimal(12345),
+                Cell::Date(19000),
+                Cell::Category(1),
+                Cell::Text("héllo".into()),
+            ],
+            vec![
+                Cell::Pseudonym(8),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+            ],
+            vec![
+                Cell::Pseudonym(7),
+                Cell::Pseudonym(1),
+                Cell::Int(-3),
+                Cell::Decimal(-1),
+                Cell::Date(-5),
+                Cell::Category(0),
+                Cell::Text("x".into()),
+            ],
+        ];
+        for r in &rows {
+            w.push_row(r).unwrap();
+        }
+        assert_eq!(w.rows(), 3);
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.rows, 3);
+        assert_eq!(meta.format, FORMAT);
+        let r = VersionReader::open(&dir).unwrap();
+        assert_eq!(r.meta(), &meta);
+        for (i, row) in rows.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                assert_eq!(&r.cell(c, i as u64).unwrap(), cell, "row {i} col {c}");
+            }
+        }
+        let mut ages = [0i64; 3];
+        r.read_i64(2, 0, &mut ages).unwrap();
+        assert_eq!(ages, [70, NULL_I64, -3]);
+        let mut sex = [0u32; 3];
+        r.read_u32(5, 0, &mut sex).unwrap();
+        assert_eq!(sex, [1, NULL_CATEGORY, 0]);
+        let mut days = [0i32; 3];
+        r.read_i32(4, 0, &mut days).unwrap();
+        assert_eq!(days, [19000, NULL_DATE, -5]);
+        let mut names = [0u64; 3];
+        r.read_u64(1, 0, &mut names).unwrap();
+        assert_eq!(names, [9, NULL_PSEUDONYM, 1]);
+        assert_eq!(r.read_text(6, 0, 3).unwrap(), vec!["héllo", "", "x"]);
+        assert_eq!(r.read_text(6, 1, 2).unwrap(), vec!["", "x"]);
+        let off = fs::read(dir.join("c6.off")).unwrap();
+        let offs: Vec<u64> = off
+            .chunks(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(offs, vec![0, 6, 6, 7]);
+        assert_eq!(fs::read(dir.join("c6.bin")).unwrap(), "héllox".as_bytes());
+        assert!(
+            !dir.join("c0.off").exists(),
+            "pseudonymized text is fixed width"
+        );
+        assert!(
+            r.read_i64(2, 2, &mut ages).is_err(),
+            "range beyond the rows"
+        );
+        assert!(r.read_i32(2, 0, &mut days).is_err(), "wrong storage");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn arity_and_kind_errors_write_nothing() {
+        let dir = tmp("kinds");
+        let mut w = VersionWriter::create(&dir, columns()).unwrap();
+        let good = vec![
+            Cell::Pseudonym(1),
+            Cell::Null,
+            Cell::Int(1),
+            Cell::Decimal(1),
+            Cell::Date(1),
+            Cell::Category(0),
+            Cell::Text(String::new()),
+        ];
+        let err = w.push_row(&good[..6]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let cases: Vec<(usize, Cell)> = vec![
+            (0, Cell::Text("raw id".into())),
+            (0, Cell::Null),
+            (2, Cell::Decimal(1)),
+            (2, Cell::Int(NULL_I64)),
+            (3, Cell::Date(1)),
+            (4, Cell::Int(1)),
+            (4, Cell::Date(NULL_DATE)),
+            (5, Cell::Category(2)),
+            (6, Cell::Int(1)),
+            (1, Cell::Pseudonym(NULL_PSEUDONYM)),
+        ];
+        for (col, cell) in cases {
+            let mut row = good.clone();
+            row[col] = cell.clone();
+            let err = w.push_row(&row).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{col} {cell:?}");
+        }
+        w.push_row(&good).unwrap();
+        assert_eq!(w.rows(), 1);
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.rows, 1);
+        let r = VersionReader::open(&dir).unwrap();
+        assert_eq!(r.cell(2, 0).unwrap(), Cell::Int(1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn create_refuses_bad_specs_and_existing_dirs() {
+        let dir = tmp("specs");
+        let dup = vec![
+            spec("a", ColumnType::Integer, ColumnRole::Plain, false),
+            spec("a", ColumnType::Date, ColumnRole::Plain, false),
+        ];
+        assert!(VersionWriter::create(&dir, dup).is_err());
+        let scale = vec![spec(
+            "a",
+            ColumnType::Decimal { scale: 7 },
+            ColumnRole::Plain,
+            false,
+        )];
+        assert!(VersionWriter::create(&dir, scale).is_err());
+        let codes = vec![spec(
+            "a",
+            ColumnType::Category {
+                codes: vec!["x".into(), "x".into()],
+            },
+            ColumnRole::Plain,
+            false,
+        )];
+        assert!(VersionWriter::create(&dir, codes).is_err());
+        assert!(!dir.exists());
+        let w = VersionWriter::create(&dir, columns()).unwrap();
+        assert!(
+            VersionWriter::create(&dir, columns()).is_err(),
+            "dir exists"
+        );
+        w.abort().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn unfinished_or_truncated_versions_do_not_open() {
+        let dir = tmp("trunc");
+        let mut w = VersionWriter::create(&dir, columns()).unwrap();
+        let row = vec![
+            Cell::Pseudonym(1),
+            Cell::Null,
+            Cell::Int(1),
+            Cell::Decimal(1),
+            Cell::Date(1),
+            Cell::Category(0),
+            Cell::Text("abc".into()),
+        ];
+        w.push_row(&row).unwrap();
+        w.push_row(&row).unwrap();
+        assert!(
+            VersionReader::open(&dir).is_err(),
+            "no meta.json before finish"
+        );
+        w.finish().unwrap();
+        VersionReader::open(&dir).unwrap();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("c2.bin"))
+            .unwrap();
+        f.set_len(8).unwrap();
+        let err = VersionReader::open(&dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn serde_shape_of_specs() {
+        let c = spec(
+            "cost",
+            ColumnType::Decimal { scale: 2 },
+            ColumnRole::PrivacyUnit,
+            false,
+        );
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            j,
+            r#"{"name":"cost","ty":{"type":"decimal","scale":2},"role":"privacy_unit","nullable":false}"#
+        );
+        assert_eq!(serde_json::from_str::<ColumnSpec>(&j).unwrap(), c);
+    }
+
+    #[test]
+    fn parsing_of_raw_values() {
+        assert_eq!(parse_decimal("123.45", 2), Some(12345));
+        assert_eq!(parse_decimal("-1.5", 2), Some(-150));
+        assert_eq!(parse_decimal("7", 2), Some(700));
+        assert_eq!(parse_decimal(".5", 1), Some(5));
+        assert_eq!(parse_decimal("1.234", 2), None);
+        assert_eq!(parse_decimal("1e3", 2), None);
+        assert_eq!(parse_decimal("", 2), None);
+        assert_eq!(parse_decimal("-", 2), None);
+        assert_eq!(parse_decimal("99999999999999999999", 0), None);
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-02-29"), Some(19782));
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("1969-12-31"), Some(-1));
+        assert_eq!(parse_date("2024-1-01"), None);
+        for d in [-800_000, -1, 0, 1, 19782, 2_000_000] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), Some(d));
+        }
+        let cols = columns();
+        let p = CellParser::new(&cols, b"key").unwrap();
+        assert_eq!(
+            p.parse(0, " 110101 "),
+            Ok(Cell::Pseudonym(pseudonym(b"key", "110101")))
+        );
+        assert!(p.parse(0, "").is_err());
+        assert_eq!(p.parse(2, ""), Ok(Cell::Null));
+        assert_eq!(p.parse(3, "10.5"), Ok(Cell::Decimal(1050)));
+        assert_eq!(p.parse(5, "F"), Ok(Cell::Category(1)));
+        assert!(p.parse(5, "X").is_err());
+        assert!(p.parse(2, "abc").is_err());
+    }
+
+    #[test]
+    fn pseudonym_is_hmac_sha256() {
+        // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").
+        assert_eq!(
+            pseudonym(b"Jefe", "what do ya want for nothing?"),
+            0x5bdcc146bf60754e
+        );
+        assert_eq!(pseudonym(b"k", " a "), pseudonym(b"k", "a"));
+        assert_ne!(pseudonym(b"k", "a"), pseudonym(b"l", "a"));
+    }
+}
