@@ -557,6 +557,22 @@ impl VersionReader {
         Ok(())
     }
 
+    /// Reads the stored little-endian bytes of fixed-width column `col` from row `start` into
+    /// `dst` (whose length must be a multiple of the column's width).
+    pub fn read_raw_bytes(&self, col: usize, start: u64, dst: &mut [u8]) -> io::Result<()> {
+        let spec = self
+            .meta
+            .columns
+            .get(col)
+            .ok_or_else(|| invalid(format!("no column {col}")))?;
+        let w = spec.storage().width();
+        if w == 0 || !dst.len().is_multiple_of(w) {
+            return Err(invalid(format!("column `{}`: bad raw read", spec.name)));
+        }
+        self.check(col, spec.storage(), start, dst.len() / w)?;
+        self.bins[col].read_exact_at(dst, start * w as u64)
+    }
+
     /// Reads `out.len()` values of an integer or decimal column starting at row `start`.
     pub fn read_i64(&self, col: usize, start: u64, out: &mut [i64]) -> io::Result<()> {
         self.read_fixed::<8>(col, Storage::I64, start, out.len(), |i, b| {
