@@ -1,0 +1,3 @@
+DROP TABLE dataset_versions;
+DROP TABLE dataset_columns;
+DROP TABLE datasets;
