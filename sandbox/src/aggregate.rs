@@ -1,11 +1,9 @@
 //! Host-side aggregation: partial accumulators per instance, exact merge, per-person bounds,
 //! k-thresholds, optional differential-privacy noise, and the released output (JSON and CSV).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use rand::{Rng, RngCore};
-use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
 use crate::manifest::PlanAggregate;
@@ -18,12 +16,73 @@ struct Entry {
     count: u64,
 }
 
+/// One raw contribution waiting to be compacted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rec {
+    person: u64,
+    cell: u32,
+    idx: u32,
+}
+
+impl Rec {
+    /// A contribution of `person` to `cell`.
+    pub(crate) fn new(person: u64, cell: u32) -> Self {
+        Rec {
+            person,
+            cell,
+            idx: 0,
+        }
+    }
+
+    /// The pair (person, cell).
+    pub(crate) fn key(&self) -> (u64, u32) {
+        (self.person, self.cell)
+    }
+}
+
+/// Sorts contributions by (person, cell): one most-significant-digit radix pass on the high
+/// bits of the (uniformly distributed) pseudonym, then small cache-resident sorts per bucket.
+pub(crate) fn sort_recs(v: &mut Vec<Rec>) {
+    let n = v.len();
+    if n < 4096 {
+        v.sort_unstable_by_key(Rec::key);
+        return;
+    }
+    let bits = (n / 32).ilog2().clamp(1, 16);
+    let shift = 64 - bits;
+    let buckets = 1usize << bits;
+    let mut starts = vec![0usize; buckets + 1];
+    for r in v.iter() {
+        starts[(r.person >> shift) as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    let mut pos = starts.clone();
+    let mut out = vec![Rec::default(); n];
+    for r in v.iter() {
+        let b = (r.person >> shift) as usize;
+        out[pos[b]] = *r;
+        pos[b] += 1;
+    }
+    for b in 0..buckets {
+        out[starts[b]..starts[b + 1]].sort_unstable_by_key(Rec::key);
+    }
+    *v = out;
+}
+
+/// Raw contributions are buffered and compacted (sorted and summed per pair) when the buffer
+/// holds this many, so memory stays bounded by the number of distinct pairs.
+const COMPACT_AT: usize = 1 << 22;
+
 /// Contributions received by one instance for one aggregate, kept per (person, cell) so that
 /// partials merge exactly and per-person bounds apply independently of the split.
 #[derive(Debug, Clone)]
 pub(crate) struct Partial {
     measures: usize,
-    index: HashMap<(u64, u32), u32, FxBuildHasher>,
+    buf: Vec<Rec>,
+    buf_measures: Vec<i64>,
+    /// Compacted totals, sorted by (person, cell), one entry per pair.
     entries: Vec<Entry>,
     sums: Vec<i128>,
 }
@@ -33,13 +92,14 @@ impl Partial {
     pub(crate) fn new(measures: usize) -> Self {
         Partial {
             measures,
-            index: HashMap::with_hasher(FxBuildHasher),
+            buf: Vec::new(),
+            buf_measures: Vec::new(),
             entries: Vec::new(),
             sums: Vec::new(),
         }
     }
 
-    /// Number of (person, cell) pairs held.
+    /// Number of compacted (person, cell) pairs held.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -47,42 +107,111 @@ impl Partial {
     /// Adds one contribution whose measures are already clamped.
     #[inline]
     pub(crate) fn add(&mut self, person: u64, cell: u32, measures: &[i64]) {
-        let m = self.measures;
-        let next = self.entries.len() as u32;
-        let i = *self.index.entry((person, cell)).or_insert(next) as usize;
-        if i == self.entries.len() {
-            self.entries.push(Entry {
-                person,
-                cell,
-                count: 0,
-            });
-            self.sums.extend(std::iter::repeat_n(0, m));
+        let idx = self.buf.len() as u32;
+        self.buf.push(Rec { person, cell, idx });
+        if self.measures > 0 {
+            self.buf_measures
+                .extend_from_slice(&measures[..self.measures]);
         }
-        self.entries[i].count += 1;
-        for (s, v) in self.sums[i * m..(i + 1) * m].iter_mut().zip(measures) {
-            *s += i128::from(*v);
+        if self.buf.len() >= COMPACT_AT {
+            self.compact();
         }
     }
 
-    /// Adds the totals of `other` into `self` (exact, order-independent).
-    pub(crate) fn merge(&mut self, other: Partial) {
+    /// Sorts the buffered contributions, sums them per pair and merges them into the totals.
+    pub(crate) fn compact(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
         let m = self.measures;
-        for (j, e) in other.entries.iter().enumerate() {
-            let next = self.entries.len() as u32;
-            let i = *self.index.entry((e.person, e.cell)).or_insert(next) as usize;
-            if i == self.entries.len() {
-                self.entries.push(Entry {
-                    person: e.person,
-                    cell: e.cell,
-                    count: 0,
-                });
-                self.sums.extend(std::iter::repeat_n(0, m));
+        let mut buf = std::mem::take(&mut self.buf);
+        sort_recs(&mut buf);
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut sums: Vec<i128> = Vec::new();
+        for r in &buf {
+            match entries.last_mut() {
+                Some(e) if e.person == r.person && e.cell == r.cell => e.count += 1,
+                _ => {
+                    entries.push(Entry {
+                        person: r.person,
+                        cell: r.cell,
+                        count: 1,
+                    });
+                    sums.extend(std::iter::repeat_n(0, m));
+                }
             }
-            self.entries[i].count += e.count;
-            for k in 0..m {
-                self.sums[i * m + k] += other.sums[j * m + k];
+            if m > 0 {
+                let base = sums.len() - m;
+                let src = r.idx as usize * m;
+                for k in 0..m {
+                    sums[base + k] += i128::from(self.buf_measures[src + k]);
+                }
             }
         }
+        buf.clear();
+        self.buf = buf;
+        self.buf_measures.clear();
+        self.merge_sorted(entries, sums);
+    }
+
+    fn merge_sorted(&mut self, entries: Vec<Entry>, sums: Vec<i128>) {
+        if self.entries.is_empty() {
+            self.entries = entries;
+            self.sums = sums;
+            return;
+        }
+        let m = self.measures;
+        let (a, sa) = (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.sums),
+        );
+        let mut out = Vec::with_capacity(a.len() + entries.len());
+        let mut out_sums = Vec::with_capacity(sa.len() + sums.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < entries.len() {
+            let take_a = j >= entries.len()
+                || (i < a.len()
+                    && (a[i].person, a[i].cell) <= (entries[j].person, entries[j].cell));
+            let take_b = i >= a.len()
+                || (j < entries.len()
+                    && (entries[j].person, entries[j].cell) <= (a[i].person, a[i].cell));
+            let mut e = Entry {
+                person: 0,
+                cell: 0,
+                count: 0,
+            };
+            let base = out_sums.len();
+            out_sums.extend(std::iter::repeat_n(0i128, m));
+            if take_a {
+                e = a[i];
+                for k in 0..m {
+                    out_sums[base + k] += sa[i * m + k];
+                }
+                i += 1;
+            }
+            if take_b {
+                let b = entries[j];
+                if take_a {
+                    e.count += b.count;
+                } else {
+                    e = b;
+                }
+                for k in 0..m {
+                    out_sums[base + k] += sums[j * m + k];
+                }
+                j += 1;
+            }
+            out.push(e);
+        }
+        self.entries = out;
+        self.sums = out_sums;
+    }
+
+    /// Adds the totals of `other` into `self` (exact, order-independent).
+    pub(crate) fn merge(&mut self, mut other: Partial) {
+        self.compact();
+        other.compact();
+        self.merge_sorted(other.entries, other.sums);
     }
 }
 
@@ -188,7 +317,7 @@ pub fn discrete_laplace(rng: &mut dyn RngCore, scale: f64) -> i64 {
 /// Applies per-person bounds, thresholds and noise to the merged partial of an aggregate.
 pub(crate) fn finalize(
     agg: &PlanAggregate,
-    partial: Partial,
+    mut partial: Partial,
     contributions: u64,
     rng: &mut dyn RngCore,
 ) -> (AggregateOutput, AggregateStats) {
@@ -199,17 +328,12 @@ pub(crate) fn finalize(
     let mut count = vec![0u64; cells];
     let mut persons = vec![0u64; cells];
     let mut sums = vec![0i128; cells * m];
-    let mut order: Vec<u32> = (0..partial.entries.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| {
-        let e = &partial.entries[i as usize];
-        (e.person, e.cell)
-    });
+    partial.compact();
     let mut dropped = 0u64;
     let mut clamped = 0u64;
     let mut run_person = None;
     let mut run_len = 0usize;
-    for &i in &order {
-        let e = partial.entries[i as usize];
+    for (i, &e) in partial.entries.iter().enumerate() {
         if run_person != Some(e.person) {
             run_person = Some(e.person);
             run_len = 0;
@@ -225,7 +349,7 @@ pub(crate) fn finalize(
         count[cell] += kept;
         persons[cell] += 1;
         for (k, meas) in agg.measures.iter().enumerate() {
-            let s = partial.sums[i as usize * m + k];
+            let s = partial.sums[i * m + k];
             let lo = i128::from(meas.lo) * i128::from(kept);
             let hi = i128::from(meas.hi) * i128::from(kept);
             sums[cell * m + k] += s.clamp(lo, hi);
@@ -404,6 +528,7 @@ mod tests {
             all.add(p, c, &[v]);
         }
         a.merge(b);
+        all.compact();
         let norm = |p: &Partial| {
             let mut v: Vec<_> = p
                 .entries
@@ -415,6 +540,30 @@ mod tests {
             v
         };
         assert_eq!(norm(&a), norm(&all));
+    }
+
+    #[test]
+    fn radix_sort_orders_by_person_then_cell() {
+        let mut x = 12345u64;
+        let mut v: Vec<Rec> = (0..50_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                Rec {
+                    person: x % 20_000 * 0x9e37_79b9_7f4a_7c15,
+                    cell: (x % 7) as u32,
+                    idx: i,
+                }
+            })
+            .collect();
+        let mut expected = v.clone();
+        expected.sort_by_key(Rec::key);
+        sort_recs(&mut v);
+        assert_eq!(
+            v.iter().map(Rec::key).collect::<Vec<_>>(),
+            expected.iter().map(Rec::key).collect::<Vec<_>>()
+        );
     }
 
     /// The noise has mean 0 and the variance of the discrete Laplace distribution

@@ -10,6 +10,8 @@
 //! The ABI between the host and the guest is described in `ABI.md`.
 
 pub mod aggregate;
+pub mod bench;
+pub mod cli;
 pub mod columnar;
 pub mod demo;
 pub mod manifest;

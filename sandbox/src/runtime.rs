@@ -1294,11 +1294,28 @@ impl Runtime {
                 }
             }
         };
+        let mut state = store.into_data();
+        let stop = stop.or_else(|| {
+            // Compacting here spreads the sorting over the instances' threads.
+            let cap = shared.limits.max_person_cells;
+            state
+                .partials
+                .iter_mut()
+                .zip(&plan.aggregates)
+                .find_map(|(p, a)| {
+                    p.compact();
+                    (p.len() as u64 > cap).then(|| Outcome::TooManyGroups {
+                        reason: format!(
+                            "aggregate `{}` holds more than {cap} (person, cell) pairs",
+                            a.name
+                        ),
+                    })
+                })
+        });
         if stop.is_some() {
             shared.abort.store(true, Ordering::Relaxed);
         }
         end.stop = stop;
-        let state = store.into_data();
         end.partials = state.partials;
         end.contributions = state.contributions;
         end.without_person = state.without_person;

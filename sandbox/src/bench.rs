@@ -1,0 +1,290 @@
+//! `dataop bench sandbox`: example (a) in the sandbox with every limit on, against a plain
+//! native Rust loop and an SQLite `GROUP BY` over the same columns, start latency from a cached
+//! compiled module, and the parallel run on all cores.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxBuildHasher;
+use serde::Serialize;
+
+use crate::aggregate::{Rec, sort_recs};
+use crate::manifest::{Limits, Manifest};
+use crate::runtime::{RunOptions, Runtime};
+use crate::source::{DatasetInput, MemColumn, MemTable, TableSource};
+
+/// The WAT source of example (a), built into the binary so the benchmark needs no compiler.
+pub const EXAMPLE_A_WAT: &str = include_str!("../guest/examples/a_visits_65plus.wat");
+/// The manifest of example (a).
+pub const EXAMPLE_A_MANIFEST: &str = include_str!("../guest/examples/a_visits_65plus.toml");
+
+/// The figures of one benchmark run (the last line of the output, as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    /// Rows scanned.
+    pub rows: u64,
+    /// Single-instance sandbox throughput (whole run: instantiate, scan, aggregate, release).
+    pub sandbox_rows_per_s: f64,
+    /// The same aggregates computed by a plain native Rust loop.
+    pub native_rows_per_s: f64,
+    /// The same aggregates by a native loop with a hash map instead of a sort.
+    pub native_hashmap_rows_per_s: f64,
+    /// The same aggregates as an SQLite `GROUP BY` (data loaded beforehand, query only).
+    pub sqlite_rows_per_s: f64,
+    /// sandbox / native.
+    pub ratio_vs_native: f64,
+    /// sandbox / SQLite.
+    pub ratio_vs_sqlite: f64,
+    /// Start of a job from a cached compiled module, median, in µs.
+    pub start_p50_us: f64,
+    /// Start of a job from a cached compiled module, 99th percentile, in µs.
+    pub start_p99_us: f64,
+    /// Throughput of the run split over every core.
+    pub parallel_rows_per_s: f64,
+    /// Instances of the parallel run.
+    pub parallel_instances: usize,
+    /// parallel / single.
+    pub parallel_speedup: f64,
+}
+
+fn col<'a>(t: &'a MemTable, name: &str) -> &'a MemColumn {
+    let i = t
+        .columns()
+        .iter()
+        .position(|c| c.name == name)
+        .expect("demo column");
+    t.column(i).expect("demo column")
+}
+
+/// Example (a) as a plain native loop: (count, distinct persons) per district of visits by
+/// persons aged 65+, each person kept in their lowest district (as the host does), grouping
+/// pairs by sorting them (the same algorithm as the host, without the sandbox).
+pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
+    let (MemColumn::U64(person), MemColumn::I64(age), MemColumn::U32(district)) =
+        (col(t, "person_id"), col(t, "age"), col(t, "district"))
+    else {
+        return Vec::new();
+    };
+    let mut recs = Vec::new();
+    for i in 0..person.len() {
+        if age[i] >= 65 {
+            recs.push(Rec::new(person[i], district[i]));
+        }
+    }
+    sort_recs(&mut recs);
+    let mut cells = vec![(0u64, 0u64); crate::demo::DISTRICTS.len()];
+    let mut i = 0;
+    while i < recs.len() {
+        let (p, d) = recs[i].key();
+        let mut j = i;
+        while j < recs.len() && recs[j].key() == (p, d) {
+            j += 1;
+        }
+        let c = &mut cells[d as usize];
+        c.0 += ((j - i) as u64).min(1000);
+        c.1 += 1;
+        // Skip the person's other cells (max_cells_per_person = 1).
+        while j < recs.len() && recs[j].key().0 == p {
+            j += 1;
+        }
+        i = j;
+    }
+    cells
+}
+
+/// The same as [`native_example_a`] with a hash map of (person, district) pairs instead of a
+/// sort (the straightforward native program).
+pub fn native_hashmap_example_a(t: &MemTable) -> Vec<(u64, u64)> {
+    let (MemColumn::U64(person), MemColumn::I64(age), MemColumn::U32(district)) =
+        (col(t, "person_id"), col(t, "age"), col(t, "district"))
+    else {
+        return Vec::new();
+    };
+    let mut pairs: HashMap<(u64, u32), u64, FxBuildHasher> = HashMap::with_hasher(FxBuildHasher);
+    for i in 0..person.len() {
+        if age[i] >= 65 {
+            *pairs.entry((person[i], district[i])).or_insert(0) += 1;
+        }
+    }
+    let mut v: Vec<((u64, u32), u64)> = pairs.into_iter().collect();
+    v.sort_unstable_by_key(|e| e.0);
+    let mut cells = vec![(0u64, 0u64); crate::demo::DISTRICTS.len()];
+    let mut last = None;
+    for ((p, d), n) in v {
+        if last == Some(p) {
+            continue;
+        }
+        last = Some(p);
+        let c = &mut cells[d as usize];
+        c.0 += n.min(1000);
+        c.1 += 1;
+    }
+    cells
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Runs the benchmark on `rows` synthetic rows, printing progress lines to `out` and, last,
+/// one JSON object with the figures.
+pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFigures> {
+    let t = Instant::now();
+    let table = Arc::new(crate::demo::outpatients(
+        rows,
+        (rows as u64 / 10).max(1),
+        42,
+    ));
+    writeln!(
+        out,
+        "generated {rows} rows in {:.2} s",
+        t.elapsed().as_secs_f64()
+    )?;
+    let manifest = Manifest::from_toml(EXAMPLE_A_MANIFEST).map_err(anyhow::Error::msg)?;
+    let cache = std::env::temp_dir().join("dataop-sandbox-bench-cache");
+    let rt = Runtime::new(Limits::default(), Some(&cache))?;
+    let module = rt
+        .load(EXAMPLE_A_WAT.as_bytes())
+        .map_err(|o| anyhow::anyhow!("{o}"))?;
+    let inputs = [DatasetInput {
+        name: "outpatients".into(),
+        source: table.clone(),
+        allowed_columns: vec!["age".into(), "district".into()],
+    }];
+    let single = RunOptions {
+        instances: 1,
+        ..RunOptions::default()
+    };
+    // Warm-up, then the best of three.
+    let warm = rt.run(&module, &manifest, &inputs, &single);
+    anyhow::ensure!(
+        warm.report.outcome.is_finished(),
+        "sandbox run failed: {}",
+        warm.report.outcome
+    );
+    let best = |f: &mut dyn FnMut() -> Duration| (0..3).map(|_| f()).min().unwrap_or_default();
+    let sandbox = best(&mut || {
+        let t = Instant::now();
+        let r = rt.run(&module, &manifest, &inputs, &single);
+        let d = t.elapsed();
+        assert!(r.report.outcome.is_finished());
+        d
+    });
+    let output = warm.output.expect("finished runs have output");
+    let native_cells = native_example_a(&table);
+    for (cell, (n, p)) in output.aggregates[0].cells.iter().zip(&native_cells) {
+        if !cell.suppressed {
+            anyhow::ensure!(
+                cell.count == Some(*n as i64) && cell.persons == Some(*p as i64),
+                "sandbox and native differ"
+            );
+        }
+    }
+    writeln!(
+        out,
+        "sandbox, 1 instance: {:.1} ms",
+        sandbox.as_secs_f64() * 1e3
+    )?;
+    let native = best(&mut || {
+        let t = Instant::now();
+        std::hint::black_box(native_example_a(std::hint::black_box(&table)));
+        t.elapsed()
+    });
+    writeln!(out, "native loop: {:.1} ms", native.as_secs_f64() * 1e3)?;
+    anyhow::ensure!(
+        native_hashmap_example_a(&table) == native_cells,
+        "native variants differ"
+    );
+    let native_hash = best(&mut || {
+        let t = Instant::now();
+        std::hint::black_box(native_hashmap_example_a(std::hint::black_box(&table)));
+        t.elapsed()
+    });
+    writeln!(
+        out,
+        "native loop with a hash map: {:.1} ms",
+        native_hash.as_secs_f64() * 1e3
+    )?;
+    let sqlite = sqlite_example_a(&table, out)?;
+    writeln!(out, "sqlite GROUP BY: {:.1} ms", sqlite.as_secs_f64() * 1e3)?;
+    let mut starts = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        starts.push(
+            rt.start_latency(&module, &manifest, &inputs)
+                .map_err(|o| anyhow::anyhow!("{o}"))?,
+        );
+    }
+    starts.sort();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel_opts = RunOptions {
+        instances: cores,
+        ..RunOptions::default()
+    };
+    let parallel = best(&mut || {
+        let t = Instant::now();
+        let r = rt.run(&module, &manifest, &inputs, &parallel_opts);
+        let d = t.elapsed();
+        assert!(r.report.outcome.is_finished());
+        d
+    });
+    writeln!(
+        out,
+        "sandbox, {cores} instances: {:.1} ms",
+        parallel.as_secs_f64() * 1e3
+    )?;
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64().max(1e-9);
+    let figures = BenchFigures {
+        rows: rows as u64,
+        sandbox_rows_per_s: rate(sandbox),
+        native_rows_per_s: rate(native),
+        native_hashmap_rows_per_s: rate(native_hash),
+        sqlite_rows_per_s: rate(sqlite),
+        ratio_vs_native: native.as_secs_f64() / sandbox.as_secs_f64(),
+        ratio_vs_sqlite: sqlite.as_secs_f64() / sandbox.as_secs_f64(),
+        start_p50_us: percentile(&starts, 0.5),
+        start_p99_us: percentile(&starts, 0.99),
+        parallel_rows_per_s: rate(parallel),
+        parallel_instances: cores,
+        parallel_speedup: sandbox.as_secs_f64() / parallel.as_secs_f64(),
+    };
+    writeln!(out, "{}", serde_json::to_string(&figures)?)?;
+    Ok(figures)
+}
+
+/// Loads person, district and age into an in-memory SQLite table and times the query of
+/// example (a) (loading is not timed).
+fn sqlite_example_a(t: &MemTable, out: &mut dyn Write) -> anyhow::Result<Duration> {
+    let (MemColumn::U64(person), MemColumn::I64(age), MemColumn::U32(district)) =
+        (col(t, "person_id"), col(t, "age"), col(t, "district"))
+    else {
+        anyhow::bail!("demo columns missing");
+    };
+    let started = Instant::now();
+    let mut db = rusqlite::Connection::open_in_memory()?;
+    db.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; CREATE TABLE visits (person INTEGER NOT NULL, district INTEGER NOT NULL, age INTEGER NOT NULL);")?;
+    let tx = db.transaction()?;
+    {
+        let mut ins = tx.prepare("INSERT INTO visits VALUES (?1, ?2, ?3)")?;
+        for i in 0..person.len() {
+            ins.execute((person[i] as i64, district[i], age[i]))?;
+        }
+    }
+    tx.commit()?;
+    writeln!(
+        out,
+        "loaded SQLite in {:.1} s (not timed)",
+        started.elapsed().as_secs_f64()
+    )?;
+    let sql = "SELECT district, COUNT(*), COUNT(DISTINCT person) FROM visits WHERE age >= 65 GROUP BY district";
+    let t = Instant::now();
+    let mut stmt = db.prepare(sql)?;
+    let rows: Vec<(i64, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let d = t.elapsed();
+    std::hint::black_box(rows);
+    Ok(d)
+}
