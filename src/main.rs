@@ -1,1 +1,233 @@
-fn main() {}
+//! The `dataop` command line: serve, migrate, user create, audit verify.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use dataop::config::{Config, Overrides};
+
+/// Platform for the authorized operation of public data.
+#[derive(Debug, Parser)]
+#[command(name = "dataop", version, about)]
+struct Cli {
+    /// Optional TOML configuration file.
+    #[arg(long, global = true, env = "DATAOP_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data lives; taken by every subcommand that touches it.
+#[derive(Debug, Clone, Args)]
+struct DataArgs {
+    /// Data directory (database, secrets, dataset versions). Default `./data`.
+    #[arg(long, env = "DATAOP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: `sqlite://path` or `postgres://user:pass@host/db`.
+    /// Default `sqlite://<data-dir>/dataop.db`.
+    #[arg(long, env = "DATAOP_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web server.
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on. Default `127.0.0.1:8080`.
+        #[arg(long, env = "DATAOP_BIND")]
+        bind: Option<String>,
+        /// Seed the demo world (once; existing data is kept) and print the demo accounts.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Measure performance (prints figures; run the release build).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// CSV ingest of generated outpatient visits (parse, validate, pseudonymize, write
+    /// columnar) against a baseline that only reads and splits the same file.
+    Ingest {
+        /// Number of generated rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Directory for the generated file and the version (removed afterwards).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        tmp_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a platform administrator (bootstrap). The password is read from
+    /// `DATAOP_USER_PASSWORD` or, if unset, from the first line of standard input.
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Name shown on pages (default: the login name).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exits non-zero naming the first broken entry.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn config_for(
+    cli_config: &Option<PathBuf>,
+    data: DataArgs,
+    bind: Option<String>,
+) -> anyhow::Result<Config> {
+    Config::load(Overrides {
+        config_file: cli_config.clone(),
+        data_dir: data.data_dir,
+        database_url: data.database_url,
+        bind,
+        secret_key: std::env::var("DATAOP_SECRET_KEY").ok(),
+        secure_cookies: std::env::var("DATAOP_SECURE_COOKIES")
+            .ok()
+            .map(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+        upload_limit_bytes: std::env::var("DATAOP_UPLOAD_LIMIT_BYTES")
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .context("DATAOP_UPLOAD_LIMIT_BYTES must be a number of bytes")
+            })
+            .transpose()?,
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DATAOP_LOG")
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { data, bind, demo } => {
+            let config = config_for(&cli.config, data, bind)?;
+            serve(config, demo)?;
+        }
+        Command::Migrate { data } => {
+            let config = config_for(&cli.config, data, None)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            dataop::db::connect(&config.database_url)?;
+            println!("database is up to date");
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    data,
+                    username,
+                    display_name,
+                },
+        } => {
+            let config = config_for(&cli.config, data, None)?;
+            let password = match std::env::var("DATAOP_USER_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let state = dataop::AppState::open(config)?;
+            let mut conn = state.pool.get()?;
+            let id = dataop::accounts::create_admin(
+                &mut conn,
+                &username,
+                display_name.as_deref().unwrap_or(&username),
+                &password,
+            )?;
+            println!("created platform administrator {username} (id {id})");
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data },
+        } => {
+            let config = config_for(&cli.config, data, None)?;
+            let mut conn = dataop::db::Manager::new(&config.database_url)
+                .open()
+                .context("connecting to the database")?;
+            match dataop::supervision::audit::verify(&mut conn)? {
+                Ok(n) => println!("audit log verified: {n} entries, chain intact"),
+                Err(broken) => {
+                    println!(
+                        "audit log BROKEN at entry {} ({})",
+                        broken.id,
+                        match broken.reason {
+                            "hash" => "its content does not match its hash",
+                            _ => "it does not link to the entry before it",
+                        }
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Bench {
+            command: BenchCommand::Ingest { rows, tmp_dir },
+        } => {
+            println!("{}", dataop::bench::ingest(rows, &tmp_dir)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting");
+    let state = actix_web::web::Data::new(dataop::AppState::open(config)?);
+    if demo {
+        dataop::demo::seed(&state)?;
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let (server, addr) = dataop::start(state.clone(), 0)?;
+        println!("dataop is listening on http://{addr}/");
+        if demo {
+            dataop::demo::print_accounts();
+        }
+        server.await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,71 @@
+//! Organisations, users, registration, login, API tokens and the account admin pages.
+
+pub mod model;
+
+use actix_web::web;
+
+use crate::auth::password;
+use crate::db::DbConnection;
+use crate::supervision::audit::{self, Actor};
+use model::{NewOrganisation, NewUser, OrgKind};
+
+/// Mounts the account routes.
+pub fn routes(_cfg: &mut web::ServiceConfig) {}
+
+/// Creates a platform administrator (in the first platform organisation, created if missing);
+/// returns the user id. Used by `dataop user create`.
+pub fn create_admin(
+    conn: &mut DbConnection,
+    username: &str,
+    display_name: &str,
+    password: &str,
+) -> anyhow::Result<i64> {
+    use crate::schema::organisations;
+    use diesel::prelude::*;
+
+    let username = username.trim().to_lowercase();
+    anyhow::ensure!(
+        model::valid_username(&username),
+        "the user name must be 3-32 characters of a-z, 0-9, '.', '_' or '-'"
+    );
+    anyhow::ensure!(
+        password.chars().count() >= model::MIN_PASSWORD_LEN,
+        "the password must have at least {} characters",
+        model::MIN_PASSWORD_LEN
+    );
+    let hash = password::hash(password)?;
+    let id = crate::db::write_transaction(conn, |conn| {
+        anyhow::ensure!(
+            model::find_user_by_name(conn, &username)?.is_none(),
+            "a user named {username} already exists"
+        );
+        let org_id = match organisations::table
+            .filter(organisations::kind.eq(OrgKind::Platform.as_str()))
+            .order(organisations::id.asc())
+            .select(organisations::id)
+            .first::<i64>(conn)
+            .optional()?
+        {
+            Some(id) => id,
+            None => NewOrganisation::simple("Platform operator", OrgKind::Platform).insert(conn)?,
+        };
+        let id = NewUser::new(
+            org_id,
+            &username,
+            display_name,
+            hash,
+            OrgKind::Platform.default_role(),
+        )
+        .insert(conn)?;
+        audit::record(
+            conn,
+            &Actor::system(),
+            "user.create",
+            "user",
+            &id.to_string(),
+            serde_json::json!({ "username": username, "role": "platform_admin", "via": "cli" }),
+        )?;
+        Ok(id)
+    })?;
+    Ok(id)
+}

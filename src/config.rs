@@ -1,0 +1,183 @@
+//! Runtime configuration.
+//!
+//! Every setting can come from, in order of precedence: a command-line flag, a `DATAOP_*`
+//! environment variable (clap reads both), an optional TOML file given with `--config`
+//! (`DATAOP_CONFIG`), or the built-in default. See the README for the full list.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The keys allowed in the TOML configuration file; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub bind: Option<String>,
+    /// Directory holding the SQLite database, secrets and dataset versions.
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://path` or `postgres://user:pass@host/db`.
+    pub database_url: Option<String>,
+    /// Session-signing secret; generated and kept in the data dir when absent.
+    pub secret_key: Option<String>,
+    /// Mark cookies `Secure` (set when the site is served over https).
+    pub secure_cookies: Option<bool>,
+    /// Lifetime of a browser session, in hours.
+    pub session_hours: Option<i64>,
+    /// Lifetime of an API token, in days.
+    pub token_days: Option<i64>,
+    /// Largest accepted upload, in bytes.
+    pub upload_limit_bytes: Option<u64>,
+    /// Failed logins allowed per account within the throttle window.
+    pub login_max_failures_account: Option<u32>,
+    /// Failed logins allowed per source address within the throttle window.
+    pub login_max_failures_address: Option<u32>,
+    /// Throttle window, in seconds.
+    pub login_window_secs: Option<u64>,
+}
+
+/// Values given on the command line or through `DATAOP_*` variables; they override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config` / `DATAOP_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir` / `DATAOP_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url` / `DATAOP_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--bind` / `DATAOP_BIND`.
+    pub bind: Option<String>,
+    /// `DATAOP_SECRET_KEY`.
+    pub secret_key: Option<String>,
+    /// `DATAOP_SECURE_COOKIES`.
+    pub secure_cookies: Option<bool>,
+    /// `DATAOP_UPLOAD_LIMIT_BYTES`.
+    pub upload_limit_bytes: Option<u64>,
+}
+
+/// The effective configuration of one process.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to `sqlite://<data_dir>/dataop.db`.
+    pub database_url: String,
+    /// Session-signing secret when given explicitly (never logged).
+    pub secret_key: Option<String>,
+    /// Whether cookies carry the `Secure` attribute.
+    pub secure_cookies: bool,
+    /// Browser session lifetime in hours.
+    pub session_hours: i64,
+    /// API token lifetime in days.
+    pub token_days: i64,
+    /// Largest accepted upload in bytes (default 2 GiB).
+    pub upload_limit_bytes: u64,
+    /// Failed logins allowed per account within the window.
+    pub login_max_failures_account: u32,
+    /// Failed logins allowed per source address within the window.
+    pub login_max_failures_address: u32,
+    /// Throttle window in seconds.
+    pub login_window_secs: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("secure_cookies", &self.secure_cookies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces the password of a database URL by `***` so the URL can be logged.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+impl Config {
+    /// Builds the configuration from overrides, the optional TOML file and defaults.
+    pub fn load(o: Overrides) -> anyhow::Result<Self> {
+        let file = match &o.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = o
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let database_url = o
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("dataop.db").display()));
+        Ok(Self {
+            bind: o
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir,
+            database_url,
+            secret_key: o.secret_key.or(file.secret_key),
+            secure_cookies: o.secure_cookies.or(file.secure_cookies).unwrap_or(false),
+            session_hours: file.session_hours.unwrap_or(8).clamp(1, 24 * 30),
+            token_days: file.token_days.unwrap_or(30).clamp(1, 365),
+            upload_limit_bytes: o
+                .upload_limit_bytes
+                .or(file.upload_limit_bytes)
+                .unwrap_or(2 * 1024 * 1024 * 1024),
+            login_max_failures_account: file.login_max_failures_account.unwrap_or(5).max(1),
+            login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
+            login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
+        })
+    }
+
+    /// A configuration for tests and tools: defaults with the given data dir and database URL.
+    pub fn for_data_dir(data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Self> {
+        Self::load(Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            database_url,
+            ..Overrides::default()
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_data_dir() {
+        let c = Config::for_data_dir(Path::new("/tmp/x"), None).unwrap();
+        assert_eq!(c.database_url, "sqlite:///tmp/x/dataop.db");
+        assert_eq!(c.upload_limit_bytes, 2 * 1024 * 1024 * 1024);
+    }
+}

@@ -1,0 +1,242 @@
+//! Database access: one connection type over SQLite and PostgreSQL, an r2d2 pool and migrations.
+//!
+//! * The backend is chosen by the URL scheme: `postgres://` / `postgresql://` is PostgreSQL,
+//!   `sqlite://<path>` (or a bare path) is SQLite. The default is `sqlite://<data_dir>/dataop.db`.
+//! * Every SQLite connection gets `journal_mode=WAL`, `foreign_keys=ON`, `busy_timeout` and
+//!   `synchronous=NORMAL` from [`SqlitePragmas`] when the pool hands it out.
+//! * Migrations live in `migrations/sqlite` and `migrations/postgres`, one directory per domain
+//!   (`<date>-<seq>_<domain>`), mirrored for both backends, embedded at compile time and applied
+//!   by [`connect`].
+//! * Ids are `BIGINT` everywhere: `INTEGER PRIMARY KEY` on SQLite (an alias of the 64-bit rowid)
+//!   and `BIGSERIAL PRIMARY KEY` on PostgreSQL; in `schema.rs` they are `BigInt` / `i64`.
+//!   Timestamps are `TIMESTAMP` (UTC, `chrono::NaiveDateTime`, truncated to microseconds with
+//!   [`now`]); decimals are `TEXT` holding the canonical `rust_decimal` string.
+//! * Writes that read before they write (the audit chain does) go through
+//!   [`write_transaction`], which serializes SQLite writers in this process so a deferred
+//!   transaction never fails to upgrade its lock.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, CustomizeConnection, ManageConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// Migrations for SQLite.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Migrations for PostgreSQL.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend; all queries in the application are written against it.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// An SQLite connection (bundled libsqlite3).
+    Sqlite(SqliteConnection),
+    /// A PostgreSQL connection.
+    Pg(PgConnection),
+}
+
+/// Which database engine a URL designates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file database.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+impl DbConnection {
+    /// The engine behind this connection.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Pg(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// The file path of an SQLite URL (`sqlite://path`, `sqlite:path` or a bare path).
+pub fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+/// An r2d2 manager that opens the backend named by the URL scheme.
+///
+/// (The derived `MultiConnection::establish` tries each backend in turn, and SQLite accepts any
+/// string as a file name, so the pool must not rely on it.)
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: String,
+    backend: Backend,
+}
+
+impl Manager {
+    /// A manager for `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            backend: Backend::of_url(url),
+        }
+    }
+
+    /// Opens one connection outside any pool (used by the command-line tools).
+    pub fn open(&self) -> ConnectionResult<DbConnection> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(sqlite_path(&self.url))?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            Backend::Postgres => PgConnection::establish(&self.url).map(DbConnection::Pg),
+        }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        self.open().map_err(r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 15000; PRAGMA synchronous = NORMAL;";
+
+/// Sets the SQLite pragmas on every connection the pool hands out.
+#[derive(Debug)]
+pub struct SqlitePragmas;
+
+impl CustomizeConnection<DbConnection, r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        if let DbConnection::Sqlite(c) = conn {
+            c.batch_execute(SQLITE_PRAGMAS)
+                .map_err(r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// The connection pool.
+pub type DbPool = Pool<Manager>;
+/// A connection borrowed from the pool.
+pub type PooledConn = PooledConnection<Manager>;
+
+/// Opens the pool for `url`, creating the SQLite file's directory, and applies pending migrations.
+pub fn connect(url: &str) -> anyhow::Result<DbPool> {
+    let manager = Manager::new(url);
+    if manager.backend == Backend::Sqlite
+        && let Some(parent) = std::path::Path::new(sqlite_path(url)).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let pool = Pool::builder()
+        .max_size(8)
+        .connection_timeout(Duration::from_secs(30))
+        .connection_customizer(Box::new(SqlitePragmas))
+        .build(manager)
+        .context("opening the database")?;
+    let mut conn = pool.get().context("connecting to the database")?;
+    migrate(&mut conn)?;
+    Ok(pool)
+}
+
+/// Applies the pending migrations of the connection's backend.
+pub fn migrate(conn: &mut DbConnection) -> anyhow::Result<()> {
+    let applied = match conn {
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Pg(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+    }
+    .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(())
+}
+
+static SQLITE_WRITER: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static IN_WRITE: Cell<bool> = const { Cell::new(false) };
+}
+
+struct ResetInWrite;
+
+impl Drop for ResetInWrite {
+    fn drop(&mut self) {
+        IN_WRITE.set(false);
+    }
+}
+
+/// Runs `f` in a transaction meant for writing.
+///
+/// On SQLite the transactions of this process are serialized (the lock is re-entrant per
+/// thread, so nesting is allowed and becomes a savepoint); on PostgreSQL it is a plain
+/// transaction. Use it for every transaction that calls [`crate::supervision::audit::record`].
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    if conn.backend() == Backend::Sqlite && !IN_WRITE.get() {
+        let _guard = SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
+        IN_WRITE.set(true);
+        let _reset = ResetInWrite;
+        conn.transaction(f)
+    } else {
+        conn.transaction(f)
+    }
+}
+
+/// The current UTC time truncated to microseconds (what both backends store exactly).
+pub fn now() -> chrono::NaiveDateTime {
+    let t = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_by_scheme() {
+        assert_eq!(Backend::of_url("postgres://x/y"), Backend::Postgres);
+        assert_eq!(Backend::of_url("postgresql://x/y"), Backend::Postgres);
+        assert_eq!(Backend::of_url("sqlite://data/a.db"), Backend::Sqlite);
+        assert_eq!(sqlite_path("sqlite://data/a.db"), "data/a.db");
+        assert_eq!(sqlite_path("sqlite:///abs/a.db"), "/abs/a.db");
+    }
+}

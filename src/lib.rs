@@ -1,0 +1,99 @@
+//! dataop: a platform for the authorized operation of public data (公共数据授权运营).
+//!
+//! The server is a library so the integration tests start the real thing in-process; the
+//! `dataop` binary (`src/main.rs`) is only the command line.
+
+pub mod accounts;
+pub mod auth;
+pub mod bench;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod errors;
+pub mod i18n;
+pub mod routes;
+pub mod schema;
+pub mod secrets;
+pub mod supervision;
+pub mod web;
+
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, middleware};
+
+pub use config::Config;
+pub use secrets::Secrets;
+
+/// Everything a request handler may need; shared as `web::Data<AppState>`.
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Config,
+    /// The database pool.
+    pub pool: db::DbPool,
+    /// Keys kept in the data dir (never logged).
+    pub secrets: Secrets,
+    /// Failed-login throttle.
+    pub throttle: auth::throttle::Throttle,
+}
+
+impl AppState {
+    /// Creates the data dir, loads or creates the secrets, opens and migrates the database.
+    pub fn open(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let secrets = Secrets::load_or_create(&config)?;
+        let pool = db::connect(&config.database_url)?;
+        let throttle = auth::throttle::Throttle::new(
+            Duration::from_secs(config.login_window_secs),
+            config.login_max_failures_account,
+            config.login_max_failures_address,
+        );
+        Ok(Self {
+            config,
+            pool,
+            secrets,
+            throttle,
+        })
+    }
+}
+
+/// Configures the application: state, limits, middleware-independent routes.
+pub fn app_config(
+    state: actix_web::web::Data<AppState>,
+) -> impl FnOnce(&mut actix_web::web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state)
+            .app_data(actix_web::web::FormConfig::default().limit(256 * 1024))
+            .app_data(actix_web::web::JsonConfig::default().limit(256 * 1024));
+        routes::configure(cfg);
+    }
+}
+
+/// Binds `state.config.bind` and returns the running server and the bound address
+/// (`workers` 0: one per core).
+pub fn start(
+    state: actix_web::web::Data<AppState>,
+    workers: usize,
+) -> anyhow::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let bind = state.config.bind.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::from_fn(web::page_middleware))
+            .wrap(middleware::DefaultHeaders::new()
+                .add(("X-Content-Type-Options", "nosniff"))
+                .add(("X-Frame-Options", "DENY"))
+                .add(("Referrer-Policy", "same-origin"))
+                .add(("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")))
+            .configure(app_config(state.clone()))
+    })
+    .bind(&bind)?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no address bound"))?;
+    Ok((server.run(), addr))
+}

@@ -1,0 +1,19 @@
+//! The one route table. Each domain exposes `pub fn routes(cfg: &mut web::ServiceConfig)` and
+//! is mounted here.
+
+use actix_web::web;
+
+/// Mounts every route of the application.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(crate::web::home))
+        .route("/healthz", web::get().to(crate::web::healthz))
+        .route("/lang/{code}", web::get().to(crate::web::set_lang))
+        .service(
+            actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+                .prefer_utf8(true),
+        );
+    crate::accounts::routes(cfg);
+    crate::supervision::routes(cfg);
+    crate::catalog::routes(cfg);
+    cfg.default_service(web::to(crate::web::not_found));
+}

@@ -1,0 +1,464 @@
+//! What every page shares: the [`Page`] context (language, user, navigation, CSRF token, flash
+//! message), rendering helpers, the blocking-DB helper [`db`], and the middleware that sets the
+//! CSRF seed cookie, clears consumed flash messages and renders errors.
+//!
+//! A page template is a struct with a `page: Page` field and `crate::impl_page!(Struct)`;
+//! templates then use `t("domain.key")`, `lang`, `user`, `csrf` directly:
+//!
+//! ```ignore
+//! #[derive(askama::Template)]
+//! #[template(path = "catalog/list.html")]
+//! struct ListPage { page: Page, items: Vec<Item> }
+//! crate::impl_page!(ListPage);
+//! // handler: async fn list(page: Page, ...) -> Result<HttpResponse, AppError> {
+//! //     render(&ListPage { page, items }) }
+//! ```
+//! Forms include `<input type="hidden" name="csrf" value="{{ csrf }}">` and the handler calls
+//! `page.check_csrf(&form.csrf)?` before changing anything.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use askama::Template;
+use futures_util::future::LocalBoxFuture;
+use rand::RngCore as _;
+
+use crate::AppState;
+use crate::auth::{self, CSRF_COOKIE, CurrentUser, Role};
+use crate::db::DbConnection;
+use crate::errors::{self, AppError};
+use crate::i18n::{self, Lang};
+
+/// Name of the language cookie.
+pub const LANG_COOKIE: &str = "lang";
+/// Name of the flash-message cookie.
+pub const FLASH_COOKIE: &str = "dataop_flash";
+
+/// Runs blocking database work on the blocking thread pool with a pooled connection.
+pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, AppError>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = state.pool.clone();
+    web::block(move || {
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await?
+}
+
+/// One entry of the navigation bar.
+#[derive(Debug, Clone)]
+pub struct NavItem {
+    /// Link target.
+    pub href: &'static str,
+    /// Message key of the label.
+    pub key: &'static str,
+    /// Whether the current page is under this entry.
+    pub active: bool,
+}
+
+/// A one-time message shown on the next page (after a redirect).
+#[derive(Debug, Clone)]
+pub struct Flash {
+    /// `ok` or `error`.
+    pub kind: String,
+    /// Message key.
+    pub key: String,
+}
+
+/// The context every page template receives.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The page language.
+    pub lang: Lang,
+    /// The logged-in user.
+    pub user: Option<CurrentUser>,
+    /// Navigation entries fitting the user's role.
+    pub nav: Vec<NavItem>,
+    /// The CSRF token to put in forms.
+    pub csrf: String,
+    /// A message carried over from the previous request.
+    pub flash: Option<Flash>,
+    /// The current path (for the language switch's return link).
+    pub path: String,
+}
+
+/// Makes a template struct with a `page: Page` field expose the page context (`t`, `lang`,
+/// `user`, `csrf`, ...) to its template.
+#[macro_export]
+macro_rules! impl_page {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::web::Page;
+            fn deref(&self) -> &$crate::web::Page {
+                &self.page
+            }
+        }
+    };
+}
+
+#[derive(Clone)]
+struct CsrfSeed(String);
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The language of a request: `lang` cookie, else `Accept-Language`, else Chinese.
+pub fn lang_of(req: &HttpRequest) -> Lang {
+    req.cookie(LANG_COOKIE)
+        .and_then(|c| Lang::from_code(c.value()))
+        .or_else(|| {
+            req.headers()
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|h| h.to_str().ok())
+                .and_then(Lang::from_accept_language)
+        })
+        .unwrap_or_default()
+}
+
+fn csrf_seed(req: &HttpRequest) -> String {
+    if let Some(s) = req.extensions().get::<CsrfSeed>() {
+        return s.0.clone();
+    }
+    req.cookie(CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default()
+}
+
+/// The navigation for a role (`None`: anonymous visitor).
+pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
+    let mut items: Vec<(&'static str, &'static str)> =
+        vec![("/", "common.nav_home"), ("/catalog", "common.nav_catalog")];
+    match role {
+        None => {
+            items.push(("/register", "common.nav_register"));
+        }
+        Some(role) => {
+            if role == Role::Provider {
+                items.push(("/provider/datasets", "common.nav_my_datasets"));
+            }
+            if matches!(role, Role::PlatformAdmin | Role::Regulator) {
+                items.push(("/admin/orgs", "common.nav_orgs"));
+                items.push(("/admin/users", "common.nav_users"));
+                items.push(("/supervision/audit", "common.nav_audit"));
+            }
+            items.push(("/account", "common.nav_account"));
+        }
+    }
+    items
+        .into_iter()
+        .map(|(href, key)| NavItem {
+            href,
+            key,
+            active: if href == "/" {
+                path == "/"
+            } else {
+                path == href || path.starts_with(&format!("{href}/"))
+            },
+        })
+        .collect()
+}
+
+impl Page {
+    /// Builds the context of a request (and remembers it for the error page).
+    pub async fn build(req: &HttpRequest) -> Result<Page, AppError> {
+        if let Some(p) = req.extensions().get::<Page>() {
+            return Ok(p.clone());
+        }
+        let user = auth::resolve(req).await?;
+        let state = app_state(req)?;
+        let sid = user.as_ref().map(|u| u.session_id.as_str()).unwrap_or("");
+        let csrf = auth::csrf_token(&state, &csrf_seed(req), sid);
+        let flash = req.cookie(FLASH_COOKIE).and_then(|c| {
+            let (kind, key) = c.value().split_once(':')?;
+            (matches!(kind, "ok" | "error") && i18n::has_key(Lang::Zh, key)).then(|| Flash {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+            })
+        });
+        let path = req.path().to_owned();
+        let page = Page {
+            lang: lang_of(req),
+            nav: nav_for(user.as_ref().map(|u| u.role), &path),
+            user,
+            csrf,
+            flash,
+            path,
+        };
+        req.extensions_mut().insert(page.clone());
+        Ok(page)
+    }
+
+    /// The message for `key` in the page language.
+    pub fn t<'a>(&self, key: &'a str) -> &'a str {
+        i18n::t(self.lang, key)
+    }
+
+    /// The message for `key` with `{name}` arguments.
+    pub fn t_args(&self, key: &str, args: &[(&str, String)]) -> String {
+        i18n::t_args(self.lang, key, args)
+    }
+
+    /// The language the switch link offers.
+    pub fn other_lang(&self) -> Lang {
+        match self.lang {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+
+    /// The link that switches to the other language and comes back here.
+    pub fn lang_switch_href(&self) -> String {
+        format!(
+            "/lang/{}?next={}",
+            self.other_lang().code(),
+            url_encode(&self.path)
+        )
+    }
+
+    /// `Err(403)` unless `token` is this page's CSRF token.
+    pub fn check_csrf(&self, token: &str) -> Result<(), AppError> {
+        if !self.csrf.is_empty() && auth::constant_time_eq(&self.csrf, token) {
+            Ok(())
+        } else {
+            Err(AppError::http(StatusCode::FORBIDDEN, "common.error_csrf"))
+        }
+    }
+
+    /// Whether the visitor is logged in with one of `roles`.
+    pub fn has_role(&self, roles: &[Role]) -> bool {
+        self.user.as_ref().is_some_and(|u| u.has_role(roles))
+    }
+
+    /// Whether the visitor is a platform admin or regulator.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(&[Role::PlatformAdmin, Role::Regulator])
+    }
+}
+
+impl FromRequest for Page {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Page::build(&req).await })
+    }
+}
+
+/// The application state of a request.
+pub fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("application state missing")))
+}
+
+/// Renders a template as a 200 HTML response.
+pub fn render(t: &impl Template) -> Result<HttpResponse, AppError> {
+    render_status(StatusCode::OK, t)
+}
+
+/// Renders a template as an HTML response with `status` (e.g. 422 for a re-shown form).
+pub fn render_status(status: StatusCode, t: &impl Template) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(t.render()?))
+}
+
+/// Whether `next` is a safe local redirect target (a path on this site).
+pub fn is_local_path(next: &str) -> bool {
+    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+}
+
+/// A 303 redirect to `location`.
+pub fn redirect(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// A 303 redirect carrying a flash message (`kind` is `ok` or `error`, `key` a message key).
+pub fn redirect_with_flash(location: &str, kind: &str, key: &str) -> HttpResponse {
+    let mut res = redirect(location);
+    let cookie = Cookie::build(FLASH_COOKIE, format!("{kind}:{key}"))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
+    let _ = res.add_cookie(&cookie);
+    res
+}
+
+/// A cookie with the site's attributes (path `/`, HttpOnly, SameSite=Strict, Secure if set).
+pub fn site_cookie(state: &AppState, name: &'static str, value: String) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.secure_cookies)
+        .finish()
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    page: Page,
+    status: u16,
+    message: String,
+}
+crate::impl_page!(ErrorPage);
+
+/// Sets the CSRF seed cookie, clears a consumed flash cookie, and renders errors as an HTML page
+/// (or JSON under `/api`; a 401 on a page redirects to `/login`).
+pub async fn page_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let had_flash = req.cookie(FLASH_COOKIE).is_some();
+    let new_seed = if req.cookie(CSRF_COOKIE).is_none() {
+        let seed = random_hex(16);
+        req.extensions_mut().insert(CsrfSeed(seed.clone()));
+        Some(seed)
+    } else {
+        None
+    };
+    let is_api = req.path() == "/api" || req.path().starts_with("/api/");
+    let res = next.call(req).await?;
+    let mut res = match res.response().error() {
+        None => res.map_into_boxed_body(),
+        Some(err) => {
+            let lang = lang_of(res.request());
+            let (status, code, message) = match err.as_error::<AppError>() {
+                Some(app) => app.message(lang),
+                None => {
+                    let status = res.status();
+                    if status.is_server_error() {
+                        tracing::error!("internal error: {err}");
+                    }
+                    let key = errors::key_for_status(status);
+                    (status, key.to_owned(), i18n::t(lang, key).to_owned())
+                }
+            };
+            let response = if is_api {
+                HttpResponse::build(status).json(serde_json::json!({
+                    "error": { "status": status.as_u16(), "code": code, "message": message }
+                }))
+            } else if status == StatusCode::UNAUTHORIZED {
+                let path = res.request().path();
+                let target = if is_local_path(path) { path } else { "/" };
+                redirect(&format!("/login?next={}", url_encode(target)))
+            } else {
+                let req = res.request().clone();
+                let page = match Page::build(&req).await {
+                    Ok(p) => p,
+                    Err(_) => Page {
+                        lang,
+                        user: None,
+                        nav: nav_for(None, req.path()),
+                        csrf: String::new(),
+                        flash: None,
+                        path: req.path().to_owned(),
+                    },
+                };
+                let body = ErrorPage {
+                    page,
+                    status: status.as_u16(),
+                    message,
+                }
+                .render()
+                .unwrap_or_default();
+                HttpResponse::build(status)
+                    .content_type("text/html; charset=utf-8")
+                    .body(body)
+            };
+            res.into_response(response)
+        }
+    };
+    let state = res.request().app_data::<web::Data<AppState>>().cloned();
+    if let (Some(seed), Some(state)) = (new_seed, state) {
+        let _ = res
+            .response_mut()
+            .add_cookie(&site_cookie(&state, CSRF_COOKIE, seed));
+    }
+    if had_flash
+        && !res.status().is_redirection()
+        && !res.response().cookies().any(|c| c.name() == FLASH_COOKIE)
+    {
+        let _ = res
+            .response_mut()
+            .add_removal_cookie(&Cookie::build(FLASH_COOKIE, "").path("/").finish());
+    }
+    Ok(res)
+}
+
+/// Percent-encodes a string for use in a query parameter.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    page: Page,
+}
+crate::impl_page!(HomePage);
+
+/// `GET /`: the home page.
+pub async fn home(page: Page) -> Result<HttpResponse, AppError> {
+    render(&HomePage { page })
+}
+
+/// `GET /healthz`: answers `ok` when the server runs.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
+}
+
+/// Query of the language switch.
+#[derive(Debug, serde::Deserialize)]
+pub struct LangQuery {
+    next: Option<String>,
+}
+
+/// `GET /lang/{code}?next=/path`: sets the language cookie and returns to `next`.
+pub async fn set_lang(
+    req: HttpRequest,
+    code: web::Path<String>,
+    q: web::Query<LangQuery>,
+) -> Result<HttpResponse, AppError> {
+    let lang = Lang::from_code(&code).ok_or_else(AppError::not_found)?;
+    let state = app_state(&req)?;
+    let next = q
+        .next
+        .as_deref()
+        .filter(|n| is_local_path(n))
+        .unwrap_or("/");
+    let mut res = redirect(next);
+    let mut cookie = site_cookie(&state, LANG_COOKIE, lang.code().to_owned());
+    cookie.set_max_age(actix_web::cookie::time::Duration::days(365));
+    let _ = res.add_cookie(&cookie);
+    Ok(res)
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found())
+}

@@ -1,0 +1,260 @@
+//! Test harness: starts the real server in-process on `127.0.0.1:0` with a temporary data dir.
+//!
+//! SQLite by default; when `DATAOP_TEST_POSTGRES_URL` is set (a URL of a database the role may
+//! connect to, e.g. `postgres://dataop:dataop@localhost/postgres`, with CREATEDB rights) every
+//! `TestApp` creates a fresh uniquely named database and drops it afterwards.
+//!
+//! ```ignore
+//! let app = TestApp::builder().demo().start();
+//! let client = app.client();
+//! assert_eq!(app.login(&client, "alpha", "dataop-demo").status(), 303);
+//! ```
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::Data;
+use dataop::db::DbConnection;
+use dataop::{AppState, Config};
+use diesel::Connection as _;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use reqwest::blocking::{Client, Response};
+
+/// The demo password.
+pub const DEMO_PASSWORD: &str = "dataop-demo";
+
+/// Builds a [`TestApp`].
+#[derive(Default)]
+pub struct TestAppBuilder {
+    demo: bool,
+    tweaks: Vec<Box<dyn FnOnce(&mut Config)>>,
+}
+
+impl TestAppBuilder {
+    /// Seeds the demo world before serving.
+    pub fn demo(mut self) -> Self {
+        self.demo = true;
+        self
+    }
+
+    /// Changes the configuration before the server starts.
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.tweaks.push(Box::new(f));
+        self
+    }
+
+    /// Starts the server.
+    pub fn start(self) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let pg = std::env::var("DATAOP_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|admin| {
+                let name = format!("dataop_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn =
+                    PgConnection::establish(&admin).expect("connect to DATAOP_TEST_POSTGRES_URL");
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let base = admin.split('?').next().unwrap_or(&admin);
+                let url = match base.rfind('/') {
+                    Some(i) if i > base.find("://").map_or(0, |p| p + 2) => {
+                        format!("{}/{name}", &base[..i])
+                    }
+                    _ => format!("{base}/{name}"),
+                };
+                (admin, name, url)
+            });
+        let mut config = Config::for_data_dir(data_dir.path(), pg.as_ref().map(|p| p.2.clone()))
+            .expect("config");
+        config.bind = "127.0.0.1:0".into();
+        for t in self.tweaks {
+            t(&mut config);
+        }
+        let database_url = config.database_url.clone();
+        let state = Data::new(AppState::open(config).expect("open state"));
+        if self.demo {
+            dataop::demo::seed(&state).expect("demo seed");
+        }
+        let (tx, rx) = mpsc::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) = dataop::start(st, 2).expect("start server");
+                tx.send((server.handle(), addr)).expect("send handle");
+                server.await
+            })
+        });
+        let (handle, addr) = rx.recv().expect("server started");
+        TestApp {
+            base: format!("http://{addr}"),
+            state: Some(state),
+            data_dir,
+            database_url,
+            handle,
+            thread: Some(thread),
+            pg: pg.map(|(admin, name, _)| (admin, name)),
+        }
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    state: Option<Data<AppState>>,
+    /// The temporary data dir.
+    pub data_dir: tempfile::TempDir,
+    /// The database URL the server uses.
+    pub database_url: String,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    pg: Option<(String, String)>,
+}
+
+impl TestApp {
+    /// A builder.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// A server without demo data.
+    pub fn start() -> TestApp {
+        Self::builder().start()
+    }
+
+    /// The application state (pool, config, secrets).
+    pub fn state(&self) -> &AppState {
+        self.state.as_ref().expect("state")
+    }
+
+    /// A database connection.
+    pub fn conn(&self) -> dataop::db::PooledConn {
+        self.state().pool.get().expect("db connection")
+    }
+
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A new browser: cookie jar, no automatic redirects.
+    pub fn client(&self) -> Client {
+        Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// `GET path`.
+    pub fn get(&self, client: &Client, path: &str) -> Response {
+        client.get(self.url(path)).send().expect("GET")
+    }
+
+    /// `GET path`, returning status and body text.
+    pub fn get_text(&self, client: &Client, path: &str) -> (u16, String) {
+        let r = self.get(client, path);
+        let s = r.status().as_u16();
+        (s, r.text().expect("body"))
+    }
+
+    /// The CSRF token in the form of the page at `path`.
+    pub fn csrf(&self, client: &Client, path: &str) -> String {
+        let (_, html) = self.get_text(client, path);
+        csrf_from(&html).unwrap_or_else(|| panic!("no csrf token on {path}"))
+    }
+
+    /// `POST path` with form fields as given (no CSRF added).
+    pub fn post_form(&self, client: &Client, path: &str, fields: &[(&str, &str)]) -> Response {
+        client
+            .post(self.url(path))
+            .form(fields)
+            .send()
+            .expect("POST")
+    }
+
+    /// `POST path` with form fields plus the CSRF token taken from the page at `form_page`.
+    pub fn post_form_from(
+        &self,
+        client: &Client,
+        form_page: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let token = self.csrf(client, form_page);
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf", &token));
+        self.post_form(client, path, &all)
+    }
+
+    /// Logs `client` in through the login form; returns the response to the POST
+    /// (303 on success).
+    pub fn login(&self, client: &Client, user: &str, pass: &str) -> Response {
+        self.post_form_from(
+            client,
+            "/login",
+            "/login",
+            &[("username", user), ("password", pass)],
+        )
+    }
+
+    /// A new client logged in as `user`; panics if the login fails.
+    pub fn logged_in(&self, user: &str, pass: &str) -> Client {
+        let c = self.client();
+        let r = self.login(&c, user, pass);
+        assert_eq!(
+            r.status().as_u16(),
+            303,
+            "login of {user} failed: {}",
+            r.text().unwrap_or_default()
+        );
+        c
+    }
+
+    /// Runs the `dataop` binary with `args` followed by this app's `--data-dir` and
+    /// `--database-url`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dataop"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .env_remove("DATAOP_CONFIG")
+            .output()
+            .expect("run dataop")
+    }
+
+    /// Runs raw SQL on the app's database.
+    pub fn exec_sql(&self, sql: &str) {
+        let mut conn = self.conn();
+        let c: &mut DbConnection = &mut conn;
+        c.batch_execute(sql).expect("sql");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(true));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.state.take();
+        if let Some((admin, name)) = self.pg.take()
+            && let Ok(mut conn) = PgConnection::establish(&admin)
+        {
+            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field in `html`.
+pub fn csrf_from(html: &str) -> Option<String> {
+    let i = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let rest = &html[i..];
+    Some(rest[..rest.find('"')?].to_owned())
+}

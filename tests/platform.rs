@@ -1,0 +1,77 @@
+//! Platform basics: health check, static files, errors, language selection.
+
+mod common;
+
+use common::TestApp;
+
+#[test]
+fn healthz_answers_ok() {
+    let app = TestApp::start();
+    let c = app.client();
+    assert_eq!(app.get_text(&c, "/healthz"), (200, "ok".to_owned()));
+}
+
+#[test]
+fn home_page_defaults_to_chinese_and_serves_local_css() {
+    let app = TestApp::start();
+    let c = app.client();
+    let (status, html) = app.get_text(&c, "/");
+    assert_eq!(status, 200);
+    assert!(html.contains("lang=\"zh-CN\""));
+    assert!(html.contains("公共数据授权运营平台"));
+    assert!(html.contains("/static/css/app.css"));
+    let (status, css) = app.get_text(&c, "/static/css/app.css");
+    assert_eq!(status, 200);
+    assert!(css.contains("--navy"));
+}
+
+#[test]
+fn accept_language_and_switch_cookie_choose_the_language() {
+    let app = TestApp::start();
+    let c = app.client();
+    let html = c
+        .get(app.url("/"))
+        .header("Accept-Language", "en-GB,en;q=0.9,zh;q=0.5")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("lang=\"en\""),
+        "Accept-Language picks English"
+    );
+    assert!(html.contains("Public Data Authorized Operation Platform"));
+
+    let r = app.get(&c, "/lang/en?next=/catalog");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/catalog");
+    let (_, html) = app.get_text(&c, "/");
+    assert!(html.contains("lang=\"en\""), "the cookie picks English");
+
+    app.get(&c, "/lang/zh?next=//evil.example");
+    let html = c
+        .get(app.url("/"))
+        .header("Accept-Language", "en")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("lang=\"zh-CN\""),
+        "the cookie wins over Accept-Language"
+    );
+}
+
+#[test]
+fn unknown_pages_are_404_html_and_json_under_api() {
+    let app = TestApp::start();
+    let c = app.client();
+    let (status, html) = app.get_text(&c, "/no/such/page");
+    assert_eq!(status, 404);
+    assert!(html.contains("<html"), "HTML error page");
+    let r = app.get(&c, "/api/v1/no-such-thing");
+    assert_eq!(r.status().as_u16(), 404);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["error"]["status"], 404);
+    assert!(v["error"]["message"].as_str().unwrap().len() > 3);
+}
