@@ -551,7 +551,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 Rec {
-                    person: x % 20_000 * 0x9e37_79b9_7f4a_7c15,
+                    person: (x % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     cell: (x % 7) as u32,
                     idx: i,
                 }
