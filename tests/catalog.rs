@@ -1,0 +1,660 @@
+//! Catalog and ingest through the real HTTP routes: datasets, columns, CSV upload (good, bad
+//! rows, oversize), pseudonymization of stored versions, public filters and paging, the JSON
+//! API, and authorization. SQLite by default; PostgreSQL (a fresh database per test) when
+//! `DATAOP_TEST_POSTGRES_URL` is set.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::web;
+use dataop::AppState;
+use dataop::accounts::model::{NewOrganisation, NewUser, OrgKind};
+use dataop::auth::Role;
+use dataop::catalog::model::{self, DatasetFields};
+use diesel::prelude::*;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, multipart};
+use sha2::{Digest, Sha256};
+
+struct App {
+    base: String,
+    state: web::Data<AppState>,
+    dir: tempfile::TempDir,
+}
+
+/// A fresh PostgreSQL database on the server of `DATAOP_TEST_POSTGRES_URL`, if set.
+fn fresh_postgres() -> Option<String> {
+    let url = std::env::var("DATAOP_TEST_POSTGRES_URL").ok()?;
+    let name = format!("dataop_cat_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = diesel::PgConnection::establish(&url).expect("connect to the test server");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .expect("create test database");
+    let (base, _) = url.rsplit_once('/').expect("URL with a database name");
+    Some(format!("{base}/{name}"))
+}
+
+fn spawn(upload_limit: Option<u64>) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dataop::Config::for_data_dir(dir.path(), fresh_postgres()).unwrap();
+    config.bind = "127.0.0.1:0".into();
+    if let Some(limit) = upload_limit {
+        config.upload_limit_bytes = limit;
+    }
+    let state = web::Data::new(AppState::open(config).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let st = state.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let (server, addr) = dataop::start(st, 1).unwrap();
+            tx.send(addr).unwrap();
+            let _ = server.await;
+        })
+    });
+    let addr = rx.recv().unwrap();
+    App {
+        base: format!("http://{addr}"),
+        state,
+        dir,
+    }
+}
+
+impl App {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates an organisation of `kind` with one user; returns (org id, user id).
+    fn user(&self, org: &str, kind: OrgKind, username: &str, role: Role) -> (i64, i64) {
+        let mut conn = self.state.pool.get().unwrap();
+        let org_id = NewOrganisation::simple(org, kind)
+            .insert(&mut conn)
+            .unwrap();
+        let uid = NewUser::new(org_id, username, username, "unused".into(), role)
+            .insert(&mut conn)
+            .unwrap();
+        (org_id, uid)
+    }
+
+    /// A browser logged in as `user_id` (session created directly, as a login would).
+    fn browser(&self, user_id: i64) -> Client {
+        let mut conn = self.state.pool.get().unwrap();
+        let (_, token) = dataop::auth::create_session(
+            &mut conn,
+            &self.state,
+            user_id,
+            "web",
+            "127.0.0.1",
+            chrono::TimeDelta::hours(1),
+        )
+        .unwrap();
+        let jar = reqwest::cookie::Jar::default();
+        jar.add_cookie_str(
+            &format!("dataop_session={token}; Path=/"),
+            &self.base.parse().unwrap(),
+        );
+        Client::builder()
+            .cookie_provider(Arc::new(jar))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    fn csrf(&self, client: &Client, path: &str) -> String {
+        let body = client.get(self.url(path)).send().unwrap().text().unwrap();
+        let start = body
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a CSRF token")
+            + 19;
+        body[start..start + 64].to_owned()
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.dir.path().join("datasets")
+    }
+}
+
+fn create_dataset(app: &App, client: &Client, title: &str) -> i64 {
+    let csrf = app.csrf(client, "/provider/datasets/new");
+    let res = client
+        .post(app.url("/provider/datasets"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("title_zh", title),
+            ("title_en", title),
+            ("description_zh", "门诊"),
+            ("description_en", "visits"),
+            ("category", "medical_services"),
+            ("grade", "3"),
+            ("open_type", "conditional"),
+            ("sharing_type", "conditional"),
+            ("update_frequency", "monthly"),
+            ("source", "HIS"),
+            ("contact", "office"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let loc = res.headers()["location"].to_str().unwrap().to_owned();
+    loc.trim_start_matches("/provider/datasets/")
+        .parse()
+        .unwrap()
+}
+
+fn add_column(
+    app: &App,
+    client: &Client,
+    id: i64,
+    fields: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let csrf = app.csrf(client, &format!("/provider/datasets/{id}"));
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    client
+        .post(app.url(&format!("/provider/datasets/{id}/columns")))
+        .form(&form)
+        .send()
+        .unwrap()
+}
+
+fn define_schema(app: &App, client: &Client, id: i64) {
+    let columns: [&[(&str, &str)]; 6] = [
+        &[
+            ("name", "person_id"),
+            ("col_type", "text"),
+            ("role", "privacy_unit"),
+            ("max_length", "18"),
+        ],
+        &[
+            ("name", "patient_name"),
+            ("col_type", "text"),
+            ("role", "identifier"),
+        ],
+        &[
+            ("name", "sex"),
+            ("col_type", "category"),
+            ("role", "quasi_identifier"),
+            ("codes", "M|男|Male\nF|女|Female"),
+        ],
+        &[
+            ("name", "age"),
+            ("col_type", "integer"),
+            ("role", "quasi_identifier"),
+        ],
+        &[
+            ("name", "visit_date"),
+            ("col_type", "date"),
+            ("role", "plain"),
+        ],
+        &[
+            ("name", "total_cost"),
+            ("col_type", "decimal"),
+            ("scale", "2"),
+            ("role", "sensitive"),
+            ("nullable", "on"),
+        ],
+    ];
+    for c in columns {
+        let res = add_column(app, client, id, c);
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            res.text().unwrap()
+        );
+    }
+}
+
+fn upload(app: &App, client: &Client, id: i64, csv: Vec<u8>) -> reqwest::blocking::Response {
+    let csrf = app.csrf(client, &format!("/provider/datasets/{id}"));
+    let form = multipart::Form::new().text("csrf", csrf).part(
+        "file",
+        multipart::Part::bytes(csv)
+            .file_name("visits.csv")
+            .mime_str("text/csv")
+            .unwrap(),
+    );
+    client
+        .post(app.url(&format!("/provider/datasets/{id}/versions")))
+        .multipart(form)
+        .send()
+        .unwrap()
+}
+
+const HEADER: &str = "person_id,patient_name,sex,age,visit_date,total_cost\n";
+const IDS: [&str; 3] = [
+    "11010519491231002X",
+    "330102198001011234",
+    "330106200512120027",
+];
+const NAMES: [&str; 3] = ["张伟强", "李秀英", "王小明"];
+
+fn good_csv(rows: usize) -> Vec<u8> {
+    let mut s = String::from(HEADER);
+    for i in 0..rows {
+        s.push_str(&format!(
+            "{},{},{},{},2025-03-{:02},{}\n",
+            IDS[i % 3],
+            NAMES[i % 3],
+            if i % 2 == 0 { "M" } else { "F" },
+            20 + i % 50,
+            1 + i % 28,
+            if i % 7 == 0 {
+                String::new()
+            } else {
+                format!("{}.{:02}", 100 + i, i % 100)
+            }
+        ));
+    }
+    s.into_bytes()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn good_upload_becomes_a_pseudonymized_version() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+
+    let csv = good_csv(500);
+    let sha = hex::encode(Sha256::digest(&csv));
+    let res = upload(&app, &client, id, csv.clone());
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = client
+        .get(app.url(&format!("/provider/datasets/{id}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("v1"));
+    assert!(page.contains("<td>500</td>"));
+    assert!(page.contains(&sha));
+
+    // A second upload is version 2.
+    assert_eq!(
+        upload(&app, &client, id, good_csv(10)).status(),
+        StatusCode::SEE_OTHER
+    );
+    let api: serde_json::Value = client
+        .get(app.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["versions"][0]["version_no"], 2);
+    assert_eq!(api["versions"][1]["rows"], 500);
+    assert_eq!(api["versions"][1]["sha256"], sha.as_str());
+    assert_eq!(api["columns"].as_array().unwrap().len(), 6);
+
+    // The stored files hold no raw identifier; the pseudonyms are the keyed HMACs.
+    let dir = app.versions_dir().join(id.to_string()).join("1");
+    let files = files_under(&app.versions_dir());
+    assert!(files.len() >= 7, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for raw in IDS.iter().chain(NAMES.iter()) {
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw.as_bytes()),
+                "{raw} found in {}",
+                f.display()
+            );
+        }
+    }
+    let reader = dataop_sandbox::columnar::VersionReader::open(&dir).unwrap();
+    assert_eq!(reader.rows(), 500);
+    let mut ps = [0u64; 1];
+    reader.read_u64(0, 0, &mut ps).unwrap();
+    assert_eq!(
+        ps[0],
+        dataop_sandbox::columnar::pseudonym(&app.state.secrets.pseudonym_key, IDS[0])
+    );
+    // Nothing left in the scratch directory.
+    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn file_with_bad_rows_is_refused_whole() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+
+    let mut csv = good_csv(50);
+    csv.extend_from_slice(b"330102198001011234,Bad,X,abc,2025-02-30,1.234\n");
+    csv.extend_from_slice(b",NoId,M,30,2025-01-01,1\n");
+    let res = upload(&app, &client, id, csv);
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = res.text().unwrap();
+    // Line 52 (header is line 1): sex, age, date, cost; line 53: the missing person id.
+    for needle in [
+        "<td>52</td>",
+        "<td>53</td>",
+        "<code>sex</code>",
+        "<code>age</code>",
+        "<code>visit_date</code>",
+        "<code>total_cost</code>",
+        "<code>person_id</code>",
+    ] {
+        assert!(body.contains(needle), "{needle} missing");
+    }
+    // The identifying value is never echoed back.
+    assert!(!body.contains("330102198001011234"));
+    let api: serde_json::Value = client
+        .get(app.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(api["versions"].as_array().unwrap().is_empty());
+    assert!(files_under(&app.versions_dir()).is_empty());
+    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+
+    // A wrong header is refused too.
+    let res = upload(&app, &client, id, b"a,b\n1,2\n".to_vec());
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[test]
+fn oversize_upload_is_refused() {
+    let app = spawn(Some(2048));
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+    let res = upload(&app, &client, id, good_csv(200));
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(res.text().unwrap().contains("2.0 KiB"));
+    assert!(files_under(&app.versions_dir()).is_empty());
+    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+    // A small file still goes through.
+    assert_eq!(
+        upload(&app, &client, id, good_csv(5)).status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[test]
+fn column_form_errors_are_shown_with_what_was_typed() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    let res = add_column(
+        &app,
+        &client,
+        id,
+        &[
+            ("name", "bad name"),
+            ("col_type", "text"),
+            ("role", "plain"),
+        ],
+    );
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().unwrap().contains("value=\"bad name\""));
+    let res = add_column(
+        &app,
+        &client,
+        id,
+        &[
+            ("name", "pid"),
+            ("col_type", "text"),
+            ("role", "identifier"),
+            ("nullable", "on"),
+        ],
+    );
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Uploading before any column is declared is a clear 4xx.
+    let res = upload(&app, &client, id, good_csv(3));
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+fn seed_datasets(app: &App) -> (i64, i64) {
+    let (org_a, ua) = app.user("卫健委", OrgKind::Provider, "prov_a", Role::Provider);
+    let (org_b, ub) = app.user("医保局", OrgKind::Provider, "prov_b", Role::Provider);
+    let mut conn = app.state.pool.get().unwrap();
+    for i in 0..25 {
+        let (org, user) = if i < 15 { (org_a, ua) } else { (org_b, ub) };
+        let fields = DatasetFields {
+            title_zh: format!("数据集{i}"),
+            title_en: if i == 7 {
+                "Vaccination 100% records".into()
+            } else {
+                format!("Dataset {i}")
+            },
+            category: if i % 3 == 0 {
+                "public_health"
+            } else {
+                "medical_services"
+            }
+            .into(),
+            grade: 2,
+            open_type: if i % 5 == 0 {
+                "unconditional"
+            } else {
+                "conditional"
+            }
+            .into(),
+            sharing_type: "conditional".into(),
+            update_frequency: "monthly".into(),
+            ..DatasetFields::default()
+        };
+        model::insert_dataset(&mut conn, org, user, &fields).unwrap();
+    }
+    (org_a, org_b)
+}
+
+#[test]
+fn catalog_filters_paging_and_api() {
+    let app = spawn(None);
+    let (org_a, org_b) = seed_datasets(&app);
+    let client = Client::new();
+    let page = client.get(app.url("/catalog")).send().unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let body = page.text().unwrap();
+    assert!(body.contains("Dataset") || body.contains("数据集0"));
+    assert_eq!(body.matches("class=\"dataset-item\"").count(), 20);
+    let body = client
+        .get(app.url("/catalog?page=2"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(body.matches("class=\"dataset-item\"").count(), 5);
+    let body = client
+        .get(app.url(&format!("/catalog?category=public_health&provider={org_b}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // i in 15..25 with i % 3 == 0: 15, 18, 21, 24.
+    assert_eq!(body.matches("class=\"dataset-item\"").count(), 4);
+    // Garbage filters on the page are ignored, not an error.
+    assert_eq!(
+        client
+            .get(app.url("/catalog?category=zzz&page=x"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let api: serde_json::Value = client
+        .get(app.url("/api/v1/datasets?per_page=10&page=3"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["total"], 25);
+    assert_eq!(api["items"].as_array().unwrap().len(), 5);
+    let api: serde_json::Value = client
+        .get(app.url(&format!(
+            "/api/v1/datasets?open_type=unconditional&provider={org_a}"
+        )))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["total"], 3); // 0, 5, 10
+    assert_eq!(api["items"][0]["provider"]["id"], org_a);
+    let api: serde_json::Value = client
+        .get(app.url("/api/v1/datasets?q=100%25"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["total"], 1);
+    assert_eq!(api["items"][0]["title_en"], "Vaccination 100% records");
+    let api: serde_json::Value = client
+        .get(app.url("/api/v1/datasets?q=VACCINATION"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["total"], 1);
+    let res = client
+        .get(app.url("/api/v1/datasets?category=zzz"))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let err: serde_json::Value = res.json().unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("category")
+    );
+    let id = api["items"][0]["id"].as_i64().unwrap();
+    let one: serde_json::Value = client
+        .get(app.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(one["id"], id);
+    assert_eq!(
+        client
+            .get(app.url("/api/v1/datasets/999999"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        client
+            .get(app.url(&format!("/catalog/{id}")))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn providers_and_enterprises_are_kept_out_of_others_datasets() {
+    let app = spawn(None);
+    let (_, ua) = app.user("卫健委", OrgKind::Provider, "prov_a", Role::Provider);
+    let (_, ub) = app.user("医保局", OrgKind::Provider, "prov_b", Role::Provider);
+    let (_, ue) = app.user("Alpha Ltd", OrgKind::Enterprise, "alpha", Role::Enterprise);
+    let a = app.browser(ua);
+    let id = create_dataset(&app, &a, "A 的数据");
+    define_schema(&app, &a, id);
+
+    let b = app.browser(ub);
+    assert_eq!(
+        b.get(app.url(&format!("/provider/datasets/{id}")))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        b.get(app.url(&format!("/provider/datasets/{id}/edit")))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let csrf = app.csrf(&b, "/provider/datasets/new");
+    let res = b
+        .post(app.url(&format!("/provider/datasets/{id}/edit")))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("title_zh", "x"),
+            ("title_en", "x"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let form = multipart::Form::new().text("csrf", csrf.clone()).part(
+        "file",
+        multipart::Part::bytes(good_csv(3)).file_name("x.csv"),
+    );
+    let res = b
+        .post(app.url(&format!("/provider/datasets/{id}/versions")))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(files_under(&app.versions_dir()).is_empty());
+
+    let e = app.browser(ue);
+    for path in [
+        "/provider/datasets",
+        "/provider/datasets/new",
+        &format!("/provider/datasets/{id}"),
+    ] {
+        assert_eq!(
+            e.get(app.url(path)).send().unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    // Anonymous visitors are sent to the login page.
+    let anon = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = anon.get(app.url("/provider/datasets")).send().unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // A form without the CSRF token changes nothing.
+    let res = a
+        .post(app.url(&format!("/provider/datasets/{id}/edit")))
+        .form(&[("title_zh", "x"), ("title_en", "x")])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // The audit log holds the provider's changes.
+    let mut conn = app.state.pool.get().unwrap();
+    use dataop::schema::audit_log;
+    let actions: Vec<String> = audit_log::table
+        .select(audit_log::action)
+        .load(&mut conn)
+        .unwrap();
+    assert!(actions.iter().any(|a| a == "dataset.create"));
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "dataset.column_add")
+            .count(),
+        6
+    );
+}
