@@ -371,7 +371,7 @@ impl Generator {
         let (y, m, d) = FIRST_DAY;
         Self {
             seed,
-            rng: SplitMix64::new(mix(seed ^ 0x5EED_0F_0A7E_0001)),
+            rng: SplitMix64::new(mix(seed ^ 0x5EED_0F0A_7E00_0001)),
             persons: (rows / 4).max(1),
             remaining: rows,
             first_day: NaiveDate::from_ymd_opt(y, m, d).expect("valid first day"),
@@ -529,30 +529,14 @@ fn department_for(chapter: usize, age: u32, male: bool, rng: &mut SplitMix64) ->
         4 => 10,
         5 => 7,
         8 => 4,
-        9 => {
-            if rng.unit() < 0.5 {
-                3
-            } else {
-                1
-            }
-        }
+        9 if rng.unit() < 0.5 => 3,
+        9 => 1,
         10 => 6,
         12 => 12,
-        13 => {
-            if male {
-                13
-            } else {
-                14
-            }
-        }
+        13 if male => 13,
+        13 => 14,
         14 => 15,
-        17 | 20 => {
-            if rng.unit() < 0.6 {
-                0
-            } else {
-                1
-            }
-        }
+        17 | 20 if rng.unit() < 0.6 => 0,
         _ => 1,
     }
 }
