@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use actix_web::web;
 use dataop::AppState;
 use dataop::accounts::model::{NewOrganisation, NewUser, OrgKind};
 use dataop::auth::Role;
@@ -16,57 +15,39 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client, multipart};
 use sha2::{Digest, Sha256};
 
-struct App {
-    base: String,
-    state: web::Data<AppState>,
-    dir: tempfile::TempDir,
-}
+mod common;
 
-/// A fresh PostgreSQL database on the server of `DATAOP_TEST_POSTGRES_URL`, if set.
-fn fresh_postgres() -> Option<String> {
-    let url = std::env::var("DATAOP_TEST_POSTGRES_URL").ok()?;
-    let name = format!("dataop_cat_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = diesel::PgConnection::establish(&url).expect("connect to the test server");
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .expect("create test database");
-    let (base, _) = url.rsplit_once('/').expect("URL with a database name");
-    Some(format!("{base}/{name}"))
+use common::TestApp;
+
+/// The shared harness plus the catalog's helpers.
+struct App {
+    t: TestApp,
 }
 
 fn spawn(upload_limit: Option<u64>) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = dataop::Config::for_data_dir(dir.path(), fresh_postgres()).unwrap();
-    config.bind = "127.0.0.1:0".into();
+    let mut builder = TestApp::builder();
     if let Some(limit) = upload_limit {
-        config.upload_limit_bytes = limit;
+        builder = builder.config(move |c| c.upload_limit_bytes = limit);
     }
-    let state = web::Data::new(AppState::open(config).unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let st = state.clone();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let (server, addr) = dataop::start(st, 1).unwrap();
-            tx.send(addr).unwrap();
-            let _ = server.await;
-        })
-    });
-    let addr = rx.recv().unwrap();
-    App {
-        base: format!("http://{addr}"),
-        state,
-        dir,
-    }
+    App { t: builder.start() }
 }
 
 impl App {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.t.url(path)
+    }
+
+    fn state(&self) -> &AppState {
+        self.t.state()
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.t.data_dir.path()
     }
 
     /// Creates an organisation of `kind` with one user; returns (org id, user id).
     fn user(&self, org: &str, kind: OrgKind, username: &str, role: Role) -> (i64, i64) {
-        let mut conn = self.state.pool.get().unwrap();
+        let mut conn = self.state().pool.get().unwrap();
         let org_id = NewOrganisation::simple(org, kind)
             .insert(&mut conn)
             .unwrap();
@@ -78,10 +59,10 @@ impl App {
 
     /// A browser logged in as `user_id` (session created directly, as a login would).
     fn browser(&self, user_id: i64) -> Client {
-        let mut conn = self.state.pool.get().unwrap();
+        let mut conn = self.state().pool.get().unwrap();
         let (_, token) = dataop::auth::create_session(
             &mut conn,
-            &self.state,
+            self.state(),
             user_id,
             "web",
             "127.0.0.1",
@@ -91,7 +72,7 @@ impl App {
         let jar = reqwest::cookie::Jar::default();
         jar.add_cookie_str(
             &format!("dataop_session={token}; Path=/"),
-            &self.base.parse().unwrap(),
+            &self.t.base.parse().unwrap(),
         );
         Client::builder()
             .cookie_provider(Arc::new(jar))
@@ -110,7 +91,7 @@ impl App {
     }
 
     fn versions_dir(&self) -> PathBuf {
-        self.dir.path().join("datasets")
+        self.data_dir().join("datasets")
     }
 }
 
@@ -322,10 +303,10 @@ fn good_upload_becomes_a_pseudonymized_version() {
     reader.read_u64(0, 0, &mut ps).unwrap();
     assert_eq!(
         ps[0],
-        dataop_sandbox::columnar::pseudonym(&app.state.secrets.pseudonym_key, IDS[0])
+        dataop_sandbox::columnar::pseudonym(&app.state().secrets.pseudonym_key, IDS[0])
     );
     // Nothing left in the scratch directory.
-    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
 }
 
 #[test]
@@ -364,7 +345,7 @@ fn file_with_bad_rows_is_refused_whole() {
         .unwrap();
     assert!(api["versions"].as_array().unwrap().is_empty());
     assert!(files_under(&app.versions_dir()).is_empty());
-    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
 
     // A wrong header is refused too.
     let res = upload(&app, &client, id, b"a,b\n1,2\n".to_vec());
@@ -382,7 +363,7 @@ fn oversize_upload_is_refused() {
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.text().unwrap().contains("2.0 KiB"));
     assert!(files_under(&app.versions_dir()).is_empty());
-    assert!(files_under(&app.dir.path().join("tmp")).is_empty());
+    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
     // A small file still goes through.
     assert_eq!(
         upload(&app, &client, id, good_csv(5)).status(),
@@ -428,7 +409,7 @@ fn column_form_errors_are_shown_with_what_was_typed() {
 fn seed_datasets(app: &App) -> (i64, i64) {
     let (org_a, ua) = app.user("卫健委", OrgKind::Provider, "prov_a", Role::Provider);
     let (org_b, ub) = app.user("医保局", OrgKind::Provider, "prov_b", Role::Provider);
-    let mut conn = app.state.pool.get().unwrap();
+    let mut conn = app.state().pool.get().unwrap();
     for i in 0..25 {
         let (org, user) = if i < 15 { (org_a, ua) } else { (org_b, ub) };
         let fields = DatasetFields {
@@ -643,7 +624,7 @@ fn providers_and_enterprises_are_kept_out_of_others_datasets() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
     // The audit log holds the provider's changes.
-    let mut conn = app.state.pool.get().unwrap();
+    let mut conn = app.state().pool.get().unwrap();
     use dataop::schema::audit_log;
     let actions: Vec<String> = audit_log::table
         .select(audit_log::action)
