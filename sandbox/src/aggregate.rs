@@ -40,35 +40,55 @@ impl Rec {
     }
 }
 
-/// Sorts contributions by (person, cell): one most-significant-digit radix pass on the high
-/// bits of the (uniformly distributed) pseudonym, then small cache-resident sorts per bucket.
+/// Distributes `src` into `dst` by the digit `(person >> shift) & (2^bits - 1)` (stable
+/// counting sort); returns the start of every bucket in `dst` (2^bits + 1 offsets).
+fn scatter(src: &[Rec], dst: &mut [Rec], shift: u32, bits: u32, starts: &mut Vec<usize>) {
+    let mask = (1u64 << bits) - 1;
+    let buckets = 1usize << bits;
+    starts.clear();
+    starts.resize(buckets + 1, 0);
+    for r in src {
+        starts[((r.person >> shift) & mask) as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    let mut pos = starts[..buckets].to_vec();
+    for r in src {
+        let b = ((r.person >> shift) & mask) as usize;
+        dst[pos[b]] = *r;
+        pos[b] += 1;
+    }
+}
+
+/// Sorts contributions by (person, cell): two most-significant-digit radix passes on the high
+/// bits of the (uniformly distributed) pseudonym, the second one per bucket while it is in
+/// cache, then tiny sorts of the remaining groups.
 pub(crate) fn sort_recs(v: &mut Vec<Rec>) {
     let n = v.len();
     if n < 4096 {
         v.sort_unstable_by_key(Rec::key);
         return;
     }
-    let bits = (n / 32).ilog2().clamp(1, 16);
-    let shift = 64 - bits;
-    let buckets = 1usize << bits;
-    let mut starts = vec![0usize; buckets + 1];
-    for r in v.iter() {
-        starts[(r.person >> shift) as usize + 1] += 1;
-    }
-    for b in 0..buckets {
-        starts[b + 1] += starts[b];
-    }
-    let mut pos = starts.clone();
+    let bits1 = (n / 2048).ilog2().clamp(1, 11);
     let mut out = vec![Rec::default(); n];
-    for r in v.iter() {
-        let b = (r.person >> shift) as usize;
-        out[pos[b]] = *r;
-        pos[b] += 1;
+    let mut starts = Vec::new();
+    scatter(v, &mut out, 64 - bits1, bits1, &mut starts);
+    let mut sub = Vec::new();
+    for b in 0..(1usize << bits1) {
+        let (s, e) = (starts[b], starts[b + 1]);
+        let (src, dst) = (&out[s..e], &mut v[s..e]);
+        if src.len() < 64 {
+            dst.copy_from_slice(src);
+            dst.sort_unstable_by_key(Rec::key);
+            continue;
+        }
+        let bits2 = (src.len() / 4).ilog2().clamp(1, 12);
+        scatter(src, dst, 64 - bits1 - bits2, bits2, &mut sub);
+        for g in 0..(1usize << bits2) {
+            dst[sub[g]..sub[g + 1]].sort_unstable_by_key(Rec::key);
+        }
     }
-    for b in 0..buckets {
-        out[starts[b]..starts[b + 1]].sort_unstable_by_key(Rec::key);
-    }
-    *v = out;
 }
 
 /// Raw contributions are buffered and compacted (sorted and summed per pair) when the buffer

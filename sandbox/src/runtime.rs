@@ -372,7 +372,6 @@ pub struct HostState {
     without_person: u64,
     rows_read: u64,
     log: Vec<u8>,
-    scratch: Vec<u8>,
     measures: Vec<i64>,
 }
 
@@ -597,21 +596,14 @@ fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let batch = &mut state.batches[d];
             batch.start = start;
             batch.rows = n;
-            state.scratch.resize(n * 8, 0);
+            batch.persons.resize(n, 0);
             dataset
                 .input
                 .source
-                .read_raw(dataset.privacy_unit, start, n, &mut state.scratch)
+                .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
                 .map_err(|e| {
                     wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
                 })?;
-            batch.persons.clear();
-            batch.persons.extend(
-                state
-                    .scratch
-                    .chunks_exact(8)
-                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-            );
             state.cursors[d] = start + n as u64;
             state.rows_read += n as u64;
             Ok(n as i32)
@@ -1217,7 +1209,6 @@ impl Runtime {
             without_person: 0,
             rows_read: 0,
             log: Vec::new(),
-            scratch: Vec::new(),
             measures: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);

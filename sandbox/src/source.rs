@@ -18,6 +18,17 @@ pub trait TableSource: Send + Sync {
     /// Writes the stored little-endian values of rows `start..start + n` of fixed-width column
     /// `col` into `dst`, whose length is `n` times the width of the column's [`Storage`].
     fn read_raw(&self, col: usize, start: u64, n: usize, dst: &mut [u8]) -> io::Result<()>;
+
+    /// Reads rows `start..start + out.len()` of a pseudonymized column (`u64`) into `out`.
+    /// The default goes through [`TableSource::read_raw`]; sources holding `u64`s override it.
+    fn read_pseudonyms(&self, col: usize, start: u64, out: &mut [u64]) -> io::Result<()> {
+        let mut raw = vec![0u8; out.len() * 8];
+        self.read_raw(col, start, out.len(), &mut raw)?;
+        for (o, b) in out.iter_mut().zip(raw.chunks_exact(8)) {
+            *o = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        Ok(())
+    }
 }
 
 fn check_range(
@@ -226,6 +237,27 @@ impl TableSource for MemTable {
             }
         }
         Ok(())
+    }
+
+    fn read_pseudonyms(&self, col: usize, start: u64, out: &mut [u64]) -> io::Result<()> {
+        check_range(
+            self.columns.get(col),
+            self.rows,
+            start,
+            out.len(),
+            out.len() * 8,
+        )?;
+        match &self.data[col] {
+            MemColumn::U64(v) => {
+                let s = start as usize;
+                out.copy_from_slice(&v[s..s + out.len()]);
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a pseudonym column",
+            )),
+        }
     }
 }
 
