@@ -64,7 +64,7 @@ fn scatter(src: &[Rec], dst: &mut [Rec], shift: u32, bits: u32, starts: &mut Vec
 /// Sorts contributions by (person, cell): two most-significant-digit radix passes on the high
 /// bits of the (uniformly distributed) pseudonym, the second one per bucket while it is in
 /// cache, then tiny sorts of the remaining groups.
-pub(crate) fn sort_recs(v: &mut Vec<Rec>) {
+pub(crate) fn sort_recs(v: &mut [Rec]) {
     let n = v.len();
     if n < 4096 {
         v.sort_unstable_by_key(Rec::key);
