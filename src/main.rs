@@ -63,6 +63,33 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Try a WebAssembly job before submitting it (see sandbox/ABI.md).
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Validate a module and its manifest; list imports, exports and declared outputs.
+    Check {
+        /// The module (.wasm, or .wat text).
+        module: PathBuf,
+        /// The manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Run a job on trial data and print the released output and the run report.
+    Run {
+        /// The module (.wasm, or .wat text).
+        module: PathBuf,
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// `[NAME=]PATH` of a CSV file (demo outpatient columns) or a columnar version
+        /// directory; repeat for several datasets (in manifest order when NAME is left out).
+        #[arg(long, required = true)]
+        data: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +103,13 @@ enum BenchCommand {
         /// Directory for the generated file and the version (removed afterwards).
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         tmp_dir: PathBuf,
+    },
+    /// Example job (a) in the sandbox against a native loop and SQLite, start latency and the
+    /// parallel run; last line is JSON.
+    Sandbox {
+        /// Number of generated rows (default 10,000,000).
+        #[arg(long)]
+        rows: Option<usize>,
     },
 }
 
@@ -210,6 +244,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: BenchCommand::Ingest { rows, tmp_dir },
         } => {
             println!("{}", dataop::bench::ingest(rows, &tmp_dir)?);
+        }
+        Command::Bench {
+            command: BenchCommand::Sandbox { rows },
+        } => {
+            let code = dataop_sandbox::cli::bench_command(rows, &mut std::io::stdout())?;
+            return Ok(ExitCode::from(code as u8));
+        }
+        Command::Sandbox {
+            command: SandboxCommand::Check { module, manifest },
+        } => {
+            let code =
+                dataop_sandbox::cli::check_command(&module, &manifest, &mut std::io::stdout())?;
+            return Ok(ExitCode::from(code as u8));
+        }
+        Command::Sandbox {
+            command:
+                SandboxCommand::Run {
+                    module,
+                    manifest,
+                    data,
+                },
+        } => {
+            let code = dataop_sandbox::cli::run_command(
+                &module,
+                &manifest,
+                &data,
+                &mut std::io::stdout(),
+            )?;
+            return Ok(ExitCode::from(code as u8));
         }
     }
     Ok(ExitCode::SUCCESS)
