@@ -826,3 +826,32 @@ fn too_many_groups_is_a_typed_outcome() {
         r.report.outcome
     );
 }
+
+#[test]
+fn hostile_recursion_and_random_bytes_never_harm_the_host() {
+    let deep = br#"(module (memory (export "memory") 1)
+        (func $f (result i32) (call $f))
+        (func (export "dataop_main") (result i32) (call $f)))"#;
+    match run_hostile(deep, Limits::default()) {
+        Outcome::GuestTrap { message } => assert!(message.contains("stack"), "{message}"),
+        o => panic!("{o:?}"),
+    }
+    let imported_memory = br#"(module (import "dataop" "memory" (memory 1))
+        (func (export "dataop_main") (result i32) (i32.const 0)))"#;
+    assert!(matches!(
+        run_hostile(imported_memory, Limits::default()),
+        Outcome::Refused { .. }
+    ));
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let rt = runtime();
+    for len in 0..200usize {
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(x as u8);
+        }
+        assert!(rt.load(&bytes).is_err());
+    }
+}
