@@ -1,6 +1,10 @@
 //! Organisations, users, registration, login, API tokens and the account admin pages.
 
+pub mod admin;
+pub mod credit_code;
 pub mod model;
+pub mod register;
+pub mod session;
 
 use actix_web::web;
 
@@ -10,7 +14,35 @@ use crate::supervision::audit::{self, Actor};
 use model::{NewOrganisation, NewUser, OrgKind};
 
 /// Mounts the account routes.
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(session::login_form))
+        .route("/login", web::post().to(session::login))
+        .route("/logout", web::post().to(session::logout))
+        .route("/register", web::get().to(register::register_form))
+        .route("/register", web::post().to(register::register))
+        .route("/account", web::get().to(session::account))
+        .route(
+            "/account/tokens/{id}/revoke",
+            web::post().to(session::revoke_token),
+        )
+        .route("/api/v1/tokens", web::post().to(session::api_issue_token))
+        .route("/api/v1/me", web::get().to(session::api_me))
+        .route("/admin/orgs", web::get().to(admin::orgs))
+        .route("/admin/orgs/{id}/verify", web::post().to(admin::org_verify))
+        .route(
+            "/admin/orgs/{id}/disable",
+            web::post().to(admin::org_disable),
+        )
+        .route("/admin/users", web::get().to(admin::users_list))
+        .route(
+            "/admin/users/{id}/disable",
+            web::post().to(admin::user_disable),
+        )
+        .route(
+            "/admin/users/{id}/enable",
+            web::post().to(admin::user_enable),
+        );
+}
 
 /// Creates a platform administrator (in the first platform organisation, created if missing);
 /// returns the user id. Used by `dataop user create`.

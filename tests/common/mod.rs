@@ -27,17 +27,27 @@ use reqwest::blocking::{Client, Response};
 /// The demo password.
 pub const DEMO_PASSWORD: &str = "dataop-demo";
 
+/// A change applied to the configuration before the server starts.
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
 /// Builds a [`TestApp`].
 #[derive(Default)]
 pub struct TestAppBuilder {
     demo: bool,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config)>>,
+    demo_data: bool,
+    tweaks: Vec<ConfigTweak>,
 }
 
 impl TestAppBuilder {
-    /// Seeds the demo world before serving.
+    /// Seeds the demo organisations and users (not the demo dataset) before serving.
     pub fn demo(mut self) -> Self {
         self.demo = true;
+        self
+    }
+
+    /// Seeds the whole demo world, including the demo dataset (slow in debug builds).
+    pub fn demo_data(mut self) -> Self {
+        self.demo_data = true;
         self
     }
 
@@ -76,8 +86,10 @@ impl TestAppBuilder {
         }
         let database_url = config.database_url.clone();
         let state = Data::new(AppState::open(config).expect("open state"));
-        if self.demo {
+        if self.demo_data {
             dataop::demo::seed(&state).expect("demo seed");
+        } else if self.demo {
+            dataop::demo::seed_accounts(&state).expect("demo accounts");
         }
         let (tx, rx) = mpsc::channel();
         let st = state.clone();

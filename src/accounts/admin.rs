@@ -1,0 +1,300 @@
+//! The platform admin's and regulator's account pages: all organisations and users, verify or
+//! disable an organisation, disable or re-enable a user (disabling revokes sessions and tokens).
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use diesel::prelude::*;
+
+use crate::AppState;
+use crate::accounts::model::{OrgAction, OrgStatus, Organisation, UserAction, UserStatus};
+use crate::accounts::session::CsrfForm;
+use crate::auth::{self, CurrentUser, Role};
+use crate::db;
+use crate::errors::AppError;
+use crate::schema::{organisations, users};
+use crate::supervision::audit;
+use crate::web::{Page, redirect_with_flash, render};
+
+const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::Regulator];
+
+/// A user row on the users page.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    /// Id.
+    pub id: i64,
+    /// Login name.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role message key.
+    pub role_key: String,
+    /// Status.
+    pub status: String,
+    /// Organisation name.
+    pub org_name: String,
+    /// Last login.
+    pub last_login: String,
+}
+
+#[derive(Template)]
+#[template(path = "accounts/orgs.html")]
+struct OrgsPage {
+    page: Page,
+    orgs: Vec<Organisation>,
+}
+crate::impl_page!(OrgsPage);
+
+#[derive(Template)]
+#[template(path = "accounts/users.html")]
+struct UsersPage {
+    page: Page,
+    users: Vec<UserView>,
+}
+crate::impl_page!(UsersPage);
+
+/// `GET /admin/orgs`.
+pub async fn orgs(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    user.require(ADMINS)?;
+    let orgs = crate::web::db(&state, |conn| {
+        Ok(organisations::table
+            .order(organisations::id.asc())
+            .limit(1000)
+            .select(Organisation::as_select())
+            .load(conn)?)
+    })
+    .await?;
+    render(&OrgsPage { page, orgs })
+}
+
+/// `GET /admin/users`.
+pub async fn users_list(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    user.require(ADMINS)?;
+    let rows = crate::web::db(&state, |conn| {
+        Ok(users::table
+            .inner_join(organisations::table)
+            .order(users::id.asc())
+            .limit(1000)
+            .select((
+                users::id,
+                users::username,
+                users::display_name,
+                users::role,
+                users::status,
+                organisations::name,
+                users::last_login_at,
+            ))
+            .load::<(
+                i64,
+                String,
+                String,
+                String,
+                String,
+                String,
+                Option<chrono::NaiveDateTime>,
+            )>(conn)?)
+    })
+    .await?;
+    let users = rows
+        .into_iter()
+        .map(
+            |(id, username, display_name, role, status, org_name, last)| UserView {
+                id,
+                username,
+                display_name,
+                role_key: Role::parse(&role).map(|r| r.label_key()).unwrap_or(role),
+                status,
+                org_name,
+                last_login: last
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default(),
+            },
+        )
+        .collect();
+    render(&UsersPage { page, users })
+}
+
+async fn change_org(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: i64,
+    csrf: &str,
+    action: OrgAction,
+) -> Result<HttpResponse, AppError> {
+    user.require(ADMINS)?;
+    page.check_csrf(csrf)?;
+    if id == user.org_id && action == OrgAction::Disable {
+        return Err(AppError::conflict("accounts.err_disable_own_org"));
+    }
+    crate::web::db(&state, move |conn| {
+        db::write_transaction(conn, |conn| {
+            let status: String = organisations::table.find(id).select(organisations::status).first(conn)?;
+            let from = OrgStatus::parse(&status).ok_or_else(AppError::not_found)?;
+            let to = from
+                .apply(action)
+                .ok_or_else(|| AppError::conflict("accounts.err_transition"))?;
+            diesel::update(organisations::table.find(id))
+                .set(organisations::status.eq(to.as_str()))
+                .execute(conn)?;
+            let mut revoked = 0;
+            if to == OrgStatus::Disabled {
+                let ids: Vec<i64> = users::table.filter(users::org_id.eq(id)).select(users::id).load(conn)?;
+                revoked = auth::revoke_all_for_users(conn, &ids)?;
+            }
+            let verb = match action {
+                OrgAction::Verify => "organisation.verify",
+                OrgAction::Disable => "organisation.disable",
+            };
+            audit::record(
+                conn,
+                &user.actor(),
+                verb,
+                "organisation",
+                &id.to_string(),
+                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "sessions_revoked": revoked }),
+            )?;
+            Ok::<_, AppError>(())
+        })
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        "/admin/orgs",
+        "ok",
+        "accounts.flash_saved",
+    ))
+}
+
+/// `POST /admin/orgs/{id}/verify`.
+pub async fn org_verify(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    change_org(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        form.csrf(),
+        OrgAction::Verify,
+    )
+    .await
+}
+
+/// `POST /admin/orgs/{id}/disable`: also revokes every session and token of its users.
+pub async fn org_disable(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    change_org(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        form.csrf(),
+        OrgAction::Disable,
+    )
+    .await
+}
+
+async fn change_user(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: i64,
+    csrf: &str,
+    action: UserAction,
+) -> Result<HttpResponse, AppError> {
+    user.require(ADMINS)?;
+    page.check_csrf(csrf)?;
+    if id == user.id {
+        return Err(AppError::conflict("accounts.err_disable_self"));
+    }
+    crate::web::db(&state, move |conn| {
+        db::write_transaction(conn, |conn| {
+            let status: String = users::table.find(id).select(users::status).first(conn)?;
+            let from = UserStatus::parse(&status).ok_or_else(AppError::not_found)?;
+            let to = from
+                .apply(action)
+                .ok_or_else(|| AppError::conflict("accounts.err_transition"))?;
+            diesel::update(users::table.find(id))
+                .set(users::status.eq(to.as_str()))
+                .execute(conn)?;
+            let revoked = if to == UserStatus::Disabled {
+                auth::revoke_all_for_users(conn, &[id])?
+            } else {
+                0
+            };
+            let verb = match action {
+                UserAction::Enable => "user.enable",
+                UserAction::Disable => "user.disable",
+            };
+            audit::record(
+                conn,
+                &user.actor(),
+                verb,
+                "user",
+                &id.to_string(),
+                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "sessions_revoked": revoked }),
+            )?;
+            Ok::<_, AppError>(())
+        })
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        "/admin/users",
+        "ok",
+        "accounts.flash_saved",
+    ))
+}
+
+/// `POST /admin/users/{id}/disable`: also revokes the user's sessions and tokens.
+pub async fn user_disable(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    change_user(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        form.csrf(),
+        UserAction::Disable,
+    )
+    .await
+}
+
+/// `POST /admin/users/{id}/enable`.
+pub async fn user_enable(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    change_user(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        form.csrf(),
+        UserAction::Enable,
+    )
+    .await
+}

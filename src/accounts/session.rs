@@ -1,0 +1,448 @@
+//! Login, logout and API tokens.
+
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::accounts::model::{self, OrgStatus, UserStatus};
+use crate::auth::{self, CurrentUser, SESSION_COOKIE, password};
+use crate::db::{self, DbConnection};
+use crate::errors::AppError;
+use crate::schema::{sessions, users};
+use crate::supervision::audit::{self, Actor};
+use crate::web::{
+    Page, is_local_path, redirect, redirect_with_flash, render, render_status, site_cookie,
+};
+
+/// What a credential check found.
+enum LoginOutcome {
+    /// Logged in: the signed token and its expiry.
+    Ok(String, chrono::NaiveDateTime),
+    /// Wrong name or password.
+    BadCredentials,
+    /// The user or the organisation is disabled.
+    Disabled,
+}
+
+/// Checks credentials and, if they are good, opens a session (`web`) or issues a token (`api`).
+/// Every outcome is audited.
+fn authenticate(
+    conn: &mut DbConnection,
+    state: &AppState,
+    username: &str,
+    pass: &str,
+    kind: &str,
+    addr: &str,
+) -> Result<LoginOutcome, AppError> {
+    let user = model::find_user_by_name(conn, username)?;
+    let Some(user) = user else {
+        password::verify(password::dummy_hash(), pass);
+        db::write_transaction(conn, |conn| {
+            audit::record(
+                conn,
+                &Actor::anonymous(username, addr),
+                "user.login_failed",
+                "user",
+                "",
+                serde_json::json!({ "reason": "unknown_user", "kind": kind }),
+            )
+        })?;
+        return Ok(LoginOutcome::BadCredentials);
+    };
+    let actor = Actor {
+        user_id: Some(user.id),
+        name: user.username.clone(),
+        org_id: Some(user.org_id),
+        addr: addr.to_owned(),
+    };
+    if !password::verify(&user.password_hash, pass) {
+        db::write_transaction(conn, |conn| {
+            audit::record(
+                conn,
+                &actor,
+                "user.login_failed",
+                "user",
+                &user.id.to_string(),
+                serde_json::json!({ "reason": "bad_password", "kind": kind }),
+            )
+        })?;
+        return Ok(LoginOutcome::BadCredentials);
+    }
+    let org = model::find_org(conn, user.org_id)?.ok_or_else(AppError::not_found)?;
+    if UserStatus::parse(&user.status) != Some(UserStatus::Active)
+        || OrgStatus::parse(&org.status) == Some(OrgStatus::Disabled)
+    {
+        db::write_transaction(conn, |conn| {
+            audit::record(
+                conn,
+                &actor,
+                "user.login_refused",
+                "user",
+                &user.id.to_string(),
+                serde_json::json!({ "reason": "disabled", "kind": kind }),
+            )
+        })?;
+        return Ok(LoginOutcome::Disabled);
+    }
+    let ttl = if kind == "api" {
+        chrono::TimeDelta::days(state.config.token_days)
+    } else {
+        chrono::TimeDelta::hours(state.config.session_hours)
+    };
+    db::write_transaction(conn, |conn| {
+        let (row, token) = auth::create_session(conn, state, user.id, kind, addr, ttl)?;
+        diesel::update(users::table.find(user.id))
+            .set(users::last_login_at.eq(db::now()))
+            .execute(conn)?;
+        let (action, object_type) = if kind == "api" {
+            ("token.issue", "token")
+        } else {
+            ("user.login", "session")
+        };
+        audit::record(
+            conn,
+            &actor,
+            action,
+            object_type,
+            &row.id,
+            serde_json::json!({ "expires_at": row.expires_at.to_string() }),
+        )?;
+        Ok(LoginOutcome::Ok(token, row.expires_at))
+    })
+}
+
+#[derive(Template)]
+#[template(path = "accounts/login.html")]
+struct LoginPage {
+    page: Page,
+    username: String,
+    next: String,
+    error: Option<String>,
+}
+crate::impl_page!(LoginPage);
+
+/// Query of the login page.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /login`.
+pub async fn login_form(page: Page, q: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
+    if page.user.is_some() {
+        return Ok(redirect("/"));
+    }
+    render(&LoginPage {
+        page,
+        username: String::new(),
+        next: q
+            .next
+            .clone()
+            .filter(|n| is_local_path(n))
+            .unwrap_or_default(),
+        error: None,
+    })
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login`.
+pub async fn login(
+    req: HttpRequest,
+    page: Page,
+    state: web::Data<AppState>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let form = form.into_inner();
+    let addr = auth::source_addr(&req);
+    let username = form.username.trim().to_owned();
+    let next = if is_local_path(&form.next) {
+        form.next.clone()
+    } else {
+        String::new()
+    };
+    let reshow = |page: Page, status: StatusCode, error: String| {
+        render_status(
+            status,
+            &LoginPage {
+                page,
+                username: username.clone(),
+                next: next.clone(),
+                error: Some(error),
+            },
+        )
+    };
+    if username.is_empty() || form.password.is_empty() {
+        let msg = page.t("accounts.err_login_empty").to_owned();
+        return reshow(page, StatusCode::UNPROCESSABLE_ENTITY, msg);
+    }
+    if let Err(wait) = state.throttle.check(&username, &addr) {
+        let msg = page.t_args(
+            "accounts.err_throttled",
+            &[("minutes", wait.div_ceil(60).to_string())],
+        );
+        return reshow(page, StatusCode::TOO_MANY_REQUESTS, msg);
+    }
+    let outcome = {
+        let (st, u, p, a) = (state.clone(), username.clone(), form.password, addr.clone());
+        crate::web::db(&state, move |conn| {
+            authenticate(conn, &st, &u, &p, "web", &a)
+        })
+        .await?
+    };
+    match outcome {
+        LoginOutcome::Ok(token, _) => {
+            state.throttle.clear_account(&username);
+            let mut res = redirect(if next.is_empty() { "/" } else { &next });
+            let mut cookie = site_cookie(&state, SESSION_COOKIE, token);
+            cookie.set_max_age(CookieDuration::hours(state.config.session_hours));
+            let _ = res.add_cookie(&cookie);
+            Ok(res)
+        }
+        LoginOutcome::BadCredentials => {
+            state.throttle.record_failure(&username, &addr);
+            let msg = page.t("accounts.err_bad_credentials").to_owned();
+            reshow(page, StatusCode::UNAUTHORIZED, msg)
+        }
+        LoginOutcome::Disabled => {
+            let msg = page.t("accounts.err_disabled").to_owned();
+            reshow(page, StatusCode::FORBIDDEN, msg)
+        }
+    }
+}
+
+/// A form that only carries the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl CsrfForm {
+    /// The posted token.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /logout`: revokes the session and clears the cookie.
+pub async fn logout(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let sid = user.session_id.clone();
+    crate::web::db(&state, move |conn| {
+        db::write_transaction(conn, |conn| {
+            diesel::update(sessions::table.find(&sid))
+                .set(sessions::revoked_at.eq(db::now()))
+                .execute(conn)?;
+            audit::record(
+                conn,
+                &user.actor(),
+                "user.logout",
+                "session",
+                &sid,
+                serde_json::json!({}),
+            )?;
+            Ok::<_, AppError>(())
+        })
+    })
+    .await?;
+    let mut res = redirect_with_flash("/", "ok", "accounts.flash_logged_out");
+    let _ = res.add_removal_cookie(&site_cookie(&state, SESSION_COOKIE, String::new()));
+    Ok(res)
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    username: String,
+    password: String,
+}
+
+/// Answer of `POST /api/v1/tokens`.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    token: String,
+    expires_at: String,
+}
+
+/// `POST /api/v1/tokens`: issues a bearer token for a name and password.
+pub async fn api_issue_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let addr = auth::source_addr(&req);
+    let username = body.username.trim().to_owned();
+    if let Err(wait) = state.throttle.check(&username, &addr) {
+        return Err(
+            AppError::http(StatusCode::TOO_MANY_REQUESTS, "accounts.err_throttled")
+                .arg("minutes", wait.div_ceil(60)),
+        );
+    }
+    let outcome = {
+        let (st, u, a) = (state.clone(), username.clone(), addr.clone());
+        crate::web::db(&state, move |conn| {
+            authenticate(conn, &st, &u, &body.password, "api", &a)
+        })
+        .await?
+    };
+    match outcome {
+        LoginOutcome::Ok(token, expires_at) => {
+            state.throttle.clear_account(&username);
+            Ok(HttpResponse::Ok().json(TokenResponse {
+                token,
+                expires_at: expires_at
+                    .and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }))
+        }
+        LoginOutcome::BadCredentials => {
+            state.throttle.record_failure(&username, &addr);
+            Err(AppError::http(
+                StatusCode::UNAUTHORIZED,
+                "accounts.err_bad_credentials",
+            ))
+        }
+        LoginOutcome::Disabled => Err(AppError::http(
+            StatusCode::FORBIDDEN,
+            "accounts.err_disabled",
+        )),
+    }
+}
+
+/// `GET /api/v1/me`: who the bearer (or session) is.
+pub async fn api_me(user: CurrentUser) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "organisation": { "id": user.org_id, "name": user.org_name, "kind": user.org_kind },
+    }))
+}
+
+/// One API token as listed on the account page.
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    /// Token (session) id.
+    pub id: String,
+    /// Created.
+    pub created_at: String,
+    /// Expires.
+    pub expires_at: String,
+    /// Revoked when.
+    pub revoked_at: Option<String>,
+    /// Whether it is still usable.
+    pub live: bool,
+    /// Created from.
+    pub source_addr: String,
+}
+
+#[derive(Template)]
+#[template(path = "accounts/account.html")]
+struct AccountPage {
+    page: Page,
+    tokens: Vec<TokenView>,
+}
+crate::impl_page!(AccountPage);
+
+fn fmt_time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// `GET /account`: the user's profile and API tokens.
+pub async fn account(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let uid = user.id;
+    let rows: Vec<auth::SessionRow> = crate::web::db(&state, move |conn| {
+        Ok(sessions::table
+            .filter(sessions::user_id.eq(uid))
+            .filter(sessions::kind.eq("api"))
+            .order(sessions::created_at.desc())
+            .limit(100)
+            .select(auth::SessionRow::as_select())
+            .load(conn)?)
+    })
+    .await?;
+    let now = db::now();
+    let tokens = rows
+        .into_iter()
+        .map(|r| TokenView {
+            live: r.revoked_at.is_none() && r.expires_at > now,
+            id: r.id,
+            created_at: fmt_time(r.created_at),
+            expires_at: fmt_time(r.expires_at),
+            revoked_at: r.revoked_at.map(fmt_time),
+            source_addr: r.source_addr,
+        })
+        .collect();
+    render(&AccountPage { page, tokens })
+}
+
+/// `POST /account/tokens/{id}/revoke`: revokes one of the user's own API tokens.
+pub async fn revoke_token(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let id = path.into_inner();
+    crate::web::db(&state, move |conn| {
+        db::write_transaction(conn, |conn| {
+            let n = diesel::update(
+                sessions::table
+                    .filter(sessions::id.eq(&id))
+                    .filter(sessions::user_id.eq(user.id))
+                    .filter(sessions::kind.eq("api"))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set(sessions::revoked_at.eq(db::now()))
+            .execute(conn)?;
+            if n == 0 {
+                return Err(AppError::not_found());
+            }
+            audit::record(
+                conn,
+                &user.actor(),
+                "token.revoke",
+                "token",
+                &id,
+                serde_json::json!({}),
+            )?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        "/account",
+        "ok",
+        "accounts.flash_token_revoked",
+    ))
+}
