@@ -855,3 +855,12 @@ fn hostile_recursion_and_random_bytes_never_harm_the_host() {
         assert!(rt.load(&bytes).is_err());
     }
 }
+
+#[test]
+fn runtime_and_modules_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Runtime>();
+    assert_send_sync::<dataop_sandbox::JobModule>();
+    assert_send_sync::<CancelToken>();
+    assert_send_sync::<DatasetInput>();
+}
