@@ -329,31 +329,46 @@ enum Parser {
     Text { max_chars: u32 },
 }
 
-/// A category domain, searched linearly when small and through a map when large.
+/// A category domain. Small domains of short codes (the usual case) are searched linearly as
+/// packed integers (no memory comparison calls); others through a hash map.
 enum Codes {
-    Few(Vec<Box<[u8]>>),
-    Many(std::collections::HashMap<Box<[u8]>, u32>),
+    Packed(Vec<u128>),
+    Map(std::collections::HashMap<Box<[u8]>, u32>),
+}
+
+/// A value of at most 15 bytes packed with its length into one integer.
+fn pack(value: &[u8]) -> Option<u128> {
+    if value.len() > 15 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..value.len()].copy_from_slice(value);
+    bytes[15] = value.len() as u8;
+    Some(u128::from_le_bytes(bytes))
 }
 
 impl Codes {
     fn new(codes: &[String]) -> Self {
-        if codes.len() <= 24 {
-            Self::Few(codes.iter().map(|c| c.as_bytes().into()).collect())
-        } else {
-            Self::Many(
+        let packed: Option<Vec<u128>> = codes.iter().map(|c| pack(c.as_bytes())).collect();
+        match packed {
+            Some(p) if p.len() <= 64 => Self::Packed(p),
+            _ => Self::Map(
                 codes
                     .iter()
                     .enumerate()
                     .map(|(i, c)| (c.as_bytes().into(), i as u32))
                     .collect(),
-            )
+            ),
         }
     }
 
     fn find(&self, value: &[u8]) -> Option<u32> {
         match self {
-            Self::Few(codes) => codes.iter().position(|c| &**c == value).map(|i| i as u32),
-            Self::Many(map) => map.get(value).copied(),
+            Self::Packed(codes) => {
+                let v = pack(value)?;
+                codes.iter().position(|c| *c == v).map(|i| i as u32)
+            }
+            Self::Map(map) => map.get(value).copied(),
         }
     }
 }
@@ -387,7 +402,9 @@ impl Prepared {
         }
     }
 
-    fn parse(&self, raw: &[u8], key: &PseudonymKey) -> Result<Cell, Reason> {
+    /// Validates a raw value and returns its cell; for a pseudonymized column the cell is a
+    /// placeholder (`Null`): the pseudonym is computed by the writing thread.
+    fn parse(&self, raw: &[u8]) -> Result<Cell, Reason> {
         let v = raw.trim_ascii();
         if v.is_empty() {
             return if self.nullable {
@@ -413,16 +430,12 @@ impl Prepared {
                     return Err(Reason::TooLong { max: *max_chars });
                 }
                 if self.pseudonymize {
-                    return Ok(Cell::Pseudonym(key.pseudonym(v)));
+                    return Ok(Cell::Null);
                 }
                 Cell::Text(s.to_owned())
             }
         };
-        Ok(if self.pseudonymize {
-            Cell::Pseudonym(key.pseudonym(v))
-        } else {
-            cell
-        })
+        Ok(if self.pseudonymize { Cell::Null } else { cell })
     }
 }
 
@@ -497,61 +510,108 @@ pub fn ingest<R: Read>(
     }
 
     let specs: Vec<ColumnSpec> = columns.iter().map(|c| c.spec.clone()).collect();
-    let mut writer = Some(VersionWriter::create(&dir.0, specs)?);
-    let mut cells: Vec<Cell> = vec![Cell::Null; prepared.len()];
+    let writer = VersionWriter::create(&dir.0, specs)?;
+    let width = prepared.len();
+    let pseudonymized: Vec<usize> = (0..width).filter(|&i| prepared[i].pseudonymize).collect();
     let mut errors = Vec::new();
     let mut total_errors: u64 = 0;
     let mut rows: u64 = 0;
-    while read(&mut reader, &mut record)? {
-        rows += 1;
-        let line = record.position().map_or(rows + 1, csv::Position::line);
-        if record.len() != prepared.len() {
-            if record.len() == 1 && record[0].trim_ascii().is_empty() {
-                // A blank line: not a row.
-                rows -= 1;
+
+    // Two threads: this one reads, hashes and validates; the writer thread computes the
+    // pseudonyms and writes the columns. Batches of rows go over a bounded channel and come
+    // back empty for reuse, so memory stays bounded.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+    let written = std::thread::scope(|scope| -> Result<Option<VersionWriter>, IngestError> {
+        let pseudonymized = &pseudonymized;
+        let worker = scope
+            .spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized, width));
+        let mut full_tx = Some(full_tx);
+        let mut batch = Batch::default();
+        while read(&mut reader, &mut record)? {
+            rows += 1;
+            let line = record.position().map_or(rows + 1, csv::Position::line);
+            if record.len() != width {
+                if record.len() == 1 && record[0].trim_ascii().is_empty() {
+                    // A blank line: not a row.
+                    rows -= 1;
+                    continue;
+                }
+                total_errors += 1;
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(RowError {
+                        line,
+                        column: None,
+                        reason: Reason::FieldCount {
+                            expected: width,
+                            found: record.len(),
+                        },
+                        value: None,
+                    });
+                }
+                // Stop writing at the first bad row: the file will be refused anyway.
+                full_tx = None;
                 continue;
             }
-            total_errors += 1;
-            if errors.len() < MAX_LISTED_ERRORS {
-                errors.push(RowError {
-                    line,
-                    column: None,
-                    reason: Reason::FieldCount {
-                        expected: prepared.len(),
-                        found: record.len(),
-                    },
-                    value: None,
-                });
-            }
-            writer = None;
-            continue;
-        }
-        let mut row_ok = true;
-        for ((col, raw), cell) in prepared.iter().zip(record.iter()).zip(cells.iter_mut()) {
-            match col.parse(raw, key) {
-                Ok(c) => *cell = c,
-                Err(reason) => {
-                    row_ok = false;
-                    total_errors += 1;
-                    if errors.len() < MAX_LISTED_ERRORS {
-                        let value = (!col.pseudonymize).then(|| excerpt(raw));
-                        errors.push(RowError {
-                            line,
-                            column: Some(col.name.clone()),
-                            reason,
-                            value,
-                        });
+            let (cells_at, raw_at, ends_at) =
+                (batch.cells.len(), batch.raw.len(), batch.ends.len());
+            let mut row_ok = true;
+            for (col, raw) in prepared.iter().zip(record.iter()) {
+                match col.parse(raw) {
+                    Ok(c) => {
+                        if col.pseudonymize {
+                            batch.raw.extend_from_slice(raw.trim_ascii());
+                            batch.ends.push(batch.raw.len());
+                        }
+                        batch.cells.push(c);
+                    }
+                    Err(reason) => {
+                        row_ok = false;
+                        total_errors += 1;
+                        if errors.len() < MAX_LISTED_ERRORS {
+                            let value = (!col.pseudonymize).then(|| excerpt(raw));
+                            errors.push(RowError {
+                                line,
+                                column: Some(col.name.clone()),
+                                reason,
+                                value,
+                            });
+                        }
                     }
                 }
             }
+            if !row_ok {
+                batch.cells.truncate(cells_at);
+                batch.raw.truncate(raw_at);
+                batch.ends.truncate(ends_at);
+                full_tx = None;
+                continue;
+            }
+            if batch.cells.len() >= BATCH_ROWS * width {
+                let Some(tx) = full_tx.as_ref() else {
+                    batch.clear();
+                    continue;
+                };
+                let next = empty_rx.try_recv().unwrap_or_default();
+                if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                    // The writer failed; its error is returned below.
+                    break;
+                }
+            }
         }
-        if !row_ok {
-            // Stop writing at the first bad row: the file will be refused anyway.
-            writer = None;
-        } else if let Some(w) = writer.as_mut() {
-            w.push_row(&cells)?;
+        if total_errors == 0
+            && let Some(tx) = full_tx.as_ref()
+            && !batch.cells.is_empty()
+        {
+            let _ = tx.send(batch);
         }
-    }
+        let keep = full_tx.is_some();
+        drop(full_tx);
+        let writer = worker
+            .join()
+            .map_err(|_| io::Error::other("the ingest writer panicked"))??;
+        Ok(keep.then_some(writer))
+    })?;
     if total_errors > 0 {
         return Err(IngestError::Rejected {
             errors,
@@ -562,7 +622,7 @@ pub fn ingest<R: Read>(
     if rows == 0 {
         return Err(IngestError::NoRows);
     }
-    let writer = writer.expect("no errors, so the writer was kept");
+    let writer = written.expect("no errors, so the writer was kept");
     let meta = writer.finish()?;
     let metered = reader.into_inner();
     Ok(Ingested {
@@ -572,6 +632,52 @@ pub fn ingest<R: Read>(
         sha256: hex::encode(metered.hasher.finalize()),
         dir,
     })
+}
+
+/// Rows per batch handed to the writer thread.
+const BATCH_ROWS: usize = 4096;
+
+/// Validated rows on their way to the writer: cells row after row (placeholders in the
+/// pseudonymized columns) and the trimmed raw values of those columns, end to end.
+#[derive(Default)]
+struct Batch {
+    cells: Vec<Cell>,
+    raw: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.cells.clear();
+        self.raw.clear();
+        self.ends.clear();
+    }
+}
+
+/// The writer thread: fills in the pseudonyms and writes every row of every batch.
+fn write_batches(
+    mut writer: VersionWriter,
+    full: std::sync::mpsc::Receiver<Batch>,
+    empty: std::sync::mpsc::Sender<Batch>,
+    key: &PseudonymKey,
+    pseudonymized: &[usize],
+    width: usize,
+) -> io::Result<VersionWriter> {
+    for mut batch in full {
+        let mut start = 0;
+        let mut ends = batch.ends.iter();
+        for row in batch.cells.chunks_exact_mut(width) {
+            for &i in pseudonymized {
+                let end = *ends.next().expect("one raw value per pseudonymized cell");
+                row[i] = Cell::Pseudonym(key.pseudonym(&batch.raw[start..end]));
+                start = end;
+            }
+            writer.push_row(row)?;
+        }
+        batch.clear();
+        let _ = empty.send(batch);
+    }
+    Ok(writer)
 }
 
 /// The first 40 characters of a raw value, for an error message.
@@ -621,6 +727,21 @@ mod tests {
             ),
             col("note", ColumnType::Text, ColumnRole::Plain, true),
         ]
+    }
+
+    #[test]
+    fn category_lookup() {
+        let few = Codes::new(&["M".into(), "F".into(), "330102".into()]);
+        assert!(matches!(few, Codes::Packed(_)));
+        assert_eq!(few.find(b"F"), Some(1));
+        assert_eq!(few.find(b"330102"), Some(2));
+        assert_eq!(few.find(b"3301020"), None);
+        assert_eq!(few.find(b""), None);
+        assert_eq!(few.find(b"a-much-longer-value-than-15"), None);
+        let long = Codes::new(&["a-much-longer-code-than-15".into(), "x".into()]);
+        assert!(matches!(long, Codes::Map(_)));
+        assert_eq!(long.find(b"a-much-longer-code-than-15"), Some(0));
+        assert_eq!(long.find(b"y"), None);
     }
 
     #[test]
