@@ -58,8 +58,13 @@ fn query(conn: &mut DbConnection, f: &AuditFilter) -> Result<Vec<Entry>, AppErro
         q = q.filter(audit_log::actor_name.eq(f.actor.trim().to_lowercase()));
     }
     if !f.action.trim().is_empty() {
-        let prefix: String = f.action.trim().replace(['%', '_', '\\'], "");
-        q = q.filter(audit_log::action.like(format!("{prefix}%")));
+        let prefix = f
+            .action
+            .trim()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q = q.filter(audit_log::action.like(format!("{prefix}%")).escape('\\'));
     }
     if !f.object_type.trim().is_empty() {
         q = q.filter(audit_log::object_type.eq(f.object_type.trim().to_owned()));
