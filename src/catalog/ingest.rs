@@ -275,10 +275,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Hashes and counts the bytes it passes on, refusing past the size limit or a too-long line.
+/// Copies (for hashing) and counts the bytes it passes on, refusing past the size limit or a too-long line.
 struct Metered<R> {
     inner: R,
-    hasher: Sha256,
+    /// The bytes read since the last batch was handed over (hashed by the writer thread).
+    copy: Vec<u8>,
     bytes: u64,
     limit: u64,
     line_bytes: usize,
@@ -299,7 +300,7 @@ impl<R: Read> Read for Metered<R> {
             self.too_large = true;
             return Err(io::Error::other("upload size limit exceeded"));
         }
-        self.hasher.update(chunk);
+        self.copy.extend_from_slice(chunk);
         match chunk.iter().position(|&b| b == b'\n') {
             Some(first) => {
                 if self.line_bytes + first > MAX_LINE_BYTES {
@@ -459,7 +460,7 @@ pub fn ingest<R: Read>(
     let prepared: Vec<Prepared> = columns.iter().map(Prepared::new).collect();
     let metered = Metered {
         inner: input,
-        hasher: Sha256::new(),
+        copy: Vec::with_capacity(1 << 20),
         bytes: 0,
         limit: limit_bytes,
         line_bytes: 0,
@@ -522,96 +523,100 @@ pub fn ingest<R: Read>(
     // back empty for reuse, so memory stays bounded.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
-    let written = std::thread::scope(|scope| -> Result<Option<VersionWriter>, IngestError> {
-        let pseudonymized = &pseudonymized;
-        let worker = scope
-            .spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized, width));
-        let mut full_tx = Some(full_tx);
-        let mut batch = Batch::default();
-        while read(&mut reader, &mut record)? {
-            rows += 1;
-            let line = record.position().map_or(rows + 1, csv::Position::line);
-            if record.len() != width {
-                if record.len() == 1 && record[0].trim_ascii().is_empty() {
-                    // A blank line: not a row.
-                    rows -= 1;
+    let written = std::thread::scope(
+        |scope| -> Result<Option<(VersionWriter, Sha256)>, IngestError> {
+            let pseudonymized = &pseudonymized;
+            let worker = scope
+                .spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized, width));
+            let mut full_tx = Some(full_tx);
+            let mut batch = Batch::default();
+            while read(&mut reader, &mut record)? {
+                rows += 1;
+                let line = record.position().map_or(rows + 1, csv::Position::line);
+                if record.len() != width {
+                    if record.len() == 1 && record[0].trim_ascii().is_empty() {
+                        // A blank line: not a row.
+                        rows -= 1;
+                        continue;
+                    }
+                    total_errors += 1;
+                    if errors.len() < MAX_LISTED_ERRORS {
+                        errors.push(RowError {
+                            line,
+                            column: None,
+                            reason: Reason::FieldCount {
+                                expected: width,
+                                found: record.len(),
+                            },
+                            value: None,
+                        });
+                    }
+                    // Stop writing at the first bad row: the file will be refused anyway.
+                    full_tx = None;
                     continue;
                 }
-                total_errors += 1;
-                if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(RowError {
-                        line,
-                        column: None,
-                        reason: Reason::FieldCount {
-                            expected: width,
-                            found: record.len(),
-                        },
-                        value: None,
-                    });
-                }
-                // Stop writing at the first bad row: the file will be refused anyway.
-                full_tx = None;
-                continue;
-            }
-            let (cells_at, raw_at, ends_at) =
-                (batch.cells.len(), batch.raw.len(), batch.ends.len());
-            let mut row_ok = true;
-            for (col, raw) in prepared.iter().zip(record.iter()) {
-                match col.parse(raw) {
-                    Ok(c) => {
-                        if col.pseudonymize {
-                            batch.raw.extend_from_slice(raw.trim_ascii());
-                            batch.ends.push(batch.raw.len());
+                let (cells_at, raw_at, ends_at) =
+                    (batch.cells.len(), batch.raw.len(), batch.ends.len());
+                let mut row_ok = true;
+                for (col, raw) in prepared.iter().zip(record.iter()) {
+                    match col.parse(raw) {
+                        Ok(c) => {
+                            if col.pseudonymize {
+                                batch.raw.extend_from_slice(raw.trim_ascii());
+                                batch.ends.push(batch.raw.len());
+                            }
+                            batch.cells.push(c);
                         }
-                        batch.cells.push(c);
-                    }
-                    Err(reason) => {
-                        row_ok = false;
-                        total_errors += 1;
-                        if errors.len() < MAX_LISTED_ERRORS {
-                            let value = (!col.pseudonymize).then(|| excerpt(raw));
-                            errors.push(RowError {
-                                line,
-                                column: Some(col.name.clone()),
-                                reason,
-                                value,
-                            });
+                        Err(reason) => {
+                            row_ok = false;
+                            total_errors += 1;
+                            if errors.len() < MAX_LISTED_ERRORS {
+                                let value = (!col.pseudonymize).then(|| excerpt(raw));
+                                errors.push(RowError {
+                                    line,
+                                    column: Some(col.name.clone()),
+                                    reason,
+                                    value,
+                                });
+                            }
                         }
                     }
                 }
-            }
-            if !row_ok {
-                batch.cells.truncate(cells_at);
-                batch.raw.truncate(raw_at);
-                batch.ends.truncate(ends_at);
-                full_tx = None;
-                continue;
-            }
-            if batch.cells.len() >= BATCH_ROWS * width {
-                let Some(tx) = full_tx.as_ref() else {
-                    batch.clear();
+                if !row_ok {
+                    batch.cells.truncate(cells_at);
+                    batch.raw.truncate(raw_at);
+                    batch.ends.truncate(ends_at);
+                    full_tx = None;
                     continue;
-                };
-                let next = empty_rx.try_recv().unwrap_or_default();
-                if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                    // The writer failed; its error is returned below.
-                    break;
+                }
+                if batch.cells.len() >= BATCH_ROWS * width {
+                    let Some(tx) = full_tx.as_ref() else {
+                        batch.clear();
+                        reader.get_mut().copy.clear();
+                        continue;
+                    };
+                    std::mem::swap(&mut reader.get_mut().copy, &mut batch.bytes);
+                    let next = empty_rx.try_recv().unwrap_or_default();
+                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        // The writer failed; its error is returned below.
+                        break;
+                    }
                 }
             }
-        }
-        if total_errors == 0
-            && let Some(tx) = full_tx.as_ref()
-            && !batch.cells.is_empty()
-        {
-            let _ = tx.send(batch);
-        }
-        let keep = full_tx.is_some();
-        drop(full_tx);
-        let writer = worker
-            .join()
-            .map_err(|_| io::Error::other("the ingest writer panicked"))??;
-        Ok(keep.then_some(writer))
-    })?;
+            if total_errors == 0
+                && let Some(tx) = full_tx.as_ref()
+            {
+                std::mem::swap(&mut reader.get_mut().copy, &mut batch.bytes);
+                let _ = tx.send(batch);
+            }
+            let keep = full_tx.is_some();
+            drop(full_tx);
+            let writer = worker
+                .join()
+                .map_err(|_| io::Error::other("the ingest writer panicked"))??;
+            Ok(keep.then_some(writer))
+        },
+    )?;
     if total_errors > 0 {
         return Err(IngestError::Rejected {
             errors,
@@ -622,14 +627,13 @@ pub fn ingest<R: Read>(
     if rows == 0 {
         return Err(IngestError::NoRows);
     }
-    let writer = written.expect("no errors, so the writer was kept");
+    let (writer, hasher) = written.expect("no errors, so the writer was kept");
     let meta = writer.finish()?;
-    let metered = reader.into_inner();
     Ok(Ingested {
         meta,
         rows,
-        bytes: metered.bytes,
-        sha256: hex::encode(metered.hasher.finalize()),
+        bytes: reader.get_ref().bytes,
+        sha256: hex::encode(hasher.finalize()),
         dir,
     })
 }
@@ -644,6 +648,8 @@ struct Batch {
     cells: Vec<Cell>,
     raw: Vec<u8>,
     ends: Vec<usize>,
+    /// The file's bytes read since the previous batch, in order.
+    bytes: Vec<u8>,
 }
 
 impl Batch {
@@ -651,10 +657,12 @@ impl Batch {
         self.cells.clear();
         self.raw.clear();
         self.ends.clear();
+        self.bytes.clear();
     }
 }
 
-/// The writer thread: fills in the pseudonyms and writes every row of every batch.
+/// The writer thread: hashes the file's bytes, fills in the pseudonyms and writes every row of
+/// every batch.
 fn write_batches(
     mut writer: VersionWriter,
     full: std::sync::mpsc::Receiver<Batch>,
@@ -662,8 +670,10 @@ fn write_batches(
     key: &PseudonymKey,
     pseudonymized: &[usize],
     width: usize,
-) -> io::Result<VersionWriter> {
+) -> io::Result<(VersionWriter, Sha256)> {
+    let mut hasher = Sha256::new();
     for mut batch in full {
+        hasher.update(&batch.bytes);
         let mut start = 0;
         let mut ends = batch.ends.iter();
         for row in batch.cells.chunks_exact_mut(width) {
@@ -677,7 +687,7 @@ fn write_batches(
         batch.clear();
         let _ = empty.send(batch);
     }
-    Ok(writer)
+    Ok((writer, hasher))
 }
 
 /// The first 40 characters of a raw value, for an error message.
