@@ -129,8 +129,8 @@ impl ManageConnection for Manager {
     }
 }
 
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-     PRAGMA busy_timeout = 15000; PRAGMA synchronous = NORMAL;";
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL; \
+     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
 /// Sets the SQLite pragmas on every connection the pool hands out.
 #[derive(Debug)]
@@ -163,6 +163,7 @@ pub fn connect(url: &str) -> anyhow::Result<DbPool> {
     }
     let pool = Pool::builder()
         .max_size(8)
+        .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(30))
         .connection_customizer(Box::new(SqlitePragmas))
         .build(manager)
