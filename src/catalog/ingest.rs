@@ -333,24 +333,23 @@ enum Parser {
 /// A category domain. Small domains of short codes (the usual case) are searched linearly as
 /// packed integers (no memory comparison calls); others through a hash map.
 enum Codes {
-    Packed(Vec<u128>),
+    Packed(Vec<(u128, usize)>),
     Map(std::collections::HashMap<Box<[u8]>, u32>),
 }
 
-/// A value of at most 15 bytes packed with its length into one integer.
-fn pack(value: &[u8]) -> Option<u128> {
-    if value.len() > 15 {
+/// A value of at most 16 bytes packed into one integer, with its length.
+fn pack(value: &[u8]) -> Option<(u128, usize)> {
+    if value.len() > 16 {
         return None;
     }
     let mut bytes = [0u8; 16];
     bytes[..value.len()].copy_from_slice(value);
-    bytes[15] = value.len() as u8;
-    Some(u128::from_le_bytes(bytes))
+    Some((u128::from_le_bytes(bytes), value.len()))
 }
 
 impl Codes {
     fn new(codes: &[String]) -> Self {
-        let packed: Option<Vec<u128>> = codes.iter().map(|c| pack(c.as_bytes())).collect();
+        let packed: Option<Vec<(u128, usize)>> = codes.iter().map(|c| pack(c.as_bytes())).collect();
         match packed {
             Some(p) if p.len() <= 64 => Self::Packed(p),
             _ => Self::Map(
@@ -747,7 +746,11 @@ mod tests {
         assert_eq!(few.find(b"330102"), Some(2));
         assert_eq!(few.find(b"3301020"), None);
         assert_eq!(few.find(b""), None);
-        assert_eq!(few.find(b"a-much-longer-value-than-15"), None);
+        assert_eq!(few.find(b"a-much-longer-value-than-16"), None);
+        let sixteen = Codes::new(&["gastroenterology".into(), "x".into()]);
+        assert!(matches!(sixteen, Codes::Packed(_)));
+        assert_eq!(sixteen.find(b"gastroenterology"), Some(0));
+        assert_eq!(sixteen.find(b"x\0"), None);
         let long = Codes::new(&["a-much-longer-code-than-15".into(), "x".into()]);
         assert!(matches!(long, Codes::Map(_)));
         assert_eq!(long.find(b"a-much-longer-code-than-15"), Some(0));
