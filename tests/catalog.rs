@@ -639,3 +639,49 @@ fn providers_and_enterprises_are_kept_out_of_others_datasets() {
         6
     );
 }
+
+#[test]
+fn demo_world_has_the_outpatient_dataset_ingested_once() {
+    let app = TestApp::builder().demo_data().start();
+    let client = app.client();
+    let list: serde_json::Value = client
+        .get(app.url("/api/v1/datasets?category=medical_services"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["title_en"] == dataop::catalog::demo::DEMO_TITLE_EN)
+        .unwrap_or_else(|| panic!("the demo dataset is not listed: {list}"))
+        .clone();
+    let id = item["id"].as_i64().unwrap();
+    let one: serde_json::Value = client
+        .get(app.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(one["columns"].as_array().unwrap().len(), 10);
+    assert_eq!(one["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(one["versions"][0]["rows"], dataop::catalog::demo::DEMO_ROWS);
+    // Seeding again changes nothing.
+    dataop::demo::seed(app.state()).unwrap();
+    let again: serde_json::Value = client
+        .get(app.url(&format!("/api/v1/datasets/{id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(again["versions"].as_array().unwrap().len(), 1);
+    // The public page shows the schema.
+    let page = client
+        .get(app.url(&format!("/catalog/{id}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("<code>person_id</code>"));
+}
