@@ -175,6 +175,37 @@ mod tests {
     }
 
     #[test]
+    fn toml_file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dataop.toml");
+        std::fs::write(
+            &path,
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n",
+        )
+        .unwrap();
+        let c = Config::load(Overrides {
+            config_file: Some(path.clone()),
+            bind: Some("127.0.0.1:1".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.bind, "127.0.0.1:1", "a flag beats the file");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/d"));
+        assert_eq!(c.database_url, "sqlite:///srv/d/dataop.db");
+        assert!(c.secure_cookies);
+        assert_eq!(c.session_hours, 2);
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(
+            Config::load(Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            })
+            .is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn default_database_is_sqlite_in_data_dir() {
         let c = Config::for_data_dir(Path::new("/tmp/x"), None).unwrap();
         assert_eq!(c.database_url, "sqlite:///tmp/x/dataop.db");
