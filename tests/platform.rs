@@ -75,3 +75,46 @@ fn unknown_pages_are_404_html_and_json_under_api() {
     assert_eq!(v["error"]["status"], 404);
     assert!(v["error"]["message"].as_str().unwrap().len() > 3);
 }
+
+#[test]
+fn malformed_input_is_a_4xx_never_a_500() {
+    let app = TestApp::start();
+    let c = app.client();
+    let r = c
+        .post(app.url("/api/v1/tokens"))
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["error"]["status"], 400);
+    let r = c
+        .post(app.url("/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(vec![b'%', 0xff, 0xfe])
+        .send()
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert!(r.text().unwrap().contains("<html"));
+    let r = app.get(&c, "/supervision/audit?from=2026-13-45");
+    assert_eq!(r.status().as_u16(), 303, "anonymous: login first");
+}
+
+#[test]
+fn secure_cookies_when_configured() {
+    let app = TestApp::builder()
+        .demo()
+        .config(|c| c.secure_cookies = true)
+        .start();
+    let c = app.client();
+    let r = app.get(&c, "/login");
+    let csrf_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("dataop_csrf="))
+        .expect("csrf seed cookie");
+    assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("HttpOnly"));
+}
