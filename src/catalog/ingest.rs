@@ -530,6 +530,10 @@ pub fn ingest<R: Read>(
             let mut full_tx = Some(full_tx);
             let mut batch = Batch::default();
             while read(&mut reader, &mut record)? {
+                if full_tx.is_none() {
+                    // Refused already: the bytes need no hashing; keep memory bounded.
+                    reader.get_mut().copy.clear();
+                }
                 rows += 1;
                 let line = record.position().map_or(rows + 1, csv::Position::line);
                 if record.len() != width {
