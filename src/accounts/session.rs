@@ -364,9 +364,16 @@ pub struct TokenView {
 #[template(path = "accounts/account.html")]
 struct AccountPage {
     page: Page,
+    org_status: String,
     tokens: Vec<TokenView>,
 }
 crate::impl_page!(AccountPage);
+
+impl AccountPage {
+    fn org_status_key(&self) -> String {
+        format!("accounts.org_status_{}", self.org_status)
+    }
+}
 
 fn fmt_time(t: chrono::NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
@@ -378,15 +385,20 @@ pub async fn account(
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let uid = user.id;
-    let rows: Vec<auth::SessionRow> = crate::web::db(&state, move |conn| {
-        Ok(sessions::table
+    let (uid, org_id) = (user.id, user.org_id);
+    let (org_status, rows) = crate::web::db(&state, move |conn| {
+        let org_status: String = crate::schema::organisations::table
+            .find(org_id)
+            .select(crate::schema::organisations::status)
+            .first(conn)?;
+        let rows: Vec<auth::SessionRow> = sessions::table
             .filter(sessions::user_id.eq(uid))
             .filter(sessions::kind.eq("api"))
             .order(sessions::created_at.desc())
             .limit(100)
             .select(auth::SessionRow::as_select())
-            .load(conn)?)
+            .load(conn)?;
+        Ok((org_status, rows))
     })
     .await?;
     let now = db::now();
@@ -401,7 +413,11 @@ pub async fn account(
             source_addr: r.source_addr,
         })
         .collect();
-    render(&AccountPage { page, tokens })
+    render(&AccountPage {
+        page,
+        org_status,
+        tokens,
+    })
 }
 
 /// `POST /account/tokens/{id}/revoke`: revokes one of the user's own API tokens.
