@@ -38,7 +38,10 @@ fn registration_with_a_valid_code_creates_org_and_user() {
     assert_eq!(r.status().as_u16(), 303);
     let (_, html) = app.get_text(&c, "/account");
     assert!(html.contains("伽马数据科技有限公司"));
-    assert!(html.contains("badge-pending"), "a new enterprise waits for verification");
+    assert!(
+        html.contains("badge-pending"),
+        "a new enterprise waits for verification"
+    );
 
     let c2 = app.client();
     let r = app.post_form_from(
