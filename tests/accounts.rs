@@ -262,6 +262,25 @@ fn api_tokens_issue_list_revoke() {
 }
 
 #[test]
+fn a_token_issued_in_the_ui_works_on_the_api() {
+    let app = TestApp::builder().demo().start();
+    let c = app.logged_in("alpha", DEMO_PASSWORD);
+    let r = app.post_form(&c, "/account/tokens", &[("csrf", "forged")]);
+    assert_eq!(r.status().as_u16(), 403);
+    let r = app.post_form_from(&c, "/account", "/account/tokens", &[]);
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().unwrap();
+    let start = html.find("readonly rows=\"4\">").unwrap() + "readonly rows=\"4\">".len();
+    let token = &html[start..start + html[start..].find('<').unwrap()];
+    let r = reqwest::blocking::Client::new()
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
 fn enterprise_cannot_reach_admin_pages() {
     let app = TestApp::builder().demo().start();
     let c = app.logged_in("alpha", DEMO_PASSWORD);

@@ -21,6 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/register", web::get().to(register::register_form))
         .route("/register", web::post().to(register::register))
         .route("/account", web::get().to(session::account))
+        .route("/account/tokens", web::post().to(session::create_token))
         .route(
             "/account/tokens/{id}/revoke",
             web::post().to(session::revoke_token),

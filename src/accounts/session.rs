@@ -420,6 +420,49 @@ pub async fn account(
     })
 }
 
+#[derive(Template)]
+#[template(path = "accounts/token_created.html")]
+struct TokenCreatedPage {
+    page: Page,
+    token: String,
+    expires_at: String,
+}
+crate::impl_page!(TokenCreatedPage);
+
+/// `POST /account/tokens`: issues an API token for the logged-in user and shows it once.
+pub async fn create_token(
+    req: HttpRequest,
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let addr = auth::source_addr(&req);
+    let st = state.clone();
+    let (token, expires_at) = crate::web::db(&state, move |conn| {
+        db::write_transaction(conn, |conn| {
+            let ttl = chrono::TimeDelta::days(st.config.token_days);
+            let (row, token) = auth::create_session(conn, &st, user.id, "api", &addr, ttl)?;
+            audit::record(
+                conn,
+                &user.actor(),
+                "token.issue",
+                "token",
+                &row.id,
+                serde_json::json!({ "expires_at": row.expires_at.to_string(), "via": "web" }),
+            )?;
+            Ok::<_, AppError>((token, row.expires_at))
+        })
+    })
+    .await?;
+    render(&TokenCreatedPage {
+        page,
+        token,
+        expires_at: fmt_time(expires_at),
+    })
+}
+
 /// `POST /account/tokens/{id}/revoke`: revokes one of the user's own API tokens.
 pub async fn revoke_token(
     page: Page,
