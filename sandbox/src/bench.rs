@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
-use crate::aggregate::{Rec, sort_recs};
+use crate::aggregate::{Rec, big_vec, sort_recs};
 use crate::manifest::{Limits, Manifest};
 use crate::runtime::{RunOptions, Runtime};
 use crate::source::{DatasetInput, MemColumn, MemTable, TableSource};
@@ -68,7 +68,7 @@ pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
         return Vec::new();
     };
     // Branch-free filtering in chunks, as the guest does.
-    let mut recs = Vec::new();
+    let mut recs = big_vec(person.len());
     let mut chunk = vec![Rec::default(); 4096];
     for start in (0..person.len()).step_by(4096) {
         let end = (start + 4096).min(person.len());
