@@ -8,10 +8,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(crate::web::home))
         .route("/healthz", web::get().to(crate::web::healthz))
         .route("/lang/{code}", web::get().to(crate::web::set_lang))
-        .service(
-            actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
-                .prefer_utf8(true),
-        );
+        .route("/static/{path:.*}", web::get().to(crate::assets::serve));
     crate::accounts::routes(cfg);
     crate::supervision::routes(cfg);
     crate::catalog::routes(cfg);

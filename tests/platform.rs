@@ -26,6 +26,36 @@ fn home_page_defaults_to_chinese_and_serves_local_css() {
 }
 
 #[test]
+fn static_assets_are_embedded_revalidated_and_confined() {
+    let app = TestApp::start();
+    let c = app.client();
+    let first = c.get(app.url("/static/css/app.css")).send().unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = c
+        .get(app.url("/static/css/app.css"))
+        .header("If-None-Match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    for path in [
+        "/static/css/missing.css",
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+        "/static/",
+    ] {
+        let (status, _) = app.get_text(&c, path);
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[test]
 fn accept_language_and_switch_cookie_choose_the_language() {
     let app = TestApp::start();
     let c = app.client();

@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use super::forms::ColumnForm;
 use super::ingest::PseudonymKey;
 use super::model::{self, DatasetFields};
-use super::schema::datasets;
 use super::versions;
 use crate::AppState;
 use crate::demo::outpatients::{self, CHAPTERS, Code, DEPARTMENTS, DISTRICTS, SEXES};
+use crate::schema::datasets;
 use crate::supervision::audit::{self, Actor};
 
 /// Rows of the demo dataset.

@@ -14,7 +14,6 @@ pub mod forms;
 pub mod handlers;
 pub mod ingest;
 pub mod model;
-pub mod schema;
 pub mod versions;
 
 use actix_web::web;

@@ -7,9 +7,8 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::IngestColumn;
-use super::schema::{dataset_columns, dataset_versions, datasets};
 use crate::db::DbConnection;
-use crate::schema::{organisations, users};
+use crate::schema::{dataset_columns, dataset_versions, datasets, organisations, users};
 
 type Db = <DbConnection as diesel::Connection>::Backend;
 
