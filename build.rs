@@ -32,7 +32,8 @@ fn files_below(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 fn embed_static() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+    let root =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("static");
     let mut files = Vec::new();
     files_below(&root, &mut files);
     let mut out = String::from(
@@ -58,7 +59,8 @@ fn embed_static() {
 }
 
 fn embed_locales() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("locales");
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"))
+        .join("locales");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut entries = Vec::new();
     for lang_dir in std::fs::read_dir(&root).expect("locales directory") {

@@ -17,10 +17,11 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+/// The platform's pseudonymization key, shared with the sandbox crate (one implementation).
+pub use dataop_sandbox::columnar::PseudonymKey;
 use dataop_sandbox::columnar::{
     self, Cell, ColumnRole, ColumnSpec, ColumnType, VersionMeta, VersionWriter,
 };
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// How many row errors a refusal lists; the rest are only counted.
@@ -31,36 +32,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Largest number of characters a text cell may hold when its column declares no limit.
 pub const DEFAULT_TEXT_CHARS: u32 = 1000;
-
-/// The platform's pseudonymization key: HMAC-SHA256 keyed once, cloned per value.
-#[derive(Clone)]
-pub struct PseudonymKey {
-    mac: Hmac<Sha256>,
-}
-
-impl fmt::Debug for PseudonymKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PseudonymKey(<redacted>)")
-    }
-}
-
-impl PseudonymKey {
-    /// A key from raw key bytes (`Secrets::pseudonym_key`, kept in the data dir).
-    pub fn new(key: &[u8]) -> Self {
-        Self {
-            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length"),
-        }
-    }
-
-    /// The pseudonym of a raw value: the first 8 bytes, big-endian, of HMAC-SHA256(key, value).
-    /// The caller passes the value already trimmed.
-    pub fn pseudonym(&self, value: &[u8]) -> u64 {
-        let mut mac = self.mac.clone();
-        mac.update(value);
-        let out = mac.finalize().into_bytes();
-        u64::from_be_bytes(out[..8].try_into().expect("32-byte digest"))
-    }
-}
 
 /// A declared column as the ingest needs it: the stored spec and the text length limit.
 #[derive(Debug, Clone)]
@@ -769,27 +740,6 @@ mod tests {
         assert_eq!(parse_integer("9223372036854775808"), None);
         assert_eq!(parse_integer("1.0"), None);
         assert_eq!(parse_integer("-"), None);
-    }
-
-    #[test]
-    fn pseudonyms_are_keyed_and_stable() {
-        let a = PseudonymKey::new(b"k1");
-        let b = PseudonymKey::new(b"k2");
-        assert_eq!(a.pseudonym(b"x"), a.pseudonym(b"x"));
-        assert_ne!(a.pseudonym(b"x"), b.pseudonym(b"x"));
-        // First 8 bytes of HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
-        let k = PseudonymKey::new(b"key");
-        assert_eq!(
-            k.pseudonym(b"The quick brown fox jumps over the lazy dog"),
-            0xf7bc83f430538424
-        );
-        // The same as the sandbox's reference implementation.
-        for v in ["11010519491231002X", "张三", "x"] {
-            assert_eq!(
-                k.pseudonym(v.as_bytes()),
-                dataop_sandbox::columnar::pseudonym(b"key", v)
-            );
-        }
     }
 
     #[test]
