@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub login_max_failures_address: Option<u32>,
     /// Throttle window, in seconds.
     pub login_window_secs: Option<u64>,
+    /// How often the scheduler runs timed work (deadlines, expiry, mail), in seconds.
+    pub scheduler_interval_secs: Option<u64>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -81,6 +83,8 @@ pub struct Config {
     pub login_max_failures_address: u32,
     /// Throttle window in seconds.
     pub login_window_secs: u64,
+    /// How often the scheduler runs timed work, in seconds (default 60).
+    pub scheduler_interval_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -142,6 +146,7 @@ impl Config {
             login_max_failures_account: file.login_max_failures_account.unwrap_or(5).max(1),
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
+            scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
         })
     }
 

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod assets;
 pub mod auth;
 pub mod bench;
+pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod errors;
 pub mod i18n;
 pub mod routes;
+pub mod scheduler;
 pub mod schema;
 pub mod secrets;
 pub mod supervision;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub secrets: Secrets,
     /// Failed-login throttle.
     pub throttle: auth::throttle::Throttle,
+    /// The one source of "now" for deadlines and the scheduler.
+    pub clock: calendar::Clock,
 }
 
 impl AppState {
@@ -54,6 +58,7 @@ impl AppState {
             pool,
             secrets,
             throttle,
+            clock: calendar::Clock::default(),
         })
     }
 }

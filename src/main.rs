@@ -284,6 +284,10 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         dataop::demo::seed(&state)?;
     }
+    dataop::scheduler::spawn(
+        state.clone(),
+        std::time::Duration::from_secs(state.config.scheduler_interval_secs),
+    );
     actix_web::rt::System::new().block_on(async move {
         let (server, addr) = dataop::start(state.clone(), 0)?;
         println!("dataop is listening on http://{addr}/");

@@ -133,6 +133,119 @@ diesel::joinable!(dataset_columns -> datasets (dataset_id));
 diesel::joinable!(dataset_versions -> datasets (dataset_id));
 diesel::joinable!(dataset_versions -> users (uploaded_by));
 
+// --- admission -------------------------------------------------------------------------
+
+diesel::table! {
+    /// Exceptions to the weekday rule: public holidays and make-up working days.
+    calendar_days (day) {
+        day -> Date,
+        kind -> Text,
+        name_zh -> Text,
+        name_en -> Text,
+        created_by -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Calls for applications (发布通告).
+    calls (id) {
+        id -> BigInt,
+        domain -> Text,
+        title_zh -> Text,
+        title_en -> Text,
+        body_zh -> Text,
+        body_en -> Text,
+        scenarios -> Text,
+        conditions -> Text,
+        opens_on -> Date,
+        closes_on -> Date,
+        state -> Text,
+        created_by -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        published_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The datasets a call offers.
+    call_datasets (call_id, dataset_id) {
+        call_id -> BigInt,
+        dataset_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Applications (提交申请) from enterprises against a call.
+    applications (id) {
+        id -> BigInt,
+        call_id -> BigInt,
+        org_id -> BigInt,
+        created_by -> BigInt,
+        state -> Text,
+        scenario -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        submitted_at -> Nullable<Timestamp>,
+        decided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The datasets an application asks for, each with its purpose.
+    application_datasets (application_id, dataset_id) {
+        application_id -> BigInt,
+        dataset_id -> BigInt,
+        purpose -> Text,
+    }
+}
+
+diesel::table! {
+    /// Organisations' credit records (信用档案).
+    credit_records (id) {
+        id -> BigInt,
+        org_id -> BigInt,
+        kind -> Text,
+        summary -> Text,
+        agreement_id -> Nullable<BigInt>,
+        created_by -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(call_datasets -> calls (call_id));
+diesel::joinable!(call_datasets -> datasets (dataset_id));
+diesel::joinable!(applications -> calls (call_id));
+diesel::joinable!(applications -> organisations (org_id));
+diesel::joinable!(application_datasets -> applications (application_id));
+diesel::joinable!(application_datasets -> datasets (dataset_id));
+diesel::joinable!(credit_records -> organisations (org_id));
+
+// --- mail --------------------------------------------------------------------------------
+
+diesel::table! {
+    /// The mail outbox: written in the workflow step's transaction, delivered afterwards.
+    mail_outbox (id) {
+        id -> BigInt,
+        to_addr -> Text,
+        to_user_id -> Nullable<BigInt>,
+        lang -> Text,
+        template -> Text,
+        subject -> Text,
+        body -> Text,
+        object_type -> Text,
+        object_id -> Text,
+        state -> Text,
+        attempts -> Integer,
+        last_error -> Text,
+        next_attempt_at -> Timestamp,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+        eml_path -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
     users,
@@ -141,4 +254,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     datasets,
     dataset_columns,
     dataset_versions,
+    calendar_days,
+    calls,
+    call_datasets,
+    applications,
+    application_datasets,
+    credit_records,
+    mail_outbox,
 );
