@@ -14,6 +14,7 @@ pub mod db;
 pub mod demo;
 pub mod errors;
 pub mod i18n;
+pub mod mail;
 pub mod routes;
 pub mod scheduler;
 pub mod schema;
