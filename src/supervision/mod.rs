@@ -1,6 +1,7 @@
 //! Supervision: the hash-chained audit log and the regulator's audit pages.
 
 pub mod audit;
+pub mod desk;
 pub mod pages;
 
 use actix_web::web;
