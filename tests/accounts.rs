@@ -432,3 +432,41 @@ fn cli_user_create_bootstraps_an_admin() {
     let c = app.logged_in("root-admin", "root-admin-password");
     assert_eq!(app.get(&c, "/admin/users").status().as_u16(), 200);
 }
+
+/// The number of session and token records of a user.
+fn session_records(app: &TestApp, username: &str) -> i64 {
+    use dataop::schema::{sessions, users};
+    use diesel::prelude::*;
+    let mut conn = app.conn();
+    sessions::table
+        .inner_join(users::table)
+        .filter(users::username.eq(username))
+        .count()
+        .get_result(&mut conn)
+        .unwrap()
+}
+
+#[test]
+fn old_session_and_token_records_are_purged_by_the_scheduler() {
+    let app = TestApp::builder().demo().start();
+    let api = reqwest::blocking::Client::new();
+    let r = api
+        .post(app.url("/api/v1/tokens"))
+        .json(&serde_json::json!({"username": "beta", "password": DEMO_PASSWORD}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    app.logged_in("beta", DEMO_PASSWORD);
+    assert_eq!(session_records(&app, "beta"), 2, "a login and a token");
+
+    // Records are kept 30 days after expiry. At 40 days the 8-hour browser session went 39
+    // days ago; the 30-day token expired 10 days ago and is kept.
+    app.state().clock.advance(chrono::Duration::days(40));
+    dataop::scheduler::tick(app.state());
+    assert_eq!(session_records(&app, "beta"), 1);
+
+    // At 61 days the token record is gone too.
+    app.state().clock.advance(chrono::Duration::days(21));
+    dataop::scheduler::tick(app.state());
+    assert_eq!(session_records(&app, "beta"), 0);
+}

@@ -505,3 +505,26 @@ pub async fn revoke_token(
         "accounts.flash_token_revoked",
     ))
 }
+
+/// How long expired or revoked session records are kept (they show on the account page as
+/// history; the audit log keeps the logins themselves for good).
+const SESSION_RECORD_DAYS: i64 = 30;
+
+/// Scheduled work: deletes session and token records that expired or were revoked more than
+/// [`SESSION_RECORD_DAYS`] ago, so the table does not grow without bound.
+pub fn purge_expired(state: &AppState) -> anyhow::Result<()> {
+    let cutoff = state.clock.now() - chrono::Duration::days(SESSION_RECORD_DAYS);
+    let mut conn = state.pool.get()?;
+    let n = diesel::delete(
+        sessions::table.filter(
+            sessions::expires_at
+                .lt(cutoff)
+                .or(sessions::revoked_at.lt(cutoff)),
+        ),
+    )
+    .execute(&mut conn)?;
+    if n > 0 {
+        tracing::info!(records = n, "purged old session records");
+    }
+    Ok(())
+}
