@@ -4,6 +4,7 @@
 //! `dataop` binary (`src/main.rs`) is only the command line.
 
 pub mod accounts;
+pub mod agreements;
 pub mod assets;
 pub mod auth;
 pub mod bench;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub throttle: auth::throttle::Throttle,
     /// The one source of "now" for deadlines and the scheduler.
     pub clock: calendar::Clock,
+    /// The regulator's authorization seal (Ed25519; `seal.key` in the data dir, never logged).
+    pub seal: agreements::seal::SealKey,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
     pub fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let secrets = Secrets::load_or_create(&config)?;
+        let seal = agreements::seal::SealKey::load_or_create(&config.data_dir)?;
         let pool = db::connect(&config.database_url)?;
         let throttle = auth::throttle::Throttle::new(
             Duration::from_secs(config.login_window_secs),
@@ -60,6 +64,7 @@ impl AppState {
             secrets,
             throttle,
             clock: calendar::Clock::default(),
+            seal,
         })
     }
 }

@@ -13,7 +13,10 @@ use crate::AppState;
 type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 
 /// The timed work of every domain, run in this order on each tick.
-const JOBS: &[Job] = &[("sessions.purge", crate::accounts::session::purge_expired)];
+const JOBS: &[Job] = &[
+    ("sessions.purge", crate::accounts::session::purge_expired),
+    ("agreements", crate::agreements::tick),
+];
 
 /// Runs every domain's timed work once.
 pub fn tick(state: &AppState) {

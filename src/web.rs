@@ -140,10 +140,17 @@ pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
     match role {
         None => {
             items.push(("/register", "common.nav_register"));
+            items.push(("/agreements/verify", "agreements.nav_verify"));
         }
         Some(role) => {
             if role == Role::Provider {
                 items.push(("/provider/datasets", "common.nav_my_datasets"));
+            }
+            if role == Role::Enterprise {
+                items.push(("/agreements", "agreements.nav_mine"));
+            }
+            if role == Role::Regulator {
+                items.push(("/admin/agreements", "agreements.nav_admin"));
             }
             if matches!(role, Role::PlatformAdmin | Role::Regulator) {
                 items.push(("/admin/orgs", "common.nav_orgs"));
