@@ -37,6 +37,13 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     /// How often the scheduler runs timed work (deadlines, expiry, mail), in seconds.
     pub scheduler_interval_secs: Option<u64>,
+    /// Who reviews computations and their outputs: `regulator` (default) or `platform`.
+    pub job_reviewer: Option<String>,
+    /// Job workers `dataop serve` runs in-process (default 2; 0 leaves the work to
+    /// `dataop worker` processes).
+    pub job_workers: Option<usize>,
+    /// Seconds a worker's lease on a running job lasts before another worker may take it over.
+    pub job_lease_secs: Option<u64>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -85,6 +92,12 @@ pub struct Config {
     pub login_window_secs: u64,
     /// How often the scheduler runs timed work, in seconds (default 60).
     pub scheduler_interval_secs: u64,
+    /// Who reviews computations and outputs: `regulator` or `platform`.
+    pub job_reviewer: String,
+    /// In-process job workers of `dataop serve`.
+    pub job_workers: usize,
+    /// Lease of a running job, in seconds (renewed while it runs).
+    pub job_lease_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -147,6 +160,15 @@ impl Config {
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
             scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
+            job_reviewer: match file.job_reviewer.as_deref() {
+                None | Some("regulator") => "regulator".into(),
+                Some("platform") => "platform".into(),
+                Some(other) => {
+                    anyhow::bail!("job_reviewer must be `regulator` or `platform`, not `{other}`")
+                }
+            },
+            job_workers: file.job_workers.unwrap_or(2).min(64),
+            job_lease_secs: file.job_lease_secs.unwrap_or(30).clamp(5, 3600),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod db;
 pub mod demo;
 pub mod errors;
 pub mod i18n;
+pub mod jobs;
 pub mod mail;
 pub mod routes;
 pub mod scheduler;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub clock: calendar::Clock,
     /// The regulator's authorization seal (Ed25519; `seal.key` in the data dir, never logged).
     pub seal: agreements::seal::SealKey,
+    /// The sandbox runtime of the job workers (created on first use).
+    pub sandbox: jobs::Sandbox,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             throttle,
             clock: calendar::Clock::default(),
             seal,
+            sandbox: jobs::Sandbox::default(),
         })
     }
 }

@@ -16,6 +16,7 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 const JOBS: &[Job] = &[
     ("sessions.purge", crate::accounts::session::purge_expired),
     ("agreements", crate::agreements::tick),
+    ("jobs", crate::jobs::tick),
 ];
 
 /// Runs every domain's timed work once.

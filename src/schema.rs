@@ -367,6 +367,150 @@ diesel::joinable!(agreement_datasets -> agreements (agreement_id));
 diesel::joinable!(rectifications -> agreements (agreement_id));
 diesel::joinable!(termination_requests -> agreements (agreement_id));
 
+// --- jobs (migrations/*/2026-11-23-000007_jobs) -----------------------------------------
+
+diesel::table! {
+    /// Staff training (人员培训) per user.
+    trainings (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        course -> Text,
+        trained_on -> Date,
+        expires_on -> Date,
+        recorded_by -> BigInt,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Index of the module blobs kept in the data dir by sha256.
+    job_modules (sha256) {
+        sha256 -> Text,
+        size -> BigInt,
+        imports -> Text,
+        exports -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Computations: an operator's module pinned by hash, its manifest and purpose, approved once.
+    computations (id) {
+        id -> BigInt,
+        org_id -> BigInt,
+        agreement_id -> BigInt,
+        module_sha256 -> Text,
+        manifest -> Text,
+        manifest_sha256 -> Text,
+        name -> Text,
+        bindings -> Text,
+        purpose -> Text,
+        epsilon -> Text,
+        state -> Text,
+        differs_from -> Nullable<Text>,
+        submitted_by -> BigInt,
+        submitted_at -> Timestamp,
+        reviewed_by -> Nullable<BigInt>,
+        reviewed_at -> Nullable<Timestamp>,
+        review_note -> Text,
+    }
+}
+
+diesel::table! {
+    /// Runs of computations: the job queue.
+    jobs (id) {
+        id -> BigInt,
+        computation_id -> BigInt,
+        org_id -> BigInt,
+        submitted_by -> BigInt,
+        purpose -> Text,
+        state -> Text,
+        created_at -> Timestamp,
+        queued_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        rows_done -> BigInt,
+        rows_total -> BigInt,
+        versions -> Text,
+        outcome -> Text,
+        reason -> Text,
+        report -> Nullable<Text>,
+        output -> Nullable<Text>,
+        guest_log -> Nullable<Text>,
+        decided_by -> Nullable<BigInt>,
+        decided_at -> Nullable<Timestamp>,
+        decision_note -> Text,
+    }
+}
+
+diesel::table! {
+    /// The released files of a run, with provenance and signatures.
+    job_releases (job_id) {
+        job_id -> BigInt,
+        json_body -> Text,
+        json_sha256 -> Text,
+        json_signature -> Text,
+        csv_body -> Text,
+        csv_sha256 -> Text,
+        csv_signature -> Text,
+        public_key -> Text,
+        released_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Rows read per dataset version by a run, with the agreement's prices at the time.
+    job_meters (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        agreement_id -> BigInt,
+        dataset_id -> BigInt,
+        version_id -> BigInt,
+        rows_read -> BigInt,
+        price_per_job -> Nullable<Text>,
+        price_per_thousand_rows -> Nullable<Text>,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The privacy-budget ledger: epsilon debited per operator and dataset at release.
+    budget_debits (id) {
+        id -> BigInt,
+        org_id -> BigInt,
+        agreement_id -> BigInt,
+        dataset_id -> BigInt,
+        job_id -> BigInt,
+        epsilon -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// How the operator used a released output (反馈数据使用情况).
+    usage_reports (job_id) {
+        job_id -> BigInt,
+        org_id -> BigInt,
+        body -> Text,
+        filed_by -> BigInt,
+        filed_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(trainings -> users (user_id));
+diesel::joinable!(computations -> organisations (org_id));
+diesel::joinable!(computations -> agreements (agreement_id));
+diesel::joinable!(computations -> job_modules (module_sha256));
+diesel::joinable!(jobs -> computations (computation_id));
+diesel::joinable!(jobs -> organisations (org_id));
+diesel::joinable!(job_releases -> jobs (job_id));
+diesel::joinable!(job_meters -> jobs (job_id));
+diesel::joinable!(budget_debits -> jobs (job_id));
+diesel::joinable!(usage_reports -> jobs (job_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
     users,
@@ -388,4 +532,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     agreement_datasets,
     rectifications,
     termination_requests,
+    trainings,
+    job_modules,
+    computations,
+    jobs,
+    job_releases,
+    job_meters,
+    budget_debits,
+    usage_reports,
 );

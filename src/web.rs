@@ -148,9 +148,13 @@ pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
             }
             if role == Role::Enterprise {
                 items.push(("/agreements", "agreements.nav_mine"));
+                items.push(("/jobs", "jobs.nav_mine"));
             }
             if role == Role::Regulator {
                 items.push(("/admin/agreements", "agreements.nav_admin"));
+            }
+            if matches!(role, Role::PlatformAdmin | Role::Regulator) {
+                items.push(("/admin/jobs", "jobs.nav_admin"));
             }
             if matches!(role, Role::PlatformAdmin | Role::Regulator) {
                 items.push(("/admin/orgs", "common.nav_orgs"));

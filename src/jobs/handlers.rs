@@ -1,0 +1,973 @@
+//! Job request handlers: one per action.
+//!
+//! Operators (enterprise members) submit, watch, cancel, download and report usage of their
+//! organisation's runs; anyone else asking for one of them gets 404. The reviewer (see
+//! [`super::reviewer_role`]) approves computations and releases or withholds outputs; the
+//! regulator and the platform admin see every run. The platform admin records training.
+
+use actix_multipart::Multipart;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::NaiveDate;
+use futures_util::TryStreamExt as _;
+use serde::Deserialize;
+
+use super::machine::{ComputationState, RunState};
+use super::model::{self, Computation, Job, MAX_MANIFEST_BYTES, MAX_MODULE_BYTES};
+use super::ops::{self, ReleaseResult};
+use super::output::{self, Chart, Table};
+use super::submit::{self, Problem, Submission};
+use crate::AppState;
+use crate::auth::{CurrentUser, Role};
+use crate::errors::AppError;
+use crate::i18n::Lang;
+use crate::web::{Page, db, lang_of, redirect_with_flash, render, render_status};
+
+/// Runs listed per page.
+const LIST_LIMIT: i64 = 200;
+/// Longest purpose field accepted in a multipart form, in bytes.
+const MAX_PURPOSE_BYTES: usize = 16 * 1024;
+/// Most `dataset.<name>` fields in one submission.
+const MAX_BINDINGS: usize = 32;
+
+fn fmt_ts(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Whether `user` may see run `j`.
+fn may_view(user: &CurrentUser, j: &Job) -> bool {
+    super::sees_all(user) || user.org_id == j.org_id
+}
+
+fn require_reviewer(state: &AppState, user: &CurrentUser) -> Result<(), AppError> {
+    if super::is_reviewer(state, user) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden())
+    }
+}
+
+fn load_visible(
+    conn: &mut crate::db::DbConnection,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<Job, AppError> {
+    let j = ops::load_job(conn, id)?;
+    if may_view(user, &j) {
+        Ok(j)
+    } else {
+        Err(AppError::not_found())
+    }
+}
+
+/// A run as a list row.
+#[derive(Debug, Clone)]
+pub struct RowView {
+    /// Id.
+    pub id: i64,
+    /// Job name.
+    pub name: String,
+    /// Operator.
+    pub org_name: String,
+    /// State.
+    pub state: RunState,
+    /// Rows processed, percent.
+    pub percent: i64,
+    /// Submitted at.
+    pub created_at: String,
+    /// Module hash (first 12 characters).
+    pub short_hash: String,
+}
+
+fn row_view(r: model::JobRow) -> RowView {
+    RowView {
+        id: r.job.id,
+        percent: r.job.percent(),
+        state: r.job.st(),
+        created_at: fmt_ts(r.job.created_at),
+        short_hash: r.module_sha256.chars().take(12).collect(),
+        name: r.name,
+        org_name: r.org_name,
+    }
+}
+
+/// A privacy budget line.
+#[derive(Debug, Clone)]
+pub struct BudgetView {
+    /// Agreement number.
+    pub agreement: String,
+    /// Dataset title.
+    pub dataset: String,
+    /// Budget.
+    pub budget: String,
+    /// Spent.
+    pub spent: String,
+    /// Remaining.
+    pub remaining: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs/list.html")]
+struct ListPage {
+    page: Page,
+    rows: Vec<RowView>,
+    budgets: Vec<BudgetView>,
+    outstanding: Vec<i64>,
+    operator: bool,
+}
+crate::impl_page!(ListPage);
+
+/// `GET /jobs`: an operator's runs, budgets and outstanding usage reports; every run for the
+/// regulator and the platform admin.
+pub async fn list(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let operator = !super::sees_all(&user);
+    if operator && user.role != Role::Enterprise {
+        return Err(AppError::forbidden());
+    }
+    let org = user.org_id;
+    let (rows, budgets, outstanding) = db(&state, move |conn| {
+        let rows = model::job_rows(conn, operator.then_some(org), None, LIST_LIMIT)?;
+        let budgets = if operator {
+            ops::budgets(conn, org)?
+        } else {
+            Vec::new()
+        };
+        let outstanding = model::outstanding_usage(conn, operator.then_some(org))?;
+        Ok((rows, budgets, outstanding))
+    })
+    .await?;
+    render(&ListPage {
+        page,
+        rows: rows.into_iter().map(row_view).collect(),
+        budgets: budgets
+            .into_iter()
+            .map(|(agreement, dataset, budget, spent)| BudgetView {
+                agreement,
+                dataset,
+                budget: budget.normalize().to_string(),
+                spent: spent.normalize().to_string(),
+                remaining: (budget - spent).normalize().to_string(),
+            })
+            .collect(),
+        outstanding,
+        operator,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "jobs/new.html")]
+struct NewPage {
+    page: Page,
+    trained: bool,
+    datasets: Vec<(i64, String)>,
+    problems: Vec<String>,
+    manifest: String,
+    purpose: String,
+}
+crate::impl_page!(NewPage);
+
+async fn new_page(
+    state: &web::Data<AppState>,
+    page: Page,
+    user: &CurrentUser,
+    sub: &Submission,
+    problems: Vec<String>,
+) -> Result<NewPage, AppError> {
+    let (uid, org) = (user.id, user.org_id);
+    let today = state.clock.today();
+    let (trained, datasets) = db(state, move |conn| {
+        Ok((
+            model::trained(conn, uid, today)?,
+            submit::datasets_in_force(conn, org, today)?,
+        ))
+    })
+    .await?;
+    Ok(NewPage {
+        page,
+        trained,
+        datasets,
+        problems,
+        manifest: sub.manifest.clone(),
+        purpose: sub.purpose.clone(),
+    })
+}
+
+/// `GET /jobs/new`: the submission form (operators).
+pub async fn new_form(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    user.require(&[Role::Enterprise])?;
+    let p = new_page(&state, page, &user, &Submission::default(), Vec::new()).await?;
+    render(&p)
+}
+
+fn bad_form(_: actix_multipart::MultipartError) -> AppError {
+    AppError::bad_request("jobs.err.form")
+}
+
+async fn read_field(
+    field: &mut actix_multipart::Field,
+    limit: usize,
+    too_large: &'static str,
+) -> Result<Vec<u8>, AppError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(AppError::http(StatusCode::PAYLOAD_TOO_LARGE, too_large).arg("max", limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Reads a submission (multipart: `module`, `manifest`, `purpose`, `dataset.<name>`, and
+/// `csrf` from browsers); the CSRF token read, if any.
+async fn read_submission(mut payload: Multipart) -> Result<(Submission, String), AppError> {
+    let mut sub = Submission::default();
+    let mut csrf = String::new();
+    while let Some(mut field) = payload.try_next().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "csrf" => {
+                let b = read_field(&mut field, 256, "jobs.err.form").await?;
+                csrf = String::from_utf8_lossy(&b).into_owned();
+            }
+            "module" => {
+                sub.module =
+                    read_field(&mut field, MAX_MODULE_BYTES, "jobs.err.module_large").await?;
+            }
+            "manifest" => {
+                let b =
+                    read_field(&mut field, MAX_MANIFEST_BYTES, "jobs.err.manifest_large").await?;
+                sub.manifest = String::from_utf8(b)
+                    .map_err(|_| AppError::invalid("jobs.err.manifest_utf8"))?;
+            }
+            "purpose" => {
+                let b = read_field(&mut field, MAX_PURPOSE_BYTES, "jobs.err.form").await?;
+                sub.purpose = String::from_utf8_lossy(&b).into_owned();
+            }
+            n if n.starts_with("dataset.") && sub.bindings.len() < MAX_BINDINGS => {
+                let b = read_field(&mut field, 64, "jobs.err.form").await?;
+                let v = String::from_utf8_lossy(&b).trim().to_owned();
+                if !v.is_empty() {
+                    sub.bindings.insert(n["dataset.".len()..].to_owned(), v);
+                }
+            }
+            _ => return Err(AppError::bad_request("jobs.err.form")),
+        }
+    }
+    Ok((sub, csrf))
+}
+
+/// Checks and records a submission; the failed rules on refusal.
+async fn do_submit(
+    state: &web::Data<AppState>,
+    user: &CurrentUser,
+    sub: Submission,
+) -> Result<Result<ops::Submitted, Vec<Problem>>, AppError> {
+    user.require(&[Role::Enterprise])?;
+    let st = state.clone();
+    let u = user.clone();
+    let reviewer = super::reviewer_role(state);
+    db(state, move |conn| {
+        let rt = st.sandbox.runtime(&st.config.data_dir)?;
+        let checked = match submit::check(
+            conn,
+            &rt,
+            u.id,
+            u.org_id,
+            &sub,
+            st.clock.today(),
+            st.clock.now(),
+        )? {
+            Ok(c) => c,
+            Err(problems) => return Ok(Err(problems)),
+        };
+        let path = model::module_path(&st.config.data_dir, &checked.module_sha256);
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&tmp, &sub.module)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now()).map(Ok)
+    })
+    .await
+}
+
+/// `POST /jobs` (multipart): submits from the browser; the form is shown again with every
+/// failed rule on refusal.
+pub async fn submit_form(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    payload: Multipart,
+) -> Result<HttpResponse, AppError> {
+    user.require(&[Role::Enterprise])?;
+    let (sub, csrf) = read_submission(payload).await?;
+    page.check_csrf(&csrf)?;
+    let keep = Submission {
+        module: Vec::new(),
+        ..sub.clone()
+    };
+    match do_submit(&state, &user, sub).await? {
+        Ok(s) => Ok(redirect_with_flash(
+            &format!("/jobs/{}", s.job_id),
+            "ok",
+            if s.queued {
+                "jobs.flash.queued"
+            } else {
+                "jobs.flash.awaiting"
+            },
+        )),
+        Err(problems) => {
+            let lang = page.lang;
+            let msgs = problems.iter().map(|p| p.message(lang)).collect();
+            let p = new_page(&state, page, &user, &keep, msgs).await?;
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
+        }
+    }
+}
+
+/// `POST /api/v1/jobs` (multipart, bearer token): 201 with the run, or 422 naming every
+/// failed rule.
+pub async fn api_submit(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    payload: Multipart,
+) -> Result<HttpResponse, AppError> {
+    if !user.via_token {
+        return Err(AppError::unauthorized());
+    }
+    let (sub, _) = read_submission(payload).await?;
+    let lang = lang_of(&req);
+    match do_submit(&state, &user, sub).await? {
+        Ok(s) => Ok(HttpResponse::Created().json(serde_json::json!({
+            "id": s.job_id,
+            "computation": s.computation_id,
+            "state": if s.queued { "queued" } else { "awaiting_approval" },
+            "url": format!("/jobs/{}", s.job_id),
+        }))),
+        Err(problems) => {
+            let list: Vec<_> = problems
+                .iter()
+                .map(|p| serde_json::json!({ "rule": p.rule, "message": p.message(lang) }))
+                .collect();
+            Ok(HttpResponse::UnprocessableEntity().json(serde_json::json!({
+                "error": {
+                    "status": 422,
+                    "code": "jobs.err.refused",
+                    "message": problems.first().map(|p| p.message(lang)).unwrap_or_default(),
+                },
+                "problems": list,
+            })))
+        }
+    }
+}
+
+/// `GET /api/v1/jobs/{id}`: the run's state, progress, reason and report.
+pub async fn api_status(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let u = user.clone();
+    let j = db(&state, move |conn| load_visible(conn, &u, id)).await?;
+    let report: serde_json::Value = j
+        .report
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": j.id,
+        "state": j.state,
+        "final": j.st().is_final(),
+        "rows_done": j.rows_done,
+        "rows_total": j.rows_total,
+        "reason": j.reason,
+        "report": report,
+        "output": (j.st() == RunState::Released).then(|| format!("/api/v1/jobs/{id}/output")),
+    })))
+}
+
+/// The signed files of a release, as shown on the job page.
+#[derive(Debug, Clone)]
+pub struct ReleaseView {
+    /// sha256 of the CSV file.
+    pub csv_sha256: String,
+    /// Signature of it.
+    pub csv_signature: String,
+    /// sha256 of the JSON file.
+    pub json_sha256: String,
+    /// Signature of it.
+    pub json_signature: String,
+    /// The public key.
+    pub public_key: String,
+    /// Released at.
+    pub released_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs/show.html")]
+struct ShowPage {
+    page: Page,
+    job: Job,
+    computation: Computation,
+    state_: RunState,
+    refresh: bool,
+    operator: bool,
+    reviewer: bool,
+    show_output: bool,
+    tables: Vec<Table>,
+    chart: Option<Chart>,
+    report: String,
+    release: Option<ReleaseView>,
+    usage: Option<(String, String)>,
+    meters: Vec<model::MeterRow>,
+    versions: Vec<model::VersionUsed>,
+}
+crate::impl_page!(ShowPage);
+
+/// `GET /jobs/{id}`: state, progress (refreshing itself while it waits or runs), report,
+/// output for review or as released, downloads, usage report.
+pub async fn show(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let u = user.clone();
+    let (job, computation, release, usage, meters) = db(&state, move |conn| {
+        let j = load_visible(conn, &u, id)?;
+        let c = ops::load_computation(conn, j.computation_id)?;
+        let r = model::release(conn, id)?;
+        let usage = model::usage_of(conn, id)?;
+        let meters = model::meters_of(conn, id)?;
+        Ok((j, c, r, usage, meters))
+    })
+    .await?;
+    let st = job.st();
+    let reviewer = super::is_reviewer(&state, &user);
+    let operator = user.org_id == job.org_id;
+    let show_output = st == RunState::Released
+        || (super::sees_all(&user) && matches!(st, RunState::Finished | RunState::Withheld));
+    let tables = if show_output {
+        output::tables(job.output.as_deref().unwrap_or(""))
+    } else {
+        Vec::new()
+    };
+    let chart = (st == RunState::Released)
+        .then(|| tables.first().map(output::chart))
+        .flatten();
+    let report = job
+        .report
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+        .unwrap_or_default();
+    render(&ShowPage {
+        refresh: matches!(
+            st,
+            RunState::AwaitingApproval | RunState::Queued | RunState::Running
+        ),
+        state_: st,
+        versions: job.versions_used(),
+        page,
+        computation,
+        operator,
+        reviewer,
+        show_output,
+        tables,
+        chart,
+        report,
+        release: release.map(|r| ReleaseView {
+            csv_sha256: r.csv_sha256,
+            csv_signature: r.csv_signature,
+            json_sha256: r.json_sha256,
+            json_signature: r.json_signature,
+            public_key: r.public_key,
+            released_at: fmt_ts(r.released_at),
+        }),
+        usage: usage.map(|(b, t)| (b, fmt_ts(t))),
+        meters,
+        job,
+    })
+}
+
+/// A form with a CSRF token and an optional note.
+#[derive(Debug, Deserialize)]
+pub struct NoteForm {
+    csrf: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /jobs/{id}/cancel`: the operator or the reviewer cancels a run.
+pub async fn cancel(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let id = path.into_inner();
+    let reviewer = super::is_reviewer(&state, &user);
+    let now = state.clock.now();
+    db(&state, move |conn| {
+        let j = load_visible(conn, &user, id)?;
+        if j.org_id != user.org_id && !reviewer {
+            return Err(AppError::forbidden());
+        }
+        ops::cancel(conn, &user, id, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/jobs/{id}"),
+        "ok",
+        "jobs.flash.cancelled",
+    ))
+}
+
+/// `POST /jobs/{id}/release`: the reviewer releases a finished run's output.
+pub async fn release(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    require_reviewer(&state, &user)?;
+    let id = path.into_inner();
+    let st = state.clone();
+    let result = db(&state, move |conn| {
+        ops::release(conn, &user, id, &st.seal, st.clock.today(), st.clock.now())
+    })
+    .await?;
+    let (kind, key) = match result {
+        ReleaseResult::Released => ("ok", "jobs.flash.released"),
+        ReleaseResult::AgreementEnded => ("error", "jobs.flash.withheld_agreement"),
+        ReleaseResult::BudgetExhausted => ("error", "jobs.flash.withheld_budget"),
+    };
+    Ok(redirect_with_flash(&format!("/jobs/{id}"), kind, key))
+}
+
+/// `POST /jobs/{id}/withhold`: the reviewer withholds a finished run's output, with reasons.
+pub async fn withhold(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    require_reviewer(&state, &user)?;
+    let id = path.into_inner();
+    let now = state.clock.now();
+    let note = form.into_inner().note;
+    db(&state, move |conn| {
+        ops::withhold(conn, &user, id, &note, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/jobs/{id}"),
+        "ok",
+        "jobs.flash.withheld",
+    ))
+}
+
+/// `POST /jobs/{id}/usage`: the operator reports how a released output was used.
+pub async fn file_usage(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let id = path.into_inner();
+    let now = state.clock.now();
+    let note = form.into_inner().note;
+    db(&state, move |conn| {
+        ops::file_usage(conn, &user, id, &note, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/jobs/{id}"),
+        "ok",
+        "jobs.flash.usage_filed",
+    ))
+}
+
+async fn released_file(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: i64,
+) -> Result<model::Release, AppError> {
+    db(&state, move |conn| {
+        let j = load_visible(conn, &user, id)?;
+        if j.st() != RunState::Released {
+            return Err(AppError::not_found());
+        }
+        model::release(conn, id)?.ok_or_else(AppError::not_found)
+    })
+    .await
+}
+
+fn signed(
+    body: String,
+    sha: String,
+    sig: String,
+    key: String,
+    content_type: &str,
+    name: String,
+) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .insert_header(("X-Dataop-Sha256", sha))
+        .insert_header(("X-Dataop-Signature", sig))
+        .insert_header(("X-Dataop-Public-Key", key))
+        .body(body)
+}
+
+/// `GET /jobs/{id}/output.csv` (and under `/api/v1`): the released CSV with its provenance.
+pub async fn download_csv(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let r = released_file(user, state, id).await?;
+    Ok(signed(
+        r.csv_body,
+        r.csv_sha256,
+        r.csv_signature,
+        r.public_key,
+        "text/csv; charset=utf-8",
+        format!("dataop-job-{id}.csv"),
+    ))
+}
+
+/// `GET /jobs/{id}/output.json` (and `/api/v1/jobs/{id}/output`): the released JSON.
+pub async fn download_json(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let r = released_file(user, state, id).await?;
+    Ok(signed(
+        r.json_body,
+        r.json_sha256,
+        r.json_signature,
+        r.public_key,
+        "application/json",
+        format!("dataop-job-{id}.json"),
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "jobs/admin.html")]
+struct AdminPage {
+    page: Page,
+    pending: Vec<(Computation, String)>,
+    rows: Vec<RowView>,
+    outstanding: Vec<i64>,
+    reviewer: bool,
+}
+crate::impl_page!(AdminPage);
+
+/// `GET /admin/jobs`: computations to approve, outputs to review, usage reports outstanding.
+pub async fn admin_queue(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if !super::sees_all(&user) {
+        return Err(AppError::forbidden());
+    }
+    let (pending, to_review, outstanding) = db(&state, |conn| {
+        Ok((
+            model::pending_computations(conn)?,
+            model::job_rows(conn, None, Some(&["finished"]), LIST_LIMIT)?,
+            model::outstanding_usage(conn, None)?,
+        ))
+    })
+    .await?;
+    render(&AdminPage {
+        page,
+        pending,
+        rows: to_review.into_iter().map(row_view).collect(),
+        outstanding,
+        reviewer: super::is_reviewer(&state, &user),
+    })
+}
+
+/// One declared output of a manifest, for the review page.
+#[derive(Debug, Clone)]
+pub struct OutputDecl {
+    /// Aggregate name.
+    pub name: String,
+    /// Dimensions.
+    pub dimensions: String,
+    /// Measures with bounds.
+    pub measures: String,
+    /// k (or the floor).
+    pub k: String,
+    /// Epsilon, or empty.
+    pub epsilon: String,
+    /// Per-person bounds.
+    pub bounds: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs/computation.html")]
+struct ComputationPage {
+    page: Page,
+    c: Computation,
+    cstate: ComputationState,
+    org_name: String,
+    size: i64,
+    imports: Vec<String>,
+    exports: Vec<String>,
+    outputs: Vec<OutputDecl>,
+    history: Vec<Computation>,
+    bindings: String,
+    reviewer: bool,
+}
+crate::impl_page!(ComputationPage);
+
+/// `GET /admin/computations/{id}`: what the reviewer decides on.
+pub async fn computation(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    if !super::sees_all(&user) {
+        return Err(AppError::not_found());
+    }
+    let id = path.into_inner();
+    let (c, org_name, info, history) = db(&state, move |conn| {
+        use diesel::prelude::*;
+        let c = ops::load_computation(conn, id)?;
+        let org_name: String = crate::schema::organisations::table
+            .find(c.org_id)
+            .select(crate::schema::organisations::name)
+            .first(conn)?;
+        let info = model::module_info(conn, &c.module_sha256)?;
+        let history = model::computations_of(conn, c.org_id)?
+            .into_iter()
+            .filter(|h| h.id != id)
+            .collect::<Vec<_>>();
+        Ok((c, org_name, info, history))
+    })
+    .await?;
+    let (size, imports, exports) = info.unwrap_or_default();
+    let outputs = dataop_sandbox::Manifest::from_toml(&c.manifest)
+        .map(|m| {
+            m.aggregates
+                .iter()
+                .map(|a| OutputDecl {
+                    name: a.name.clone(),
+                    dimensions: a
+                        .dimensions
+                        .iter()
+                        .map(|d| d.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    measures: a
+                        .measures
+                        .iter()
+                        .map(|x| format!("{} [{}, {}]", x.name, x.min, x.max))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    k: a.k.unwrap_or(10).to_string(),
+                    epsilon: a.epsilon.map(|e| e.to_string()).unwrap_or_default(),
+                    bounds: format!(
+                        "{} / {}",
+                        a.max_cells_per_person, a.max_rows_per_person_cell
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let bindings = c
+        .binding_map()
+        .iter()
+        .map(|(k, v)| format!("{k} → #{v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    render(&ComputationPage {
+        page,
+        cstate: c.st(),
+        org_name,
+        size,
+        imports,
+        exports,
+        outputs,
+        history,
+        bindings,
+        reviewer: super::is_reviewer(&state, &user),
+        c,
+    })
+}
+
+/// `POST /admin/computations/{id}/approve`.
+pub async fn approve(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    require_reviewer(&state, &user)?;
+    let id = path.into_inner();
+    let now = state.clock.now();
+    db(&state, move |conn| {
+        ops::decide_computation(conn, &user, id, None, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/computations/{id}"),
+        "ok",
+        "jobs.flash.approved",
+    ))
+}
+
+/// `POST /admin/computations/{id}/reject` (reasons required).
+pub async fn reject(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    require_reviewer(&state, &user)?;
+    let id = path.into_inner();
+    let now = state.clock.now();
+    let note = form.into_inner().note;
+    db(&state, move |conn| {
+        ops::decide_computation(conn, &user, id, Some(&note), now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/computations/{id}"),
+        "ok",
+        "jobs.flash.rejected",
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "jobs/trainings.html")]
+struct TrainingsPage {
+    page: Page,
+    rows: Vec<model::TrainingRow>,
+    today: NaiveDate,
+    error: Option<String>,
+    form: TrainingForm,
+}
+crate::impl_page!(TrainingsPage);
+
+/// The training form.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TrainingForm {
+    #[serde(default)]
+    csrf: String,
+    /// Login name of the trained user.
+    #[serde(default)]
+    pub username: String,
+    /// The course.
+    #[serde(default)]
+    pub course: String,
+    /// Trained on (YYYY-MM-DD).
+    #[serde(default)]
+    pub trained_on: String,
+    /// Valid until (YYYY-MM-DD).
+    #[serde(default)]
+    pub expires_on: String,
+}
+
+async fn trainings_page(
+    state: &web::Data<AppState>,
+    page: Page,
+    error: Option<String>,
+    form: TrainingForm,
+) -> Result<TrainingsPage, AppError> {
+    let rows = db(state, |conn| Ok(model::training_rows(conn)?)).await?;
+    Ok(TrainingsPage {
+        page,
+        rows,
+        today: state.clock.today(),
+        error,
+        form,
+    })
+}
+
+/// `GET /admin/trainings`: training records (platform admin).
+pub async fn trainings(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    user.require(&[Role::PlatformAdmin])?;
+    let p = trainings_page(&state, page, None, TrainingForm::default()).await?;
+    render(&p)
+}
+
+/// `POST /admin/trainings`: records a training.
+pub async fn record_training(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    form: web::Form<TrainingForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    user.require(&[Role::PlatformAdmin])?;
+    let f = form.into_inner();
+    let parse = |s: &str| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok();
+    let lang: Lang = page.lang;
+    let (Some(on), Some(until)) = (parse(&f.trained_on), parse(&f.expires_on)) else {
+        let msg = crate::i18n::t(lang, "jobs.err.training_dates").to_owned();
+        let p = trainings_page(&state, page, Some(msg), f).await?;
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
+    };
+    let now = state.clock.now();
+    let f2 = f.clone();
+    let result = db(&state, move |conn| {
+        ops::record_training(conn, &user, &f2.username, &f2.course, on, until, now)
+    })
+    .await;
+    match result {
+        Ok(_) => Ok(redirect_with_flash(
+            "/admin/trainings",
+            "ok",
+            "jobs.flash.training_recorded",
+        )),
+        Err(e @ AppError::Http { .. }) if e.message(lang).0 == StatusCode::UNPROCESSABLE_ENTITY => {
+            let msg = e.message(lang).2;
+            let p = trainings_page(&state, page, Some(msg), f).await?;
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
+        }
+        Err(e) => Err(e),
+    }
+}

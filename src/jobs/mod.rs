@@ -1,0 +1,125 @@
+//! Computation jobs (issue 5): an authorized operator's WebAssembly module runs next to the data
+//! in the sandbox, and only a reviewed, thresholded aggregate comes out, with its provenance.
+//!
+//! * **Training gate** ([`ops::record_training`]): the platform admin records staff training
+//!   (人员培训); only members with current training may submit.
+//! * **Submission** ([`submit`]): browser form and `POST /api/v1/jobs` (multipart: `module`,
+//!   `manifest`, `purpose`, optional `dataset.<name>` = catalog dataset id). Every rule is
+//!   checked at once and every failed one is named: training, manifest, module (the sandbox's
+//!   validation), datasets bound, agreement in force, columns within the agreement, k not below
+//!   the platform floor, epsilon within the remaining budget, runs within the agreement's
+//!   period budget.
+//! * **Approval, pinned by hash**: a computation is an operator's module (sha256) with its
+//!   manifest (sha256) and dataset bindings. The reviewer (`job_reviewer`: the regulator, or the
+//!   platform admin) approves or rejects it once; a run of an approved computation is queued at
+//!   once; a different module hash is a new computation, and the UI names the approved hash it
+//!   differs from ([`model::Computation::differs_from`]).
+//! * **Queue and workers** ([`worker`]): runs wait in `jobs`; a worker claims one with
+//!   `FOR UPDATE SKIP LOCKED` (PostgreSQL) or an atomic `UPDATE … WHERE state = 'queued'`
+//!   (SQLite), holds a lease it renews while the sandbox runs, and a run whose lease expired is
+//!   claimed again. The agreement is checked again at start and at release.
+//! * **Output review and release** ([`ops::release`], [`output`]): the reviewer sees every cell
+//!   (suppressed ones marked), releases or withholds with reasons; released files (CSV, JSON)
+//!   carry their provenance and the platform's Ed25519 signature (the regulator's seal key)
+//!   over the file's sha256. Releasing debits the privacy budget; each run records its metering.
+//! * Every change is a transition of [`machine`], one transaction with its audit entry and
+//!   emails.
+
+pub mod handlers;
+pub mod machine;
+pub mod model;
+pub mod ops;
+pub mod output;
+pub mod submit;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::web;
+use dataop_sandbox::{Limits, Runtime};
+
+use crate::AppState;
+use crate::auth::{CurrentUser, Role};
+
+/// The process's sandbox runtime, created on first use with its compiled-module cache in
+/// `<data_dir>/cache/modules`.
+#[derive(Default)]
+pub struct Sandbox {
+    runtime: OnceLock<Arc<Runtime>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sandbox")
+    }
+}
+
+impl Sandbox {
+    /// The runtime (created on first call).
+    pub fn runtime(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<Runtime>> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(Arc::clone(rt));
+        }
+        let cache: PathBuf = data_dir.join("cache").join("modules");
+        let rt = Arc::new(Runtime::new(Limits::default(), Some(&cache))?);
+        Ok(Arc::clone(self.runtime.get_or_init(|| rt)))
+    }
+}
+
+/// The role that reviews computations and outputs under the configuration.
+pub fn reviewer_role(state: &AppState) -> Role {
+    if state.config.job_reviewer == "platform" {
+        Role::PlatformAdmin
+    } else {
+        Role::Regulator
+    }
+}
+
+/// Whether `user` is a reviewer of computations and outputs.
+pub fn is_reviewer(state: &AppState, user: &CurrentUser) -> bool {
+    user.role == reviewer_role(state)
+}
+
+/// Whether `user` may watch every job (reviewer, regulator, platform admin).
+pub fn sees_all(user: &CurrentUser) -> bool {
+    matches!(user.role, Role::Regulator | Role::PlatformAdmin)
+}
+
+/// The scheduler's work: cancels or withholds the runs whose agreement has ended.
+pub fn tick(state: &AppState) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    ops::stop_ended_agreements(&mut conn, state.clock.now())?;
+    Ok(())
+}
+
+/// Mounts the job routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use handlers as h;
+    cfg.route("/jobs", web::get().to(h::list))
+        .route("/jobs", web::post().to(h::submit_form))
+        .route("/jobs/new", web::get().to(h::new_form))
+        .route("/jobs/{id}", web::get().to(h::show))
+        .route("/jobs/{id}/cancel", web::post().to(h::cancel))
+        .route("/jobs/{id}/release", web::post().to(h::release))
+        .route("/jobs/{id}/withhold", web::post().to(h::withhold))
+        .route("/jobs/{id}/usage", web::post().to(h::file_usage))
+        .route("/jobs/{id}/output.csv", web::get().to(h::download_csv))
+        .route("/jobs/{id}/output.json", web::get().to(h::download_json))
+        .route("/admin/jobs", web::get().to(h::admin_queue))
+        .route("/admin/computations/{id}", web::get().to(h::computation))
+        .route(
+            "/admin/computations/{id}/approve",
+            web::post().to(h::approve),
+        )
+        .route("/admin/computations/{id}/reject", web::post().to(h::reject))
+        .route("/admin/trainings", web::get().to(h::trainings))
+        .route("/admin/trainings", web::post().to(h::record_training))
+        .route("/api/v1/jobs", web::post().to(h::api_submit))
+        .route("/api/v1/jobs/{id}", web::get().to(h::api_status))
+        .route("/api/v1/jobs/{id}/output", web::get().to(h::download_json))
+        .route(
+            "/api/v1/jobs/{id}/output.csv",
+            web::get().to(h::download_csv),
+        );
+}

@@ -1,0 +1,785 @@
+//! Every action on computations and runs, each one transaction: check the state machine,
+//! change the rows (conditionally on the state read, so a concurrent change is a conflict
+//! rather than a lost update), write the audit entry and queue the emails.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+use rust_decimal::Decimal;
+
+use super::machine::{self, ComputationAction, ComputationState, Refusal, RunAction, RunState};
+use super::model::{self, Computation, Job, MAX_TEXT};
+use super::output;
+use super::submit::Checked;
+use crate::agreements::{self as agr, seal::SealKey};
+use crate::auth::{CurrentUser, Role};
+use crate::db::{self, DbConnection};
+use crate::errors::AppError;
+use crate::mail::{self, Notice};
+use crate::schema::{
+    budget_debits, computations, job_modules, job_releases, jobs, trainings, usage_reports, users,
+};
+use crate::supervision::audit::{self, Actor};
+
+fn refuse(r: Refusal) -> AppError {
+    AppError::conflict(r.0)
+}
+
+/// Checks a free-text field: trimmed, non-empty, at most [`MAX_TEXT`] characters.
+pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
+    let t = text.trim();
+    if t.is_empty() {
+        Err(AppError::invalid(empty_key))
+    } else if t.chars().count() > MAX_TEXT {
+        Err(AppError::invalid("jobs.err.too_long").arg("max", MAX_TEXT))
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+fn record(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    verb: &str,
+    object_type: &str,
+    id: i64,
+    details: serde_json::Value,
+) -> QueryResult<i64> {
+    audit::record(
+        conn,
+        actor,
+        &format!("{object_type}.{verb}"),
+        object_type,
+        &id.to_string(),
+        details,
+    )
+}
+
+fn notify_org(
+    conn: &mut DbConnection,
+    org_id: i64,
+    template: &str,
+    job_id: i64,
+    args: &[(&str, String)],
+) -> QueryResult<()> {
+    mail::to_org(
+        conn,
+        org_id,
+        &Notice {
+            template,
+            args,
+            object_type: "job",
+            object_id: job_id.to_string(),
+        },
+    )
+}
+
+fn notify_role(
+    conn: &mut DbConnection,
+    role: Role,
+    template: &str,
+    object_type: &str,
+    id: i64,
+    args: &[(&str, String)],
+) -> QueryResult<()> {
+    mail::to_role(
+        conn,
+        role,
+        &Notice {
+            template,
+            args,
+            object_type,
+            object_id: id.to_string(),
+        },
+    )
+}
+
+/// Loads a run or 404.
+pub fn load_job(conn: &mut DbConnection, id: i64) -> Result<Job, AppError> {
+    model::job(conn, id)?.ok_or_else(AppError::not_found)
+}
+
+/// Loads a computation or 404.
+pub fn load_computation(conn: &mut DbConnection, id: i64) -> Result<Computation, AppError> {
+    model::computation(conn, id)?.ok_or_else(AppError::not_found)
+}
+
+/// Moves a run by `action` from the state it had when read (a run changed meanwhile is a 409);
+/// a run that ends loses its lease and gets its end time. Returns the new state.
+pub(crate) fn move_job(
+    conn: &mut DbConnection,
+    job: &Job,
+    action: RunAction,
+    now: NaiveDateTime,
+) -> Result<RunState, AppError> {
+    let to = machine::apply_run(job.st(), action).map_err(refuse)?;
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job.id))
+            .filter(jobs::state.eq(&job.state)),
+    )
+    .set(jobs::state.eq(to.as_str()))
+    .execute(conn)?;
+    if n == 0 {
+        return Err(AppError::conflict("jobs.refuse.changed"));
+    }
+    if to.is_final() || to == RunState::Finished {
+        diesel::update(jobs::table.find(job.id))
+            .set((
+                jobs::finished_at.eq(job.finished_at.unwrap_or(now)),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+    }
+    Ok(to)
+}
+
+/// Records a user's training (platform admin). `username` must be an active member of an
+/// enterprise; the period must be in order.
+pub fn record_training(
+    conn: &mut DbConnection,
+    admin: &CurrentUser,
+    username: &str,
+    course: &str,
+    trained_on: NaiveDate,
+    expires_on: NaiveDate,
+    now: NaiveDateTime,
+) -> Result<i64, AppError> {
+    admin.require(&[Role::PlatformAdmin])?;
+    let course = note(course, "jobs.err.course_empty")?;
+    if expires_on < trained_on {
+        return Err(AppError::invalid("jobs.err.training_dates"));
+    }
+    db::write_transaction(conn, |conn| {
+        let user: Option<i64> = users::table
+            .filter(users::username.eq(username.trim()))
+            .filter(users::status.eq("active"))
+            .select(users::id)
+            .first(conn)
+            .optional()?;
+        let user_id = user.ok_or_else(|| AppError::invalid("jobs.err.training_user"))?;
+        let id: i64 = diesel::insert_into(trainings::table)
+            .values((
+                trainings::user_id.eq(user_id),
+                trainings::course.eq(&course),
+                trainings::trained_on.eq(trained_on),
+                trainings::expires_on.eq(expires_on),
+                trainings::recorded_by.eq(admin.id),
+                trainings::recorded_at.eq(now),
+            ))
+            .returning(trainings::id)
+            .get_result(conn)?;
+        record(
+            conn,
+            &admin.actor(),
+            "record",
+            "training",
+            id,
+            serde_json::json!({
+                "user_id": user_id, "course": course,
+                "trained_on": trained_on.to_string(), "expires_on": expires_on.to_string(),
+            }),
+        )?;
+        Ok(id)
+    })
+}
+
+/// What a submission became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// The run.
+    pub job_id: i64,
+    /// Its computation.
+    pub computation_id: i64,
+    /// Whether it was queued at once (the computation was approved already).
+    pub queued: bool,
+}
+
+/// Records a checked submission: the module index row, the computation (the approved one
+/// with the same pin when there is one, else a pending one naming the approved hash it
+/// differs from), and the run. The module bytes must already be stored.
+pub fn submit(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    checked: &Checked,
+    manifest_text: &str,
+    reviewer: Role,
+    now: NaiveDateTime,
+) -> Result<Submitted, AppError> {
+    let manifest_sha256 = agr::model::sha256_hex(manifest_text);
+    let bindings = serde_json::to_string(&checked.bindings).map_err(anyhow::Error::from)?;
+    db::write_transaction(conn, |conn| {
+        let known: i64 = job_modules::table
+            .filter(job_modules::sha256.eq(&checked.module_sha256))
+            .count()
+            .get_result(conn)?;
+        if known == 0 {
+            diesel::insert_into(job_modules::table)
+                .values((
+                    job_modules::sha256.eq(&checked.module_sha256),
+                    job_modules::size.eq(checked.size as i64),
+                    job_modules::imports.eq(serde_json::json!(checked.imports).to_string()),
+                    job_modules::exports.eq(serde_json::json!(checked.exports).to_string()),
+                    job_modules::created_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        let pinned: Option<Computation> = computations::table
+            .filter(computations::org_id.eq(user.org_id))
+            .filter(computations::agreement_id.eq(checked.agreement.id))
+            .filter(computations::module_sha256.eq(&checked.module_sha256))
+            .filter(computations::manifest_sha256.eq(&manifest_sha256))
+            .filter(computations::bindings.eq(&bindings))
+            .filter(computations::state.ne(ComputationState::Rejected.as_str()))
+            .order(computations::id.desc())
+            .select(Computation::as_select())
+            .first(conn)
+            .optional()?;
+        let (computation_id, approved, new) = match pinned {
+            Some(c) => (c.id, c.st() == ComputationState::Approved, false),
+            None => {
+                let differs_from: Option<String> = computations::table
+                    .filter(computations::org_id.eq(user.org_id))
+                    .filter(computations::name.eq(&checked.manifest.name))
+                    .filter(computations::state.eq(ComputationState::Approved.as_str()))
+                    .filter(computations::module_sha256.ne(&checked.module_sha256))
+                    .order(computations::id.desc())
+                    .select(computations::module_sha256)
+                    .first(conn)
+                    .optional()?;
+                let id: i64 = diesel::insert_into(computations::table)
+                    .values((
+                        computations::org_id.eq(user.org_id),
+                        computations::agreement_id.eq(checked.agreement.id),
+                        computations::module_sha256.eq(&checked.module_sha256),
+                        computations::manifest.eq(manifest_text),
+                        computations::manifest_sha256.eq(&manifest_sha256),
+                        computations::name.eq(&checked.manifest.name),
+                        computations::bindings.eq(&bindings),
+                        computations::purpose.eq(&checked.purpose),
+                        computations::epsilon.eq(checked.epsilon.normalize().to_string()),
+                        computations::state.eq(ComputationState::Pending.as_str()),
+                        computations::differs_from.eq(&differs_from),
+                        computations::submitted_by.eq(user.id),
+                        computations::submitted_at.eq(now),
+                    ))
+                    .returning(computations::id)
+                    .get_result(conn)?;
+                record(
+                    conn,
+                    &user.actor(),
+                    "submit",
+                    "computation",
+                    id,
+                    serde_json::json!({
+                        "module_sha256": checked.module_sha256,
+                        "manifest_sha256": manifest_sha256,
+                        "agreement": checked.agreement.number,
+                        "differs_from": differs_from,
+                    }),
+                )?;
+                (id, false, true)
+            }
+        };
+        let state = if approved {
+            RunState::Queued
+        } else {
+            RunState::AwaitingApproval
+        };
+        let job_id: i64 = diesel::insert_into(jobs::table)
+            .values((
+                jobs::computation_id.eq(computation_id),
+                jobs::org_id.eq(user.org_id),
+                jobs::submitted_by.eq(user.id),
+                jobs::purpose.eq(&checked.purpose),
+                jobs::state.eq(state.as_str()),
+                jobs::created_at.eq(now),
+                jobs::queued_at.eq(approved.then_some(now)),
+            ))
+            .returning(jobs::id)
+            .get_result(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "submit",
+            "job",
+            job_id,
+            serde_json::json!({ "computation_id": computation_id, "state": state.as_str() }),
+        )?;
+        if new {
+            notify_role(
+                conn,
+                reviewer,
+                "jobs.mail.review_needed",
+                "computation",
+                computation_id,
+                &[
+                    ("operator", user.org_name.clone()),
+                    ("name", checked.manifest.name.clone()),
+                    ("id", computation_id.to_string()),
+                ],
+            )?;
+        }
+        Ok(Submitted {
+            job_id,
+            computation_id,
+            queued: approved,
+        })
+    })
+}
+
+/// The reviewer approves (`None`) or rejects (`Some(reasons)`) a computation; its waiting runs
+/// are queued or refused with it.
+pub fn decide_computation(
+    conn: &mut DbConnection,
+    reviewer: &CurrentUser,
+    id: i64,
+    rejection: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<ComputationState, AppError> {
+    let reasons = match rejection {
+        Some(text) => note(text, "jobs.err.reasons_empty")?,
+        None => String::new(),
+    };
+    db::write_transaction(conn, |conn| {
+        let c = load_computation(conn, id)?;
+        let action = if rejection.is_some() {
+            ComputationAction::Reject
+        } else {
+            ComputationAction::Approve
+        };
+        let to = machine::apply_computation(c.st(), action).map_err(refuse)?;
+        let n = diesel::update(
+            computations::table
+                .filter(computations::id.eq(id))
+                .filter(computations::state.eq(&c.state)),
+        )
+        .set((
+            computations::state.eq(to.as_str()),
+            computations::reviewed_by.eq(reviewer.id),
+            computations::reviewed_at.eq(now),
+            computations::review_note.eq(&reasons),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Err(AppError::conflict("jobs.refuse.changed"));
+        }
+        let waiting: Vec<Job> = jobs::table
+            .filter(jobs::computation_id.eq(id))
+            .filter(jobs::state.eq(RunState::AwaitingApproval.as_str()))
+            .select(Job::as_select())
+            .load(conn)?;
+        let run_action = if to == ComputationState::Approved {
+            RunAction::Approve
+        } else {
+            RunAction::Reject
+        };
+        for j in &waiting {
+            let st = move_job(conn, j, run_action, now)?;
+            if st == RunState::Queued {
+                diesel::update(jobs::table.find(j.id))
+                    .set(jobs::queued_at.eq(now))
+                    .execute(conn)?;
+            } else {
+                diesel::update(jobs::table.find(j.id))
+                    .set(jobs::reason.eq(&reasons))
+                    .execute(conn)?;
+            }
+        }
+        record(
+            conn,
+            &reviewer.actor(),
+            if to == ComputationState::Approved {
+                "approve"
+            } else {
+                "reject"
+            },
+            "computation",
+            id,
+            serde_json::json!({
+                "module_sha256": c.module_sha256,
+                "reasons": reasons,
+                "runs": waiting.iter().map(|j| j.id).collect::<Vec<_>>(),
+            }),
+        )?;
+        let template = if to == ComputationState::Approved {
+            "jobs.mail.approved"
+        } else {
+            "jobs.mail.rejected"
+        };
+        notify_org(
+            conn,
+            c.org_id,
+            template,
+            waiting.first().map_or(0, |j| j.id),
+            &[
+                ("name", c.name.clone()),
+                ("hash", c.module_sha256.clone()),
+                ("reasons", reasons.clone()),
+            ],
+        )?;
+        Ok(to)
+    })
+}
+
+/// Cancels a run (its operator, or a reviewer). A running run's worker notices at its next
+/// lease renewal and stops the sandbox.
+pub fn cancel(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    db::write_transaction(conn, |conn| {
+        let j = load_job(conn, id)?;
+        move_job(conn, &j, RunAction::Cancel, now)?;
+        diesel::update(jobs::table.find(id))
+            .set(jobs::reason.eq(format!("cancelled by {}", user.username)))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "cancel",
+            "job",
+            id,
+            serde_json::json!({ "from": j.state }),
+        )?;
+        Ok(())
+    })
+}
+
+/// The agreement ref of a computation's bindings if every bound dataset is still covered on
+/// `today` by the computation's agreement.
+pub fn agreement_still_covers(
+    conn: &mut DbConnection,
+    c: &Computation,
+    today: NaiveDate,
+) -> QueryResult<Option<agr::AgreementRef>> {
+    let mut found = None;
+    for dataset_id in c.binding_map().values() {
+        match agr::in_force_for(conn, c.org_id, *dataset_id, today)? {
+            Some(a) if a.id == c.agreement_id => found = Some(a),
+            _ => return Ok(None),
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the computation's epsilon still fits every bound dataset's remaining budget.
+pub fn budget_fits(
+    conn: &mut DbConnection,
+    c: &Computation,
+    a: &agr::AgreementRef,
+) -> QueryResult<bool> {
+    let eps = model::dec(&c.epsilon);
+    if eps.is_zero() {
+        return Ok(true);
+    }
+    for dataset_id in c.binding_map().values() {
+        if eps > super::submit::remaining_epsilon(conn, c.org_id, a, *dataset_id)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What a release attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseResult {
+    /// The output was released.
+    Released,
+    /// The agreement had ended: the output was withheld.
+    AgreementEnded,
+    /// The privacy budget no longer covers it: the output was withheld.
+    BudgetExhausted,
+}
+
+/// The reviewer releases a finished run's output: the agreement and the budget are checked
+/// again (the output is withheld when either fails), the signed files are written, the
+/// budget is debited, and the operator is told.
+pub fn release(
+    conn: &mut DbConnection,
+    reviewer: &CurrentUser,
+    id: i64,
+    seal: &SealKey,
+    today: NaiveDate,
+    now: NaiveDateTime,
+) -> Result<ReleaseResult, AppError> {
+    db::write_transaction(conn, |conn| {
+        let j = load_job(conn, id)?;
+        machine::apply_run(j.st(), RunAction::Release).map_err(refuse)?;
+        let c = load_computation(conn, j.computation_id)?;
+        let Some(a) = agreement_still_covers(conn, &c, today)? else {
+            withhold_inner(
+                conn,
+                &reviewer.actor(),
+                &j,
+                &c,
+                RunAction::AgreementEnded,
+                "agreement ended",
+                now,
+            )?;
+            return Ok(ReleaseResult::AgreementEnded);
+        };
+        if !budget_fits(conn, &c, &a)? {
+            withhold_inner(
+                conn,
+                &reviewer.actor(),
+                &j,
+                &c,
+                RunAction::Withhold,
+                "privacy budget exhausted",
+                now,
+            )?;
+            return Ok(ReleaseResult::BudgetExhausted);
+        }
+        move_job(conn, &j, RunAction::Release, now)?;
+        diesel::update(jobs::table.find(id))
+            .set((jobs::decided_by.eq(reviewer.id), jobs::decided_at.eq(now)))
+            .execute(conn)?;
+        let files = output::build(conn, &j, &c, &a.number, now)?;
+        let json_sha = agr::model::sha256_hex(&files.json);
+        let csv_sha = agr::model::sha256_hex(&files.csv);
+        diesel::insert_into(job_releases::table)
+            .values((
+                job_releases::job_id.eq(id),
+                job_releases::json_body.eq(&files.json),
+                job_releases::json_sha256.eq(&json_sha),
+                job_releases::json_signature.eq(seal.sign_hex(json_sha.as_bytes())),
+                job_releases::csv_body.eq(&files.csv),
+                job_releases::csv_sha256.eq(&csv_sha),
+                job_releases::csv_signature.eq(seal.sign_hex(csv_sha.as_bytes())),
+                job_releases::public_key.eq(seal.public_hex()),
+                job_releases::released_at.eq(now),
+            ))
+            .execute(conn)?;
+        let eps = model::dec(&c.epsilon);
+        if !eps.is_zero() {
+            for dataset_id in c.binding_map().values() {
+                diesel::insert_into(budget_debits::table)
+                    .values((
+                        budget_debits::org_id.eq(c.org_id),
+                        budget_debits::agreement_id.eq(a.id),
+                        budget_debits::dataset_id.eq(dataset_id),
+                        budget_debits::job_id.eq(id),
+                        budget_debits::epsilon.eq(eps.normalize().to_string()),
+                        budget_debits::created_at.eq(now),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        record(
+            conn,
+            &reviewer.actor(),
+            "release",
+            "job",
+            id,
+            serde_json::json!({
+                "json_sha256": json_sha, "csv_sha256": csv_sha,
+                "epsilon_debited": eps.normalize().to_string(),
+            }),
+        )?;
+        notify_org(
+            conn,
+            j.org_id,
+            "jobs.mail.released",
+            id,
+            &[("id", id.to_string()), ("name", c.name.clone())],
+        )?;
+        Ok(ReleaseResult::Released)
+    })
+}
+
+fn withhold_inner(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    j: &Job,
+    c: &Computation,
+    action: RunAction,
+    reasons: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    move_job(conn, j, action, now)?;
+    diesel::update(jobs::table.find(j.id))
+        .set((
+            jobs::decided_by.eq(actor.user_id),
+            jobs::decided_at.eq(now),
+            jobs::decision_note.eq(reasons),
+            jobs::reason.eq(reasons),
+        ))
+        .execute(conn)?;
+    record(
+        conn,
+        actor,
+        "withhold",
+        "job",
+        j.id,
+        serde_json::json!({ "reasons": reasons }),
+    )?;
+    notify_org(
+        conn,
+        j.org_id,
+        "jobs.mail.withheld",
+        j.id,
+        &[
+            ("id", j.id.to_string()),
+            ("name", c.name.clone()),
+            ("reasons", reasons.to_owned()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The reviewer withholds a finished run's output, with reasons.
+pub fn withhold(
+    conn: &mut DbConnection,
+    reviewer: &CurrentUser,
+    id: i64,
+    reasons: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let reasons = note(reasons, "jobs.err.reasons_empty")?;
+    db::write_transaction(conn, |conn| {
+        let j = load_job(conn, id)?;
+        let c = load_computation(conn, j.computation_id)?;
+        withhold_inner(
+            conn,
+            &reviewer.actor(),
+            &j,
+            &c,
+            RunAction::Withhold,
+            &reasons,
+            now,
+        )
+    })
+}
+
+/// The operator files how a released output was used (once).
+pub fn file_usage(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    body: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let body = note(body, "jobs.err.usage_empty")?;
+    db::write_transaction(conn, |conn| {
+        let j = load_job(conn, id)?;
+        if j.org_id != user.org_id {
+            return Err(AppError::not_found());
+        }
+        if j.st() != RunState::Released {
+            return Err(AppError::conflict("jobs.refuse.not_released"));
+        }
+        if model::usage_of(conn, id)?.is_some() {
+            return Err(AppError::conflict("jobs.refuse.usage_filed"));
+        }
+        diesel::insert_into(usage_reports::table)
+            .values((
+                usage_reports::job_id.eq(id),
+                usage_reports::org_id.eq(j.org_id),
+                usage_reports::body.eq(&body),
+                usage_reports::filed_by.eq(user.id),
+                usage_reports::filed_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "usage_report",
+            "job",
+            id,
+            serde_json::json!({ "chars": body.chars().count() }),
+        )?;
+        Ok(())
+    })
+}
+
+/// Stops the work under agreements that no longer run: waiting, queued and running runs are
+/// cancelled, finished outputs withheld. Returns how many runs it stopped.
+pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> anyhow::Result<u64> {
+    use crate::schema::agreements;
+    let open = [
+        RunState::AwaitingApproval.as_str(),
+        RunState::Queued.as_str(),
+        RunState::Running.as_str(),
+        RunState::Finished.as_str(),
+    ];
+    let stale: Vec<Job> = jobs::table
+        .inner_join(computations::table.inner_join(agreements::table))
+        .filter(jobs::state.eq_any(open))
+        .filter(agreements::state.ne_all(agr::machine::RUNNING))
+        .select(Job::as_select())
+        .limit(1000)
+        .load(conn)?;
+    let mut stopped = 0;
+    for j in stale {
+        let done = db::write_transaction(conn, |conn| -> Result<bool, AppError> {
+            let Some(j) = model::job(conn, j.id)? else {
+                return Ok(false);
+            };
+            if j.st().is_final() {
+                return Ok(false);
+            }
+            let c = load_computation(conn, j.computation_id)?;
+            if j.st() == RunState::Finished {
+                withhold_inner(
+                    conn,
+                    &Actor::system(),
+                    &j,
+                    &c,
+                    RunAction::AgreementEnded,
+                    "agreement ended",
+                    now,
+                )?;
+            } else {
+                move_job(conn, &j, RunAction::AgreementEnded, now)?;
+                diesel::update(jobs::table.find(j.id))
+                    .set(jobs::reason.eq("agreement ended"))
+                    .execute(conn)?;
+                record(
+                    conn,
+                    &Actor::system(),
+                    "cancel",
+                    "job",
+                    j.id,
+                    serde_json::json!({ "from": j.state, "reason": "agreement_ended" }),
+                )?;
+            }
+            Ok(true)
+        });
+        match done {
+            Ok(true) => stopped += 1,
+            Ok(false) => {}
+            Err(AppError::Http { .. }) => {}
+            Err(AppError::Internal(e)) => return Err(e),
+        }
+    }
+    Ok(stopped)
+}
+
+/// The privacy budget of an organisation: (agreement number, dataset title, budget, spent).
+pub fn budgets(
+    conn: &mut DbConnection,
+    org_id: i64,
+) -> QueryResult<Vec<(String, String, Decimal, Decimal)>> {
+    use crate::schema::{agreement_datasets, agreements};
+    let rows: Vec<(i64, String, i64, String, String)> = agreements::table
+        .inner_join(agreement_datasets::table)
+        .filter(agreements::operator_org_id.eq(org_id))
+        .filter(agreements::state.eq_any(agr::machine::RUNNING))
+        .select((
+            agreements::id,
+            agreements::number,
+            agreement_datasets::dataset_id,
+            agreement_datasets::dataset_title,
+            agreement_datasets::epsilon,
+        ))
+        .load(conn)?;
+    let mut out = Vec::new();
+    for (aid, number, dataset_id, title, eps) in rows {
+        let spent = model::epsilon_spent(conn, org_id, aid, dataset_id)?;
+        out.push((number, title, model::dec(&eps), spent));
+    }
+    Ok(out)
+}

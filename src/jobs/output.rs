@@ -1,0 +1,294 @@
+//! A run's output as tables for pages, as the released files (CSV and JSON with their
+//! provenance), and as a server-rendered bar chart.
+//!
+//! Provenance (DOMAIN.md: a product states the source of the data and the date it was
+//! obtained): each dataset's titles, provider, version and upload date; the job and its
+//! computation, the module's sha256, the agreement number, the release time and the signing
+//! key. The platform signs the hex sha256 of each file with the seal key; the signature and
+//! the hash are given with every download (`X-Dataop-Sha256`, `X-Dataop-Signature`,
+//! `X-Dataop-Public-Key`) and on the job page.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::model::{Computation, Job};
+use crate::schema::{datasets, organisations};
+
+/// One aggregate table.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// The aggregate's name.
+    pub name: String,
+    /// Its dimensions.
+    pub dimensions: Vec<String>,
+    /// Its measures.
+    pub measures: Vec<String>,
+    /// The threshold applied.
+    pub k: String,
+    /// The epsilon spent (empty without noise).
+    pub epsilon: String,
+    /// The cells.
+    pub rows: Vec<Row>,
+}
+
+/// One cell.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    /// The key labels.
+    pub key: Vec<String>,
+    /// Whether the cell is suppressed.
+    pub suppressed: bool,
+    /// Count (empty when suppressed).
+    pub count: String,
+    /// Distinct persons (empty when suppressed).
+    pub persons: String,
+    /// Sums then means of each measure (empty when suppressed).
+    pub values: Vec<String>,
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The tables of a sandbox output (JSON as `Output::to_json` writes it).
+pub fn tables(output_json: &str) -> Vec<Table> {
+    let Ok(v) = serde_json::from_str::<Value>(output_json) else {
+        return Vec::new();
+    };
+    let strings = |x: &Value| -> Vec<String> {
+        x.as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default()
+    };
+    v["aggregates"]
+        .as_array()
+        .map(|aggs| {
+            aggs.iter()
+                .map(|a| {
+                    let measures = strings(&a["measures"]);
+                    Table {
+                        name: text(&a["name"]),
+                        dimensions: strings(&a["dimensions"]),
+                        k: text(&a["k"]),
+                        epsilon: text(&a["epsilon"]),
+                        rows: a["cells"]
+                            .as_array()
+                            .map(|cells| {
+                                cells
+                                    .iter()
+                                    .map(|c| {
+                                        let suppressed = c["suppressed"].as_bool().unwrap_or(true);
+                                        let mut values = strings(&c["sums"]);
+                                        values.extend(strings(&c["means"]));
+                                        if suppressed {
+                                            values = vec![String::new(); 2 * measures.len()];
+                                        }
+                                        Row {
+                                            key: strings(&c["key"]),
+                                            suppressed,
+                                            count: text(&c["count"]),
+                                            persons: text(&c["persons"]),
+                                            values,
+                                        }
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        measures,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The released files.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// JSON: `{"provenance": …, "output": …}`.
+    pub json: String,
+    /// CSV: `#` provenance lines, then one table per aggregate.
+    pub csv: String,
+}
+
+/// Builds the released files of a run.
+pub fn build(
+    conn: &mut crate::db::DbConnection,
+    job: &Job,
+    c: &Computation,
+    agreement_number: &str,
+    released_at: NaiveDateTime,
+) -> QueryResult<Files> {
+    let mut sources = Vec::new();
+    for v in job.versions_used() {
+        let (title_zh, title_en, provider): (String, String, String) = datasets::table
+            .inner_join(organisations::table)
+            .filter(datasets::id.eq(v.dataset_id))
+            .select((datasets::title_zh, datasets::title_en, organisations::name))
+            .first(conn)?;
+        sources.push(serde_json::json!({
+            "dataset_id": v.dataset_id,
+            "title_zh": title_zh,
+            "title_en": title_en,
+            "provider": provider,
+            "version": v.version_no,
+            "obtained_on": v.obtained_at.date().to_string(),
+            "rows": v.rows,
+        }));
+    }
+    let provenance = serde_json::json!({
+        "platform": "dataop",
+        "job": job.id,
+        "computation": c.id,
+        "name": c.name,
+        "module_sha256": c.module_sha256,
+        "agreement": agreement_number,
+        "released_at": released_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "sources": sources,
+    });
+    let output: Value = job
+        .output
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or(Value::Null);
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "provenance": provenance,
+        "output": output,
+    }))
+    .unwrap_or_default();
+    let mut csv = String::new();
+    csv.push_str("# dataop released output\n");
+    csv.push_str(&format!("# job: {}\n", job.id));
+    csv.push_str(&format!("# computation: {} ({})\n", c.id, c.name));
+    csv.push_str(&format!("# module_sha256: {}\n", c.module_sha256));
+    csv.push_str(&format!("# agreement: {agreement_number}\n"));
+    csv.push_str(&format!(
+        "# released_at: {}\n",
+        released_at.format("%Y-%m-%dT%H:%M:%SZ")
+    ));
+    for s in &sources {
+        csv.push_str(&format!(
+            "# source: {} / {}; provider: {}; version {}; obtained on {}\n",
+            text(&s["title_zh"]),
+            text(&s["title_en"]),
+            text(&s["provider"]),
+            s["version"],
+            text(&s["obtained_on"]),
+        ));
+    }
+    for t in tables(job.output.as_deref().unwrap_or("")) {
+        csv.push_str(&format!("# aggregate: {}\n", t.name));
+        let mut w = ::csv::WriterBuilder::new().from_writer(Vec::new());
+        let mut header = t.dimensions.clone();
+        header.extend(["suppressed", "count", "persons"].map(String::from));
+        header.extend(t.measures.iter().map(|m| format!("sum_{m}")));
+        header.extend(t.measures.iter().map(|m| format!("mean_{m}")));
+        let _ = w.write_record(&header);
+        for r in &t.rows {
+            let mut rec = r.key.clone();
+            rec.push(r.suppressed.to_string());
+            rec.push(r.count.clone());
+            rec.push(r.persons.clone());
+            rec.extend(r.values.iter().cloned());
+            let _ = w.write_record(&rec);
+        }
+        if let Ok(bytes) = w.into_inner() {
+            csv.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(Files { json, csv })
+}
+
+/// One bar of the chart.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// Top of the bar.
+    pub y: i64,
+    /// Baseline of the label text.
+    pub text_y: i64,
+    /// Width of the bar.
+    pub w: i64,
+    /// The cell's key.
+    pub label: String,
+    /// The value shown.
+    pub value: String,
+    /// Whether the cell is suppressed (no bar).
+    pub suppressed: bool,
+}
+
+/// A horizontal bar chart of a table's counts.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// The bars, in key order.
+    pub bars: Vec<Bar>,
+    /// Height of the drawing.
+    pub height: i64,
+}
+
+/// Most bars drawn.
+pub const MAX_BARS: usize = 60;
+/// Width of the longest bar.
+pub const BAR_SPACE: i64 = 420;
+
+/// The chart of the first table's counts (at most [`MAX_BARS`] cells).
+pub fn chart(t: &Table) -> Chart {
+    let rows: Vec<&Row> = t.rows.iter().take(MAX_BARS).collect();
+    let max = rows
+        .iter()
+        .filter_map(|r| r.count.parse::<i64>().ok())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bars: Vec<Bar> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let v = r.count.parse::<i64>().unwrap_or(0).max(0);
+            let y = 8 + 26 * i as i64;
+            Bar {
+                y,
+                text_y: y + 15,
+                w: if r.suppressed {
+                    0
+                } else {
+                    (v * BAR_SPACE) / max
+                },
+                label: r.key.join(" · "),
+                value: r.count.clone(),
+                suppressed: r.suppressed,
+            }
+        })
+        .collect();
+    Chart {
+        height: 16 + 26 * bars.len() as i64,
+        bars,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = r#"{"job":"j","abi":1,"aggregates":[{"name":"a","dimensions":["d"],
+        "measures":["m"],"k":10,"epsilon":null,"cells":[
+        {"key":["x"],"suppressed":false,"count":20,"persons":12,"sums":["1.50"],"means":["0.0750"]},
+        {"key":["y"],"suppressed":true}]}]}"#;
+
+    #[test]
+    fn tables_and_chart() {
+        let t = tables(OUT);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].rows[0].values, vec!["1.50", "0.0750"]);
+        assert!(t[0].rows[1].suppressed);
+        assert_eq!(t[0].rows[1].values, vec!["", ""]);
+        let c = chart(&t[0]);
+        assert_eq!(c.bars[0].w, BAR_SPACE);
+        assert_eq!(c.bars[1].w, 0);
+        assert!(tables("not json").is_empty());
+    }
+}

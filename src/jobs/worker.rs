@@ -1,0 +1,468 @@
+//! Workers: claim a run from the queue, run it in the sandbox next to the data, record the
+//! result.
+//!
+//! * **Claim.** One transaction selects the oldest run that is `queued`, or `running` with an
+//!   expired lease (its worker died), with `FOR UPDATE SKIP LOCKED` on PostgreSQL, and moves it
+//!   to `running` with an `UPDATE … WHERE state = <the state read>` that also requires the
+//!   lease to be expired, so two workers (threads, processes or machines) never both win; on
+//!   SQLite the database's single writer makes the conditional update atomic.
+//! * **Start.** The agreement is checked again (ended: the run is cancelled, never started),
+//!   and the privacy budget (exhausted: the run fails); the newest version of each bound
+//!   dataset is pinned in the run.
+//! * **Run.** The sandbox runs on its own thread; every half second the worker writes the
+//!   progress and renews its lease with an update that requires the run to be still `running`
+//!   under its lease. When that fails (cancelled, or taken over) the sandbox is cancelled and
+//!   the result discarded.
+//! * **Finish.** In one transaction, only if the lease is still held: the outcome, report,
+//!   output (withheld until review), guest log and metering are stored, and the operator and
+//!   the reviewer are told.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+
+use super::machine::{RunAction, RunState};
+use super::model::{self, Job, VersionUsed};
+use super::ops;
+use crate::AppState;
+use crate::db::{self, Backend, DbConnection};
+use crate::errors::AppError;
+use crate::mail::{self, Notice};
+use crate::schema::{agreements, dataset_versions, job_meters, jobs};
+use crate::supervision::audit::{self, Actor};
+use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
+use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, TableSource};
+
+#[derive(QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    state: String,
+}
+
+const PICK_SQLITE: &str = "SELECT id, state FROM jobs WHERE state = 'queued' \
+     OR (state = 'running' AND lease_expires_at < ?) ORDER BY id LIMIT 1";
+const PICK_PG: &str = "SELECT id, state FROM jobs WHERE state = 'queued' \
+     OR (state = 'running' AND lease_expires_at < $1) ORDER BY id LIMIT 1 \
+     FOR UPDATE SKIP LOCKED";
+
+/// Claims the oldest claimable run for `owner` with a lease until `now + lease`; its id.
+pub fn claim(
+    conn: &mut DbConnection,
+    owner: &str,
+    now: NaiveDateTime,
+    lease: chrono::Duration,
+) -> Result<Option<i64>, AppError> {
+    db::write_transaction(conn, |conn| {
+        let sql = match conn.backend() {
+            Backend::Sqlite => PICK_SQLITE,
+            Backend::Postgres => PICK_PG,
+        };
+        let picked: Option<Candidate> = diesel::sql_query(sql)
+            .bind::<Timestamp, _>(now)
+            .get_result(conn)
+            .optional()?;
+        let Some(c) = picked else {
+            return Ok(None);
+        };
+        let from = RunState::parse(&c.state).unwrap_or(RunState::Failed);
+        super::machine::apply_run(from, RunAction::Claim).map_err(|r| AppError::conflict(r.0))?;
+        let n = diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(c.id))
+                .filter(jobs::state.eq(&c.state))
+                .filter(
+                    jobs::lease_expires_at
+                        .is_null()
+                        .or(jobs::lease_expires_at.lt(now)),
+                ),
+        )
+        .set((
+            jobs::state.eq(RunState::Running.as_str()),
+            jobs::lease_owner.eq(owner),
+            jobs::lease_expires_at.eq(now + lease),
+            jobs::attempts.eq(jobs::attempts + 1),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(c.id))
+                .filter(jobs::started_at.is_null()),
+        )
+        .set(jobs::started_at.eq(now))
+        .execute(conn)?;
+        audit::record(
+            conn,
+            &Actor::system(),
+            "job.claim",
+            "job",
+            &c.id.to_string(),
+            serde_json::json!({ "worker": owner, "from": c.state }),
+        )?;
+        Ok(Some(c.id))
+    })
+}
+
+/// A table source that counts the rows read of one column (for the progress bar).
+struct Counted {
+    inner: VersionReader,
+    column: Option<usize>,
+    read: Arc<AtomicU64>,
+}
+
+impl TableSource for Counted {
+    fn columns(&self) -> &[ColumnSpec] {
+        self.inner.columns()
+    }
+
+    fn rows(&self) -> u64 {
+        self.inner.rows()
+    }
+
+    fn read_raw(&self, col: usize, start: u64, n: usize, dst: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_raw(col, start, n, dst)?;
+        if Some(col) == self.column {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn read_pseudonyms(&self, col: usize, start: u64, out: &mut [u64]) -> std::io::Result<()> {
+        self.inner.read_pseudonyms(col, start, out)
+    }
+}
+
+/// The result of checking a claimed run before it starts.
+enum Start {
+    /// Run it on these versions.
+    Go(Vec<VersionUsed>, Box<super::model::Computation>),
+    /// It was stopped (the state says how).
+    Stopped,
+}
+
+fn fail(
+    conn: &mut DbConnection,
+    j: &Job,
+    action: RunAction,
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    db::write_transaction(conn, |conn| {
+        let j = ops::load_job(conn, j.id)?;
+        ops::move_job(conn, &j, action, now)?;
+        diesel::update(jobs::table.find(j.id))
+            .set(jobs::reason.eq(reason))
+            .execute(conn)?;
+        audit::record(
+            conn,
+            &Actor::system(),
+            "job.stop",
+            "job",
+            &j.id.to_string(),
+            serde_json::json!({ "reason": reason }),
+        )?;
+        mail::to_org(
+            conn,
+            j.org_id,
+            &Notice {
+                template: "jobs.mail.failed",
+                args: &[("id", j.id.to_string()), ("reason", reason.to_owned())],
+                object_type: "job",
+                object_id: j.id.to_string(),
+            },
+        )?;
+        Ok(())
+    })
+}
+
+fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, AppError> {
+    let now = state.clock.now();
+    let j = ops::load_job(conn, id)?;
+    let c = ops::load_computation(conn, j.computation_id)?;
+    let Some(a) = ops::agreement_still_covers(conn, &c, state.clock.today())? else {
+        fail(conn, &j, RunAction::AgreementEnded, "agreement ended", now)?;
+        return Ok(Start::Stopped);
+    };
+    if !ops::budget_fits(conn, &c, &a)? {
+        fail(conn, &j, RunAction::Fail, "privacy budget exhausted", now)?;
+        return Ok(Start::Stopped);
+    }
+    let mut used = Vec::new();
+    for (name, dataset_id) in c.binding_map() {
+        let v: Option<(i64, i32, i64, NaiveDateTime, String)> = dataset_versions::table
+            .filter(dataset_versions::dataset_id.eq(dataset_id))
+            .order(dataset_versions::version_no.desc())
+            .select((
+                dataset_versions::id,
+                dataset_versions::version_no,
+                dataset_versions::row_count,
+                dataset_versions::created_at,
+                dataset_versions::storage_path,
+            ))
+            .first(conn)
+            .optional()?;
+        let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
+            fail(
+                conn,
+                &j,
+                RunAction::Fail,
+                "no data uploaded for a dataset",
+                now,
+            )?;
+            return Ok(Start::Stopped);
+        };
+        used.push(VersionUsed {
+            name,
+            dataset_id,
+            version_id,
+            version_no,
+            rows,
+            obtained_at,
+            storage_path,
+        });
+    }
+    let total: i64 = used.iter().map(|v| v.rows).sum();
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::versions.eq(serde_json::to_string(&used).map_err(anyhow::Error::from)?),
+            jobs::rows_total.eq(total),
+            jobs::rows_done.eq(0),
+        ))
+        .execute(conn)?;
+    Ok(Start::Go(used, Box::new(c)))
+}
+
+/// Runs one claimable run, if there is one, as worker `owner`; whether there was one.
+pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
+    let mut conn = state.pool.get()?;
+    let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
+    let Some(id) = claim(&mut conn, owner, state.clock.now(), lease).map_err(to_anyhow)? else {
+        return Ok(false);
+    };
+    let (used, c) = match start(state, &mut conn, id).map_err(to_anyhow)? {
+        Start::Go(used, c) => (used, c),
+        Start::Stopped => return Ok(true),
+    };
+    let rt = state.sandbox.runtime(&state.config.data_dir)?;
+    let wasm = std::fs::read(model::module_path(&state.config.data_dir, &c.module_sha256))?;
+    let manifest = Manifest::from_toml(&c.manifest).map_err(|e| anyhow::anyhow!(e))?;
+    let read = Arc::new(AtomicU64::new(0));
+    let mut inputs = Vec::new();
+    for v in &used {
+        let reader = VersionReader::open(&state.config.data_dir.join(&v.storage_path))?;
+        let first = manifest
+            .datasets
+            .iter()
+            .find(|d| d.name == v.name)
+            .and_then(|d| d.columns.first())
+            .and_then(|col| reader.column_index(col));
+        let allowed = reader
+            .meta()
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        inputs.push(DatasetInput {
+            name: v.name.clone(),
+            source: Arc::new(Counted {
+                inner: reader,
+                column: first,
+                read: Arc::clone(&read),
+            }),
+            allowed_columns: allowed,
+        });
+    }
+    let cancel = CancelToken::new();
+    let opts = RunOptions {
+        cancel: cancel.clone(),
+        ..RunOptions::default()
+    };
+    let result = std::thread::scope(|s| {
+        let handle = s.spawn(|| match rt.load(&wasm) {
+            Ok(module) => Ok(rt.run(&module, &manifest, &inputs, &opts)),
+            Err(outcome) => Err(outcome),
+        });
+        while !handle.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+            if handle.is_finished() {
+                break;
+            }
+            let now = state.clock.now();
+            let kept = diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::state.eq(RunState::Running.as_str()))
+                    .filter(jobs::lease_owner.eq(owner)),
+            )
+            .set((
+                jobs::rows_done.eq(read.load(Ordering::Relaxed) as i64),
+                jobs::lease_expires_at.eq(now + lease),
+            ))
+            .execute(&mut conn);
+            if matches!(kept, Ok(0)) {
+                cancel.cancel();
+            }
+        }
+        handle.join()
+    });
+    let result = result.map_err(|_| anyhow::anyhow!("the sandbox thread panicked"))?;
+    finish(state, &mut conn, id, owner, &c, &used, result).map_err(to_anyhow)?;
+    Ok(true)
+}
+
+fn to_anyhow(e: AppError) -> anyhow::Error {
+    match e {
+        AppError::Internal(e) => e,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+fn finish(
+    state: &AppState,
+    conn: &mut DbConnection,
+    id: i64,
+    owner: &str,
+    c: &super::model::Computation,
+    used: &[VersionUsed],
+    result: Result<dataop_sandbox::RunResult, dataop_sandbox::runtime::Outcome>,
+) -> Result<(), AppError> {
+    let now = state.clock.now();
+    db::write_transaction(conn, |conn| {
+        let j = ops::load_job(conn, id)?;
+        if j.st() != RunState::Running || j.lease_owner.as_deref() != Some(owner) {
+            return Ok(());
+        }
+        let (outcome, report, output, log) = match &result {
+            Ok(r) => (
+                r.report.outcome.clone(),
+                Some(r.report.to_json()),
+                r.output.as_ref().map(|o| o.to_json()),
+                Some(r.log.clone()),
+            ),
+            Err(o) => (o.clone(), None, None, None),
+        };
+        let kind = serde_json::to_value(&outcome)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let finished = outcome.is_finished() && output.is_some();
+        let action = if finished {
+            RunAction::Finish
+        } else {
+            RunAction::Fail
+        };
+        ops::move_job(conn, &j, action, now)?;
+        let rows_read = result.as_ref().map_or(0, |r| r.report.rows_read as i64);
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::outcome.eq(&kind),
+                jobs::reason.eq(if finished {
+                    String::new()
+                } else {
+                    outcome.describe()
+                }),
+                jobs::report.eq(&report),
+                jobs::output.eq(&output),
+                jobs::guest_log.eq(&log),
+                jobs::rows_done.eq(if finished { j.rows_total } else { j.rows_done }),
+            ))
+            .execute(conn)?;
+        let (price_job, price_rows): (Option<String>, Option<String>) = agreements::table
+            .find(c.agreement_id)
+            .select((
+                agreements::price_per_job,
+                agreements::price_per_thousand_rows,
+            ))
+            .first(conn)?;
+        for v in used {
+            diesel::insert_into(job_meters::table)
+                .values((
+                    job_meters::job_id.eq(id),
+                    job_meters::agreement_id.eq(c.agreement_id),
+                    job_meters::dataset_id.eq(v.dataset_id),
+                    job_meters::version_id.eq(v.version_id),
+                    job_meters::rows_read.eq(if finished { v.rows } else { 0 }),
+                    job_meters::price_per_job.eq(&price_job),
+                    job_meters::price_per_thousand_rows.eq(&price_rows),
+                    job_meters::recorded_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        audit::record(
+            conn,
+            &Actor::system(),
+            if finished { "job.finish" } else { "job.fail" },
+            "job",
+            &id.to_string(),
+            serde_json::json!({
+                "worker": owner, "outcome": kind, "rows_read": rows_read,
+                "module_sha256": c.module_sha256,
+            }),
+        )?;
+        let args = [
+            ("id", id.to_string()),
+            ("name", c.name.clone()),
+            ("reason", outcome.describe()),
+        ];
+        let notice = Notice {
+            template: if finished {
+                "jobs.mail.finished"
+            } else {
+                "jobs.mail.failed"
+            },
+            args: &args,
+            object_type: "job",
+            object_id: id.to_string(),
+        };
+        mail::to_org(conn, j.org_id, &notice)?;
+        if finished {
+            mail::to_role(
+                conn,
+                super::reviewer_role(state),
+                &Notice {
+                    template: "jobs.mail.output_review",
+                    ..notice
+                },
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Starts `n` worker threads that run queued jobs until the process ends (idle workers poll
+/// every 300 ms). `prefix` names them in leases and the audit log.
+pub fn spawn_pool(
+    state: actix_web::web::Data<AppState>,
+    n: usize,
+    prefix: &str,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .filter_map(|i| {
+            let state = state.clone();
+            let owner = format!("{prefix}-{}-{i}", std::process::id());
+            std::thread::Builder::new()
+                .name(format!("dataop-worker-{i}"))
+                .spawn(move || {
+                    loop {
+                        match run_once(&state, &owner) {
+                            Ok(true) => {}
+                            Ok(false) => std::thread::sleep(Duration::from_millis(300)),
+                            Err(e) => {
+                                tracing::warn!(worker = owner, error = %e, "job worker error");
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        }
+                    }
+                })
+                .ok()
+        })
+        .collect()
+}
