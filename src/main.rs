@@ -63,6 +63,14 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Run job workers against the database (more workers, other processes or machines).
+    Worker {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Worker threads in this process.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Try a WebAssembly job before submitting it (see sandbox/ABI.md).
     Sandbox {
         #[command(subcommand)]
@@ -240,6 +248,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Worker { data, threads } => {
+            let config = config_for(&cli.config, data, None)?;
+            let state = actix_web::web::Data::new(dataop::AppState::open(config)?);
+            println!("dataop worker: {threads} thread(s) running queued jobs");
+            for h in dataop::jobs::worker::spawn_pool(state, threads.max(1), "worker") {
+                let _ = h.join();
+            }
+        }
         Command::Bench {
             command: BenchCommand::Ingest { rows, tmp_dir },
         } => {
@@ -288,6 +304,7 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         state.clone(),
         std::time::Duration::from_secs(state.config.scheduler_interval_secs),
     );
+    dataop::jobs::worker::spawn_pool(state.clone(), state.config.job_workers, "serve");
     actix_web::rt::System::new().block_on(async move {
         let (server, addr) = dataop::start(state.clone(), 0)?;
         println!("dataop is listening on http://{addr}/");

@@ -114,6 +114,11 @@ fn column_forms() -> Vec<ColumnForm> {
 /// with its schema, and ingests [`DEMO_ROWS`] generated rows as its first version. Does
 /// nothing that is already done (safe to run at every start).
 pub fn seed(state: &AppState, provider_username: &str) -> anyhow::Result<()> {
+    seed_rows(state, provider_username, DEMO_ROWS)
+}
+
+/// [`seed`] with `rows` generated rows (tests use a small demo dataset).
+pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow::Result<()> {
     let mut conn = state.pool.get()?;
     let user = crate::accounts::model::find_user_by_name(&mut conn, provider_username)?
         .with_context(|| format!("demo provider user {provider_username} is missing"))?;
@@ -165,7 +170,7 @@ pub fn seed(state: &AppState, provider_username: &str) -> anyhow::Result<()> {
     ));
     let result = (|| -> anyhow::Result<()> {
         let mut out = BufWriter::new(std::fs::File::create(&csv_path)?);
-        outpatients::write_csv(&mut out, DEMO_SEED, DEMO_ROWS)?;
+        outpatients::write_csv(&mut out, DEMO_SEED, rows)?;
         out.flush()?;
         drop(out);
         let key = PseudonymKey::new(&state.secrets.pseudonym_key);

@@ -1,0 +1,653 @@
+//! Computation jobs through the real HTTP routes and workers, against a real database (SQLite;
+//! PostgreSQL when `DATAOP_TEST_POSTGRES_URL` is set): the whole path from upload to signed
+//! download, every refusal at submission, approval pinned by hash, cancellation, an agreement
+//! ending between approval and run and before release, budget exhaustion at submission and at
+//! run time, a worker dying mid-run, two workers never running the same job, and one operator
+//! unable to see another's jobs.
+//!
+//! The world: the demo accounts, a 3,000-row demo outpatient dataset, `alpha`'s sealed agreement
+//! in force on it (privacy budget ε = 1, 200 runs a month), and `alpha` trained by the platform
+//! admin. The job is example (a) of the sandbox in WAT.
+
+use chrono::Duration;
+use dataop::jobs::worker;
+use diesel::prelude::*;
+use reqwest::blocking::{Client, multipart};
+use sha2::{Digest, Sha256};
+
+mod common;
+
+use common::{DEMO_PASSWORD, TestApp};
+
+const WAT: &str = include_str!("../sandbox/guest/examples/a_visits_65plus.wat");
+const MANIFEST: &str = include_str!("../sandbox/guest/examples/a_visits_65plus.toml");
+
+/// Example (a) with `epsilon` on its aggregate.
+fn manifest_with_epsilon(eps: &str) -> String {
+    MANIFEST.replace("k = 10\n", &format!("k = 10\nepsilon = {eps}\n"))
+}
+
+fn world() -> TestApp {
+    let app = TestApp::builder().demo().start();
+    dataop::catalog::demo::seed_rows(app.state(), "provider", 3000).expect("demo data");
+    dataop::agreements::demo::seed(app.state()).expect("demo agreement");
+    app
+}
+
+fn train(app: &TestApp, username: &str) {
+    let platform = app.logged_in("platform", DEMO_PASSWORD);
+    let today = app.state().clock.today();
+    let r = app.post_form_from(
+        &platform,
+        "/admin/trainings",
+        "/admin/trainings",
+        &[
+            ("username", username),
+            ("course", "数据安全培训 / Data security"),
+            ("trained_on", &(today - Duration::days(10)).to_string()),
+            ("expires_on", &(today + Duration::days(365)).to_string()),
+        ],
+    );
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().unwrap_or_default());
+}
+
+fn token(app: &TestApp, user: &str) -> String {
+    let r = app
+        .client()
+        .post(app.url("/api/v1/tokens"))
+        .json(&serde_json::json!({ "username": user, "password": DEMO_PASSWORD }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json::<serde_json::Value>().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Submits through the API; (status, body).
+fn api_submit(app: &TestApp, tok: &str, module: &str, manifest: &str) -> (u16, serde_json::Value) {
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(module.as_bytes().to_vec()).file_name("job.wat"),
+        )
+        .part(
+            "manifest",
+            multipart::Part::bytes(manifest.as_bytes().to_vec()).file_name("job.toml"),
+        )
+        .text("purpose", "各区老年门诊负担分析");
+    let r = app
+        .client()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(tok)
+        .multipart(form)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+fn run_all(app: &TestApp) -> usize {
+    let mut n = 0;
+    while worker::run_once(app.state(), "test-worker").unwrap() {
+        n += 1;
+        assert!(n < 100);
+    }
+    n
+}
+
+fn job_state(app: &TestApp, id: i64) -> String {
+    use dataop::schema::jobs;
+    let mut conn = app.conn();
+    jobs::table
+        .find(id)
+        .select(jobs::state)
+        .first(&mut *conn)
+        .unwrap()
+}
+
+fn post(app: &TestApp, c: &Client, page: &str, path: &str, fields: &[(&str, &str)]) -> u16 {
+    app.post_form_from(c, page, path, fields).status().as_u16()
+}
+
+fn approve(app: &TestApp, computation: i64) {
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let page = format!("/admin/computations/{computation}");
+    assert_eq!(
+        post(app, &reg, &page, &format!("{page}/approve"), &[("note", "")]),
+        303
+    );
+}
+
+fn release(app: &TestApp, job: i64) -> u16 {
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let page = format!("/jobs/{job}");
+    post(app, &reg, &page, &format!("{page}/release"), &[])
+}
+
+fn ids(v: &serde_json::Value) -> (i64, i64) {
+    (v["id"].as_i64().unwrap(), v["computation"].as_i64().unwrap())
+}
+
+#[test]
+fn whole_path_from_upload_to_signed_download() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (status, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["state"], "awaiting_approval");
+    let (job, computation) = ids(&body);
+
+    // Nothing runs before approval.
+    assert_eq!(run_all(&app), 0);
+
+    // The reviewer sees the module's hash, imports, declared outputs and purpose.
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (s, html) = app.get_text(&reg, &format!("/admin/computations/{computation}"));
+    assert_eq!(s, 200);
+    let sha = hex::encode(Sha256::digest(WAT.as_bytes()));
+    assert!(html.contains(&sha), "module hash shown");
+    assert!(html.contains("dataop::emit") && html.contains("visits_by_district"));
+    assert!(html.contains("各区老年门诊负担分析"));
+    let (_, queue) = app.get_text(&reg, "/admin/jobs");
+    assert!(queue.contains(&format!("/admin/computations/{computation}")));
+    approve(&app, computation);
+    assert_eq!(job_state(&app, job), "queued");
+
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, job), "finished");
+
+    // The operator sees the report but not the output before release; the reviewer sees every
+    // cell, suppressed ones marked.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert!(page.contains("rows_read"), "run report shown");
+    assert!(!page.contains("output-table"));
+    let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
+    assert!(review.contains("output-table"));
+    assert!(review.contains(&format!("/jobs/{job}/release")));
+    assert_eq!(
+        app.get(&alpha, &format!("/jobs/{job}/output.csv"))
+            .status()
+            .as_u16(),
+        404
+    );
+
+    assert_eq!(release(&app, job), 303);
+    assert_eq!(job_state(&app, job), "released");
+    let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert!(page.contains("<svg"), "chart rendered on the server");
+    assert!(page.contains("output-table"));
+
+    // Downloads carry their provenance and the platform's signature over the file's hash.
+    for path in [
+        format!("/jobs/{job}/output.csv"),
+        format!("/jobs/{job}/output.json"),
+    ] {
+        let r = app.get(&alpha, &path);
+        assert_eq!(r.status().as_u16(), 200);
+        let h = |n: &str| r.headers()[n].to_str().unwrap().to_owned();
+        let (sha_h, sig, pk) = (
+            h("X-Dataop-Sha256"),
+            h("X-Dataop-Signature"),
+            h("X-Dataop-Public-Key"),
+        );
+        let body = r.text().unwrap();
+        let digest = hex::encode(Sha256::digest(body.as_bytes()));
+        assert_eq!(digest, sha_h);
+        assert!(dataop::agreements::seal::verify_hex(
+            &pk,
+            digest.as_bytes(),
+            &sig
+        ));
+        assert!(!dataop::agreements::seal::verify_hex(
+            &pk,
+            hex::encode(Sha256::digest(format!("{body} ").as_bytes())).as_bytes(),
+            &sig
+        ));
+        assert!(body.contains(&sha), "module hash in the provenance");
+        assert!(body.contains("门诊就诊记录（合成数据）"), "dataset title");
+        assert!(body.contains("市卫生健康委员会"), "provider");
+        assert!(body.contains("DATAOP-"), "agreement number");
+    }
+    let api = app
+        .client()
+        .get(app.url(&format!("/api/v1/jobs/{job}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(api["state"], "released");
+    assert_eq!(api["rows_done"], 3000);
+
+    // Metering: rows read per dataset version with the agreement's price.
+    {
+        use dataop::schema::job_meters;
+        let mut conn = app.conn();
+        let (rows, price): (i64, Option<String>) = job_meters::table
+            .filter(job_meters::job_id.eq(job))
+            .select((job_meters::rows_read, job_meters::price_per_thousand_rows))
+            .first(&mut *conn)
+            .unwrap();
+        assert_eq!((rows, price.as_deref()), (3000, Some("0.20")));
+    }
+
+    // Another operator sees nothing of it.
+    let beta = app.logged_in("beta", DEMO_PASSWORD);
+    for path in [
+        format!("/jobs/{job}"),
+        format!("/jobs/{job}/output.csv"),
+        format!("/jobs/{job}/output.json"),
+    ] {
+        assert_eq!(app.get(&beta, &path).status().as_u16(), 404, "{path}");
+    }
+    let (_, list) = app.get_text(&beta, "/jobs");
+    assert!(!list.contains(&format!("/jobs/{job}\"")));
+
+    // Usage report: outstanding for the regulator until the operator files it.
+    let (_, queue) = app.get_text(&reg, "/admin/jobs");
+    assert!(queue.contains(&format!("/jobs/{job}\"")));
+    let page = format!("/jobs/{job}");
+    assert_eq!(
+        post(&app, &alpha, &page, &format!("{page}/usage"), &[("note", "用于区卫健委年度报告")]),
+        303
+    );
+    let (_, queue) = app.get_text(&reg, "/admin/jobs");
+    assert!(!queue.contains(&format!("/jobs/{job}\"")));
+    assert_eq!(
+        post(&app, &alpha, &page, &format!("{page}/usage"), &[("note", "again")]),
+        409
+    );
+
+    // Emails: approval, completion, release.
+    {
+        use dataop::schema::mail_outbox;
+        let mut conn = app.conn();
+        let templates: Vec<String> = mail_outbox::table
+            .select(mail_outbox::template)
+            .load(&mut *conn)
+            .unwrap();
+        for t in [
+            "jobs.mail.review_needed",
+            "jobs.mail.approved",
+            "jobs.mail.finished",
+            "jobs.mail.output_review",
+            "jobs.mail.released",
+        ] {
+            assert!(templates.iter().any(|x| x == t), "{t}");
+        }
+    }
+}
+
+#[test]
+fn every_refusal_at_submission_names_its_rule() {
+    let app = world();
+    // Untrained, no agreement: beta.
+    let tok = token(&app, "beta");
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 422);
+    let rules: Vec<&str> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"training"), "{rules:?}");
+    assert!(rules.contains(&"binding_missing"), "{rules:?}");
+
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    // k below the floor, an identifier column, an unknown column, epsilon over the budget,
+    // and a module with a WASI import: all named at once.
+    let bad = manifest_with_epsilon("5.0")
+        .replace("k = 10", "k = 5")
+        .replace(
+            "columns = [\"age\", \"district\"]",
+            "columns = [\"age\", \"district\", \"person_id\", \"nope\"]",
+        );
+    let wasi = WAT.replace(
+        "(import \"dataop\" \"dataset\"",
+        "(import \"wasi_snapshot_preview1\" \"fd_write\" (func (param i32 i32 i32 i32) (result i32)))\n  (import \"dataop\" \"dataset\"",
+    );
+    let (s, body) = api_submit(&app, &tok, &wasi, &bad);
+    assert_eq!(s, 422, "{body}");
+    let problems = body["problems"].as_array().unwrap();
+    let rules: Vec<&str> = problems.iter().map(|p| p["rule"].as_str().unwrap()).collect();
+    for r in ["module", "k", "column_forbidden", "column", "epsilon"] {
+        assert!(rules.contains(&r), "{r} in {rules:?}");
+    }
+    let text = body.to_string();
+    assert!(text.contains("wasi_snapshot_preview1::fd_write"));
+    assert!(text.contains("person_id") && text.contains("nope"));
+
+    // A manifest that does not parse.
+    let (s, body) = api_submit(&app, &tok, WAT, "abi = 1\nname = ");
+    assert_eq!(s, 422);
+    assert_eq!(body["problems"][0]["rule"], "manifest");
+
+    // The browser form shows every rule and keeps what was typed.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let csrf = app.csrf(&alpha, "/jobs/new");
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", bad.clone())
+        .text("purpose", "我的目的");
+    let r = alpha
+        .post(app.url("/jobs"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let html = r.text().unwrap();
+    assert!(html.contains("我的目的"));
+    assert!(html.contains("person_id"));
+    assert!(html.contains("k = 5"));
+
+    // Nothing was recorded.
+    use dataop::schema::{computations, jobs};
+    let mut conn = app.conn();
+    let n: i64 = jobs::table.count().get_result(&mut *conn).unwrap();
+    let m: i64 = computations::table.count().get_result(&mut *conn).unwrap();
+    assert_eq!((n, m), (0, 0));
+
+    // An agreement's run budget used up.
+    drop(conn);
+    app.exec_sql("UPDATE agreements SET run_budget = 1");
+    let (s, _) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 201);
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 422);
+    assert_eq!(body["problems"][0]["rule"], "run_budget");
+}
+
+#[test]
+fn approval_is_pinned_by_hash() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (first, computation) = ids(&body);
+    approve(&app, computation);
+    // Same module and manifest: queued without approval, same computation.
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 201);
+    assert_eq!(body["state"], "queued");
+    assert_eq!(body["computation"], computation);
+    // A changed module is a new computation that needs approval, and says what it differs from.
+    let changed = WAT.replace(";; (a)", ";; (a, v2)");
+    let (s, body) = api_submit(&app, &tok, &changed, MANIFEST);
+    assert_eq!(s, 201);
+    assert_eq!(body["state"], "awaiting_approval");
+    let (job, other) = ids(&body);
+    assert_ne!(other, computation);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    let old = hex::encode(Sha256::digest(WAT.as_bytes()));
+    assert!(html.contains(&old), "names the approved hash it differs from");
+    assert_eq!(run_all(&app), 2);
+    assert_eq!(job_state(&app, first), "finished");
+    assert_eq!(job_state(&app, job), "awaiting_approval");
+    // Approving twice is a state conflict.
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let page = format!("/admin/computations/{computation}");
+    assert_eq!(post(&app, &reg, &page, &format!("{page}/approve"), &[]), 409);
+    // Rejection needs reasons, and refuses the waiting run.
+    let page = format!("/admin/computations/{other}");
+    assert_eq!(post(&app, &reg, &page, &format!("{page}/reject"), &[("note", "")]), 422);
+    assert_eq!(
+        post(&app, &reg, &page, &format!("{page}/reject"), &[("note", "输出维度过细")]),
+        303
+    );
+    assert_eq!(job_state(&app, job), "refused");
+    // Only the reviewer decides: an operator cannot approve.
+    assert_eq!(
+        post(&app, &alpha, &format!("/jobs/{job}"), &format!("/admin/computations/{other}/approve"), &[]),
+        403
+    );
+}
+
+#[test]
+fn cancellation_in_every_state() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let cancel = |job: i64| {
+        let page = format!("/jobs/{job}");
+        post(&app, &alpha, &page, &format!("{page}/cancel"), &[])
+    };
+    // Awaiting approval.
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (j1, c) = ids(&body);
+    assert_eq!(cancel(j1), 303);
+    assert_eq!(job_state(&app, j1), "cancelled");
+    assert_eq!(cancel(j1), 409, "an ended job cannot be cancelled again");
+    approve(&app, c);
+    assert_eq!(job_state(&app, j1), "cancelled", "approval does not revive it");
+    // Queued.
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (j2, _) = ids(&body);
+    assert_eq!(cancel(j2), 303);
+    // Running (claimed by a worker that has not finished).
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (j3, _) = ids(&body);
+    {
+        let mut conn = app.conn();
+        let got = worker::claim(&mut conn, "slow", app.state().clock.now(), Duration::seconds(30))
+            .unwrap();
+        assert_eq!(got, Some(j3));
+    }
+    assert_eq!(job_state(&app, j3), "running");
+    assert_eq!(cancel(j3), 303);
+    // Finished (waiting for review).
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (j4, _) = ids(&body);
+    assert_eq!(run_all(&app), 1, "only the live job runs");
+    assert_eq!(job_state(&app, j4), "finished");
+    assert_eq!(cancel(j4), 303);
+    assert_eq!(job_state(&app, j4), "cancelled");
+    assert_eq!(release(&app, j4), 409);
+}
+
+#[test]
+fn agreement_ended_between_approval_and_run_or_release() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (finished, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (queued, _) = ids(&body);
+    assert_eq!(job_state(&app, queued), "queued");
+
+    // The regulator terminates the agreement for a violation of law.
+    let agreement: i64 = {
+        use dataop::schema::agreements;
+        let mut conn = app.conn();
+        agreements::table
+            .select(agreements::id)
+            .first(&mut *conn)
+            .unwrap()
+    };
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let page = format!("/agreements/{agreement}");
+    assert_eq!(
+        post(
+            &app,
+            &reg,
+            &page,
+            &format!("/admin/agreements/{agreement}/terminate"),
+            &[("note", "违反《数据安全法》"), ("decision", ""), ("days", ""), ("name", "")]
+        ),
+        303
+    );
+    // The queued run does not start; the finished run's output is withheld at release.
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, queued), "cancelled");
+    assert_eq!(release(&app, finished), 303);
+    assert_eq!(job_state(&app, finished), "withheld");
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    assert_eq!(
+        app.get(&alpha, &format!("/jobs/{finished}/output.csv"))
+            .status()
+            .as_u16(),
+        404
+    );
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{queued}"));
+    assert!(html.contains("agreement ended"));
+}
+
+#[test]
+fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let m = manifest_with_epsilon("0.6");
+    let (s, body) = api_submit(&app, &tok, WAT, &m);
+    assert_eq!(s, 201, "{body}");
+    let (j1, c) = ids(&body);
+    approve(&app, c);
+    // A second run fits the untouched budget at submission.
+    let (s, body) = api_submit(&app, &tok, WAT, &m);
+    assert_eq!(s, 201);
+    let (j2, _) = ids(&body);
+    // Both run; only the first released output is debited (0.6 of 1).
+    assert_eq!(run_all(&app), 2);
+    assert_eq!(job_state(&app, j1), "finished");
+    assert_eq!(job_state(&app, j2), "finished");
+    assert_eq!(release(&app, j1), 303);
+    assert_eq!(job_state(&app, j1), "released");
+    // The second no longer fits: withheld at release.
+    assert_eq!(release(&app, j2), 303);
+    assert_eq!(job_state(&app, j2), "withheld");
+    // Shown to the operator.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, html) = app.get_text(&alpha, "/jobs");
+    assert!(html.contains("ε 0.6") && html.contains("ε 0.4"), "budget and remaining shown");
+    // Refused at submission now.
+    let (s, body) = api_submit(&app, &tok, WAT, &m);
+    assert_eq!(s, 422);
+    assert_eq!(body["problems"][0]["rule"], "epsilon");
+    // And at run time: a run queued while the budget fitted fails once it no longer does.
+    let (s, body) = api_submit(&app, &tok, WAT, &manifest_with_epsilon("0.3"));
+    assert_eq!(s, 201);
+    let (j3, c3) = ids(&body);
+    approve(&app, c3);
+    app.exec_sql(&format!(
+        "INSERT INTO budget_debits (org_id, agreement_id, dataset_id, job_id, epsilon, created_at) \
+         SELECT org_id, agreement_id, dataset_id, job_id, '0.2', created_at FROM budget_debits WHERE job_id = {j1}"
+    ));
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, j3), "failed");
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{j3}"));
+    assert!(html.contains("privacy budget exhausted"));
+}
+
+#[test]
+fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    {
+        let mut conn = app.conn();
+        let got = worker::claim(&mut conn, "dead", app.state().clock.now(), Duration::seconds(30))
+            .unwrap();
+        assert_eq!(got, Some(job));
+    }
+    // The lease is live: nobody else takes it.
+    assert_eq!(run_all(&app), 0);
+    assert_eq!(job_state(&app, job), "running");
+    app.state().clock.advance(Duration::seconds(31));
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, job), "finished");
+    use dataop::schema::jobs;
+    let mut conn = app.conn();
+    let attempts: i32 = jobs::table
+        .find(job)
+        .select(jobs::attempts)
+        .first(&mut *conn)
+        .unwrap();
+    assert_eq!(attempts, 2);
+}
+
+#[test]
+fn two_workers_never_run_the_same_job() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (_, c) = ids(&body);
+    approve(&app, c);
+    for _ in 0..5 {
+        assert_eq!(api_submit(&app, &tok, WAT, MANIFEST).0, 201);
+    }
+    let state = app.state();
+    let done: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = ["w1", "w2"]
+            .into_iter()
+            .map(|w| {
+                s.spawn(move || {
+                    let mut n = 0;
+                    while worker::run_once(state, w).unwrap() {
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(done.iter().sum::<usize>(), 6);
+    use dataop::schema::{audit_log, jobs};
+    let mut conn = app.conn();
+    let rows: Vec<(String, i32)> = jobs::table
+        .select((jobs::state, jobs::attempts))
+        .load(&mut *conn)
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|(s, a)| s == "finished" && *a == 1), "{rows:?}");
+    let claims: i64 = audit_log::table
+        .filter(audit_log::action.eq("job.claim"))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(claims, 6);
+}
+
+#[test]
+fn only_trained_members_and_the_platform_admin_manage_training() {
+    let app = world();
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    assert_eq!(app.get(&alpha, "/admin/trainings").status().as_u16(), 403);
+    let (_, html) = app.get_text(&alpha, "/jobs/new");
+    assert!(html.contains("notice-error"), "untrained member is told");
+    let platform = app.logged_in("platform", DEMO_PASSWORD);
+    let r = app.post_form_from(
+        &platform,
+        "/admin/trainings",
+        "/admin/trainings",
+        &[
+            ("username", "alpha"),
+            ("course", "x"),
+            ("trained_on", "2026-01-10"),
+            ("expires_on", "2025-01-10"),
+        ],
+    );
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().unwrap().contains("2025-01-10"), "form re-shown");
+    train(&app, "alpha");
+    let (_, html) = app.get_text(&alpha, "/jobs/new");
+    assert!(!html.contains("notice-error"));
+}
