@@ -64,6 +64,20 @@ fn load(conn: &mut DbConnection, id: i64) -> Result<Agreement, AppError> {
     model::find(conn, id)?.ok_or_else(AppError::not_found)
 }
 
+/// An agreement as its operator may act on it: its own, and no longer a draft (drafts are
+/// the regulator's until sent); anything else is 404.
+fn load_for_operator(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<Agreement, AppError> {
+    let a = load(conn, id)?;
+    if a.operator_org_id != user.org_id || a.st() == AgreementState::Draft {
+        return Err(AppError::not_found());
+    }
+    Ok(a)
+}
+
 fn set_state(
     conn: &mut DbConnection,
     id: i64,
@@ -305,13 +319,25 @@ pub fn create_draft(
                 agreements::operator_name.eq(&app.org_name),
                 agreements::operator_credit_code.eq(credit_code),
                 agreements::state.eq(AgreementState::Draft.as_str()),
+                agreements::purpose.eq(&terms.purpose),
+                agreements::scenario.eq(&terms.scenario),
+                agreements::security_measures.eq(&terms.security_measures),
+                agreements::disposal.eq(&terms.disposal),
+                agreements::trial_months.eq(terms.trial_months),
+                agreements::price_per_job.eq(&terms.price_per_job),
+                agreements::price_per_thousand_rows.eq(&terms.price_per_thousand_rows),
+                agreements::split_platform.eq(&terms.split.0),
+                agreements::split_provider.eq(&terms.split.1),
+                agreements::split_operator.eq(&terms.split.2),
+                agreements::run_budget.eq(terms.run_budget),
+                agreements::run_period.eq(&terms.run_period),
                 agreements::created_by.eq(user.id),
                 agreements::created_at.eq(now),
                 agreements::updated_at.eq(now),
             ))
             .returning(agreements::id)
             .get_result(conn)?;
-        write_terms(conn, id, terms, now)?;
+        replace_datasets(conn, id, &terms.datasets)?;
         record(
             conn,
             &user.actor(),
@@ -469,10 +495,7 @@ pub fn operator_sign(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         let to = transition(&a, AgreementAction::OperatorSign)?;
         if typed_name.trim() != a.operator_name {
             return Err(
@@ -760,10 +783,7 @@ pub fn answer_rectification(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         let r = load_rect(conn, id, rid)?;
         let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
         let to = machine::apply_rectification(
@@ -877,10 +897,7 @@ pub fn request_termination(
 ) -> Result<i64, AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         transition(&a, AgreementAction::End(EndReason::TerminatedOnRequest))?;
         let pending: i64 = termination_requests::table
             .filter(termination_requests::agreement_id.eq(id))
@@ -1021,10 +1038,7 @@ pub fn file_disposal(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         if !matches!(a.st(), AgreementState::Ended(_)) {
             return Err(AppError::conflict("agreements.refuse.disposal_not_ended"));
         }
