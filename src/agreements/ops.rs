@@ -783,7 +783,7 @@ pub fn answer_rectification(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load_for_operator(conn, user, id)?;
+        load_for_operator(conn, user, id)?;
         let r = load_rect(conn, id, rid)?;
         let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
         let to = machine::apply_rectification(
