@@ -972,6 +972,14 @@ fn violation_terminates_at_once() {
     let page = format!("/agreements/{id}");
     let (s, _) = post(
         app,
+        &w.alpha,
+        &page,
+        &format!("/agreements/{id}/termination-request"),
+        &[("note", "业务调整")],
+    );
+    assert_eq!(s, 303);
+    let (s, _) = post(
+        app,
         &w.reg,
         &page,
         &format!("/admin/agreements/{id}/terminate"),
@@ -996,6 +1004,11 @@ fn violation_terminates_at_once() {
     );
     assert_eq!(s, 303);
     assert_eq!(state_of(app, id), "terminated_for_violation");
+    assert_eq!(
+        count(app, "termination_requests", "state = 'closed'"),
+        1,
+        "the pending request is closed with the agreement"
+    );
     assert_eq!(w.api_status(&token), 401);
     assert!(w.access(w.ds[0]).is_none());
     assert_eq!(w.credit_records(), 1);
@@ -1015,4 +1028,64 @@ fn violation_terminates_at_once() {
     assert_eq!(w.disposal_queue(), [id]);
     w.file_disposal(id);
     assert!(w.disposal_queue().is_empty());
+}
+
+#[test]
+fn demo_agreement_navigation_and_english() {
+    let app = TestApp::builder().demo().start();
+    let anon = app.client();
+    let (_, home) = app.get_text(&anon, "/");
+    assert!(home.contains("href=\"/agreements/verify\""));
+    let (s, desk) = app.get_text(
+        &app.logged_in("regulator", DEMO_PASSWORD),
+        "/admin/agreements",
+    );
+    assert_eq!(s, 200, "the desk renders with no agreements");
+    assert!(desk.contains("暂无"));
+
+    let (provider_org, provider_user) = org_of(&app, "provider");
+    let fields = DatasetFields {
+        title_zh: "门诊就诊记录（合成数据）".into(),
+        title_en: dataop::catalog::demo::DEMO_TITLE_EN.into(),
+        description_zh: "d".into(),
+        description_en: "d".into(),
+        category: "medical_services".into(),
+        grade: 3,
+        open_type: "conditional".into(),
+        sharing_type: "conditional".into(),
+        update_frequency: "monthly".into(),
+        source: "HIS".into(),
+        contact: "office".into(),
+    };
+    let ds = insert_dataset(&mut app.conn(), provider_org, provider_user, &fields).unwrap();
+    dataop::agreements::demo::seed(app.state()).unwrap();
+    dataop::agreements::demo::seed(app.state()).unwrap();
+    assert_eq!(count(&app, "agreements", "1 = 1"), 1, "idempotent");
+    let (org, _) = org_of(&app, "alpha");
+    let today = app.state().clock.today();
+    let r = dataop::agreements::in_force_for(&mut app.conn(), org, ds, today)
+        .unwrap()
+        .expect("alpha's demo agreement is in force");
+
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, home) = app.get_text(&alpha, "/");
+    assert!(home.contains("href=\"/agreements\""));
+    let (_, mine) = app.get_text(&alpha, "/agreements");
+    assert!(mine.contains(&r.number) && mine.contains("履行中"));
+
+    let hash: String = {
+        use dataop::schema::agreement_signatures;
+        agreement_signatures::table
+            .find(r.id)
+            .select(agreement_signatures::canonical_sha256.assume_not_null())
+            .first(&mut *app.conn())
+            .unwrap()
+    };
+    assert_eq!(app.get(&anon, "/lang/en?next=/").status().as_u16(), 303);
+    let (_, v) = app.get_text(
+        &anon,
+        &format!("/agreements/verify?number={}&hash={hash}", r.number),
+    );
+    assert!(v.contains("Valid: agreement"), "{v}");
+    assert!(v.contains("current status: In force"));
 }

@@ -619,10 +619,39 @@ pub fn stop_pending_work(_conn: &mut DbConnection, _agreement: &Agreement) -> Qu
     Ok(0)
 }
 
+/// Closes the rectification orders and termination requests still open on an agreement that
+/// ends (by their machines' `Close` transition), so no queue keeps them.
+fn close_open_steps(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> QueryResult<()> {
+    for r in model::rectifications_of(conn, id)? {
+        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+        if let Ok(to) = machine::apply_rectification(state, RectificationAction::Close) {
+            diesel::update(rectifications::table.find(r.id))
+                .set((
+                    rectifications::state.eq(to.as_str()),
+                    rectifications::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+    }
+    for q in model::requests_of(conn, id)? {
+        let state = RequestState::parse(&q.state).unwrap_or(RequestState::Pending);
+        if let Ok(to) = machine::apply_request(state, RequestAction::Close) {
+            diesel::update(termination_requests::table.find(q.id))
+                .set((
+                    termination_requests::state.eq(to.as_str()),
+                    termination_requests::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
 /// Ends an agreement by one of the four exit routes, with every consequence: the state, the
 /// operator's API tokens revoked (unless another of its agreements still runs), its pending
 /// work stopped, a credit record for routes (c) and (d), the emails to both parties, and the
-/// audit entry. Dataset access ends with the state ([`super::in_force_for`]). The disposal
+/// audit entry; open rectification orders and termination requests are closed. Dataset access
+/// ends with the state ([`super::in_force_for`]). The disposal
 /// confirmation is then outstanding until the operator files it.
 pub fn end(
     conn: &mut DbConnection,
@@ -659,6 +688,7 @@ pub fn end(
         .execute(conn)?
     };
     let stopped = stop_pending_work(conn, a)?;
+    close_open_steps(conn, a.id, now)?;
     if matches!(
         reason,
         EndReason::TerminatedForBreach | EndReason::TerminatedForViolation
