@@ -1089,3 +1089,28 @@ fn demo_agreement_navigation_and_english() {
     assert!(v.contains("Valid: agreement"), "{v}");
     assert!(v.contains("current status: In force"));
 }
+
+#[test]
+fn tokens_survive_while_another_agreement_runs() {
+    let w = world();
+    let app = &w.app;
+    let first = w.in_force();
+    let second = w.in_force();
+    let token = w.token();
+    let terminate = |id: i64| {
+        post(
+            app,
+            &w.reg,
+            &format!("/agreements/{id}"),
+            &format!("/admin/agreements/{id}/terminate"),
+            &[("note", "违法")],
+        )
+        .0
+    };
+    assert_eq!(terminate(first), 303);
+    assert_eq!(w.api_status(&token), 200, "the second agreement still runs");
+    assert_eq!(w.access(w.ds[0]).map(|r| r.id), Some(second));
+    assert_eq!(terminate(second), 303);
+    assert_eq!(w.api_status(&token), 401);
+    assert!(w.access(w.ds[0]).is_none());
+}

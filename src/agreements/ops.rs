@@ -621,7 +621,12 @@ pub fn stop_pending_work(_conn: &mut DbConnection, _agreement: &Agreement) -> Qu
 
 /// Closes the rectification orders and termination requests still open on an agreement that
 /// ends (by their machines' `Close` transition), so no queue keeps them.
-fn close_open_steps(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> QueryResult<()> {
+fn close_open_steps(
+    conn: &mut DbConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<(usize, usize)> {
+    let mut closed = (0, 0);
     for r in model::rectifications_of(conn, id)? {
         let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
         if let Ok(to) = machine::apply_rectification(state, RectificationAction::Close) {
@@ -631,6 +636,7 @@ fn close_open_steps(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> Que
                     rectifications::decided_at.eq(now),
                 ))
                 .execute(conn)?;
+            closed.0 += 1;
         }
     }
     for q in model::requests_of(conn, id)? {
@@ -642,9 +648,10 @@ fn close_open_steps(conn: &mut DbConnection, id: i64, now: NaiveDateTime) -> Que
                     termination_requests::decided_at.eq(now),
                 ))
                 .execute(conn)?;
+            closed.1 += 1;
         }
     }
-    Ok(())
+    Ok(closed)
 }
 
 /// Ends an agreement by one of the four exit routes, with every consequence: the state, the
@@ -688,7 +695,7 @@ pub fn end(
         .execute(conn)?
     };
     let stopped = stop_pending_work(conn, a)?;
-    close_open_steps(conn, a.id, now)?;
+    let (rectifications_closed, requests_closed) = close_open_steps(conn, a.id, now)?;
     if matches!(
         reason,
         EndReason::TerminatedForBreach | EndReason::TerminatedForViolation
@@ -714,6 +721,8 @@ pub fn end(
             "note": end_note,
             "api_tokens_revoked": tokens_revoked,
             "pending_work_stopped": stopped,
+            "rectifications_closed": rectifications_closed,
+            "termination_requests_closed": requests_closed,
         }),
     )?;
     notify_parties(
