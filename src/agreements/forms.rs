@@ -180,7 +180,7 @@ impl DraftForm {
     /// Whether dataset `id` is ticked.
     pub fn has_dataset(&self, id: &i64) -> bool {
         let id = id.to_string();
-        self.datasets.iter().any(|d| *d == id)
+        self.datasets.contains(&id)
     }
 
     /// The epsilon typed for dataset `id`.

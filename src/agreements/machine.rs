@@ -199,16 +199,19 @@ pub enum RectificationState {
     Rejected,
     /// The deadline passed unanswered; the agreement was terminated.
     Lapsed,
+    /// Closed undecided because the agreement ended by another route.
+    Closed,
 }
 
 impl RectificationState {
     /// Every state.
-    pub const ALL: [RectificationState; 5] = [
+    pub const ALL: [RectificationState; 6] = [
         RectificationState::Ordered,
         RectificationState::Answered,
         RectificationState::Accepted,
         RectificationState::Rejected,
         RectificationState::Lapsed,
+        RectificationState::Closed,
     ];
 
     /// The stored code.
@@ -219,6 +222,7 @@ impl RectificationState {
             RectificationState::Accepted => "accepted",
             RectificationState::Rejected => "rejected",
             RectificationState::Lapsed => "lapsed",
+            RectificationState::Closed => "closed",
         }
     }
 
@@ -250,6 +254,8 @@ pub enum RectificationAction {
         /// Whether the deadline has passed.
         overdue: bool,
     },
+    /// The agreement ended by another route while the order was open.
+    Close,
 }
 
 /// The one transition function of rectification orders.
@@ -269,12 +275,15 @@ pub fn apply_rectification(
             Err(Refusal("agreements.refuse.rect_not_overdue"))
         }
         (S::Ordered, A::Accept | A::Reject) => Err(Refusal("agreements.refuse.rect_unanswered")),
+        (S::Ordered | S::Answered, A::Close) => Ok(S::Closed),
         (S::Answered, A::Accept) => Ok(S::Accepted),
         (S::Answered, A::Reject) => Ok(S::Rejected),
         (S::Answered, A::Answer { .. } | A::TerminateUnanswered { .. }) => {
             Err(Refusal("agreements.refuse.rect_answered"))
         }
-        (S::Accepted | S::Rejected | S::Lapsed, _) => Err(Refusal("agreements.refuse.rect_closed")),
+        (S::Accepted | S::Rejected | S::Lapsed | S::Closed, _) => {
+            Err(Refusal("agreements.refuse.rect_closed"))
+        }
     }
 }
 
@@ -287,14 +296,17 @@ pub enum RequestState {
     Approved,
     /// Refused: the agreement continues.
     Refused,
+    /// Closed undecided because the agreement ended by another route.
+    Closed,
 }
 
 impl RequestState {
     /// Every state.
-    pub const ALL: [RequestState; 3] = [
+    pub const ALL: [RequestState; 4] = [
         RequestState::Pending,
         RequestState::Approved,
         RequestState::Refused,
+        RequestState::Closed,
     ];
 
     /// The stored code.
@@ -303,6 +315,7 @@ impl RequestState {
             RequestState::Pending => "pending",
             RequestState::Approved => "approved",
             RequestState::Refused => "refused",
+            RequestState::Closed => "closed",
         }
     }
 
@@ -324,6 +337,8 @@ pub enum RequestAction {
     Approve,
     /// Keep the agreement.
     Refuse,
+    /// The agreement ended by another route while the request was pending.
+    Close,
 }
 
 /// The one transition function of termination requests.
@@ -331,7 +346,8 @@ pub fn apply_request(state: RequestState, action: RequestAction) -> Result<Reque
     match (state, action) {
         (RequestState::Pending, RequestAction::Approve) => Ok(RequestState::Approved),
         (RequestState::Pending, RequestAction::Refuse) => Ok(RequestState::Refused),
-        (RequestState::Approved | RequestState::Refused, _) => {
+        (RequestState::Pending, RequestAction::Close) => Ok(RequestState::Closed),
+        (RequestState::Approved | RequestState::Refused | RequestState::Closed, _) => {
             Err(Refusal("agreements.refuse.request_decided"))
         }
     }
@@ -436,6 +452,7 @@ mod tests {
             RA::Reject,
             RA::TerminateUnanswered { overdue: false },
             RA::TerminateUnanswered { overdue: true },
+            RA::Close,
         ];
         for s in RS::ALL {
             for a in actions {
@@ -444,6 +461,7 @@ mod tests {
                     (RS::Ordered, RA::TerminateUnanswered { overdue: true }) => Some(RS::Lapsed),
                     (RS::Answered, RA::Accept) => Some(RS::Accepted),
                     (RS::Answered, RA::Reject) => Some(RS::Rejected),
+                    (RS::Ordered | RS::Answered, RA::Close) => Some(RS::Closed),
                     _ => None,
                 };
                 match (apply_rectification(s, a), want) {
@@ -469,8 +487,9 @@ mod tests {
         use RequestState as QS;
         assert_eq!(apply_request(QS::Pending, QA::Approve), Ok(QS::Approved));
         assert_eq!(apply_request(QS::Pending, QA::Refuse), Ok(QS::Refused));
-        for s in [QS::Approved, QS::Refused] {
-            for a in [QA::Approve, QA::Refuse] {
+        assert_eq!(apply_request(QS::Pending, QA::Close), Ok(QS::Closed));
+        for s in [QS::Approved, QS::Refused, QS::Closed] {
+            for a in [QA::Approve, QA::Refuse, QA::Close] {
                 assert_eq!(
                     apply_request(s, a),
                     Err(Refusal("agreements.refuse.request_decided"))

@@ -64,6 +64,20 @@ fn load(conn: &mut DbConnection, id: i64) -> Result<Agreement, AppError> {
     model::find(conn, id)?.ok_or_else(AppError::not_found)
 }
 
+/// An agreement as its operator may act on it: its own, and no longer a draft (drafts are
+/// the regulator's until sent); anything else is 404.
+fn load_for_operator(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<Agreement, AppError> {
+    let a = load(conn, id)?;
+    if a.operator_org_id != user.org_id || a.st() == AgreementState::Draft {
+        return Err(AppError::not_found());
+    }
+    Ok(a)
+}
+
 fn set_state(
     conn: &mut DbConnection,
     id: i64,
@@ -305,13 +319,25 @@ pub fn create_draft(
                 agreements::operator_name.eq(&app.org_name),
                 agreements::operator_credit_code.eq(credit_code),
                 agreements::state.eq(AgreementState::Draft.as_str()),
+                agreements::purpose.eq(&terms.purpose),
+                agreements::scenario.eq(&terms.scenario),
+                agreements::security_measures.eq(&terms.security_measures),
+                agreements::disposal.eq(&terms.disposal),
+                agreements::trial_months.eq(terms.trial_months),
+                agreements::price_per_job.eq(&terms.price_per_job),
+                agreements::price_per_thousand_rows.eq(&terms.price_per_thousand_rows),
+                agreements::split_platform.eq(&terms.split.0),
+                agreements::split_provider.eq(&terms.split.1),
+                agreements::split_operator.eq(&terms.split.2),
+                agreements::run_budget.eq(terms.run_budget),
+                agreements::run_period.eq(&terms.run_period),
                 agreements::created_by.eq(user.id),
                 agreements::created_at.eq(now),
                 agreements::updated_at.eq(now),
             ))
             .returning(agreements::id)
             .get_result(conn)?;
-        write_terms(conn, id, terms, now)?;
+        replace_datasets(conn, id, &terms.datasets)?;
         record(
             conn,
             &user.actor(),
@@ -469,10 +495,7 @@ pub fn operator_sign(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         let to = transition(&a, AgreementAction::OperatorSign)?;
         if typed_name.trim() != a.operator_name {
             return Err(
@@ -596,10 +619,46 @@ pub fn stop_pending_work(_conn: &mut DbConnection, _agreement: &Agreement) -> Qu
     Ok(0)
 }
 
+/// Closes the rectification orders and termination requests still open on an agreement that
+/// ends (by their machines' `Close` transition), so no queue keeps them.
+fn close_open_steps(
+    conn: &mut DbConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<(usize, usize)> {
+    let mut closed = (0, 0);
+    for r in model::rectifications_of(conn, id)? {
+        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+        if let Ok(to) = machine::apply_rectification(state, RectificationAction::Close) {
+            diesel::update(rectifications::table.find(r.id))
+                .set((
+                    rectifications::state.eq(to.as_str()),
+                    rectifications::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+            closed.0 += 1;
+        }
+    }
+    for q in model::requests_of(conn, id)? {
+        let state = RequestState::parse(&q.state).unwrap_or(RequestState::Pending);
+        if let Ok(to) = machine::apply_request(state, RequestAction::Close) {
+            diesel::update(termination_requests::table.find(q.id))
+                .set((
+                    termination_requests::state.eq(to.as_str()),
+                    termination_requests::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+            closed.1 += 1;
+        }
+    }
+    Ok(closed)
+}
+
 /// Ends an agreement by one of the four exit routes, with every consequence: the state, the
 /// operator's API tokens revoked (unless another of its agreements still runs), its pending
 /// work stopped, a credit record for routes (c) and (d), the emails to both parties, and the
-/// audit entry. Dataset access ends with the state ([`super::in_force_for`]). The disposal
+/// audit entry; open rectification orders and termination requests are closed. Dataset access
+/// ends with the state ([`super::in_force_for`]). The disposal
 /// confirmation is then outstanding until the operator files it.
 pub fn end(
     conn: &mut DbConnection,
@@ -636,6 +695,7 @@ pub fn end(
         .execute(conn)?
     };
     let stopped = stop_pending_work(conn, a)?;
+    let (rectifications_closed, requests_closed) = close_open_steps(conn, a.id, now)?;
     if matches!(
         reason,
         EndReason::TerminatedForBreach | EndReason::TerminatedForViolation
@@ -661,6 +721,8 @@ pub fn end(
             "note": end_note,
             "api_tokens_revoked": tokens_revoked,
             "pending_work_stopped": stopped,
+            "rectifications_closed": rectifications_closed,
+            "termination_requests_closed": requests_closed,
         }),
     )?;
     notify_parties(
@@ -760,10 +822,7 @@ pub fn answer_rectification(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        load_for_operator(conn, user, id)?;
         let r = load_rect(conn, id, rid)?;
         let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
         let to = machine::apply_rectification(
@@ -877,10 +936,7 @@ pub fn request_termination(
 ) -> Result<i64, AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         transition(&a, AgreementAction::End(EndReason::TerminatedOnRequest))?;
         let pending: i64 = termination_requests::table
             .filter(termination_requests::agreement_id.eq(id))
@@ -1021,10 +1077,7 @@ pub fn file_disposal(
 ) -> Result<(), AppError> {
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
-        let a = load(conn, id)?;
-        if a.operator_org_id != user.org_id {
-            return Err(AppError::not_found());
-        }
+        let a = load_for_operator(conn, user, id)?;
         if !matches!(a.st(), AgreementState::Ended(_)) {
             return Err(AppError::conflict("agreements.refuse.disposal_not_ended"));
         }
