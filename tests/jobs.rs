@@ -115,7 +115,13 @@ fn approve(app: &TestApp, computation: i64) {
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
     let page = format!("/admin/computations/{computation}");
     assert_eq!(
-        post(app, &reg, &page, &format!("{page}/approve"), &[("note", "")]),
+        post(
+            app,
+            &reg,
+            &page,
+            &format!("{page}/approve"),
+            &[("note", "")]
+        ),
         303
     );
 }
@@ -127,7 +133,10 @@ fn release(app: &TestApp, job: i64) -> u16 {
 }
 
 fn ids(v: &serde_json::Value) -> (i64, i64) {
-    (v["id"].as_i64().unwrap(), v["computation"].as_i64().unwrap())
+    (
+        v["id"].as_i64().unwrap(),
+        v["computation"].as_i64().unwrap(),
+    )
 }
 
 #[test]
@@ -252,13 +261,25 @@ fn whole_path_from_upload_to_signed_download() {
     assert!(queue.contains(&format!("/jobs/{job}\"")));
     let page = format!("/jobs/{job}");
     assert_eq!(
-        post(&app, &alpha, &page, &format!("{page}/usage"), &[("note", "用于区卫健委年度报告")]),
+        post(
+            &app,
+            &alpha,
+            &page,
+            &format!("{page}/usage"),
+            &[("note", "用于区卫健委年度报告")]
+        ),
         303
     );
     let (_, queue) = app.get_text(&reg, "/admin/jobs");
     assert!(!queue.contains(&format!("/jobs/{job}\"")));
     assert_eq!(
-        post(&app, &alpha, &page, &format!("{page}/usage"), &[("note", "again")]),
+        post(
+            &app,
+            &alpha,
+            &page,
+            &format!("{page}/usage"),
+            &[("note", "again")]
+        ),
         409
     );
 
@@ -315,7 +336,10 @@ fn every_refusal_at_submission_names_its_rule() {
     let (s, body) = api_submit(&app, &tok, &wasi, &bad);
     assert_eq!(s, 422, "{body}");
     let problems = body["problems"].as_array().unwrap();
-    let rules: Vec<&str> = problems.iter().map(|p| p["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> = problems
+        .iter()
+        .map(|p| p["rule"].as_str().unwrap())
+        .collect();
     for r in ["module", "k", "column_forbidden", "column", "epsilon"] {
         assert!(rules.contains(&r), "{r} in {rules:?}");
     }
@@ -339,11 +363,7 @@ fn every_refusal_at_submission_names_its_rule() {
         )
         .text("manifest", bad.clone())
         .text("purpose", "我的目的");
-    let r = alpha
-        .post(app.url("/jobs"))
-        .multipart(form)
-        .send()
-        .unwrap();
+    let r = alpha.post(app.url("/jobs")).multipart(form).send().unwrap();
     assert_eq!(r.status().as_u16(), 422);
     let html = r.text().unwrap();
     assert!(html.contains("我的目的"));
@@ -390,25 +410,52 @@ fn approval_is_pinned_by_hash() {
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{job}"));
     let old = hex::encode(Sha256::digest(WAT.as_bytes()));
-    assert!(html.contains(&old), "names the approved hash it differs from");
+    assert!(
+        html.contains(&old),
+        "names the approved hash it differs from"
+    );
     assert_eq!(run_all(&app), 2);
     assert_eq!(job_state(&app, first), "finished");
     assert_eq!(job_state(&app, job), "awaiting_approval");
     // Approving twice is a state conflict.
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
     let page = format!("/admin/computations/{computation}");
-    assert_eq!(post(&app, &reg, &page, &format!("{page}/approve"), &[]), 409);
+    assert_eq!(
+        post(&app, &reg, &page, &format!("{page}/approve"), &[]),
+        409
+    );
     // Rejection needs reasons, and refuses the waiting run.
     let page = format!("/admin/computations/{other}");
-    assert_eq!(post(&app, &reg, &page, &format!("{page}/reject"), &[("note", "")]), 422);
     assert_eq!(
-        post(&app, &reg, &page, &format!("{page}/reject"), &[("note", "输出维度过细")]),
+        post(
+            &app,
+            &reg,
+            &page,
+            &format!("{page}/reject"),
+            &[("note", "")]
+        ),
+        422
+    );
+    assert_eq!(
+        post(
+            &app,
+            &reg,
+            &page,
+            &format!("{page}/reject"),
+            &[("note", "输出维度过细")]
+        ),
         303
     );
     assert_eq!(job_state(&app, job), "refused");
     // Only the reviewer decides: an operator cannot approve.
     assert_eq!(
-        post(&app, &alpha, &format!("/jobs/{job}"), &format!("/admin/computations/{other}/approve"), &[]),
+        post(
+            &app,
+            &alpha,
+            &format!("/jobs/{job}"),
+            &format!("/admin/computations/{other}/approve"),
+            &[]
+        ),
         403
     );
 }
@@ -430,7 +477,11 @@ fn cancellation_in_every_state() {
     assert_eq!(job_state(&app, j1), "cancelled");
     assert_eq!(cancel(j1), 409, "an ended job cannot be cancelled again");
     approve(&app, c);
-    assert_eq!(job_state(&app, j1), "cancelled", "approval does not revive it");
+    assert_eq!(
+        job_state(&app, j1),
+        "cancelled",
+        "approval does not revive it"
+    );
     // Queued.
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (j2, _) = ids(&body);
@@ -440,8 +491,13 @@ fn cancellation_in_every_state() {
     let (j3, _) = ids(&body);
     {
         let mut conn = app.conn();
-        let got = worker::claim(&mut conn, "slow", app.state().clock.now(), Duration::seconds(30))
-            .unwrap();
+        let got = worker::claim(
+            &mut conn,
+            "slow",
+            app.state().clock.now(),
+            Duration::seconds(30),
+        )
+        .unwrap();
         assert_eq!(got, Some(j3));
     }
     assert_eq!(job_state(&app, j3), "running");
@@ -486,7 +542,12 @@ fn agreement_ended_between_approval_and_run_or_release() {
             &reg,
             &page,
             &format!("/admin/agreements/{agreement}/terminate"),
-            &[("note", "违反《数据安全法》"), ("decision", ""), ("days", ""), ("name", "")]
+            &[
+                ("note", "违反《数据安全法》"),
+                ("decision", ""),
+                ("days", ""),
+                ("name", "")
+            ]
         ),
         303
     );
@@ -532,7 +593,10 @@ fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
     // Shown to the operator.
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, html) = app.get_text(&alpha, "/jobs");
-    assert!(html.contains("ε 0.6") && html.contains("ε 0.4"), "budget and remaining shown");
+    assert!(
+        html.contains("ε 0.6") && html.contains("ε 0.4"),
+        "budget and remaining shown"
+    );
     // Refused at submission now.
     let (s, body) = api_submit(&app, &tok, WAT, &m);
     assert_eq!(s, 422);
@@ -562,8 +626,13 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
     approve(&app, c);
     {
         let mut conn = app.conn();
-        let got = worker::claim(&mut conn, "dead", app.state().clock.now(), Duration::seconds(30))
-            .unwrap();
+        let got = worker::claim(
+            &mut conn,
+            "dead",
+            app.state().clock.now(),
+            Duration::seconds(30),
+        )
+        .unwrap();
         assert_eq!(got, Some(job));
     }
     // The lease is live: nobody else takes it.
@@ -617,7 +686,10 @@ fn two_workers_never_run_the_same_job() {
         .load(&mut *conn)
         .unwrap();
     assert_eq!(rows.len(), 6);
-    assert!(rows.iter().all(|(s, a)| s == "finished" && *a == 1), "{rows:?}");
+    assert!(
+        rows.iter().all(|(s, a)| s == "finished" && *a == 1),
+        "{rows:?}"
+    );
     let claims: i64 = audit_log::table
         .filter(audit_log::action.eq("job.claim"))
         .count()

@@ -293,11 +293,11 @@ pub fn computations_of(conn: &mut DbConnection, org_id: i64) -> QueryResult<Vec<
         .load(conn)
 }
 
-/// The module's index row: (size, imports, exports).
-pub fn module_info(
-    conn: &mut DbConnection,
-    sha256: &str,
-) -> QueryResult<Option<(i64, Vec<String>, Vec<String>)>> {
+/// A module's size, imports and exports.
+pub type ModuleInfo = (i64, Vec<String>, Vec<String>);
+
+/// The module's index row.
+pub fn module_info(conn: &mut DbConnection, sha256: &str) -> QueryResult<Option<ModuleInfo>> {
     let row: Option<(i64, String, String)> = job_modules::table
         .find(sha256)
         .select((

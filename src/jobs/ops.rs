@@ -81,7 +81,7 @@ fn notify_role(
     id: i64,
     args: &[(&str, String)],
 ) -> QueryResult<()> {
-    mail::to_role(
+    super::notify_reviewers(
         conn,
         role,
         &Notice {

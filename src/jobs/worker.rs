@@ -424,7 +424,7 @@ fn finish(
         };
         mail::to_org(conn, j.org_id, &notice)?;
         if finished {
-            mail::to_role(
+            super::notify_reviewers(
                 conn,
                 super::reviewer_role(state),
                 &Notice {
