@@ -517,15 +517,50 @@ fn agreement_ended_between_approval_and_run_or_release() {
     let app = world();
     train(&app, "alpha");
     let tok = token(&app, "alpha");
+    let submit_two = || {
+        let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+        let (finished, c) = ids(&body);
+        if body["state"] == "awaiting_approval" {
+            approve(&app, c);
+        }
+        assert_eq!(run_all(&app), 1);
+        assert_eq!(job_state(&app, finished), "finished");
+        let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+        let (queued, _) = ids(&body);
+        assert_eq!(job_state(&app, queued), "queued");
+        (finished, queued)
+    };
+
+    // The term runs out before the scheduler has ended the agreement: the run is checked at
+    // start (it does not start) and the output at release (it is withheld).
+    let (finished, queued) = submit_two();
+    app.state().clock.advance(Duration::days(3 * 365));
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, queued), "cancelled");
+    assert_eq!(release(&app, finished), 303);
+    assert_eq!(job_state(&app, finished), "withheld");
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    assert_eq!(
+        app.get(&alpha, &format!("/jobs/{finished}/output.csv"))
+            .status()
+            .as_u16(),
+        404
+    );
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{queued}"));
+    assert!(html.contains("agreement ended"));
+}
+
+#[test]
+fn terminating_the_agreement_stops_pending_work() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (finished, c) = ids(&body);
     approve(&app, c);
     assert_eq!(run_all(&app), 1);
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (queued, _) = ids(&body);
-    assert_eq!(job_state(&app, queued), "queued");
-
-    // The regulator terminates the agreement for a violation of law.
     let agreement: i64 = {
         use dataop::schema::agreements;
         let mut conn = app.conn();
@@ -551,20 +586,20 @@ fn agreement_ended_between_approval_and_run_or_release() {
         ),
         303
     );
-    // The queued run does not start; the finished run's output is withheld at release.
-    assert_eq!(run_all(&app), 1);
     assert_eq!(job_state(&app, queued), "cancelled");
-    assert_eq!(release(&app, finished), 303);
     assert_eq!(job_state(&app, finished), "withheld");
-    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
-    assert_eq!(
-        app.get(&alpha, &format!("/jobs/{finished}/output.csv"))
-            .status()
-            .as_u16(),
-        404
-    );
-    let (_, html) = app.get_text(&alpha, &format!("/jobs/{queued}"));
-    assert!(html.contains("agreement ended"));
+    assert_eq!(run_all(&app), 0);
+    assert_eq!(release(&app, finished), 409);
+    use dataop::schema::audit_log;
+    let mut conn = app.conn();
+    let details: String = audit_log::table
+        .filter(audit_log::object_type.eq("agreement"))
+        .filter(audit_log::details.like("%pending_work_stopped%"))
+        .select(audit_log::details)
+        .order(audit_log::id.desc())
+        .first(&mut *conn)
+        .unwrap();
+    assert!(details.contains("\"pending_work_stopped\":2"), "{details}");
 }
 
 #[test]

@@ -608,15 +608,17 @@ pub fn seal(
     })
 }
 
-/// The hook that stops the operator's pending work under an ended agreement; returns how many
-/// pieces of work it stopped.
-///
-/// The platform has no job queue yet, so there is nothing to stop and it returns 0; the jobs
-/// issue fills it in (cancel the organisation's queued and running jobs on the agreement's
-/// datasets). Every exit calls it inside its transaction and records the count in the exit's
-/// audit entry (`pending_work_stopped`).
-pub fn stop_pending_work(_conn: &mut DbConnection, _agreement: &Agreement) -> QueryResult<u64> {
-    Ok(0)
+/// The hook that stops the operator's pending work under an ended agreement (its open
+/// computation jobs: see [`crate::jobs::ops::stop_for_agreement`]); returns how many pieces of
+/// work it stopped. Every exit calls it inside its transaction and records the count in the
+/// exit's audit entry (`pending_work_stopped`).
+pub fn stop_pending_work(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    agreement: &Agreement,
+    now: NaiveDateTime,
+) -> QueryResult<u64> {
+    crate::jobs::ops::stop_for_agreement(conn, actor, agreement.id, now)
 }
 
 /// Closes the rectification orders and termination requests still open on an agreement that
@@ -694,7 +696,7 @@ pub fn end(
         .set(sessions::revoked_at.eq(now))
         .execute(conn)?
     };
-    let stopped = stop_pending_work(conn, a)?;
+    let stopped = stop_pending_work(conn, actor, a, now)?;
     let (rectifications_closed, requests_closed) = close_open_steps(conn, a.id, now)?;
     if matches!(
         reason,

@@ -516,7 +516,7 @@ pub fn release(
                 &j,
                 &c,
                 RunAction::AgreementEnded,
-                "agreement ended",
+                AGREEMENT_ENDED,
                 now,
             )?;
             return Ok(ReleaseResult::AgreementEnded);
@@ -695,65 +695,110 @@ pub fn file_usage(
     })
 }
 
-/// Stops the work under agreements that no longer run: waiting, queued and running runs are
-/// cancelled, finished outputs withheld. Returns how many runs it stopped.
-pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> anyhow::Result<u64> {
-    use crate::schema::agreements;
-    let open = [
-        RunState::AwaitingApproval.as_str(),
-        RunState::Queued.as_str(),
-        RunState::Running.as_str(),
-        RunState::Finished.as_str(),
-    ];
-    let stale: Vec<Job> = jobs::table
-        .inner_join(computations::table.inner_join(agreements::table))
-        .filter(jobs::state.eq_any(open))
-        .filter(agreements::state.ne_all(agr::machine::RUNNING))
+/// Stops one run because its agreement ended: a waiting, queued or running run is cancelled
+/// (a worker running it notices at its next lease renewal), a finished output is withheld.
+/// Whether it was stopped (a run that changed meanwhile is left alone).
+fn stop_one(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    j: &Job,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let Ok(to) = machine::apply_run(j.st(), RunAction::AgreementEnded) else {
+        return Ok(false);
+    };
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(j.id))
+            .filter(jobs::state.eq(&j.state)),
+    )
+    .set((
+        jobs::state.eq(to.as_str()),
+        jobs::reason.eq(AGREEMENT_ENDED),
+        jobs::finished_at.eq(j.finished_at.unwrap_or(now)),
+        jobs::lease_owner.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    record(
+        conn,
+        actor,
+        if to == RunState::Withheld {
+            "withhold"
+        } else {
+            "cancel"
+        },
+        "job",
+        j.id,
+        serde_json::json!({ "from": j.state, "reason": "agreement_ended" }),
+    )?;
+    if to == RunState::Withheld {
+        let name: String = computations::table
+            .find(j.computation_id)
+            .select(computations::name)
+            .first(conn)?;
+        notify_org(
+            conn,
+            j.org_id,
+            "jobs.mail.withheld",
+            j.id,
+            &[
+                ("id", j.id.to_string()),
+                ("name", name),
+                ("reasons", AGREEMENT_ENDED.to_owned()),
+            ],
+        )?;
+    }
+    Ok(true)
+}
+
+/// The reason recorded on runs stopped because their agreement ended.
+pub const AGREEMENT_ENDED: &str = "agreement ended";
+
+const OPEN: [&str; 4] = ["awaiting_approval", "queued", "running", "finished"];
+
+/// Stops every open run under agreement `agreement_id` (called by each exit route, inside its
+/// transaction); how many it stopped.
+pub fn stop_for_agreement(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    agreement_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<u64> {
+    let open: Vec<Job> = jobs::table
+        .inner_join(computations::table)
+        .filter(computations::agreement_id.eq(agreement_id))
+        .filter(jobs::state.eq_any(OPEN))
         .select(Job::as_select())
-        .limit(1000)
         .load(conn)?;
     let mut stopped = 0;
-    for j in stale {
-        let done = db::write_transaction(conn, |conn| -> Result<bool, AppError> {
-            let Some(j) = model::job(conn, j.id)? else {
-                return Ok(false);
-            };
-            if j.st().is_final() {
-                return Ok(false);
-            }
-            let c = load_computation(conn, j.computation_id)?;
-            if j.st() == RunState::Finished {
-                withhold_inner(
-                    conn,
-                    &Actor::system(),
-                    &j,
-                    &c,
-                    RunAction::AgreementEnded,
-                    "agreement ended",
-                    now,
-                )?;
-            } else {
-                move_job(conn, &j, RunAction::AgreementEnded, now)?;
-                diesel::update(jobs::table.find(j.id))
-                    .set(jobs::reason.eq("agreement ended"))
-                    .execute(conn)?;
-                record(
-                    conn,
-                    &Actor::system(),
-                    "cancel",
-                    "job",
-                    j.id,
-                    serde_json::json!({ "from": j.state, "reason": "agreement_ended" }),
-                )?;
-            }
-            Ok(true)
-        });
-        match done {
-            Ok(true) => stopped += 1,
-            Ok(false) => {}
-            Err(AppError::Http { .. }) => {}
-            Err(AppError::Internal(e)) => return Err(e),
+    for j in &open {
+        if stop_one(conn, actor, j, now)? {
+            stopped += 1;
         }
+    }
+    Ok(stopped)
+}
+
+/// The scheduler's sweep: stops the open runs under agreements that no longer run (a safety
+/// net behind [`stop_for_agreement`]). Returns how many runs it stopped.
+pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> anyhow::Result<u64> {
+    use crate::schema::agreements;
+    let stale: Vec<i64> = jobs::table
+        .inner_join(computations::table.inner_join(agreements::table))
+        .filter(jobs::state.eq_any(OPEN))
+        .filter(agreements::state.ne_all(agr::machine::RUNNING))
+        .select(computations::agreement_id)
+        .distinct()
+        .load(conn)?;
+    let mut stopped = 0;
+    for agreement_id in stale {
+        stopped += db::write_transaction(conn, |conn| {
+            stop_for_agreement(conn, &Actor::system(), agreement_id, now)
+        })?;
     }
     Ok(stopped)
 }

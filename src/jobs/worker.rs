@@ -188,7 +188,13 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     let j = ops::load_job(conn, id)?;
     let c = ops::load_computation(conn, j.computation_id)?;
     let Some(a) = ops::agreement_still_covers(conn, &c, state.clock.today())? else {
-        fail(conn, &j, RunAction::AgreementEnded, "agreement ended", now)?;
+        fail(
+            conn,
+            &j,
+            RunAction::AgreementEnded,
+            ops::AGREEMENT_ENDED,
+            now,
+        )?;
         return Ok(Start::Stopped);
     };
     if !ops::budget_fits(conn, &c, &a)? {
