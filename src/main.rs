@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Submit and follow computation jobs through the API.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Run job workers against the database (more workers, other processes or machines).
     Worker {
         #[command(flatten)]
@@ -97,6 +102,66 @@ enum SandboxCommand {
         /// directory; repeat for several datasets (in manifest order when NAME is left out).
         #[arg(long, required = true)]
         data: Vec<String>,
+    },
+}
+
+/// Where the server is and who asks.
+#[derive(Debug, Clone, Args)]
+struct ApiArgs {
+    /// The platform's address, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, env = "DATAOP_SERVER")]
+    server: String,
+    /// An API token (My account → API tokens, or `POST /api/v1/tokens`).
+    #[arg(long, env = "DATAOP_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Submit a module and its manifest; prints the job (JSON).
+    Submit {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The module (.wasm, or .wat text).
+        module: PathBuf,
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// The purpose of the run.
+        #[arg(long, default_value = "")]
+        purpose: String,
+        /// `NAME=DATASET_ID`: binds a manifest dataset to a catalog dataset (repeatable).
+        #[arg(long)]
+        dataset: Vec<String>,
+    },
+    /// Print a job's state, progress and report (JSON).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The job id.
+        id: i64,
+    },
+    /// Wait until a job ends; exit status 0 when its output was released.
+    Wait {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The job id.
+        id: i64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Download a released output, checking its hash and the platform's signature.
+    Output {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The job id.
+        id: i64,
+        /// `csv` or `json`.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -248,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Job { command } => return job_command(command),
         Command::Worker { data, threads } => {
             let config = config_for(&cli.config, data, None)?;
             let state = actix_web::web::Data::new(dataop::AppState::open(config)?);
@@ -290,6 +356,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             return Ok(ExitCode::from(code as u8));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
+    use dataop::jobs::cli;
+    let mut out = std::io::stdout();
+    match command {
+        JobCommand::Submit {
+            api,
+            module,
+            manifest,
+            purpose,
+            dataset,
+        } => {
+            cli::submit(
+                &api.server,
+                &api.token,
+                &module,
+                &manifest,
+                &purpose,
+                &dataset,
+                &mut out,
+            )?;
+        }
+        JobCommand::Status { api, id } => {
+            println!("{}", cli::status(&api.server, &api.token, id)?);
+        }
+        JobCommand::Wait { api, id, timeout } => {
+            let released = cli::wait(
+                &api.server,
+                &api.token,
+                id,
+                std::time::Duration::from_secs(timeout),
+                &mut out,
+            )?;
+            if !released {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        JobCommand::Output {
+            api,
+            id,
+            format,
+            output,
+        } => cli::output(
+            &api.server,
+            &api.token,
+            id,
+            &format,
+            output.as_deref(),
+            &mut out,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

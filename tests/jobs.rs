@@ -758,3 +758,66 @@ fn only_trained_members_and_the_platform_admin_manage_training() {
     let (_, html) = app.get_text(&alpha, "/jobs/new");
     assert!(!html.contains("notice-error"));
 }
+
+fn dataop(app: &TestApp, tok: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dataop"))
+        .args(args)
+        .env("DATAOP_SERVER", &app.base)
+        .env("DATAOP_TOKEN", tok)
+        .env_remove("DATAOP_CONFIG")
+        .output()
+        .expect("run dataop")
+}
+
+#[test]
+fn shell_commands_submit_wait_and_fetch_the_output() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("a.wat");
+    let manifest = dir.path().join("a.toml");
+    std::fs::write(&module, WAT).unwrap();
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let (m, t) = (module.to_str().unwrap(), manifest.to_str().unwrap());
+    let out = dataop(&app, &tok, &["job", "submit", m, t, "--purpose", "shell"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(release(&app, job), 303);
+    let id = job.to_string();
+    let out = dataop(&app, &tok, &["job", "wait", &id, "--timeout", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("released"));
+    let file = dir.path().join("out.csv");
+    let out = dataop(
+        &app,
+        &tok,
+        &["job", "output", &id, "-o", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature verified"));
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("# agreement: DATAOP-")
+    );
+    // Refusals are printed rule by rule, with a failing exit status.
+    let out = dataop(&app, &tok, &["job", "submit", m, t]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("目的"));
+}

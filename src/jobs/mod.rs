@@ -25,6 +25,7 @@
 //! * Every change is a transition of [`machine`], one transaction with its audit entry and
 //!   emails.
 
+pub mod cli;
 pub mod handlers;
 pub mod machine;
 pub mod model;

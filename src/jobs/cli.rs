@@ -1,0 +1,176 @@
+//! `dataop job submit|status|wait|output`: the API from the shell (`--server URL --token
+//! TOKEN`, the token from `POST /api/v1/tokens` or the account page).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use reqwest::blocking::{Client, Response, multipart};
+use sha2::{Digest, Sha256};
+
+fn client() -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
+fn url(server: &str, path: &str) -> String {
+    format!("{}{path}", server.trim_end_matches('/'))
+}
+
+fn json_or_error(r: Response) -> anyhow::Result<serde_json::Value> {
+    let status = r.status();
+    let body: serde_json::Value = r.json().context("the server did not answer JSON")?;
+    if status.is_success() {
+        Ok(body)
+    } else if let Some(problems) = body["problems"].as_array() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  - {}", p["message"].as_str().unwrap_or("")))
+            .collect();
+        anyhow::bail!("refused ({status}):\n{}", lines.join("\n"))
+    } else {
+        anyhow::bail!(
+            "{status}: {}",
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed")
+        )
+    }
+}
+
+/// Submits a module and manifest; prints the answer (JSON) and returns the run's id.
+pub fn submit(
+    server: &str,
+    token: &str,
+    module: &Path,
+    manifest: &Path,
+    purpose: &str,
+    bindings: &[String],
+    out: &mut dyn Write,
+) -> anyhow::Result<i64> {
+    let wasm = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let toml =
+        std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let mut form = multipart::Form::new()
+        .part("module", multipart::Part::bytes(wasm).file_name("module"))
+        .part(
+            "manifest",
+            multipart::Part::bytes(toml).file_name("manifest.toml"),
+        )
+        .text("purpose", purpose.to_owned());
+    for b in bindings {
+        let (name, id) = b
+            .split_once('=')
+            .context("--dataset takes NAME=DATASET_ID")?;
+        form = form.text(format!("dataset.{name}"), id.to_owned());
+    }
+    let r = client()?
+        .post(url(server, "/api/v1/jobs"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()?;
+    let body = json_or_error(r)?;
+    writeln!(out, "{body}")?;
+    body["id"].as_i64().context("no job id in the answer")
+}
+
+/// The run's status (JSON).
+pub fn status(server: &str, token: &str, id: i64) -> anyhow::Result<serde_json::Value> {
+    let r = client()?
+        .get(url(server, &format!("/api/v1/jobs/{id}")))
+        .bearer_auth(token)
+        .send()?;
+    json_or_error(r)
+}
+
+/// Polls until the run reaches a final state; whether it was released.
+pub fn wait(
+    server: &str,
+    token: &str,
+    id: i64,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let s = status(server, token, id)?;
+        let state = s["state"].as_str().unwrap_or("").to_owned();
+        if state != last {
+            writeln!(
+                out,
+                "job {id}: {state} ({}/{} rows)",
+                s["rows_done"], s["rows_total"]
+            )?;
+            last = state.clone();
+        }
+        if s["final"].as_bool().unwrap_or(false) {
+            if state != "released"
+                && let Some(reason) = s["reason"].as_str().filter(|r| !r.is_empty())
+            {
+                writeln!(out, "reason: {reason}")?;
+            }
+            return Ok(state == "released");
+        }
+        if started.elapsed() > timeout {
+            anyhow::bail!("job {id} is still {state} after {}s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Downloads the released output (`csv` or `json`), checks its sha256 against the server's
+/// and the platform's signature over it, and writes it to `dest` (or `out`).
+pub fn output(
+    server: &str,
+    token: &str,
+    id: i64,
+    format: &str,
+    dest: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let path = match format {
+        "csv" => format!("/api/v1/jobs/{id}/output.csv"),
+        "json" => format!("/api/v1/jobs/{id}/output"),
+        other => anyhow::bail!("--format is csv or json, not {other}"),
+    };
+    let r = client()?
+        .get(url(server, &path))
+        .bearer_auth(token)
+        .send()?;
+    if !r.status().is_success() {
+        return json_or_error(r).map(|_| ());
+    }
+    let header = |n: &str| -> anyhow::Result<String> {
+        Ok(r.headers()
+            .get(n)
+            .with_context(|| format!("no {n} header"))?
+            .to_str()?
+            .to_owned())
+    };
+    let (sha, sig, key) = (
+        header("X-Dataop-Sha256")?,
+        header("X-Dataop-Signature")?,
+        header("X-Dataop-Public-Key")?,
+    );
+    let body = r.bytes()?;
+    let digest = hex::encode(Sha256::digest(&body));
+    anyhow::ensure!(digest == sha, "the file does not match its sha256");
+    anyhow::ensure!(
+        crate::agreements::seal::verify_hex(&key, digest.as_bytes(), &sig),
+        "the platform's signature does not verify"
+    );
+    match dest {
+        Some(p) => {
+            std::fs::write(p, &body).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "wrote {} (sha256 {digest}, signature verified)",
+                p.display()
+            );
+        }
+        None => out.write_all(&body)?,
+    }
+    Ok(())
+}
