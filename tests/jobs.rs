@@ -821,3 +821,20 @@ fn shell_commands_submit_wait_and_fetch_the_output() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("目的"));
 }
+
+#[test]
+fn demo_world_has_a_released_job_and_one_waiting_for_approval() {
+    let app = world();
+    dataop::jobs::demo::seed(app.state()).unwrap();
+    dataop::jobs::demo::seed(app.state()).unwrap();
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, list) = app.get_text(&alpha, "/jobs");
+    assert!(list.contains("/jobs/1\"") && list.contains("/jobs/2\""));
+    assert!(!list.contains("/jobs/3\""), "seeding is idempotent");
+    let (_, released) = app.get_text(&alpha, "/jobs/1");
+    assert!(released.contains("<svg") && released.contains("output.csv"));
+    let (_, waiting) = app.get_text(&alpha, "/jobs/2");
+    assert!(waiting.contains(&hex::encode(Sha256::digest(WAT.as_bytes()))));
+    let (_, html) = app.get_text(&alpha, "/jobs/new");
+    assert!(!html.contains("notice-error"), "alpha's member is trained");
+}

@@ -26,6 +26,7 @@
 //!   emails.
 
 pub mod cli;
+pub mod demo;
 pub mod handlers;
 pub mod machine;
 pub mod model;
