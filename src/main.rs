@@ -167,6 +167,17 @@ enum JobCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Example job (a) end to end: submission of an approved module to downloadable output
+    /// (p50 of 50), and jobs/s of two workers over 500 queued runs; last line is JSON.
+    Jobs {
+        /// Rows of the demo dataset.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Also on PostgreSQL: URL of a database of a role with CREATEDB (a fresh database
+        /// is created and dropped).
+        #[arg(long)]
+        postgres: Option<String>,
+    },
     /// CSV ingest of generated outpatient visits (parse, validate, pseudonymize, write
     /// columnar) against a baseline that only reads and splits the same file.
     Ingest {
@@ -321,6 +332,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for h in dataop::jobs::worker::spawn_pool(state, threads.max(1), "worker") {
                 let _ = h.join();
             }
+        }
+        Command::Bench {
+            command: BenchCommand::Jobs { rows, postgres },
+        } => {
+            dataop::jobs::bench::run(rows, postgres.as_deref(), &mut std::io::stdout())?;
         }
         Command::Bench {
             command: BenchCommand::Ingest { rows, tmp_dir },

@@ -45,11 +45,20 @@ fn as_current(
     }))
 }
 
+/// A demo user as the operations expect it.
+pub(crate) fn user(
+    conn: &mut crate::db::DbConnection,
+    username: &str,
+) -> anyhow::Result<CurrentUser> {
+    as_current(conn, username)?.ok_or_else(|| anyhow::anyhow!("demo user {username} is missing"))
+}
+
 fn err(e: crate::errors::AppError) -> anyhow::Error {
     anyhow::anyhow!("demo jobs: {e}")
 }
 
-fn submit_demo(
+/// Checks and records a submission of `module` with the example manifest as `alpha`.
+pub(crate) fn submit_demo(
     state: &AppState,
     conn: &mut crate::db::DbConnection,
     alpha: &CurrentUser,

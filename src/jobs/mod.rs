@@ -25,6 +25,7 @@
 //! * Every change is a transition of [`machine`], one transaction with its audit entry and
 //!   emails.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod handlers;

@@ -9,7 +9,7 @@
 //! * **Start.** The agreement is checked again (ended: the run is cancelled, never started),
 //!   and the privacy budget (exhausted: the run fails); the newest version of each bound
 //!   dataset is pinned in the run.
-//! * **Run.** The sandbox runs on its own thread; every half second the worker writes the
+//! * **Run.** The sandbox runs on its own thread; every quarter second the worker writes the
 //!   progress and renews its lease with an update that requires the run to be still `running`
 //!   under its lease. When that fails (cancelled, or taken over) the sandbox is cancelled and
 //!   the result discarded.
@@ -36,6 +36,9 @@ use crate::schema::{agreements, dataset_versions, job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
 use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, TableSource};
+
+/// How often a running job's progress is written and its lease renewed.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(QueryableByName)]
 struct Candidate {
@@ -292,14 +295,19 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
         ..RunOptions::default()
     };
     let result = std::thread::scope(|s| {
-        let handle = s.spawn(|| match rt.load(&wasm) {
-            Ok(module) => Ok(rt.run(&module, &manifest, &inputs, &opts)),
-            Err(outcome) => Err(outcome),
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let r = match rt.load(&wasm) {
+                Ok(module) => Ok(rt.run(&module, &manifest, &inputs, &opts)),
+                Err(outcome) => Err(outcome),
+            };
+            let _ = tx.send(r);
         });
-        while !handle.is_finished() {
-            std::thread::sleep(Duration::from_millis(100));
-            if handle.is_finished() {
-                break;
+        loop {
+            match rx.recv_timeout(PROGRESS_EVERY) {
+                Ok(r) => return Some(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             let now = state.clock.now();
             let kept = diesel::update(
@@ -317,9 +325,8 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
                 cancel.cancel();
             }
         }
-        handle.join()
     });
-    let result = result.map_err(|_| anyhow::anyhow!("the sandbox thread panicked"))?;
+    let result = result.ok_or_else(|| anyhow::anyhow!("the sandbox thread panicked"))?;
     finish(state, &mut conn, id, owner, &c, &used, result).map_err(to_anyhow)?;
     Ok(true)
 }

@@ -1,0 +1,187 @@
+//! `dataop bench jobs`: the time from the submission of an already-approved module to
+//! downloadable output for example job (a) on the demo dataset (p50 over 50 runs, with the
+//! platform's share: everything but the sandbox run), and jobs per second completed by two
+//! workers for 500 queued runs, on SQLite and (when a PostgreSQL URL is given) PostgreSQL.
+//! The reviewer's release is done by the program at once, so the figure is the platform's.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+
+use super::{demo, ops, worker};
+use crate::auth::Role;
+use crate::schema::{agreements, jobs};
+use crate::{AppState, Config};
+
+/// Runs timed for the latency figure.
+pub const LATENCY_RUNS: usize = 50;
+/// Runs queued for the throughput figure.
+pub const QUEUED_RUNS: usize = 500;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// A scratch data dir removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The figures of one backend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobFigures {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Rows of the dataset.
+    pub rows: u64,
+    /// End-to-end p50, milliseconds.
+    pub e2e_p50_ms: f64,
+    /// Sandbox run p50, milliseconds.
+    pub sandbox_p50_ms: f64,
+    /// Platform share of the end-to-end time (0–1).
+    pub overhead_share: f64,
+    /// Jobs per second with two workers.
+    pub jobs_per_s: f64,
+}
+
+fn one_backend(
+    backend: &'static str,
+    database_url: Option<String>,
+    rows: u64,
+    out: &mut dyn Write,
+) -> anyhow::Result<JobFigures> {
+    let dir = Scratch(std::env::temp_dir().join(format!(
+        "dataop-bench-jobs-{}",
+        uuid::Uuid::new_v4().simple()
+    )));
+    let mut config = Config::for_data_dir(&dir.0, database_url)?;
+    config.job_workers = 0;
+    let state = actix_web::web::Data::new(AppState::open(config)?);
+    crate::demo::seed_accounts(&state)?;
+    crate::catalog::demo::seed_rows(&state, "provider", rows)?;
+    crate::agreements::demo::seed(&state)?;
+    demo::seed(&state)?;
+    let mut conn = state.pool.get()?;
+    diesel::update(agreements::table)
+        .set(agreements::run_budget.eq(1_000_000))
+        .execute(&mut conn)?;
+    let alpha = demo::user(&mut conn, "alpha")?;
+    let reviewer = demo::user(
+        &mut conn,
+        if super::reviewer_role(&state) == Role::PlatformAdmin {
+            "platform"
+        } else {
+            "regulator"
+        },
+    )?;
+    drop(conn);
+    let mut e2e = Vec::with_capacity(LATENCY_RUNS);
+    let mut sandbox = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        let t0 = Instant::now();
+        let mut conn = state.pool.get()?;
+        let s = demo::submit_demo(&state, &mut conn, &alpha, demo::EXAMPLE_MODULE, "bench")?;
+        drop(conn);
+        anyhow::ensure!(s.queued, "the bench module is not approved");
+        worker::run_once(&state, "bench")?;
+        let mut conn = state.pool.get()?;
+        ops::release(
+            &mut conn,
+            &reviewer,
+            s.job_id,
+            &state.seal,
+            state.clock.today(),
+            state.clock.now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let released = super::model::release(&mut conn, s.job_id)?;
+        anyhow::ensure!(released.is_some(), "job {} was not released", s.job_id);
+        e2e.push(t0.elapsed());
+        let report: Option<String> = jobs::table
+            .find(s.job_id)
+            .select(jobs::report)
+            .first(&mut conn)?;
+        let ms = report
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .and_then(|v| v["elapsed_ms"].as_f64())
+            .unwrap_or(0.0);
+        sandbox.push(Duration::from_secs_f64(ms / 1000.0));
+    }
+    e2e.sort();
+    sandbox.sort();
+    let (p50, sb50) = (percentile(&e2e, 0.5), percentile(&sandbox, 0.5));
+    writeln!(
+        out,
+        "{backend}: submission to downloadable output, p50 {:.1} ms (sandbox {:.1} ms, platform {:.0} %)",
+        p50.as_secs_f64() * 1e3,
+        sb50.as_secs_f64() * 1e3,
+        100.0 * (1.0 - sb50.as_secs_f64() / p50.as_secs_f64().max(1e-9))
+    )?;
+    for _ in 0..QUEUED_RUNS {
+        let mut conn = state.pool.get()?;
+        demo::submit_demo(&state, &mut conn, &alpha, demo::EXAMPLE_MODULE, "bench")?;
+    }
+    let t0 = Instant::now();
+    let done: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = ["bench-1", "bench-2"]
+            .into_iter()
+            .map(|w| {
+                let state = &state;
+                s.spawn(move || {
+                    let mut n = 0;
+                    while worker::run_once(state, w).unwrap_or(false) {
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let elapsed = t0.elapsed();
+    let rate = done as f64 / elapsed.as_secs_f64();
+    writeln!(
+        out,
+        "{backend}: {done} queued runs completed by 2 workers in {:.1} s: {rate:.1} jobs/s",
+        elapsed.as_secs_f64()
+    )?;
+    Ok(JobFigures {
+        backend,
+        rows,
+        e2e_p50_ms: p50.as_secs_f64() * 1e3,
+        sandbox_p50_ms: sb50.as_secs_f64() * 1e3,
+        overhead_share: 1.0 - sb50.as_secs_f64() / p50.as_secs_f64().max(1e-9),
+        jobs_per_s: rate,
+    })
+}
+
+/// Runs the benchmark on SQLite and, with `postgres_admin_url` (a role with CREATEDB), on a
+/// fresh PostgreSQL database dropped afterwards. The last line is JSON.
+pub fn run(rows: u64, postgres_admin_url: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut figures = vec![one_backend("sqlite", None, rows, out)?];
+    if let Some(admin) = postgres_admin_url {
+        let name = format!("dataop_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut c = diesel::pg::PgConnection::establish(admin)?;
+        c.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let base = admin.split('?').next().unwrap_or(admin);
+        let url = match base.rfind('/') {
+            Some(i) if i > base.find("://").map_or(0, |p| p + 2) => {
+                format!("{}/{name}", &base[..i])
+            }
+            _ => format!("{base}/{name}"),
+        };
+        let result = one_backend("postgres", Some(url), rows, out);
+        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        figures.push(result?);
+    }
+    writeln!(out, "{}", serde_json::to_string(&figures)?)?;
+    Ok(())
+}
