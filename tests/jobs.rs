@@ -547,7 +547,7 @@ fn agreement_ended_between_approval_and_run_or_release() {
         404
     );
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{queued}"));
-    assert!(html.contains("agreement ended"));
+    assert!(html.contains("协议已终止"));
 }
 
 #[test]
@@ -648,7 +648,7 @@ fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
     assert_eq!(run_all(&app), 1);
     assert_eq!(job_state(&app, j3), "failed");
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{j3}"));
-    assert!(html.contains("privacy budget exhausted"));
+    assert!(html.contains("隐私预算已不足以覆盖该任务"));
 }
 
 #[test]

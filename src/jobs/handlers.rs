@@ -95,6 +95,8 @@ fn row_view(r: model::JobRow) -> RowView {
 /// A privacy budget line.
 #[derive(Debug, Clone)]
 pub struct BudgetView {
+    /// The operator.
+    pub operator: String,
     /// Agreement number.
     pub agreement: String,
     /// Dataset title.
@@ -132,11 +134,7 @@ pub async fn list(
     let org = user.org_id;
     let (rows, budgets, outstanding) = db(&state, move |conn| {
         let rows = model::job_rows(conn, operator.then_some(org), None, LIST_LIMIT)?;
-        let budgets = if operator {
-            ops::budgets(conn, org)?
-        } else {
-            Vec::new()
-        };
+        let budgets = ops::budgets(conn, operator.then_some(org))?;
         let outstanding = model::outstanding_usage(conn, operator.then_some(org))?;
         Ok((rows, budgets, outstanding))
     })
@@ -144,19 +142,31 @@ pub async fn list(
     render(&ListPage {
         page,
         rows: rows.into_iter().map(row_view).collect(),
-        budgets: budgets
-            .into_iter()
-            .map(|(agreement, dataset, budget, spent)| BudgetView {
-                agreement,
-                dataset,
-                budget: budget.normalize().to_string(),
-                spent: spent.normalize().to_string(),
-                remaining: (budget - spent).normalize().to_string(),
-            })
-            .collect(),
+        budgets: budget_views(budgets),
         outstanding,
         operator,
     })
+}
+
+fn budget_views(
+    rows: Vec<(
+        String,
+        String,
+        String,
+        rust_decimal::Decimal,
+        rust_decimal::Decimal,
+    )>,
+) -> Vec<BudgetView> {
+    rows.into_iter()
+        .map(|(operator, agreement, dataset, budget, spent)| BudgetView {
+            operator,
+            agreement,
+            dataset,
+            budget: budget.normalize().to_string(),
+            spent: spent.normalize().to_string(),
+            remaining: (budget - spent).normalize().to_string(),
+        })
+        .collect()
 }
 
 #[derive(Template)]

@@ -138,6 +138,16 @@ impl Job {
         serde_json::from_str(&self.versions).unwrap_or_default()
     }
 
+    /// Why it failed, was cancelled or withheld, in `lang` (the platform's reasons are message
+    /// keys; the sandbox's outcome and the reviewer's words are shown as written).
+    pub fn reason_text(&self, lang: crate::i18n::Lang) -> String {
+        if self.reason.starts_with("jobs.why.") {
+            crate::i18n::t(lang, &self.reason).to_owned()
+        } else {
+            self.reason.clone()
+        }
+    }
+
     /// Percentage of rows processed (0–100).
     pub fn percent(&self) -> i64 {
         if self.rows_total <= 0 {

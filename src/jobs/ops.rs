@@ -434,7 +434,7 @@ pub fn cancel(
         let j = load_job(conn, id)?;
         move_job(conn, &j, RunAction::Cancel, now)?;
         diesel::update(jobs::table.find(id))
-            .set(jobs::reason.eq(format!("cancelled by {}", user.username)))
+            .set(jobs::reason.eq(CANCELLED))
             .execute(conn)?;
         record(
             conn,
@@ -528,7 +528,7 @@ pub fn release(
                 &j,
                 &c,
                 RunAction::Withhold,
-                "privacy budget exhausted",
+                BUDGET_EXHAUSTED,
                 now,
             )?;
             return Ok(ReleaseResult::BudgetExhausted);
@@ -624,7 +624,7 @@ fn withhold_inner(
         &[
             ("id", j.id.to_string()),
             ("name", c.name.clone()),
-            ("reasons", reasons.to_owned()),
+            ("reasons", reason_both(reasons)),
         ],
     )?;
     Ok(())
@@ -748,15 +748,35 @@ fn stop_one(
             &[
                 ("id", j.id.to_string()),
                 ("name", name),
-                ("reasons", AGREEMENT_ENDED.to_owned()),
+                ("reasons", reason_both(AGREEMENT_ENDED)),
             ],
         )?;
     }
     Ok(true)
 }
 
-/// The reason recorded on runs stopped because their agreement ended.
-pub const AGREEMENT_ENDED: &str = "agreement ended";
+/// The reason recorded on runs stopped because their agreement ended (a message key).
+pub const AGREEMENT_ENDED: &str = "jobs.why.agreement_ended";
+/// The reason recorded when the privacy budget no longer covers a run (a message key).
+pub const BUDGET_EXHAUSTED: &str = "jobs.why.budget_exhausted";
+/// The reason recorded when a bound dataset has no version (a message key).
+pub const NO_DATA: &str = "jobs.why.no_data";
+/// The reason recorded on runs cancelled by a person (a message key; who is in the audit log).
+pub const CANCELLED: &str = "jobs.why.cancelled";
+
+/// A stored reason in both languages (for emails): the platform's own reasons are message
+/// keys; the sandbox's outcomes and the reviewer's words are kept as written.
+pub fn reason_both(reason: &str) -> String {
+    if reason.starts_with("jobs.why.") {
+        format!(
+            "{} / {}",
+            crate::i18n::t(crate::i18n::Lang::Zh, reason),
+            crate::i18n::t(crate::i18n::Lang::En, reason)
+        )
+    } else {
+        reason.to_owned()
+    }
+}
 
 const OPEN: [&str; 4] = ["awaiting_approval", "queued", "running", "finished"];
 
@@ -803,28 +823,35 @@ pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> any
     Ok(stopped)
 }
 
-/// The privacy budget of an organisation: (agreement number, dataset title, budget, spent).
-pub fn budgets(
-    conn: &mut DbConnection,
-    org_id: i64,
-) -> QueryResult<Vec<(String, String, Decimal, Decimal)>> {
+/// A privacy budget line: (operator, agreement number, dataset title, budget, spent).
+pub type BudgetLine = (String, String, String, Decimal, Decimal);
+
+/// Privacy budgets of one organisation's running agreements (or of all).
+pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<BudgetLine>> {
     use crate::schema::{agreement_datasets, agreements};
-    let rows: Vec<(i64, String, i64, String, String)> = agreements::table
+    let mut q = agreements::table
         .inner_join(agreement_datasets::table)
-        .filter(agreements::operator_org_id.eq(org_id))
         .filter(agreements::state.eq_any(agr::machine::RUNNING))
         .select((
             agreements::id,
+            agreements::operator_org_id,
+            agreements::operator_name,
             agreements::number,
             agreement_datasets::dataset_id,
             agreement_datasets::dataset_title,
             agreement_datasets::epsilon,
         ))
-        .load(conn)?;
+        .order(agreements::id.asc())
+        .limit(1000)
+        .into_boxed();
+    if let Some(org) = org_id {
+        q = q.filter(agreements::operator_org_id.eq(org));
+    }
+    let rows: Vec<(i64, i64, String, String, i64, String, String)> = q.load(conn)?;
     let mut out = Vec::new();
-    for (aid, number, dataset_id, title, eps) in rows {
-        let spent = model::epsilon_spent(conn, org_id, aid, dataset_id)?;
-        out.push((number, title, model::dec(&eps), spent));
+    for (aid, org, operator, number, dataset_id, title, eps) in rows {
+        let spent = model::epsilon_spent(conn, org, aid, dataset_id)?;
+        out.push((operator, number, title, model::dec(&eps), spent));
     }
     Ok(out)
 }

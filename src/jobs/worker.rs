@@ -177,7 +177,10 @@ fn fail(
             j.org_id,
             &Notice {
                 template: "jobs.mail.failed",
-                args: &[("id", j.id.to_string()), ("reason", reason.to_owned())],
+                args: &[
+                    ("id", j.id.to_string()),
+                    ("reason", ops::reason_both(reason)),
+                ],
                 object_type: "job",
                 object_id: j.id.to_string(),
             },
@@ -201,7 +204,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
         return Ok(Start::Stopped);
     };
     if !ops::budget_fits(conn, &c, &a)? {
-        fail(conn, &j, RunAction::Fail, "privacy budget exhausted", now)?;
+        fail(conn, &j, RunAction::Fail, ops::BUDGET_EXHAUSTED, now)?;
         return Ok(Start::Stopped);
     }
     let mut used = Vec::new();
@@ -219,13 +222,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
             .first(conn)
             .optional()?;
         let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
-            fail(
-                conn,
-                &j,
-                RunAction::Fail,
-                "no data uploaded for a dataset",
-                now,
-            )?;
+            fail(conn, &j, RunAction::Fail, ops::NO_DATA, now)?;
             return Ok(Start::Stopped);
         };
         used.push(VersionUsed {
