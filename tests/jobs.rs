@@ -149,8 +149,12 @@ fn whole_path_from_upload_to_signed_download() {
     assert_eq!(body["state"], "awaiting_approval");
     let (job, computation) = ids(&body);
 
-    // Nothing runs before approval.
+    // Nothing runs before approval; the page refreshes itself while the job waits.
     assert_eq!(run_all(&app), 0);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, waiting) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert!(waiting.contains("http-equiv=\"refresh\""));
+    assert!(waiting.contains("rows-done"));
 
     // The reviewer sees the module's hash, imports, declared outputs and purpose.
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
@@ -170,8 +174,8 @@ fn whole_path_from_upload_to_signed_download() {
 
     // The operator sees the report but not the output before release; the reviewer sees every
     // cell, suppressed ones marked.
-    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert!(!page.contains("http-equiv=\"refresh\""));
     assert!(page.contains("rows_read"), "run report shown");
     assert!(!page.contains("output-table"));
     let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
