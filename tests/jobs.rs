@@ -381,9 +381,35 @@ fn every_refusal_at_submission_names_its_rule() {
     let m: i64 = computations::table.count().get_result(&mut *conn).unwrap();
     assert_eq!((n, m), (0, 0));
 
-    // An agreement's run budget used up.
+    // A good submission through the browser form lands on the job's page.
     drop(conn);
-    app.exec_sql("UPDATE agreements SET run_budget = 1");
+    let csrf = app.csrf(&alpha, "/jobs/new");
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", MANIFEST)
+        .text("purpose", "浏览器提交");
+    let r = alpha.post(app.url("/jobs")).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let (_, html) = app.get_text(&alpha, &location);
+    assert!(html.contains("浏览器提交"));
+    // Without the CSRF token the form is refused.
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", MANIFEST)
+        .text("purpose", "x");
+    let r = alpha.post(app.url("/jobs")).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // An agreement's run budget used up.
+    app.exec_sql("UPDATE agreements SET run_budget = 2");
     let (s, _) = api_submit(&app, &tok, WAT, MANIFEST);
     assert_eq!(s, 201);
     let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
