@@ -192,6 +192,7 @@ fn whole_path_from_upload_to_signed_download() {
     assert_eq!(job_state(&app, job), "released");
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(page.contains("<svg"), "chart rendered on the server");
+    assert!(page.contains("上城区"), "keys shown with their labels");
     assert!(page.contains("output-table"));
 
     // Downloads carry their provenance and the platform's signature over the file's hash.

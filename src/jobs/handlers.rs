@@ -474,11 +474,20 @@ pub async fn show(
     let operator = user.org_id == job.org_id;
     let show_output = st == RunState::Released
         || (super::sees_all(&user) && matches!(st, RunState::Finished | RunState::Withheld));
-    let tables = if show_output {
+    let mut tables = if show_output {
         output::tables(job.output.as_deref().unwrap_or(""))
     } else {
         Vec::new()
     };
+    if !tables.is_empty() {
+        let c = computation.clone();
+        let lang = page.lang;
+        tables = db(&state, move |conn| {
+            output::label_keys(conn, &c, &mut tables, lang)?;
+            Ok(tables)
+        })
+        .await?;
+    }
     let chart = (st == RunState::Released)
         .then(|| tables.first().map(output::chart))
         .flatten();

@@ -107,6 +107,59 @@ pub fn tables(output_json: &str) -> Vec<Table> {
         .unwrap_or_default()
 }
 
+/// Replaces the category codes of each table's keys by their labels in `lang` (the code
+/// follows in parentheses), using the catalog domains of the dimensions' columns.
+pub fn label_keys(
+    conn: &mut crate::db::DbConnection,
+    c: &Computation,
+    tables: &mut [Table],
+    lang: crate::i18n::Lang,
+) -> QueryResult<()> {
+    let Ok(manifest) = dataop_sandbox::Manifest::from_toml(&c.manifest) else {
+        return Ok(());
+    };
+    let bindings = c.binding_map();
+    let single = match manifest.datasets.as_slice() {
+        [only] => only.name.clone(),
+        _ => String::new(),
+    };
+    for t in tables.iter_mut() {
+        let Some(agg) = manifest.aggregates.iter().find(|a| a.name == t.name) else {
+            continue;
+        };
+        let mut maps = Vec::new();
+        for dim in &agg.dimensions {
+            let dataset = dim.dataset.clone().unwrap_or_else(|| single.clone());
+            let map: Option<std::collections::HashMap<String, String>> =
+                match (&dim.column, bindings.get(&dataset)) {
+                    (Some(col), Some(&dataset_id)) => {
+                        crate::catalog::model::columns_of(conn, dataset_id)?
+                            .into_iter()
+                            .find(|x| &x.name == col)
+                            .map(|x| {
+                                x.code_labels()
+                                    .into_iter()
+                                    .map(|l| {
+                                        (l.code.clone(), format!("{} ({})", l.label(lang), l.code))
+                                    })
+                                    .collect()
+                            })
+                    }
+                    _ => None,
+                };
+            maps.push(map);
+        }
+        for row in &mut t.rows {
+            for (k, map) in row.key.iter_mut().zip(&maps) {
+                if let Some(label) = map.as_ref().and_then(|m| m.get(k.as_str())) {
+                    *k = label.clone();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The released files.
 #[derive(Debug, Clone)]
 pub struct Files {
