@@ -715,6 +715,36 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
         .first(&mut *conn)
         .unwrap();
     assert_eq!(attempts, 2);
+    drop(conn);
+
+    // A run whose workers keep dying is failed after three claims.
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (again, _) = ids(&body);
+    for _ in 0..3 {
+        let mut conn = app.conn();
+        let got = worker::claim(
+            &mut conn,
+            "dead",
+            app.state().clock.now(),
+            Duration::seconds(30),
+        )
+        .unwrap();
+        assert_eq!(got, Some(again));
+        app.state().clock.advance(Duration::seconds(31));
+    }
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, again), "failed");
+
+    // A host failure (the module file is gone) fails the run instead of retrying it forever.
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (lost, _) = ids(&body);
+    let sha = hex::encode(Sha256::digest(WAT.as_bytes()));
+    std::fs::remove_file(app.data_dir.path().join(format!("modules/{sha}.wasm"))).unwrap();
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, lost), "failed");
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{lost}"));
+    assert!(html.contains("host error"));
 }
 
 #[test]

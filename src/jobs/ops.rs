@@ -761,6 +761,8 @@ pub const AGREEMENT_ENDED: &str = "jobs.why.agreement_ended";
 pub const BUDGET_EXHAUSTED: &str = "jobs.why.budget_exhausted";
 /// The reason recorded when a bound dataset has no version (a message key).
 pub const NO_DATA: &str = "jobs.why.no_data";
+/// The reason recorded when a run's workers died too often (a message key).
+pub const TOO_MANY_ATTEMPTS: &str = "jobs.why.too_many_attempts";
 /// The reason recorded on runs cancelled by a person (a message key; who is in the audit log).
 pub const CANCELLED: &str = "jobs.why.cancelled";
 

@@ -9,6 +9,9 @@
 //! * **Start.** The agreement is checked again (ended: the run is cancelled, never started),
 //!   and the privacy budget (exhausted: the run fails); the newest version of each bound
 //!   dataset is pinned in the run.
+//! * Every write goes through [`db::write_transaction`], which serializes this process's
+//!   SQLite writers (a deferred transaction that read before another writer committed could
+//!   not upgrade its lock).
 //! * **Run.** The sandbox runs on its own thread; every quarter second the worker writes the
 //!   progress and renews its lease with an update that requires the run to be still `running`
 //!   under its lease. When that fails (cancelled, or taken over) the sandbox is cancelled and
@@ -35,7 +38,10 @@ use crate::mail::{self, Notice};
 use crate::schema::{agreements, dataset_versions, job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
-use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, TableSource};
+use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, Runtime, TableSource};
+
+/// Claims after which a run whose workers keep dying is failed instead of run again.
+pub const MAX_ATTEMPTS: i32 = 3;
 
 /// How often a running job's progress is written and its lease renewed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -192,6 +198,10 @@ fn fail(
 fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, AppError> {
     let now = state.clock.now();
     let j = ops::load_job(conn, id)?;
+    if j.attempts > MAX_ATTEMPTS {
+        fail(conn, &j, RunAction::Fail, ops::TOO_MANY_ATTEMPTS, now)?;
+        return Ok(Start::Stopped);
+    }
     let c = ops::load_computation(conn, j.computation_id)?;
     let Some(a) = ops::agreement_still_covers(conn, &c, state.clock.today())? else {
         fail(
@@ -236,33 +246,33 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
         });
     }
     let total: i64 = used.iter().map(|v| v.rows).sum();
-    diesel::update(jobs::table.find(id))
-        .set((
-            jobs::versions.eq(serde_json::to_string(&used).map_err(anyhow::Error::from)?),
-            jobs::rows_total.eq(total),
-            jobs::rows_done.eq(0),
-        ))
-        .execute(conn)?;
+    let versions = serde_json::to_string(&used).map_err(anyhow::Error::from)?;
+    db::write_transaction(conn, |conn| {
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::versions.eq(&versions),
+                jobs::rows_total.eq(total),
+                jobs::rows_done.eq(0),
+            ))
+            .execute(conn)
+    })?;
     Ok(Start::Go(used, Box::new(c)))
 }
 
-/// Runs one claimable run, if there is one, as worker `owner`; whether there was one.
-pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
-    let mut conn = state.pool.get()?;
-    let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
-    let Some(id) = claim(&mut conn, owner, state.clock.now(), lease).map_err(to_anyhow)? else {
-        return Ok(false);
-    };
-    let (used, c) = match start(state, &mut conn, id).map_err(to_anyhow)? {
-        Start::Go(used, c) => (used, c),
-        Start::Stopped => return Ok(true),
-    };
+/// What a run needs: the runtime, the module bytes, the manifest and the bound datasets.
+type Prepared = (Arc<Runtime>, Vec<u8>, Manifest, Vec<DatasetInput>);
+
+fn prepare(
+    state: &AppState,
+    c: &super::model::Computation,
+    used: &[VersionUsed],
+    read: &Arc<AtomicU64>,
+) -> anyhow::Result<Prepared> {
     let rt = state.sandbox.runtime(&state.config.data_dir)?;
     let wasm = std::fs::read(model::module_path(&state.config.data_dir, &c.module_sha256))?;
     let manifest = Manifest::from_toml(&c.manifest).map_err(|e| anyhow::anyhow!(e))?;
-    let read = Arc::new(AtomicU64::new(0));
     let mut inputs = Vec::new();
-    for v in &used {
+    for v in used {
         let reader = VersionReader::open(&state.config.data_dir.join(&v.storage_path))?;
         let first = manifest
             .datasets
@@ -281,11 +291,42 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
             source: Arc::new(Counted {
                 inner: reader,
                 column: first,
-                read: Arc::clone(&read),
+                read: Arc::clone(read),
             }),
             allowed_columns: allowed,
         });
     }
+    Ok((rt, wasm, manifest, inputs))
+}
+
+/// Runs one claimable run, if there is one, as worker `owner`; whether there was one.
+pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
+    let mut conn = state.pool.get()?;
+    let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
+    let Some(id) = claim(&mut conn, owner, state.clock.now(), lease).map_err(to_anyhow)? else {
+        return Ok(false);
+    };
+    let (used, c) = match start(state, &mut conn, id).map_err(to_anyhow)? {
+        Start::Go(used, c) => (used, c),
+        Start::Stopped => return Ok(true),
+    };
+    let read = Arc::new(AtomicU64::new(0));
+    let (rt, wasm, manifest, inputs) = match prepare(state, &c, &used, &read) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "job could not be prepared");
+            let j = ops::load_job(&mut conn, id).map_err(to_anyhow)?;
+            fail(
+                &mut conn,
+                &j,
+                RunAction::Fail,
+                &format!("host error: {e}"),
+                state.clock.now(),
+            )
+            .map_err(to_anyhow)?;
+            return Ok(true);
+        }
+    };
     let cancel = CancelToken::new();
     let opts = RunOptions {
         cancel: cancel.clone(),
@@ -307,17 +348,20 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             let now = state.clock.now();
-            let kept = diesel::update(
-                jobs::table
-                    .filter(jobs::id.eq(id))
-                    .filter(jobs::state.eq(RunState::Running.as_str()))
-                    .filter(jobs::lease_owner.eq(owner)),
-            )
-            .set((
-                jobs::rows_done.eq(read.load(Ordering::Relaxed) as i64),
-                jobs::lease_expires_at.eq(now + lease),
-            ))
-            .execute(&mut conn);
+            let done = read.load(Ordering::Relaxed) as i64;
+            let kept = db::write_transaction(&mut conn, |conn| {
+                diesel::update(
+                    jobs::table
+                        .filter(jobs::id.eq(id))
+                        .filter(jobs::state.eq(RunState::Running.as_str()))
+                        .filter(jobs::lease_owner.eq(owner)),
+                )
+                .set((
+                    jobs::rows_done.eq(done),
+                    jobs::lease_expires_at.eq(now + lease),
+                ))
+                .execute(conn)
+            });
             if matches!(kept, Ok(0)) {
                 cancel.cancel();
             }
