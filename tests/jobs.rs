@@ -177,6 +177,10 @@ fn whole_path_from_upload_to_signed_download() {
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(!page.contains("http-equiv=\"refresh\""));
     assert!(page.contains("rows_read"), "run report shown");
+    assert!(
+        page.contains("run-report") && page.contains("MiB"),
+        "report summary shown"
+    );
     assert!(!page.contains("output-table"));
     let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
     assert!(review.contains("output-table"));

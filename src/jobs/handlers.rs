@@ -411,6 +411,53 @@ pub async fn api_status(
     })))
 }
 
+/// The figures of a run report a person reads first.
+#[derive(Debug, Clone, Default)]
+pub struct ReportSummary {
+    /// How the run ended (the sandbox's outcome kind).
+    pub outcome: String,
+    /// Wall-clock time, milliseconds.
+    pub elapsed_ms: String,
+    /// Instances the rows were split across.
+    pub instances: String,
+    /// Largest linear memory of one instance, MiB.
+    pub memory_mib: String,
+    /// Rows handed to the job.
+    pub rows_read: String,
+    /// Contributions emitted.
+    pub contributions: String,
+    /// Cells released.
+    pub cells_released: String,
+    /// Cells suppressed.
+    pub cells_suppressed: String,
+    /// Epsilon spent.
+    pub epsilon_spent: String,
+}
+
+fn summary(report: &serde_json::Value) -> ReportSummary {
+    let f = |k: &str| match &report[k] {
+        serde_json::Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    ReportSummary {
+        outcome: report["outcome"]["kind"].as_str().unwrap_or("").to_owned(),
+        elapsed_ms: report["elapsed_ms"]
+            .as_f64()
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_default(),
+        instances: f("instances"),
+        memory_mib: report["memory_peak_bytes"]
+            .as_f64()
+            .map(|v| format!("{:.1}", v / 1_048_576.0))
+            .unwrap_or_default(),
+        rows_read: f("rows_read"),
+        contributions: f("contributions"),
+        cells_released: f("cells_released"),
+        cells_suppressed: f("cells_suppressed"),
+        epsilon_spent: f("epsilon_spent"),
+    }
+}
+
 /// The signed files of a release, as shown on the job page.
 #[derive(Debug, Clone)]
 pub struct ReleaseView {
@@ -443,6 +490,7 @@ struct ShowPage {
     tables: Vec<Table>,
     chart: Option<Chart>,
     report: String,
+    summary: Option<ReportSummary>,
     release: Option<ReleaseView>,
     usage: Option<(String, String)>,
     meters: Vec<model::MeterRow>,
@@ -491,12 +539,15 @@ pub async fn show(
     let chart = (st == RunState::Released)
         .then(|| tables.first().map(output::chart))
         .flatten();
-    let report = job
+    let parsed = job
         .report
         .as_deref()
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok());
+    let report = parsed
+        .as_ref()
+        .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         .unwrap_or_default();
+    let summary = parsed.as_ref().map(summary);
     render(&ShowPage {
         refresh: matches!(
             st,
@@ -513,6 +564,7 @@ pub async fn show(
         tables,
         chart,
         report,
+        summary,
         release: release.map(|r| ReleaseView {
             csv_sha256: r.csv_sha256,
             csv_signature: r.csv_signature,
