@@ -460,6 +460,36 @@ fn sign_seal_print_verify_and_tamper() {
     );
     assert_eq!(s, 303);
     assert_eq!(recipients(app, "ready_to_sign", id), [ALPHA_MAIL]);
+    // The operator may return it for changes; the regulator sends it again.
+    let (s, _) = post(
+        app,
+        &w.alpha,
+        &page,
+        &format!("/agreements/{id}/return"),
+        &[("note", "请把试运行期改为 2 个月")],
+    );
+    assert_eq!(s, 303);
+    assert_eq!(state_of(app, id), "draft");
+    assert_eq!(
+        recipients(app, "returned", id),
+        ["regulator@demo.dataop.invalid"]
+    );
+    let (s, _) = post(
+        app,
+        &w.alpha,
+        "/agreements",
+        &format!("/agreements/{id}/return"),
+        &[("note", "again")],
+    );
+    assert_eq!(s, 404, "back in draft, hidden from the operator");
+    let (s, _) = post(
+        app,
+        &w.reg,
+        &page,
+        &format!("/admin/agreements/{id}/submit"),
+        &[],
+    );
+    assert_eq!(s, 303);
     let (s, body) = post(
         app,
         &w.alpha,
