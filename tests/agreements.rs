@@ -460,6 +460,36 @@ fn sign_seal_print_verify_and_tamper() {
     );
     assert_eq!(s, 303);
     assert_eq!(recipients(app, "ready_to_sign", id), [ALPHA_MAIL]);
+    // The operator may return it for changes; the regulator sends it again.
+    let (s, _) = post(
+        app,
+        &w.alpha,
+        &page,
+        &format!("/agreements/{id}/return"),
+        &[("note", "请把试运行期改为 2 个月")],
+    );
+    assert_eq!(s, 303);
+    assert_eq!(state_of(app, id), "draft");
+    assert_eq!(
+        recipients(app, "returned", id),
+        ["regulator@demo.dataop.invalid"]
+    );
+    let (s, _) = post(
+        app,
+        &w.alpha,
+        "/agreements",
+        &format!("/agreements/{id}/return"),
+        &[("note", "again")],
+    );
+    assert_eq!(s, 404, "back in draft, hidden from the operator");
+    let (s, _) = post(
+        app,
+        &w.reg,
+        &page,
+        &format!("/admin/agreements/{id}/submit"),
+        &[],
+    );
+    assert_eq!(s, 303);
     let (s, body) = post(
         app,
         &w.alpha,
@@ -1026,6 +1056,36 @@ fn violation_terminates_at_once() {
     assert!(show.contains("尚未提交数据处置确认"));
     assert_eq!(recipients(app, "terminated", id), BOTH);
     assert_eq!(w.disposal_queue(), [id]);
+    // Another enterprise can neither see nor act on it.
+    let beta = app.logged_in("beta", DEMO_PASSWORD);
+    let today = app.state().clock.today().to_string();
+    for (path, fields) in [
+        (
+            format!("/agreements/{id}/disposal"),
+            vec![("what", "x"), ("on", today.as_str()), ("by", "y")],
+        ),
+        (
+            format!("/agreements/{id}/termination-request"),
+            vec![("note", "x")],
+        ),
+        (
+            format!("/agreements/{id}/rectifications/1/answer"),
+            vec![("note", "x")],
+        ),
+    ] {
+        let (s, _) = post(app, &beta, "/", &path, &fields);
+        assert_eq!(s, 404, "{path}");
+    }
+    assert_eq!(
+        app.get_text(&beta, &format!("/agreements/{id}/print")).0,
+        404
+    );
+    assert_eq!(
+        app.get_text(&beta, &format!("/agreements/{id}/canonical"))
+            .0,
+        404
+    );
+    assert_eq!(w.disposal_queue(), [id], "nothing changed");
     w.file_disposal(id);
     assert!(w.disposal_queue().is_empty());
 }

@@ -508,6 +508,30 @@ pub async fn sign(
     Ok(back(id, "agreements.flash.signed"))
 }
 
+/// `POST /agreements/{id}/return`: the operator returns the agreement asking for changes.
+pub async fn operator_return(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    user.require(&[Role::Enterprise])?;
+    let id = path.into_inner();
+    let comments = ops::note(&form.note, "agreements.err.comments")?;
+    let now = state.clock.now();
+    db(&state, move |conn| {
+        ops::operator_return(conn, &user, id, &comments, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        "/agreements",
+        "ok",
+        "agreements.flash.returned",
+    ))
+}
+
 /// `POST /admin/agreements/{id}/seal`: the regulator seals.
 pub async fn seal(
     page: Page,

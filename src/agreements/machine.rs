@@ -7,6 +7,7 @@
 //! ```text
 //! draft --submit--> awaiting_operator --operator_sign--> awaiting_seal --seal--> in_force
 //! draft --edit--> draft
+//! awaiting_operator --operator_return--> draft   (the operator asks for changes)
 //! in_force --order_rectification--> rectification --rectification_accepted--> in_force
 //! in_force | rectification --end(expired | terminated_on_request | terminated_for_violation)--> ended
 //! rectification --end(terminated_for_breach)--> ended
@@ -138,6 +139,8 @@ pub enum AgreementAction {
     Submit,
     /// The operator signs.
     OperatorSign,
+    /// The operator returns the draft to the regulator, asking for changes.
+    OperatorReturn,
     /// The regulator seals with the authorization seal; the term starts.
     Seal,
     /// The regulator orders rectification.
@@ -162,6 +165,7 @@ pub fn apply(state: AgreementState, action: AgreementAction) -> Result<Agreement
         (S::Draft, A::Edit) => Ok(S::Draft),
         (S::Draft, A::Submit) => Ok(S::AwaitingOperator),
         (S::AwaitingOperator, A::OperatorSign) => Ok(S::AwaitingSeal),
+        (S::AwaitingOperator, A::OperatorReturn) => Ok(S::Draft),
         (S::AwaitingSeal, A::Seal) => Ok(S::InForce),
         (S::InForce, A::OrderRectification) => Ok(S::Rectification),
         (S::Rectification, A::RectificationAccepted) => Ok(S::InForce),
@@ -359,10 +363,11 @@ mod tests {
     use AgreementAction as A;
     use AgreementState as S;
 
-    const ACTIONS: [AgreementAction; 11] = [
+    const ACTIONS: [AgreementAction; 12] = [
         A::Edit,
         A::Submit,
         A::OperatorSign,
+        A::OperatorReturn,
         A::Seal,
         A::OrderRectification,
         A::RectificationAccepted,
@@ -379,6 +384,7 @@ mod tests {
             (S::Draft, A::Edit) => Some(S::Draft),
             (S::Draft, A::Submit) => Some(S::AwaitingOperator),
             (S::AwaitingOperator, A::OperatorSign) => Some(S::AwaitingSeal),
+            (S::AwaitingOperator, A::OperatorReturn) => Some(S::Draft),
             (S::AwaitingSeal, A::Seal) => Some(S::InForce),
             (S::InForce, A::OrderRectification) => Some(S::Rectification),
             (S::Rectification, A::RectificationAccepted) => Some(S::InForce),
@@ -406,7 +412,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(legal_count, 14);
+        assert_eq!(legal_count, 15);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! * The regulator drafts an agreement from an application whose state is `admitted` (approved,
 //!   notice period over with no objection pending or upheld), choosing a subset of the approved
-//!   datasets, and sends it to the operator, who signs by typing its organisation's name. The
+//!   datasets, and sends it to the operator, who signs by typing its organisation's name (or
+//!   returns it with comments, back to draft). The
 //!   regulator then seals it with the Ed25519 authorization seal ([`seal`]): the platform signs
 //!   the agreement's canonical text ([`model`] documents it) and stores its SHA-256, the
 //!   signature and the public key. Anyone can verify a number and hash (or the text) on the
@@ -113,6 +114,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/agreements/{id}/print", web::get().to(h::print))
         .route("/agreements/{id}/canonical", web::get().to(h::canonical))
         .route("/agreements/{id}/sign", web::post().to(h::sign))
+        .route(
+            "/agreements/{id}/return",
+            web::post().to(h::operator_return),
+        )
         .route(
             "/agreements/{id}/termination-request",
             web::post().to(h::request_termination),

@@ -524,7 +524,7 @@ pub fn canonical_text(
             })
         })
         .collect();
-    serde_json::json!({
+    sort_keys(serde_json::json!({
         "format": "dataop-agreement/1",
         "number": a.number,
         "version": a.version,
@@ -558,8 +558,29 @@ pub fn canonical_text(
             "ends_on": a.ends_on.map(|d| d.to_string()),
         },
         "sealed_at": a.sealed_at.map(fmt_ts),
-    })
+    }))
     .to_string()
+}
+
+/// The value with the keys of every object in byte order, whatever map serde_json is built
+/// with (the `preserve_order` feature would otherwise keep insertion order).
+fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// SHA-256 of a text, hex.
@@ -597,6 +618,93 @@ pub fn money(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> (Agreement, Vec<AgreementDataset>) {
+        let t = NaiveDate::from_ymd_opt(2026, 11, 23)
+            .unwrap()
+            .and_hms_micro_opt(2, 3, 4, 5)
+            .unwrap();
+        let row = AgreementRow {
+            id: 1,
+            number: "DATAOP-2026-0001".into(),
+            version: 1,
+            previous_id: None,
+            application_id: 7,
+            regulator_org_id: 1,
+            regulator_name: "市数据局".into(),
+            operator_org_id: 5,
+            operator_name: "阿尔法".into(),
+            operator_credit_code: "91330106700000230X".into(),
+            state: "in_force".into(),
+            purpose: "p \"q\"".into(),
+            scenario: "s".into(),
+            security_measures: "m".into(),
+            disposal: "d".into(),
+            trial_months: 3,
+            price_per_job: Some("0.10".into()),
+            price_per_thousand_rows: None,
+            split_platform: "20".into(),
+            split_provider: "30".into(),
+            split_operator: "50".into(),
+            run_budget: 100,
+            run_period: "month".into(),
+            created_by: 1,
+            created_at: t,
+            updated_at: t,
+            starts_on: Some(t.date()),
+            ends_on: Some(term_end(t.date())),
+            expiry_warned_at: None,
+        };
+        let sig = SignatureRow {
+            agreement_id: 1,
+            operator_signed_by: 3,
+            operator_signed_name: "阿尔法".into(),
+            operator_signed_at: t,
+            sealed_by: Some(2),
+            sealed_at: Some(t),
+            canonical_sha256: None,
+            signature: None,
+            public_key: None,
+        };
+        let ds = vec![AgreementDataset {
+            agreement_id: 1,
+            dataset_id: 9,
+            dataset_title: "门诊".into(),
+            provider_org_id: 2,
+            provider_name: "卫健委".into(),
+            epsilon: "1.5".into(),
+        }];
+        (Agreement::assemble(row, Some(sig), None), ds)
+    }
+
+    #[test]
+    fn canonical_text_is_pinned() {
+        let (a, ds) = sample();
+        let text = canonical_text(&a, &ds, None);
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"application_id":7,"datasets":[{"epsilon":"1.5","id":9,"provider":"卫健委","title":"门诊"}],"#,
+                r#""disposal":"d","format":"dataop-agreement/1","number":"DATAOP-2026-0001","#,
+                r#""operator_signature":{"name":"阿尔法","signed_at":"2026-11-23T02:03:04.000005"},"#,
+                r#""parties":{"operator":{"credit_code":"91330106700000230X","name":"阿尔法"},"#,
+                r#""providers":["卫健委"],"regulator":"市数据局"},"previous_number":null,"#,
+                r#""price_per_job":"0.10","price_per_thousand_rows":null,"purpose":"p \"q\"","#,
+                r#""revenue_split":{"operator":"50","platform":"20","provider":"30"},"#,
+                r#""run_budget":{"period":"month","runs":100},"scenario":"s","#,
+                r#""sealed_at":"2026-11-23T02:03:04.000005","security_measures":"m","#,
+                r#""term":{"ends_on":"2028-11-22","starts_on":"2026-11-23"},"trial_months":3,"#,
+                r#""version":1}"#
+            )
+        );
+        let mut changed = a.clone();
+        changed.purpose.push('.');
+        assert_ne!(
+            sha256_hex(&canonical_text(&changed, &ds, None)),
+            sha256_hex(&text)
+        );
+        assert_eq!(a.trial_ends_on(), NaiveDate::from_ymd_opt(2027, 2, 22));
+    }
 
     #[test]
     fn term_and_numbers() {

@@ -522,6 +522,45 @@ pub fn operator_sign(
     })
 }
 
+/// The operator returns the agreement to the regulator with what it wants changed (back to
+/// draft; the regulator edits and sends it again).
+pub fn operator_return(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    comments: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load_for_operator(conn, user, id)?;
+        let to = transition(&a, AgreementAction::OperatorReturn)?;
+        set_state(conn, id, to, now)?;
+        record(
+            conn,
+            &user.actor(),
+            "operator_return",
+            id,
+            serde_json::json!({ "comments": comments }),
+        )?;
+        mail::to_org(
+            conn,
+            a.regulator_org_id,
+            &Notice {
+                template: "agreements.mail.returned",
+                args: &[
+                    ("number", a.number.clone()),
+                    ("operator", a.operator_name.clone()),
+                    ("comments", comments.to_owned()),
+                ],
+                object_type: "agreement",
+                object_id: id.to_string(),
+            },
+        )?;
+        Ok(())
+    })
+}
+
 /// The regulator seals: the term starts (an amendment keeps the term of the version it
 /// amends), the canonical text is hashed and signed, and a sealed amendment supersedes the
 /// version it amends.

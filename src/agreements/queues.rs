@@ -180,20 +180,28 @@ pub fn sections(
     ])
 }
 
-/// Warns about and ends agreements at the end of their term (exit route (a)).
+/// Warns about and ends agreements at the end of their term (exit route (a)). One agreement
+/// failing does not hold up the others; the first failure is returned (and logged by the
+/// scheduler) and retried on the next tick.
 pub fn expire(conn: &mut DbConnection, now: NaiveDateTime, today: NaiveDate) -> anyhow::Result<()> {
     let now = ops::stamp(now);
     let rows = agreements::table
         .filter(agreements::state.eq_any(RUNNING))
         .filter(agreements::ends_on.le(today + Duration::days(EXPIRY_WARNING_DAYS)))
+        .filter(
+            agreements::expiry_warned_at
+                .is_null()
+                .or(agreements::ends_on.lt(today)),
+        )
         .order(agreements::id)
         .limit(TICK_LIMIT)
         .select(AgreementRow::as_select())
         .load(conn)?;
     let running = model::complete(conn, rows)?;
+    let mut first_error = None;
     for a in running {
         let Some(ends_on) = a.ends_on else { continue };
-        db::write_transaction(conn, |conn| {
+        let done = db::write_transaction(conn, |conn| {
             if ends_on < today {
                 ops::end(conn, &Actor::system(), &a, EndReason::Expired, "", now)
             } else if a.expiry_warned_at.is_none() {
@@ -223,8 +231,10 @@ pub fn expire(conn: &mut DbConnection, now: NaiveDateTime, today: NaiveDate) -> 
             } else {
                 Ok::<_, AppError>(())
             }
-        })
-        .map_err(|e| anyhow::anyhow!("agreement {}: {e}", a.id))?;
+        });
+        if let Err(e) = done {
+            first_error.get_or_insert_with(|| anyhow::anyhow!("agreement {}: {e}", a.id));
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
