@@ -903,3 +903,37 @@ fn demo_world_has_a_released_job_and_one_waiting_for_approval() {
     let (_, html) = app.get_text(&alpha, "/jobs/new");
     assert!(!html.contains("notice-error"), "alpha's member is trained");
 }
+
+#[test]
+fn cells_below_k_are_marked_suppressed_everywhere() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let (s, body) = api_submit(&app, &tok, WAT, &MANIFEST.replace("k = 10", "k = 100000"));
+    assert_eq!(s, 201, "{body}");
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
+    assert!(
+        review.contains("class=\"suppressed\""),
+        "suppressed rows marked for the reviewer"
+    );
+    assert!(review.contains("已抑制"));
+    assert_eq!(release(&app, job), 303);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let csv = app
+        .get(&alpha, &format!("/jobs/{job}/output.csv"))
+        .text()
+        .unwrap();
+    let data: Vec<&str> = csv
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .collect();
+    assert_eq!(data.len(), 13, "every district listed");
+    assert!(data.iter().all(|l| l.ends_with(",true,,")), "{data:?}");
+    let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert!(!page.contains("<rect"), "no bars for suppressed cells");
+}
