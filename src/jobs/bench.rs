@@ -45,6 +45,12 @@ pub struct JobFigures {
     pub e2e_p50_ms: f64,
     /// Sandbox run p50, milliseconds.
     pub sandbox_p50_ms: f64,
+    /// Submission (checks and records) p50, milliseconds.
+    pub submit_p50_ms: f64,
+    /// Claim, start, sandbox run and finish p50, milliseconds.
+    pub run_p50_ms: f64,
+    /// Release (checks, signed files, debit) p50, milliseconds.
+    pub release_p50_ms: f64,
     /// Platform share of the end-to-end time (0–1).
     pub overhead_share: f64,
     /// Jobs per second with two workers.
@@ -84,13 +90,18 @@ fn one_backend(
     drop(conn);
     let mut e2e = Vec::with_capacity(LATENCY_RUNS);
     let mut sandbox = Vec::with_capacity(LATENCY_RUNS);
+    let mut phases: [Vec<Duration>; 3] = Default::default();
     for _ in 0..LATENCY_RUNS {
         let t0 = Instant::now();
         let mut conn = state.pool.get()?;
         let s = demo::submit_demo(&state, &mut conn, &alpha, demo::EXAMPLE_MODULE, "bench")?;
         drop(conn);
         anyhow::ensure!(s.queued, "the bench module is not approved");
+        let t1 = Instant::now();
+        phases[0].push(t1 - t0);
         worker::run_once(&state, "bench")?;
+        let t2 = Instant::now();
+        phases[1].push(t2 - t1);
         let mut conn = state.pool.get()?;
         ops::release(
             &mut conn,
@@ -103,6 +114,7 @@ fn one_backend(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let released = super::model::release(&mut conn, s.job_id)?;
         anyhow::ensure!(released.is_some(), "job {} was not released", s.job_id);
+        phases[2].push(t2.elapsed());
         e2e.push(t0.elapsed());
         let report: Option<String> = jobs::table
             .find(s.job_id)
@@ -117,6 +129,14 @@ fn one_backend(
     }
     e2e.sort();
     sandbox.sort();
+    let [submit_p50, run_p50, release_p50] = phases.map(|mut v| {
+        v.sort();
+        percentile(&v, 0.5).as_secs_f64() * 1e3
+    });
+    writeln!(
+        out,
+        "{backend}: phases p50: submit {submit_p50:.1} ms, claim+run+finish {run_p50:.1} ms, release {release_p50:.1} ms"
+    )?;
     let (p50, sb50) = (percentile(&e2e, 0.5), percentile(&sandbox, 0.5));
     writeln!(
         out,
@@ -158,6 +178,9 @@ fn one_backend(
         rows,
         e2e_p50_ms: p50.as_secs_f64() * 1e3,
         sandbox_p50_ms: sb50.as_secs_f64() * 1e3,
+        submit_p50_ms: submit_p50,
+        run_p50_ms: run_p50,
+        release_p50_ms: release_p50,
         overhead_share: 1.0 - sb50.as_secs_f64() / p50.as_secs_f64().max(1e-9),
         jobs_per_s: rate,
     })
