@@ -245,7 +245,10 @@ mod tests {
         c.smtp_url = Some("smtps://mailer:hunter2@mail.example.org:465".into());
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("smtps://mailer:***@mail.example.org:465"), "{shown}");
+        assert!(
+            shown.contains("smtps://mailer:***@mail.example.org:465"),
+            "{shown}"
+        );
     }
 
     #[test]

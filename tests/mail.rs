@@ -110,7 +110,11 @@ fn decode(path: &Path) -> (String, String, String, String) {
         .arg(path)
         .output()
         .expect("run python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     (v[0].clone(), v[1].clone(), v[2].clone(), v[3].clone())
 }
@@ -164,7 +168,10 @@ fn verify(app: &TestApp, platform: &reqwest::blocking::Client, org_id: i64) {
         .select(organisations::status)
         .first(&mut app.conn())
         .unwrap();
-    assert_eq!(status, "verified", "the step succeeds whatever the mail does");
+    assert_eq!(
+        status, "verified",
+        "the step succeeds whatever the mail does"
+    );
 }
 
 /// `(id, state, attempts, last_error, eml_path)` of every outbox message.
@@ -196,7 +203,11 @@ fn verification_email_reaches_a_real_smtp_server() {
 
     // The mail worker sends it within about a second, without any scheduler tick.
     let got = smtp.wait_for(1);
-    assert_eq!(got.len(), 1, "one message (user and organisation share the address)");
+    assert_eq!(
+        got.len(),
+        1,
+        "one message (user and organisation share the address)"
+    );
     let (subject, to, rcpt, body) = decode(&got[0]);
     assert_eq!(
         subject,
@@ -230,7 +241,11 @@ fn verification_email_reaches_a_real_smtp_server() {
 #[test]
 fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
     let app = TestApp::builder().demo().start();
-    assert_eq!(app.state().config.smtp_url, None, "the default is the file outbox");
+    assert_eq!(
+        app.state().config.smtp_url,
+        None,
+        "the default is the file outbox"
+    );
     let (org_id, _) = register_gamma(&app);
     let platform = app.logged_in("platform", DEMO_PASSWORD);
     verify(&app, &platform, org_id);
@@ -241,10 +256,16 @@ fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
     let (id, state, attempts, _, path) = rows[0].clone();
     assert_eq!((state.as_str(), attempts), ("sent", 1));
     let path = PathBuf::from(path.expect("the file is recorded"));
-    assert!(path.starts_with(app.data_dir.path().join("outbox")), "{path:?}");
+    assert!(
+        path.starts_with(app.data_dir.path().join("outbox")),
+        "{path:?}"
+    );
     let raw = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&raw);
-    assert!(text.contains("Subject: =?utf-8?"), "an encoded UTF-8 subject: {text}");
+    assert!(
+        text.contains("Subject: =?utf-8?"),
+        "an encoded UTF-8 subject: {text}"
+    );
     assert!(text.contains(&format!("To: {ORG_EMAIL}")), "{text}");
     let (subject, to, _, body) = decode(&path);
     assert_eq!(
@@ -252,7 +273,10 @@ fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
         "贵单位已通过核验 / Your organisation has been verified"
     );
     assert_eq!(to, ORG_EMAIL);
-    assert!(body.contains("平台运营主体已核验贵单位的注册信息"), "{body}");
+    assert!(
+        body.contains("平台运营主体已核验贵单位的注册信息"),
+        "{body}"
+    );
 
     let (status, html) = app.get_text(&platform, "/admin/outbox?state=sent");
     assert_eq!(status, 200);
@@ -260,8 +284,14 @@ fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
     let (status, html) = app.get_text(&platform, &format!("/admin/outbox/{id}"));
     assert_eq!(status, 200);
     assert!(html.contains(&path.display().to_string()), "{html}");
-    assert!(html.contains("平台运营主体已核验贵单位的注册信息"), "{html}");
-    assert!(!html.contains("/retry\""), "a sent message has no retry button");
+    assert!(
+        html.contains("平台运营主体已核验贵单位的注册信息"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("/retry\""),
+        "a sent message has no retry button"
+    );
 
     // The regulator reads the outbox too; an enterprise does not.
     let regulator = app.logged_in("regulator", DEMO_PASSWORD);
@@ -326,17 +356,20 @@ fn a_server_that_is_down_never_fails_the_step_and_the_message_is_retried_then_fa
     let smtp = SmtpServer::start(port);
     let page = format!("/admin/outbox/{id}");
     let (_, html) = app.get_text(&platform, &page);
-    assert!(html.contains(&format!("/admin/outbox/{id}/retry")), "{html}");
-    let r = app.post_form(
-        &platform,
-        &format!("{page}/retry"),
-        &[("csrf", "forged")],
+    assert!(
+        html.contains(&format!("/admin/outbox/{id}/retry")),
+        "{html}"
     );
+    let r = app.post_form(&platform, &format!("{page}/retry"), &[("csrf", "forged")]);
     assert_eq!(r.status().as_u16(), 403, "the CSRF token is checked");
     let r = app.post_form_from(&platform, &page, &format!("{page}/retry"), &[]);
     assert_eq!(r.status().as_u16(), 303);
     let r = app.post_form_from(&platform, &page, &format!("{page}/retry"), &[]);
-    assert_eq!(r.status().as_u16(), 409, "a waiting message is not retried twice");
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a waiting message is not retried twice"
+    );
     let audited: i64 = audit_log::table
         .filter(audit_log::action.eq("mail.retry"))
         .filter(audit_log::object_id.eq(id.to_string()))

@@ -433,6 +433,8 @@ mod tests {
         assert!(raw.contains("To: alpha@example.com"), "{raw}");
         assert!(raw.contains("Message-ID: <outbox-7@localhost>"), "{raw}");
         assert!(!raw.contains("您好"), "the body is transfer-encoded: {raw}");
-        assert!(build_message("dataop <noreply@localhost>", 1, "not an address", "s", "b").is_err());
+        assert!(
+            build_message("dataop <noreply@localhost>", 1, "not an address", "s", "b").is_err()
+        );
     }
 }

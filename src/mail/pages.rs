@@ -80,8 +80,7 @@ impl OutboxRow {
 
     /// Whether the retry button applies.
     pub fn can_retry(&self) -> bool {
-        MailState::parse(&self.state)
-            .is_some_and(|s| s.apply(MailAction::Retry).is_ok())
+        MailState::parse(&self.state).is_some_and(|s| s.apply(MailAction::Retry).is_ok())
     }
 }
 

@@ -629,9 +629,18 @@ mod tests {
             ))
         );
         let bad = [
-            (day_form("2026-13-01", "holiday", "a", "b"), "calendar.err_date"),
-            (day_form("1999-01-01", "holiday", "a", "b"), "calendar.err_date"),
-            (day_form("2026-10-01", "rest", "a", "b"), "calendar.err_kind"),
+            (
+                day_form("2026-13-01", "holiday", "a", "b"),
+                "calendar.err_date",
+            ),
+            (
+                day_form("1999-01-01", "holiday", "a", "b"),
+                "calendar.err_date",
+            ),
+            (
+                day_form("2026-10-01", "rest", "a", "b"),
+                "calendar.err_kind",
+            ),
             (
                 day_form("2026-10-01", "workday", "a", "b"),
                 "calendar.err_workday_weekday",
