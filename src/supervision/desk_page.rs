@@ -126,3 +126,81 @@ pub async fn desk(
         sections: sections.into_iter().map(DeskSection::from).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::i18n::Lang;
+
+    fn d(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
+    }
+
+    fn page() -> Page {
+        Page {
+            lang: Lang::En,
+            user: None,
+            nav: Vec::new(),
+            csrf: String::new(),
+            flash: None,
+            path: "/regulator/desk".into(),
+        }
+    }
+
+    fn item(label: &str, due: Option<NaiveDate>) -> QueueItem {
+        let cal = Calendar::default();
+        QueueItem {
+            label: label.into(),
+            href: format!("/items/{label}"),
+            state_key: "desk.item",
+            deadline: due.map(|due| cal.deadline(d(23), due)),
+        }
+    }
+
+    #[test]
+    fn urgency_marks_overdue_and_items_due_within_two_working_days() {
+        assert_eq!(Urgency::of(&item("a", Some(d(20)))), Urgency::Overdue);
+        assert_eq!(Urgency::of(&item("b", Some(d(23)))), Urgency::DueSoon);
+        assert_eq!(Urgency::of(&item("c", Some(d(25)))), Urgency::DueSoon);
+        assert_eq!(Urgency::of(&item("d", Some(d(26)))), Urgency::Normal);
+        assert_eq!(Urgency::of(&item("e", None)), Urgency::Normal);
+    }
+
+    #[test]
+    fn the_page_shows_badges_days_left_and_empty_sections() {
+        let html = DeskPage {
+            page: page(),
+            today: "2026-11-23".into(),
+            sections: vec![
+                DeskSection::from(QueueSection {
+                    title_key: "desk.title",
+                    items: vec![
+                        item("late-one", Some(d(18))),
+                        item("soon-one", Some(d(24))),
+                        item("later-one", Some(d(30))),
+                        item("open-one", None),
+                    ],
+                }),
+                DeskSection::from(QueueSection {
+                    title_key: "desk.deadline",
+                    items: vec![],
+                }),
+            ],
+        }
+        .render()
+        .unwrap();
+        let late = html.find("late-one").unwrap();
+        assert!(late < html.find("soon-one").unwrap());
+        assert!(html.contains("row-overdue"));
+        assert!(html.contains("<span class=\"badge badge-overdue\">Overdue</span>"));
+        assert!(html.contains("working days overdue: 3"), "{html}");
+        assert!(html.contains("<span class=\"badge badge-due-soon\">Due soon</span>"));
+        assert!(html.contains("working days left: 1"));
+        assert!(html.contains("working days left: 5"));
+        assert!(html.contains("No deadline"));
+        assert!(html.contains("Nothing is waiting in this queue."));
+        assert!(!html.contains("No work queue has anything for you yet."));
+    }
+}
