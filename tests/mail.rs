@@ -293,6 +293,33 @@ fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
         "a sent message has no retry button"
     );
 
+    // The text is shown as text, never as markup.
+    dataop::mail::to_addr(
+        &mut app.conn(),
+        "x@example.com",
+        &dataop::mail::Notice {
+            template: "accounts.mail.org_verified",
+            args: &[
+                ("org", "<script>alert(1)</script>".into()),
+                ("code", "-".into()),
+            ],
+            object_type: "organisation",
+            object_id: org_id.to_string(),
+        },
+    )
+    .unwrap();
+    let newest: i64 = mail_outbox::table
+        .select(diesel::dsl::max(mail_outbox::id))
+        .first::<Option<i64>>(&mut app.conn())
+        .unwrap()
+        .unwrap();
+    let (_, html) = app.get_text(&platform, &format!("/admin/outbox/{newest}"));
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "{html}");
+
     // The regulator reads the outbox too; an enterprise does not.
     let regulator = app.logged_in("regulator", DEMO_PASSWORD);
     assert_eq!(app.get_text(&regulator, "/admin/outbox").0, 200);

@@ -39,6 +39,10 @@ pub const LEASE_SECS: i64 = 10 * 60;
 /// Most messages handled in one pass.
 pub const BATCH: i64 = 50;
 
+/// After this long a pass claims no further message (so a slow mail server cannot hold up the
+/// scheduler for long); the rest waits for the next pass.
+pub const PASS_BUDGET: Duration = Duration::from_secs(30);
+
 /// How often the prompt worker looks for due messages.
 pub const POLL: Duration = Duration::from_secs(1);
 
@@ -274,8 +278,9 @@ fn record(
     Ok(())
 }
 
-/// Sends every due message (at most [`BATCH`]); returns how many were attempted. Failures
-/// are recorded on the rows, never returned: only a database error is.
+/// Sends every due message (at most [`BATCH`], for at most about [`PASS_BUDGET`]); returns how
+/// many were attempted. Failures are recorded on the rows, never returned: only a database
+/// error is.
 pub fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
     let _one_at_a_time = DELIVERING.lock().unwrap_or_else(|e| e.into_inner());
     let mut conn = state.pool.get()?;
@@ -291,8 +296,12 @@ pub fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let outlet = Outlet::from_config(&state.config);
+    let started = std::time::Instant::now();
     let mut attempted = 0;
     for row in due {
+        if started.elapsed() > PASS_BUDGET {
+            break;
+        }
         if !claim(&mut conn, &row, now)? {
             continue;
         }
@@ -339,7 +348,46 @@ pub fn spawn_worker(state: Weak<AppState>) -> std::io::Result<std::thread::JoinH
 
 #[cfg(test)]
 mod tests {
+    use diesel::Connection as _;
+    use diesel::sqlite::SqliteConnection;
+
     use super::*;
+
+    #[test]
+    fn a_due_message_is_claimed_once() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        crate::db::migrate(&mut conn).unwrap();
+        let notice = crate::mail::Notice {
+            template: "accounts.mail.org_verified",
+            args: &[("org", "某公司".into()), ("code", "X".into())],
+            object_type: "organisation",
+            object_id: "1".into(),
+        };
+        crate::mail::to_addr(&mut conn, "a@example.com", &notice).unwrap();
+        let now = chrono::Utc::now().naive_utc() + chrono::Duration::seconds(1);
+        let due: Vec<Due> = mail_outbox::table
+            .select(Due::as_select())
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        // Two servers that both saw the row: only the first claim wins.
+        assert!(claim(&mut conn, &due[0], now).unwrap());
+        assert!(!claim(&mut conn, &due[0], now).unwrap());
+        let (attempts, next): (i32, NaiveDateTime) = mail_outbox::table
+            .select((mail_outbox::attempts, mail_outbox::next_attempt_at))
+            .first(&mut conn)
+            .unwrap();
+        assert_eq!(attempts, 1);
+        assert_eq!(next, now + chrono::Duration::seconds(LEASE_SECS), "leased");
+        // Its outcome is recorded once; a stale worker's record changes nothing.
+        record(&mut conn, due[0].id, 1, Ok(None), now).unwrap();
+        record(&mut conn, due[0].id, 1, Err("late".into()), now).unwrap();
+        let (state, error): (String, String) = mail_outbox::table
+            .select((mail_outbox::state, mail_outbox::last_error))
+            .first(&mut conn)
+            .unwrap();
+        assert_eq!((state.as_str(), error.as_str()), ("sent", ""));
+    }
 
     #[test]
     fn delivered_pending_becomes_sent() {
