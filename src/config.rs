@@ -148,6 +148,18 @@ impl Config {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("dataop.db").display()));
+        let smtp_url = o
+            .smtp_url
+            .or(file.smtp_url)
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            anyhow::bail!(
+                "smtp_url must start with smtp:// or smtps:// (got {})",
+                redact_url(url)
+            );
+        }
         Ok(Self {
             bind: o
                 .bind
@@ -167,10 +179,7 @@ impl Config {
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
             scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
-            smtp_url: o
-                .smtp_url
-                .or(file.smtp_url)
-                .filter(|u| !u.trim().is_empty()),
+            smtp_url,
             mail_from: o
                 .mail_from
                 .or(file.mail_from)
@@ -213,7 +222,8 @@ mod tests {
         let path = dir.path().join("dataop.toml");
         std::fs::write(
             &path,
-            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n",
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n\
+             smtp_url = \"smtp://mail.local:25\"\nmail_from = \"平台 <noreply@example.org>\"\n",
         )
         .unwrap();
         let c = Config::load(Overrides {
@@ -227,6 +237,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/d/dataop.db");
         assert!(c.secure_cookies);
         assert_eq!(c.session_hours, 2);
+        assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.local:25"));
+        assert_eq!(c.mail_from, "平台 <noreply@example.org>");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(
             Config::load(Overrides {

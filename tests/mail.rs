@@ -413,3 +413,37 @@ fn a_server_that_is_down_never_fails_the_step_and_the_message_is_retried_then_fa
     let r = app.post_form_from(&platform, &page, &format!("{page}/retry"), &[]);
     assert_eq!(r.status().as_u16(), 409, "a sent message is not retried");
 }
+
+#[test]
+fn the_outbox_is_paged_and_filtered_by_state() {
+    let app = TestApp::builder().demo().start();
+    let platform = app.logged_in("platform", DEMO_PASSWORD);
+    for i in 0..55 {
+        dataop::mail::to_addr(
+            &mut app.conn(),
+            &format!("person{i:02}@example.com"),
+            &dataop::mail::Notice {
+                template: "accounts.mail.org_verified",
+                args: &[("org", format!("单位{i}")), ("code", "-".into())],
+                object_type: "organisation",
+                object_id: i.to_string(),
+            },
+        )
+        .unwrap();
+    }
+    let (status, html) = app.get_text(&platform, "/admin/outbox");
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("class=\"outbox-row\"").count(), 50);
+    assert!(html.contains("person54@example.com"), "newest first");
+    assert!(!html.contains("person04@example.com"));
+    assert!(html.contains("page=2\">"), "a link to the next page");
+    let (_, html) = app.get_text(&platform, "/admin/outbox?page=2");
+    assert_eq!(html.matches("class=\"outbox-row\"").count(), 5);
+    assert!(html.contains("person00@example.com"));
+
+    dataop::scheduler::tick(app.state());
+    let (_, html) = app.get_text(&platform, "/admin/outbox?state=sent");
+    assert_eq!(html.matches("badge-mail-sent").count(), 50);
+    let (_, html) = app.get_text(&platform, "/admin/outbox?state=failed");
+    assert!(html.contains("没有符合条件的邮件"), "{html}");
+}
