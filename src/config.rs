@@ -37,6 +37,12 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     /// How often the scheduler runs timed work (deadlines, expiry, mail), in seconds.
     pub scheduler_interval_secs: Option<u64>,
+    /// Outgoing mail server: `smtp://host:port` (plain), `smtp://host:port?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS); absent: messages are written as `.eml`
+    /// files under `<data_dir>/outbox/`.
+    pub smtp_url: Option<String>,
+    /// The `From` address of outgoing mail.
+    pub mail_from: Option<String>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -56,6 +62,10 @@ pub struct Overrides {
     pub secure_cookies: Option<bool>,
     /// `DATAOP_UPLOAD_LIMIT_BYTES`.
     pub upload_limit_bytes: Option<u64>,
+    /// `DATAOP_SMTP_URL`.
+    pub smtp_url: Option<String>,
+    /// `DATAOP_MAIL_FROM`.
+    pub mail_from: Option<String>,
 }
 
 /// The effective configuration of one process.
@@ -85,6 +95,11 @@ pub struct Config {
     pub login_window_secs: u64,
     /// How often the scheduler runs timed work, in seconds (default 60).
     pub scheduler_interval_secs: u64,
+    /// Outgoing mail server URL (may hold a password: never logged); `None` writes `.eml`
+    /// files under `<data_dir>/outbox/`.
+    pub smtp_url: Option<String>,
+    /// The `From` address of outgoing mail.
+    pub mail_from: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -98,11 +113,13 @@ impl std::fmt::Debug for Config {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("secure_cookies", &self.secure_cookies)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
             .finish_non_exhaustive()
     }
 }
 
-/// Replaces the password of a database URL by `***` so the URL can be logged.
+/// Replaces the password of a database or mail server URL by `***` so the URL can be logged.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((userinfo, host)) = rest.rsplit_once('@')
@@ -112,6 +129,9 @@ pub fn redact_url(url: &str) -> String {
     }
     url.to_owned()
 }
+
+/// The `From` address when none is configured.
+pub const DEFAULT_MAIL_FROM: &str = "dataop <noreply@localhost>";
 
 impl Config {
     /// Builds the configuration from overrides, the optional TOML file and defaults.
@@ -128,6 +148,18 @@ impl Config {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("dataop.db").display()));
+        let smtp_url = o
+            .smtp_url
+            .or(file.smtp_url)
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            anyhow::bail!(
+                "smtp_url must start with smtp:// or smtps:// (got {})",
+                redact_url(url)
+            );
+        }
         Ok(Self {
             bind: o
                 .bind
@@ -147,6 +179,11 @@ impl Config {
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
             scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
+            smtp_url,
+            mail_from: o
+                .mail_from
+                .or(file.mail_from)
+                .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned()),
         })
     }
 
@@ -185,7 +222,8 @@ mod tests {
         let path = dir.path().join("dataop.toml");
         std::fs::write(
             &path,
-            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n",
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n\
+             smtp_url = \"smtp://mail.local:25\"\nmail_from = \"平台 <noreply@example.org>\"\n",
         )
         .unwrap();
         let c = Config::load(Overrides {
@@ -199,6 +237,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/d/dataop.db");
         assert!(c.secure_cookies);
         assert_eq!(c.session_hours, 2);
+        assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.local:25"));
+        assert_eq!(c.mail_from, "平台 <noreply@example.org>");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(
             Config::load(Overrides {
@@ -207,6 +247,19 @@ mod tests {
             })
             .is_err(),
             "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn smtp_password_is_redacted_in_debug() {
+        let mut c = Config::for_data_dir(Path::new("/tmp/x"), None).unwrap();
+        assert_eq!(c.smtp_url, None, "no SMTP by default: the file outbox");
+        c.smtp_url = Some("smtps://mailer:hunter2@mail.example.org:465".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("smtps://mailer:***@mail.example.org:465"),
+            "{shown}"
         );
     }
 

@@ -13,7 +13,11 @@ use crate::AppState;
 type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 
 /// The timed work of every domain, run in this order on each tick.
-const JOBS: &[Job] = &[("sessions.purge", crate::accounts::session::purge_expired)];
+const JOBS: &[Job] = &[
+    ("sessions.purge", crate::accounts::session::purge_expired),
+    // Last, so mail queued by the work above goes out in the same tick.
+    ("mail", crate::mail::delivery::scheduled),
+];
 
 /// Runs every domain's timed work once.
 pub fn tick(state: &AppState) {

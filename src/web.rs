@@ -145,10 +145,15 @@ pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
             if role == Role::Provider {
                 items.push(("/provider/datasets", "common.nav_my_datasets"));
             }
+            if role == Role::Regulator {
+                items.push(("/regulator/desk", "desk.nav"));
+                items.push(("/regulator/calendar", "calendar.nav"));
+            }
             if matches!(role, Role::PlatformAdmin | Role::Regulator) {
                 items.push(("/admin/orgs", "common.nav_orgs"));
                 items.push(("/admin/users", "common.nav_users"));
                 items.push(("/supervision/audit", "common.nav_audit"));
+                items.push(("/admin/outbox", "mail.nav_outbox"));
             }
             items.push(("/account", "common.nav_account"));
         }

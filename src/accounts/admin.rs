@@ -1,5 +1,6 @@
 //! The platform admin's and regulator's account pages: all organisations and users, verify or
 //! disable an organisation, disable or re-enable a user (disabling revokes sessions and tokens).
+//! Verifying an organisation emails its users and contact address.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -11,6 +12,7 @@ use crate::accounts::session::CsrfForm;
 use crate::auth::{self, CurrentUser, Role};
 use crate::db;
 use crate::errors::AppError;
+use crate::mail;
 use crate::schema::{organisations, users};
 use crate::supervision::audit;
 use crate::web::{Page, redirect_with_flash, render};
@@ -153,6 +155,22 @@ async fn change_org(
                 OrgAction::Verify => "organisation.verify",
                 OrgAction::Disable => "organisation.disable",
             };
+            if to == OrgStatus::Verified {
+                let (name, code): (String, Option<String>) = organisations::table
+                    .find(id)
+                    .select((organisations::name, organisations::credit_code))
+                    .first(conn)?;
+                mail::to_org(
+                    conn,
+                    id,
+                    &mail::Notice {
+                        template: "accounts.mail.org_verified",
+                        args: &[("org", name), ("code", code.unwrap_or_default())],
+                        object_type: "organisation",
+                        object_id: id.to_string(),
+                    },
+                )?;
+            }
             audit::record(
                 conn,
                 &user.actor(),
