@@ -37,6 +37,14 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     /// How often the scheduler runs timed work (deadlines, expiry, mail), in seconds.
     pub scheduler_interval_secs: Option<u64>,
+    /// Working days the regulator has to review a submitted application.
+    pub review_days: Option<u32>,
+    /// Working days an assigned expert has to file an opinion.
+    pub expert_days: Option<u32>,
+    /// Working days an approved application stays on public notice.
+    pub notice_days: Option<u32>,
+    /// Working days the regulator has to decide an objection.
+    pub objection_days: Option<u32>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -85,6 +93,14 @@ pub struct Config {
     pub login_window_secs: u64,
     /// How often the scheduler runs timed work, in seconds (default 60).
     pub scheduler_interval_secs: u64,
+    /// Working days to review a submitted application (default 20).
+    pub review_days: u32,
+    /// Working days for an expert's opinion (default 10).
+    pub expert_days: u32,
+    /// Working days of the public notice (default 5).
+    pub notice_days: u32,
+    /// Working days to decide an objection (default 5, Jilin art. 12).
+    pub objection_days: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -147,6 +163,10 @@ impl Config {
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
             scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
+            review_days: file.review_days.unwrap_or(20).clamp(1, 250),
+            expert_days: file.expert_days.unwrap_or(10).clamp(1, 250),
+            notice_days: file.notice_days.unwrap_or(5).clamp(1, 250),
+            objection_days: file.objection_days.unwrap_or(5).clamp(1, 250),
         })
     }
 

@@ -12,5 +12,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::accounts::routes(cfg);
     crate::supervision::routes(cfg);
     crate::catalog::routes(cfg);
+    crate::admission::routes(cfg);
     cfg.default_service(web::to(crate::web::not_found));
 }

@@ -13,7 +13,7 @@ use crate::AppState;
 type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 
 /// The timed work of every domain, run in this order on each tick.
-const JOBS: &[Job] = &[];
+const JOBS: &[Job] = &[("admission", crate::admission::tick)];
 
 /// Runs every domain's timed work once.
 pub fn tick(state: &AppState) {
