@@ -273,8 +273,7 @@ pub async fn build_page(
         experts,
         cal,
     ) = data;
-    let editable =
-        viewer == Viewer::Owner && app.state().apply(ApplicationAction::Save).is_ok();
+    let editable = viewer == Viewer::Owner && app.state().apply(ApplicationAction::Save).is_ok();
     let requested_pairs: Vec<(i64, String)> =
         requested.iter().map(|(d, p)| (d.id, p.clone())).collect();
     let form = form.unwrap_or_else(|| ApplicationForm::from_application(&app, &requested_pairs));
@@ -303,7 +302,8 @@ pub async fn build_page(
         Vec::new()
     };
     let group_label = |code: &str| {
-        EvidenceGroup::parse(code).map_or_else(|| code.to_owned(), |g| page.t(g.label_key()).to_owned())
+        EvidenceGroup::parse(code)
+            .map_or_else(|| code.to_owned(), |g| page.t(g.label_key()).to_owned())
     };
     let state_label = page.t(app.state().label_key()).to_owned();
     let app_state = app.state();
@@ -414,7 +414,16 @@ pub async fn show(
     state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let p = build_page(&state, page, &user, path.into_inner(), None, None, Vec::new()).await?;
+    let p = build_page(
+        &state,
+        page,
+        &user,
+        path.into_inner(),
+        None,
+        None,
+        Vec::new(),
+    )
+    .await?;
     render(&p)
 }
 
@@ -436,7 +445,11 @@ pub struct AppLine {
 }
 
 /// Lines for applications in the page language.
-pub fn app_lines(conn: &mut DbConnection, page: &Page, apps: &[Application]) -> QueryResult<Vec<AppLine>> {
+pub fn app_lines(
+    conn: &mut DbConnection,
+    page: &Page,
+    apps: &[Application],
+) -> QueryResult<Vec<AppLine>> {
     let mut out = Vec::new();
     for a in apps {
         let call = model::find_call(conn, a.call_id)?
@@ -674,7 +687,7 @@ pub async fn save(
             ];
             let n = notice("admission.mail.received", &args, id);
             mail::to_org(conn, app.org_id, &n)?;
-            mail::to_role(conn, Role::Regulator, &n)?;
+            super::to_regulators(conn, &n)?;
             Ok(SaveOutcome::Submitted)
         })
     })

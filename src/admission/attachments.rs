@@ -139,10 +139,7 @@ pub async fn upload(
     let (content_type, ext) =
         sniff(&bytes).ok_or_else(|| AppError::invalid("admission.err_file_type"))?;
     let sha = hex::encode(Sha256::digest(&bytes));
-    let rel = format!(
-        "attachments/{id}/{}.{ext}",
-        uuid::Uuid::new_v4().simple()
-    );
+    let rel = format!("attachments/{id}/{}.{ext}", uuid::Uuid::new_v4().simple());
     let full = state.config.data_dir.join(&rel);
     let size = bytes.len() as i64;
     let dir = full
@@ -292,7 +289,10 @@ mod tests {
 
     #[test]
     fn types_come_from_content() {
-        assert_eq!(sniff(b"%PDF-1.7\n...").map(|t| t.0), Some("application/pdf"));
+        assert_eq!(
+            sniff(b"%PDF-1.7\n...").map(|t| t.0),
+            Some("application/pdf")
+        );
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n....").map(|t| t.1), Some("png"));
         assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).map(|t| t.1), Some("jpg"));
         assert_eq!(sniff(b"just text pretending to be a pdf"), None);

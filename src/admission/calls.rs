@@ -461,7 +461,16 @@ pub async fn edit_form(
     .await?;
     c.state().apply(CallAction::Edit).map_err(conflict)?;
     let form = CallForm::from_call(&c, &ids);
-    render(&form_page(&state, page, format!("/admission/calls/{id}/edit"), form, None).await?)
+    render(
+        &form_page(
+            &state,
+            page,
+            format!("/admission/calls/{id}/edit"),
+            form,
+            None,
+        )
+        .await?,
+    )
 }
 
 /// `POST /admission/calls/{id}/edit`: saves a draft call.

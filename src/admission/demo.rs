@@ -115,10 +115,13 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
                 applications::contact_name.eq(&org.contact_name),
                 applications::contact_phone.eq(&org.contact_phone),
                 applications::address.eq(&org.address),
-                applications::evidence_basic.eq("公司依法设立，近三年无重大违法记录；已建立数据安全管理制度。"),
-                applications::evidence_technical.eq("已通过网络安全等级保护三级测评；数据仅在平台沙箱内处理。"),
+                applications::evidence_basic
+                    .eq("公司依法设立，近三年无重大违法记录；已建立数据安全管理制度。"),
+                applications::evidence_technical
+                    .eq("已通过网络安全等级保护三级测评；数据仅在平台沙箱内处理。"),
                 applications::evidence_scenario.eq("面向区县卫生健康部门提供门诊负担统计分析。"),
-                applications::evidence_domain.eq("遵守医疗卫生数据管理规定，结果仅含汇总统计且满足最小单元数要求。"),
+                applications::evidence_domain
+                    .eq("遵守医疗卫生数据管理规定，结果仅含汇总统计且满足最小单元数要求。"),
                 applications::declared.eq(true),
                 applications::review_due_on.eq(Some(due)),
             ))

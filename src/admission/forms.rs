@@ -157,7 +157,10 @@ impl CallForm {
         }
         let mut ids: Vec<i64> = Vec::new();
         for d in &self.datasets {
-            let id = d.trim().parse::<i64>().map_err(|_| "admission.err_datasets")?;
+            let id = d
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| "admission.err_datasets")?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -218,14 +221,13 @@ pub struct ApplicationFields {
 impl ApplicationForm {
     /// Reads the posted fields.
     pub fn from_pairs(p: &Pairs) -> Self {
-        let purposes = p
-            .0
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("purpose_")
-                    .map(|id| (id.to_owned(), v.clone()))
-            })
-            .collect();
+        let purposes =
+            p.0.iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("purpose_")
+                        .map(|id| (id.to_owned(), v.clone()))
+                })
+                .collect();
         Self {
             op: p.get("op"),
             scenario: p.get("scenario"),

@@ -49,7 +49,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admission/calls", web::post().to(calls::create))
         .route("/admission/calls/new", web::get().to(calls::new_form))
         .route("/admission/calls/{id}", web::get().to(calls::manage_show))
-        .route("/admission/calls/{id}/edit", web::get().to(calls::edit_form))
+        .route(
+            "/admission/calls/{id}/edit",
+            web::get().to(calls::edit_form),
+        )
         .route("/admission/calls/{id}/edit", web::post().to(calls::update))
         .route(
             "/admission/calls/{id}/{action}",
@@ -76,11 +79,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/applications/{id}/attachments/{aid}/delete",
             web::post().to(attachments::delete),
         )
-        .route("/applications/{id}/return", web::post().to(review::return_app))
+        .route(
+            "/applications/{id}/return",
+            web::post().to(review::return_app),
+        )
         .route("/applications/{id}/assign", web::post().to(review::assign))
-        .route("/applications/{id}/approve", web::post().to(review::approve))
+        .route(
+            "/applications/{id}/approve",
+            web::post().to(review::approve),
+        )
         .route("/applications/{id}/reject", web::post().to(review::reject))
-        .route("/applications/{id}/opinion", web::post().to(review::opinion))
+        .route(
+            "/applications/{id}/opinion",
+            web::post().to(review::opinion),
+        )
         .route("/expert/assignments", web::get().to(review::my_assignments));
 }
 
@@ -111,10 +123,7 @@ pub fn transition(
             .find(app.id)
             .filter(app_t::state.eq(from.as_str())),
     )
-    .set((
-        app_t::state.eq(to.as_str()),
-        app_t::updated_at.eq(now),
-    ))
+    .set((app_t::state.eq(to.as_str()), app_t::updated_at.eq(now)))
     .execute(conn)?;
     if changed != 1 {
         return Err(AppError::conflict("admission.err_app_changed"));
@@ -156,6 +165,21 @@ pub fn notice<'a>(template: &'a str, args: &'a [(&'a str, String)], app_id: i64)
     }
 }
 
+/// Queues a notice for the regulator's staff: every active regulator user and each regulator
+/// organisation's mailbox.
+pub fn to_regulators(conn: &mut DbConnection, n: &Notice<'_>) -> QueryResult<()> {
+    use crate::schema::organisations;
+    let orgs: Vec<i64> = organisations::table
+        .filter(organisations::kind.eq(crate::accounts::model::OrgKind::Regulator.as_str()))
+        .filter(organisations::status.ne("disabled"))
+        .select(organisations::id)
+        .load(conn)?;
+    for org in orgs {
+        mail::to_org(conn, org, n)?;
+    }
+    Ok(())
+}
+
 /// Admits the application if its notice period ended before `today` with no objection
 /// pending (an upheld objection has already sent it back to review). Returns whether it did.
 pub fn admit_if_due(
@@ -172,13 +196,7 @@ pub fn admit_if_due(
     if pending {
         return Ok(false);
     }
-    transition(
-        conn,
-        &Actor::system(),
-        app,
-        ApplicationAction::Admit,
-        "",
-    )?;
+    transition(conn, &Actor::system(), app, ApplicationAction::Admit, "")?;
     diesel::update(app_t::table.find(app.id))
         .set(app_t::admitted_at.eq(crate::db::now()))
         .execute(conn)?;

@@ -8,8 +8,8 @@ use super::machine::{ApplicationState, CallState};
 use crate::catalog::model::Dataset;
 use crate::db::DbConnection;
 use crate::schema::{
-    application_attachments, application_datasets, application_events, applications,
-    call_datasets, calls, credit_records, datasets, expert_assignments, objections, users,
+    application_attachments, application_datasets, application_events, applications, call_datasets,
+    calls, credit_records, datasets, expert_assignments, objections, users,
 };
 use crate::supervision::audit::Actor;
 
@@ -133,10 +133,9 @@ pub fn find_call(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Call>> 
 pub fn list_calls(conn: &mut DbConnection, public_only: bool) -> QueryResult<Vec<Call>> {
     let mut q = calls::table.into_boxed();
     if public_only {
-        q = q.filter(calls::state.eq_any([
-            CallState::Published.as_str(),
-            CallState::Closed.as_str(),
-        ]));
+        q = q.filter(
+            calls::state.eq_any([CallState::Published.as_str(), CallState::Closed.as_str()]),
+        );
     }
     q.order(calls::id.desc())
         .limit(500)
@@ -156,7 +155,8 @@ pub fn call_datasets_of(conn: &mut DbConnection, call_id: i64) -> QueryResult<Ve
 
 /// Replaces the datasets a call offers.
 pub fn set_call_datasets(conn: &mut DbConnection, call_id: i64, ids: &[i64]) -> QueryResult<()> {
-    diesel::delete(call_datasets::table.filter(call_datasets::call_id.eq(call_id))).execute(conn)?;
+    diesel::delete(call_datasets::table.filter(call_datasets::call_id.eq(call_id)))
+        .execute(conn)?;
     for id in ids {
         diesel::insert_into(call_datasets::table)
             .values((

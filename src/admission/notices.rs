@@ -18,7 +18,7 @@ use super::machine::{ApplicationAction, ApplicationState, ObjectionAction, Objec
 use super::model::{self, Application};
 use super::{admit_if_due, conflict, notice, require_regulator, transition};
 use crate::AppState;
-use crate::auth::{CurrentUser, Role};
+use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::errors::AppError;
 use crate::mail;
@@ -146,7 +146,10 @@ pub fn new_check(key: &[u8], now: NaiveDateTime) -> Check {
     let expires = now.and_utc().timestamp() + CHECK_TTL_SECS;
     Check {
         question: format!("{a} + {b}"),
-        token: format!("{expires}.{nonce}.{}", check_mac(key, expires, &nonce, a + b)),
+        token: format!(
+            "{expires}.{nonce}.{}",
+            check_mac(key, expires, &nonce, a + b)
+        ),
     }
 }
 
@@ -197,7 +200,12 @@ async fn notice_page(
     let p = page.clone();
     let item = db(state, move |conn| {
         let a = model::find_application(conn, id)?
-            .filter(|a| matches!(a.state(), ApplicationState::Notice | ApplicationState::Admitted))
+            .filter(|a| {
+                matches!(
+                    a.state(),
+                    ApplicationState::Notice | ApplicationState::Admitted
+                )
+            })
             .ok_or_else(AppError::not_found)?;
         let cal = Calendar::load(conn)?;
         notice_view(conn, &p, &cal, today, &a)
@@ -218,7 +226,16 @@ pub async fn show(
     state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    render(&notice_page(&state, page, path.into_inner(), ObjectionForm::default(), None).await?)
+    render(
+        &notice_page(
+            &state,
+            page,
+            path.into_inner(),
+            ObjectionForm::default(),
+            None,
+        )
+        .await?,
+    )
 }
 
 /// Whether a contact looks like an email address.
@@ -287,9 +304,16 @@ pub async fn object(
     db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
             let app = model::find_application(conn, id)?
-                .filter(|a| matches!(a.state(), ApplicationState::Notice | ApplicationState::Admitted))
+                .filter(|a| {
+                    matches!(
+                        a.state(),
+                        ApplicationState::Notice | ApplicationState::Admitted
+                    )
+                })
                 .ok_or_else(AppError::not_found)?;
-            if app.state() != ApplicationState::Notice || app.notice_ends_on.is_none_or(|d| today > d) {
+            if app.state() != ApplicationState::Notice
+                || app.notice_ends_on.is_none_or(|d| today > d)
+            {
                 return Err(AppError::conflict("admission.err_notice_over"));
             }
             let recent: i64 = objections::table
@@ -298,7 +322,10 @@ pub async fn object(
                 .count()
                 .get_result(conn)?;
             if recent >= MAX_PER_HOUR {
-                return Err(AppError::http(StatusCode::TOO_MANY_REQUESTS, "admission.err_rate"));
+                return Err(AppError::http(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "admission.err_rate",
+                ));
             }
             let due = Calendar::load(conn)?.add_working_days(today, days);
             let oid: i64 = diesel::insert_into(objections::table)
@@ -327,7 +354,7 @@ pub async fn object(
                 ("org", app.org_name.clone()),
                 ("due", due.to_string()),
             ];
-            mail::to_role(conn, Role::Regulator, &notice("admission.mail.objection_filed", &args, id))?;
+            super::to_regulators(conn, &notice("admission.mail.objection_filed", &args, id))?;
             Ok(())
         })
     })
@@ -444,7 +471,16 @@ pub async fn decide(
         )),
         Err((app_id, key)) => {
             let msg = page.t(key).to_owned();
-            let p = super::applications::build_page(&state, page, &user, app_id, None, Some(msg), Vec::new()).await?;
+            let p = super::applications::build_page(
+                &state,
+                page,
+                &user,
+                app_id,
+                None,
+                Some(msg),
+                Vec::new(),
+            )
+            .await?;
             render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
         }
     }
@@ -457,7 +493,9 @@ mod tests {
     #[test]
     fn arithmetic_check_is_signed_and_expires() {
         let key = b"k";
-        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap().naive_utc();
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
         let c = new_check(key, now);
         let (a, b) = c.question.split_once(" + ").unwrap();
         let answer = a.parse::<i64>().unwrap() + b.parse::<i64>().unwrap();

@@ -93,11 +93,7 @@ pub async fn desk(
             (page.t(s.title_key).to_owned(), lines)
         })
         .collect();
-    render(&DeskPage {
-        page,
-        queues,
-        apps,
-    })
+    render(&DeskPage { page, queues, apps })
 }
 
 /// `GET /admission/applications`: same as the desk.
@@ -116,6 +112,7 @@ struct OrgPage {
     org_name: String,
     credit_code: String,
     status: String,
+    status_label: String,
     credit: Vec<model::CreditRecord>,
     apps: Vec<AppLine>,
 }
@@ -142,12 +139,15 @@ pub async fn org_record(
     })
     .await?;
     render(&OrgPage {
-        page,
         org_name: org.name,
         credit_code: org.credit_code.unwrap_or_default(),
+        status_label: page
+            .t(&format!("accounts.org_status_{}", org.status))
+            .to_owned(),
         status: org.status,
         credit,
         apps,
+        page,
     })
 }
 
@@ -163,7 +163,12 @@ async fn decide<F>(
     f: F,
 ) -> Result<HttpResponse, AppError>
 where
-    F: FnOnce(&mut DbConnection, &CurrentUser, &model::Application, &Pairs) -> Result<Result<(), &'static str>, AppError>
+    F: FnOnce(
+            &mut DbConnection,
+            &CurrentUser,
+            &model::Application,
+            &Pairs,
+        ) -> Result<Result<(), &'static str>, AppError>
         + Send
         + 'static,
 {
@@ -193,7 +198,10 @@ where
     }
 }
 
-fn call_args(conn: &mut DbConnection, app: &model::Application) -> Result<Vec<(&'static str, String)>, AppError> {
+fn call_args(
+    conn: &mut DbConnection,
+    app: &model::Application,
+) -> Result<Vec<(&'static str, String)>, AppError> {
     let call = model::find_call(conn, app.call_id)?.ok_or_else(AppError::not_found)?;
     Ok(vec![
         ("id", app.id.to_string()),
@@ -214,18 +222,33 @@ pub async fn return_app(
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
-    decide(page, user, state, path.into_inner(), pairs, "admission.flash_returned", |conn, u, app, p| {
-        app.state().apply(ApplicationAction::Return).map_err(conflict)?;
-        let missing = match forms::reasons(&p.get("missing"), "admission.err_missing_required") {
-            Ok(m) => m,
-            Err(k) => return Ok(Err(k)),
-        };
-        transition(conn, &u.actor(), app, ApplicationAction::Return, &missing)?;
-        let mut args = call_args(conn, app)?;
-        args.push(("missing", missing));
-        mail::to_org(conn, app.org_id, &notice("admission.mail.returned", &args, app.id))?;
-        Ok(Ok(()))
-    })
+    decide(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        pairs,
+        "admission.flash_returned",
+        |conn, u, app, p| {
+            app.state()
+                .apply(ApplicationAction::Return)
+                .map_err(conflict)?;
+            let missing = match forms::reasons(&p.get("missing"), "admission.err_missing_required")
+            {
+                Ok(m) => m,
+                Err(k) => return Ok(Err(k)),
+            };
+            transition(conn, &u.actor(), app, ApplicationAction::Return, &missing)?;
+            let mut args = call_args(conn, app)?;
+            args.push(("missing", missing));
+            mail::to_org(
+                conn,
+                app.org_id,
+                &notice("admission.mail.returned", &args, app.id),
+            )?;
+            Ok(Ok(()))
+        },
+    )
     .await
 }
 
@@ -305,25 +328,43 @@ pub async fn approve(
     let pairs = Pairs(form.into_inner());
     let today = state.clock.today();
     let days = state.config.notice_days;
-    decide(page, user, state, path.into_inner(), pairs, "admission.flash_approved", move |conn, u, app, p| {
-        let note = p.get("note");
-        if note.chars().count() > forms::MAX_LONG {
-            return Ok(Err("admission.err_text_long"));
-        }
-        transition(conn, &u.actor(), app, ApplicationAction::Approve, note.trim())?;
-        let ends = Calendar::load(conn)?.add_working_days(today, days);
-        diesel::update(applications::table.find(app.id))
-            .set((
-                applications::decided_at.eq(crate::db::now()),
-                applications::notice_ends_on.eq(ends),
-                applications::decision_reasons.eq(note.trim()),
-            ))
-            .execute(conn)?;
-        let mut args = call_args(conn, app)?;
-        args.push(("ends", ends.to_string()));
-        mail::to_org(conn, app.org_id, &notice("admission.mail.approved", &args, app.id))?;
-        Ok(Ok(()))
-    })
+    decide(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        pairs,
+        "admission.flash_approved",
+        move |conn, u, app, p| {
+            let note = p.get("note");
+            if note.chars().count() > forms::MAX_LONG {
+                return Ok(Err("admission.err_text_long"));
+            }
+            transition(
+                conn,
+                &u.actor(),
+                app,
+                ApplicationAction::Approve,
+                note.trim(),
+            )?;
+            let ends = Calendar::load(conn)?.add_working_days(today, days);
+            diesel::update(applications::table.find(app.id))
+                .set((
+                    applications::decided_at.eq(crate::db::now()),
+                    applications::notice_ends_on.eq(ends),
+                    applications::decision_reasons.eq(note.trim()),
+                ))
+                .execute(conn)?;
+            let mut args = call_args(conn, app)?;
+            args.push(("ends", ends.to_string()));
+            mail::to_org(
+                conn,
+                app.org_id,
+                &notice("admission.mail.approved", &args, app.id),
+            )?;
+            Ok(Ok(()))
+        },
+    )
     .await
 }
 
@@ -338,24 +379,39 @@ pub async fn reject(
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
-    decide(page, user, state, path.into_inner(), pairs, "admission.flash_rejected", |conn, u, app, p| {
-        app.state().apply(ApplicationAction::Reject).map_err(conflict)?;
-        let reasons = match forms::reasons(&p.get("reasons"), "admission.err_reasons_required") {
-            Ok(r) => r,
-            Err(k) => return Ok(Err(k)),
-        };
-        transition(conn, &u.actor(), app, ApplicationAction::Reject, &reasons)?;
-        diesel::update(applications::table.find(app.id))
-            .set((
-                applications::decided_at.eq(crate::db::now()),
-                applications::decision_reasons.eq(&reasons),
-            ))
-            .execute(conn)?;
-        let mut args = call_args(conn, app)?;
-        args.push(("reasons", reasons));
-        mail::to_org(conn, app.org_id, &notice("admission.mail.rejected", &args, app.id))?;
-        Ok(Ok(()))
-    })
+    decide(
+        page,
+        user,
+        state,
+        path.into_inner(),
+        pairs,
+        "admission.flash_rejected",
+        |conn, u, app, p| {
+            app.state()
+                .apply(ApplicationAction::Reject)
+                .map_err(conflict)?;
+            let reasons = match forms::reasons(&p.get("reasons"), "admission.err_reasons_required")
+            {
+                Ok(r) => r,
+                Err(k) => return Ok(Err(k)),
+            };
+            transition(conn, &u.actor(), app, ApplicationAction::Reject, &reasons)?;
+            diesel::update(applications::table.find(app.id))
+                .set((
+                    applications::decided_at.eq(crate::db::now()),
+                    applications::decision_reasons.eq(&reasons),
+                ))
+                .execute(conn)?;
+            let mut args = call_args(conn, app)?;
+            args.push(("reasons", reasons));
+            mail::to_org(
+                conn,
+                app.org_id,
+                &notice("admission.mail.rejected", &args, app.id),
+            )?;
+            Ok(Ok(()))
+        },
+    )
     .await
 }
 
