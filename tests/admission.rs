@@ -531,6 +531,17 @@ fn drafts_attachments_submission_and_access_control() {
     assert_eq!(res.headers()["content-type"], "application/pdf");
     assert_eq!(res.bytes().unwrap().as_ref(), PDF);
 
+    // Oversize files are refused.
+    let mut big = PDF.to_vec();
+    big.resize(10 * 1024 * 1024 + 1, b' ');
+    let res = app.upload(&alpha, id, "big.pdf", &big);
+    assert_eq!(res.status(), 413);
+    let n: i64 = dataop::schema::application_attachments::table
+        .count()
+        .get_result(&mut app.t.conn())
+        .unwrap();
+    assert_eq!(n, 1);
+
     // Another enterprise sees nothing of it, and the regulator does not see drafts.
     assert_eq!(app.get(&beta, &format!("/applications/{id}")).0, 404);
     assert_eq!(app.get(&beta, &url).0, 404);
@@ -661,11 +672,29 @@ fn review_return_opinion_rejection_and_messages() {
     );
     assert_eq!(res.status(), 409);
     assert_eq!(app.audit_count(), before);
+    let org = app.org_of("beta");
+    app.t.exec_sql(&format!(
+        "INSERT INTO credit_records (org_id, kind, summary, created_at) \
+         VALUES ({org}, 'rectification', '逾期未整改数据安全问题', CURRENT_TIMESTAMP)"
+    ));
     let html = app.get(&reg, &format!("/applications/{id}")).1;
     assert!(html.contains("安全措施不足") && html.contains("不同意"));
     assert!(
-        html.contains("信用档案"),
+        html.contains("逾期未整改数据安全问题"),
         "the regulator sees the credit record"
+    );
+    assert!(
+        !app.get(&beta, &format!("/applications/{id}"))
+            .1
+            .contains("逾期未整改数据安全问题"),
+        "the applicant page does not show the review material"
+    );
+    let orgs = app.get(&reg, "/admin/orgs").1;
+    assert!(orgs.contains(&format!("href=\"/admission/orgs/{org}\">1</a>")));
+    assert!(
+        app.get(&reg, &format!("/admission/orgs/{org}"))
+            .1
+            .contains("逾期未整改数据安全问题")
     );
 
     // A rejection needs reasons, which the applicant sees.
@@ -843,6 +872,15 @@ fn notice_objections_and_admission() {
             .contains("阿尔法健康科技有限公司")
     );
     let before = app.audit_count();
+    for action in ["return", "assign", "approve"] {
+        let res = app.post(
+            &reg,
+            &format!("/applications/{id}/{action}"),
+            &[("missing", "x"), ("expert", "1"), ("note", "")],
+        );
+        assert_eq!(res.status(), 409, "{action} on an admitted application");
+    }
+    assert_eq!(app.upload(&alpha, id, "late.pdf", PDF).status(), 409);
     assert_eq!(
         app.post(
             &reg,
@@ -854,6 +892,44 @@ fn notice_objections_and_admission() {
     );
     assert_eq!(app.app_state(id), "admitted");
     assert_eq!(app.audit_count(), before);
+}
+
+#[test]
+fn objections_are_rate_limited_per_address() {
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let (_, id, _) = app.submitted(&reg, &alpha);
+    app.approve(&reg, id);
+    for _ in 0..5 {
+        assert_eq!(app.object(id, "a@example.cn").status(), 303);
+    }
+    assert_eq!(app.object(id, "a@example.cn").status(), 429);
+    let n: i64 = dataop::schema::objections::table
+        .count()
+        .get_result(&mut app.t.conn())
+        .unwrap();
+    assert_eq!(n, 5);
+    // Too long grounds are refused.
+    let c = app.t.client();
+    let html = app.get(&c, &format!("/notices/{id}")).1;
+    let token = common::csrf_from(&html).unwrap();
+    let check = value_of(&html, "check");
+    let answer = answer_of(&html).to_string();
+    let grounds = "长".repeat(5001);
+    let res = app.t.post_form(
+        &c,
+        &format!("/notices/{id}/objections"),
+        &[
+            ("csrf", token.as_str()),
+            ("check", check.as_str()),
+            ("answer", answer.as_str()),
+            ("name", "王五"),
+            ("contact", "x"),
+            ("grounds", grounds.as_str()),
+        ],
+    );
+    assert_eq!(res.status(), 422);
 }
 
 #[test]
