@@ -214,12 +214,12 @@ pub fn admit_if_due(
 pub fn tick(state: &AppState) -> anyhow::Result<()> {
     let today = state.clock.today();
     let mut conn = state.pool.get()?;
-    let due: Vec<(i64, String)> = call_t::table
+    let due: Vec<i64> = call_t::table
         .filter(call_t::state.eq(CallState::Published.as_str()))
         .filter(call_t::closes_on.lt(today))
-        .select((call_t::id, call_t::state))
+        .select(call_t::id)
         .load(&mut conn)?;
-    for (id, _) in due {
+    for id in due {
         crate::db::write_transaction(&mut conn, |conn| calls::close_by_date(conn, id, today))
             .map_err(|e| anyhow::anyhow!("closing call {id}: {e}"))?;
     }
