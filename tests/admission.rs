@@ -349,9 +349,36 @@ fn calls_are_drafted_published_and_refuse_not_open_datasets() {
     );
     assert!(!app.get(&anon, "/calls").1.contains("Medical data call"));
 
+    // A draft can be edited; the form comes back filled in.
+    let edit = format!("/admission/calls/{id}/edit");
+    let (status, html) = app.get(&reg, &edit);
+    assert_eq!(status, 200);
+    assert!(html.contains("医疗健康数据授权运营通告") && html.contains("保险精算"));
+    let open_s = open.to_string();
+    let opens = today.to_string();
+    let closes = (today + Duration::days(10)).to_string();
+    let res = app.post(
+        &reg,
+        &edit,
+        &[
+            ("domain", "medical_services"),
+            ("title_zh", "医疗健康数据授权运营通告（修订）"),
+            ("title_en", "Medical data call (revised)"),
+            ("scenarios", "科研"),
+            ("opens_on", opens.as_str()),
+            ("closes_on", closes.as_str()),
+            ("dataset", open_s.as_str()),
+        ],
+    );
+    assert_eq!(res.status(), 303);
     let res = app.post(&reg, &format!("/admission/calls/{id}/publish"), &[]);
     assert_eq!(res.status(), 303);
     assert_eq!(app.call_state(id), "published");
+    assert!(
+        app.get(&anon, &format!("/calls/{id}"))
+            .1
+            .contains("（修订）")
+    );
     let (status, html) = app.get(&anon, &format!("/calls/{id}"));
     assert_eq!(status, 200);
     assert!(html.contains("医疗健康数据授权运营通告") && html.contains("门诊就诊"));

@@ -581,8 +581,9 @@ enum SaveOutcome {
 }
 
 /// `POST /applications/{id}` (`op` = `save` or `submit`): saves the draft (or the returned
-/// application) and, for `submit`, submits it when it is complete and the call still takes
-/// applications; an incomplete one is saved and shown again with the list of what is missing.
+/// application) and, for `submit`, submits it when it is complete; an incomplete one is saved
+/// and shown again with the list of what is missing. A first submission is refused (409) once
+/// the call no longer takes applications; a resubmission after a return for supplement is not.
 pub async fn save(
     page: Page,
     user: CurrentUser,

@@ -219,21 +219,30 @@ pub fn tick(state: &AppState) -> anyhow::Result<()> {
         .filter(call_t::closes_on.lt(today))
         .select(call_t::id)
         .load(&mut conn)?;
+    let mut failed = 0usize;
     for id in due {
-        crate::db::write_transaction(&mut conn, |conn| calls::close_by_date(conn, id, today))
-            .map_err(|e| anyhow::anyhow!("closing call {id}: {e}"))?;
+        if let Err(e) =
+            crate::db::write_transaction(&mut conn, |conn| calls::close_by_date(conn, id, today))
+        {
+            tracing::warn!(call = id, error = %e, "closing a call failed; retried next tick");
+            failed += 1;
+        }
     }
     let running = model::applications_in(&mut conn, &[ApplicationState::Notice])?;
     for app in running {
-        crate::db::write_transaction(&mut conn, |conn| {
+        let result = crate::db::write_transaction(&mut conn, |conn| {
             // Re-read inside the transaction: a regulator may have acted meanwhile.
             match model::find_application(conn, app.id)? {
                 Some(a) => admit_if_due(conn, today, &a).map(|_| ()),
                 None => Ok(()),
             }
-        })
-        .map_err(|e| anyhow::anyhow!("admitting application {}: {e}", app.id))?;
+        });
+        if let Err(e) = result {
+            tracing::warn!(application = app.id, error = %e, "admitting failed; retried next tick");
+            failed += 1;
+        }
     }
+    anyhow::ensure!(failed == 0, "{failed} admission item(s) failed");
     Ok(())
 }
 
