@@ -43,6 +43,14 @@ pub struct FileConfig {
     pub smtp_url: Option<String>,
     /// The `From` address of outgoing mail.
     pub mail_from: Option<String>,
+    /// Working days the regulator has to review a submitted application.
+    pub review_days: Option<u32>,
+    /// Working days an assigned expert has to file an opinion.
+    pub expert_days: Option<u32>,
+    /// Working days an approved application stays on public notice.
+    pub notice_days: Option<u32>,
+    /// Working days the regulator has to decide an objection.
+    pub objection_days: Option<u32>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -100,6 +108,14 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The `From` address of outgoing mail.
     pub mail_from: String,
+    /// Working days to review a submitted application (default 20).
+    pub review_days: u32,
+    /// Working days for an expert's opinion (default 10).
+    pub expert_days: u32,
+    /// Working days of the public notice (default 5).
+    pub notice_days: u32,
+    /// Working days to decide an objection (default 5, Jilin art. 12).
+    pub objection_days: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -184,6 +200,10 @@ impl Config {
                 .mail_from
                 .or(file.mail_from)
                 .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned()),
+            review_days: file.review_days.unwrap_or(20).clamp(1, 250),
+            expert_days: file.expert_days.unwrap_or(10).clamp(1, 250),
+            notice_days: file.notice_days.unwrap_or(5).clamp(1, 250),
+            objection_days: file.objection_days.unwrap_or(5).clamp(1, 250),
         })
     }
 

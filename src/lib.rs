@@ -4,6 +4,7 @@
 //! `dataop` binary (`src/main.rs`) is only the command line.
 
 pub mod accounts;
+pub mod admission;
 pub mod assets;
 pub mod auth;
 pub mod bench;

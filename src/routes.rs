@@ -13,5 +13,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::supervision::routes(cfg);
     crate::catalog::routes(cfg);
     crate::mail::routes(cfg);
+    crate::admission::routes(cfg);
     cfg.default_service(web::to(crate::web::not_found));
 }

@@ -43,8 +43,17 @@ pub struct UserView {
 struct OrgsPage {
     page: Page,
     orgs: Vec<Organisation>,
+    /// Entries in each organisation's credit record (信用档案), by organisation id.
+    credit: std::collections::HashMap<i64, i64>,
 }
 crate::impl_page!(OrgsPage);
+
+impl OrgsPage {
+    /// The number of credit-record entries of an organisation.
+    fn credit_count(&self, org_id: &i64) -> i64 {
+        self.credit.get(org_id).copied().unwrap_or(0)
+    }
+}
 
 #[derive(Template)]
 #[template(path = "accounts/users.html")]
@@ -61,15 +70,17 @@ pub async fn orgs(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     user.require(ADMINS)?;
-    let orgs = crate::web::db(&state, |conn| {
-        Ok(organisations::table
+    let (orgs, credit) = crate::web::db(&state, |conn| {
+        let orgs = organisations::table
             .order(organisations::id.asc())
             .limit(1000)
             .select(Organisation::as_select())
-            .load(conn)?)
+            .load(conn)?;
+        let credit = crate::admission::model::credit_record_counts(conn)?;
+        Ok((orgs, credit.into_iter().collect()))
     })
     .await?;
-    render(&OrgsPage { page, orgs })
+    render(&OrgsPage { page, orgs, credit })
 }
 
 /// `GET /admin/users`.

@@ -135,10 +135,12 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds the whole demo world once: accounts, then the catalog's demo dataset.
+/// Seeds the whole demo world once: accounts, the catalog's demo dataset, then the demo call
+/// and `beta`'s application.
 pub fn seed(state: &AppState) -> anyhow::Result<()> {
     seed_accounts(state)?;
-    crate::catalog::demo::seed(state, "provider")
+    crate::catalog::demo::seed(state, "provider")?;
+    crate::admission::demo::seed(state)
 }
 
 /// Prints the demo accounts.
