@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod agreements;
 pub mod assets;
 pub mod auth;
 pub mod bench;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub throttle: auth::throttle::Throttle,
     /// The one source of "now" for deadlines and the scheduler.
     pub clock: calendar::Clock,
+    /// The regulator's authorization seal (Ed25519; `seal.key` in the data dir, never logged).
+    pub seal: agreements::seal::SealKey,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
     pub fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let secrets = Secrets::load_or_create(&config)?;
+        let seal = agreements::seal::SealKey::load_or_create(&config.data_dir)?;
         let pool = db::connect(&config.database_url)?;
         let throttle = auth::throttle::Throttle::new(
             Duration::from_secs(config.login_window_secs),
@@ -61,6 +65,7 @@ impl AppState {
             secrets,
             throttle,
             clock: calendar::Clock::default(),
+            seal,
         })
     }
 }

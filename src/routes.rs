@@ -14,5 +14,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::catalog::routes(cfg);
     crate::mail::routes(cfg);
     crate::admission::routes(cfg);
+    crate::agreements::routes(cfg);
     cfg.default_service(web::to(crate::web::not_found));
 }

@@ -16,6 +16,7 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 const JOBS: &[Job] = &[
     ("sessions.purge", crate::accounts::session::purge_expired),
     ("admission", crate::admission::tick),
+    ("agreements", crate::agreements::tick),
     // Last, so mail queued by the work above goes out in the same tick.
     ("mail", crate::mail::delivery::scheduled),
 ];

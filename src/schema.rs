@@ -330,6 +330,127 @@ diesel::table! {
     }
 }
 
+// --- agreements (migrations/*/2026-11-23-000006_agreements) -----------------------------
+
+diesel::table! {
+    /// Authorized-operation agreements (签订协议), one row per version.
+    agreements (id) {
+        id -> BigInt,
+        number -> Text,
+        version -> Integer,
+        previous_id -> Nullable<BigInt>,
+        application_id -> BigInt,
+        regulator_org_id -> BigInt,
+        regulator_name -> Text,
+        operator_org_id -> BigInt,
+        operator_name -> Text,
+        operator_credit_code -> Text,
+        state -> Text,
+        purpose -> Text,
+        scenario -> Text,
+        security_measures -> Text,
+        disposal -> Text,
+        trial_months -> Integer,
+        price_per_job -> Nullable<Text>,
+        price_per_thousand_rows -> Nullable<Text>,
+        split_platform -> Text,
+        split_provider -> Text,
+        split_operator -> Text,
+        run_budget -> Integer,
+        run_period -> Text,
+        created_by -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        starts_on -> Nullable<Date>,
+        ends_on -> Nullable<Date>,
+        expiry_warned_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The operator's signature and the regulator's seal of an agreement.
+    agreement_signatures (agreement_id) {
+        agreement_id -> BigInt,
+        operator_signed_by -> BigInt,
+        operator_signed_name -> Text,
+        operator_signed_at -> Timestamp,
+        sealed_by -> Nullable<BigInt>,
+        sealed_at -> Nullable<Timestamp>,
+        canonical_sha256 -> Nullable<Text>,
+        signature -> Nullable<Text>,
+        public_key -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// How an agreement ended, and the operator's data-disposal confirmation.
+    agreement_exits (agreement_id) {
+        agreement_id -> BigInt,
+        reason -> Text,
+        note -> Text,
+        ended_by -> Nullable<BigInt>,
+        ended_at -> Timestamp,
+        disposal_what -> Nullable<Text>,
+        disposal_on -> Nullable<Date>,
+        disposal_by -> Nullable<Text>,
+        disposal_filed_by -> Nullable<BigInt>,
+        disposal_filed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The datasets an agreement covers, with provider and privacy budget as signed.
+    agreement_datasets (agreement_id, dataset_id) {
+        agreement_id -> BigInt,
+        dataset_id -> BigInt,
+        dataset_title -> Text,
+        provider_org_id -> BigInt,
+        provider_name -> Text,
+        epsilon -> Text,
+    }
+}
+
+diesel::table! {
+    /// Rectification orders (责令限期改正) and the operator's answers.
+    rectifications (id) {
+        id -> BigInt,
+        agreement_id -> BigInt,
+        state -> Text,
+        order_text -> Text,
+        working_days -> Integer,
+        due_on -> Date,
+        ordered_by -> BigInt,
+        ordered_at -> Timestamp,
+        answer -> Nullable<Text>,
+        answered_by -> Nullable<BigInt>,
+        answered_at -> Nullable<Timestamp>,
+        decision_note -> Text,
+        decided_by -> Nullable<BigInt>,
+        decided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The operator's requests to end an agreement early.
+    termination_requests (id) {
+        id -> BigInt,
+        agreement_id -> BigInt,
+        state -> Text,
+        reason -> Text,
+        requested_by -> BigInt,
+        requested_at -> Timestamp,
+        decision_note -> Text,
+        decided_by -> Nullable<BigInt>,
+        decided_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(agreement_signatures -> agreements (agreement_id));
+diesel::joinable!(agreement_exits -> agreements (agreement_id));
+diesel::joinable!(agreement_datasets -> agreements (agreement_id));
+diesel::joinable!(rectifications -> agreements (agreement_id));
+diesel::joinable!(termination_requests -> agreements (agreement_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
     users,
@@ -349,4 +470,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     expert_assignments,
     objections,
     mail_outbox,
+    agreements,
+    agreement_signatures,
+    agreement_exits,
+    agreement_datasets,
+    rectifications,
+    termination_requests,
 );

@@ -144,17 +144,22 @@ pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
     match role {
         None => {
             items.push(("/register", "common.nav_register"));
+            items.push(("/agreements/verify", "agreements.nav_verify"));
         }
         Some(role) => {
             if role == Role::Provider {
                 items.push(("/provider/datasets", "common.nav_my_datasets"));
             }
             match role {
-                Role::Enterprise => items.push(("/applications", "admission.nav_my_applications")),
+                Role::Enterprise => {
+                    items.push(("/applications", "admission.nav_my_applications"));
+                    items.push(("/agreements", "agreements.nav_mine"));
+                }
                 Role::Regulator => {
                     items.push(("/regulator/desk", "desk.nav"));
                     items.push(("/admission/calls", "admission.nav_manage_calls"));
                     items.push(("/admission/applications", "admission.nav_review"));
+                    items.push(("/admin/agreements", "agreements.nav_admin"));
                     items.push(("/regulator/calendar", "calendar.nav"));
                 }
                 Role::Expert => items.push(("/expert/assignments", "admission.nav_assignments")),

@@ -135,12 +135,13 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds the whole demo world once: accounts, the catalog's demo dataset, then the demo call
-/// and `beta`'s application.
+/// Seeds the whole demo world once: accounts, the catalog's demo dataset, the demo call and
+/// `beta`'s application, then `alpha`'s agreement in force.
 pub fn seed(state: &AppState) -> anyhow::Result<()> {
     seed_accounts(state)?;
     crate::catalog::demo::seed(state, "provider")?;
-    crate::admission::demo::seed(state)
+    crate::admission::demo::seed(state)?;
+    crate::agreements::demo::seed(state)
 }
 
 /// Prints the demo accounts.

@@ -1,0 +1,163 @@
+//! Agreements (签订协议) and exit (结束退出): DOMAIN.md "Admission and exit" steps 5 and 6 and
+//! "Agreements".
+//!
+//! * The regulator drafts an agreement from an application whose state is `admitted` (approved,
+//!   notice period over with no objection pending or upheld), choosing a subset of the approved
+//!   datasets, and sends it to the operator, who signs by typing its organisation's name (or
+//!   returns it with comments, back to draft). The
+//!   regulator then seals it with the Ed25519 authorization seal ([`seal`]): the platform signs
+//!   the agreement's canonical text ([`model`] documents it) and stores its SHA-256, the
+//!   signature and the public key. Anyone can verify a number and hash (or the text) on the
+//!   public page `/agreements/verify`.
+//! * The term is 2 years from sealing (the sealing date in Beijing is the first day). The
+//!   optional trial period (at most 6 months) is the first part of the term, not an extension.
+//!   An amendment keeps the term of the version it amends.
+//! * A signed agreement is never edited: changes are an amendment (a new version, numbered
+//!   `<number>-V<n>`) that both sign again; sealing it supersedes the previous version.
+//! * Exit, four routes ([`ops::end`]): (a) expiry by the scheduler ([`tick`], which also warns
+//!   both parties 30 days before, once); (b) the operator's request, decided by the regulator;
+//!   (c) a rectification order with a deadline in working days, answered by the operator and
+//!   accepted or rejected, or terminated once overdue unanswered; (d) immediate termination for
+//!   a violation of law. Routes (c) and (d) write a credit record when the agreement is
+//!   terminated (an order that is complied with is not a breach on record).
+//! * The workflows are the state machines of [`machine`]; every change is audited in its
+//!   transaction, and the audit entries of an agreement are its history.
+
+pub mod demo;
+pub mod forms;
+pub mod handlers;
+pub mod machine;
+pub mod model;
+pub mod ops;
+pub mod queues;
+pub mod seal;
+
+use actix_web::web;
+use chrono::NaiveDate;
+use diesel::prelude::*;
+
+use crate::AppState;
+use crate::db::DbConnection;
+use crate::schema::{agreement_datasets, agreements};
+
+/// A running agreement that covers a dataset for an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgreementRef {
+    /// The agreement id.
+    pub id: i64,
+    /// Its number.
+    pub number: String,
+    /// The last day of its term.
+    pub ends_on: NaiveDate,
+    /// The privacy budget (epsilon) for the dataset, canonical decimal.
+    pub epsilon: String,
+    /// Runs allowed per period.
+    pub run_budget: i32,
+    /// The period (`day`, `week`, `month`).
+    pub run_period: String,
+}
+
+/// The agreement under which `org_id` may use `dataset_id` on `today`: one whose term runs
+/// (in force or under a rectification order) and covers the day. `None` after any exit.
+pub fn in_force_for(
+    conn: &mut DbConnection,
+    org_id: i64,
+    dataset_id: i64,
+    today: NaiveDate,
+) -> QueryResult<Option<AgreementRef>> {
+    let row: Option<(i64, String, Option<NaiveDate>, String, i32, String)> = agreements::table
+        .inner_join(agreement_datasets::table)
+        .filter(agreements::operator_org_id.eq(org_id))
+        .filter(agreement_datasets::dataset_id.eq(dataset_id))
+        .filter(agreements::state.eq_any(machine::RUNNING))
+        .filter(agreements::starts_on.le(today))
+        .filter(agreements::ends_on.ge(today))
+        .order(agreements::id.desc())
+        .select((
+            agreements::id,
+            agreements::number,
+            agreements::ends_on,
+            agreement_datasets::epsilon,
+            agreements::run_budget,
+            agreements::run_period,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(
+        row.and_then(|(id, number, ends_on, epsilon, run_budget, run_period)| {
+            Some(AgreementRef {
+                id,
+                number,
+                ends_on: ends_on?,
+                epsilon,
+                run_budget,
+                run_period,
+            })
+        }),
+    )
+}
+
+/// The scheduler's work: warns both parties 30 days before the end of a term (once, recorded
+/// in `expiry_warned_at`) and ends agreements whose term is over (exit route (a)).
+pub fn tick(state: &AppState) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    queues::expire(&mut conn, state.clock.now(), state.clock.today())
+}
+
+/// Mounts the agreement routes (the public verification page before `/agreements/{id}`).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use handlers as h;
+    cfg.route("/agreements/verify", web::get().to(h::verify_form))
+        .route("/agreements/verify", web::post().to(h::verify_text))
+        .route("/agreements", web::get().to(h::my_list))
+        .route("/agreements/{id}", web::get().to(h::show))
+        .route("/agreements/{id}/print", web::get().to(h::print))
+        .route("/agreements/{id}/canonical", web::get().to(h::canonical))
+        .route("/agreements/{id}/sign", web::post().to(h::sign))
+        .route(
+            "/agreements/{id}/return",
+            web::post().to(h::operator_return),
+        )
+        .route(
+            "/agreements/{id}/termination-request",
+            web::post().to(h::request_termination),
+        )
+        .route(
+            "/agreements/{id}/rectifications/{rid}/answer",
+            web::post().to(h::answer_rectification),
+        )
+        .route(
+            "/agreements/{id}/disposal",
+            web::post().to(h::file_disposal),
+        )
+        .route("/admin/agreements", web::get().to(h::admin_list))
+        .route(
+            "/admin/applications/{app}/agreement/new",
+            web::get().to(h::draft_form),
+        )
+        .route(
+            "/admin/applications/{app}/agreement",
+            web::post().to(h::create_draft),
+        )
+        .route("/admin/agreements/{id}/edit", web::get().to(h::edit_form))
+        .route("/admin/agreements/{id}", web::post().to(h::update_draft))
+        .route("/admin/agreements/{id}/submit", web::post().to(h::submit))
+        .route("/admin/agreements/{id}/seal", web::post().to(h::seal))
+        .route("/admin/agreements/{id}/amend", web::post().to(h::amend))
+        .route(
+            "/admin/agreements/{id}/rectifications",
+            web::post().to(h::order_rectification),
+        )
+        .route(
+            "/admin/agreements/{id}/rectifications/{rid}/decide",
+            web::post().to(h::decide_rectification),
+        )
+        .route(
+            "/admin/agreements/{id}/termination-requests/{tid}/decide",
+            web::post().to(h::decide_request),
+        )
+        .route(
+            "/admin/agreements/{id}/terminate",
+            web::post().to(h::terminate_for_violation),
+        );
+}

@@ -1,0 +1,1144 @@
+//! Every action on agreements, each one transaction: check the state machine, change the rows,
+//! write the audit entry (which is also the agreement's history) and queue the emails.
+//!
+//! The handlers and the scheduler call these; nothing else writes the agreement tables.
+
+use std::collections::BTreeSet;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+
+use super::forms::Terms;
+use super::machine::{
+    self, AgreementAction, AgreementState, EndReason, RectificationAction, RectificationState,
+    Refusal, RequestAction, RequestState,
+};
+use super::model::{self, Agreement, AgreementDataset};
+use super::seal::SealKey;
+use crate::auth::CurrentUser;
+use crate::calendar::Calendar;
+use crate::db::{self, DbConnection};
+use crate::errors::AppError;
+use crate::mail::{self, Notice};
+use crate::schema::{
+    agreement_datasets, agreement_exits, agreement_signatures, agreements, application_datasets,
+    applications, credit_records, datasets, organisations, rectifications, sessions,
+    termination_requests, users,
+};
+use crate::supervision::audit::{self, Actor};
+
+/// The application state an agreement may be drafted from (the admission contract).
+pub const ADMITTED: &str = "admitted";
+/// Longest rectification period, in working days.
+pub const MAX_RECTIFICATION_DAYS: i32 = 60;
+/// Longest free text of an exit step (reason, answer, legal basis), in characters.
+pub const MAX_NOTE: usize = 4000;
+
+/// "Now" for stored timestamps: the platform clock truncated to microseconds (what both
+/// backends store exactly, so the canonical text reads back identically).
+pub fn stamp(now: NaiveDateTime) -> NaiveDateTime {
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
+fn refuse(r: Refusal) -> AppError {
+    AppError::conflict(r.0)
+}
+
+fn transition(a: &Agreement, action: AgreementAction) -> Result<AgreementState, AppError> {
+    machine::apply(a.st(), action).map_err(refuse)
+}
+
+/// Checks a free-text field: trimmed, non-empty, at most [`MAX_NOTE`] characters.
+pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
+    let t = text.trim();
+    if t.is_empty() {
+        Err(AppError::invalid(empty_key))
+    } else if t.chars().count() > MAX_NOTE {
+        Err(AppError::invalid("agreements.err.too_long"))
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+fn load(conn: &mut DbConnection, id: i64) -> Result<Agreement, AppError> {
+    model::find(conn, id)?.ok_or_else(AppError::not_found)
+}
+
+/// An agreement as its operator may act on it: its own, and no longer a draft (drafts are
+/// the regulator's until sent); anything else is 404.
+fn load_for_operator(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<Agreement, AppError> {
+    let a = load(conn, id)?;
+    if a.operator_org_id != user.org_id || a.st() == AgreementState::Draft {
+        return Err(AppError::not_found());
+    }
+    Ok(a)
+}
+
+fn set_state(
+    conn: &mut DbConnection,
+    id: i64,
+    to: AgreementState,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::update(agreements::table.find(id))
+        .set((
+            agreements::state.eq(to.as_str()),
+            agreements::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn record(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    verb: &str,
+    id: i64,
+    details: serde_json::Value,
+) -> QueryResult<i64> {
+    audit::record(
+        conn,
+        actor,
+        &format!("agreement.{verb}"),
+        "agreement",
+        &id.to_string(),
+        details,
+    )
+}
+
+fn notify_parties(
+    conn: &mut DbConnection,
+    a: &Agreement,
+    template: &str,
+    args: &[(&str, String)],
+) -> QueryResult<()> {
+    let notice = Notice {
+        template,
+        args,
+        object_type: "agreement",
+        object_id: a.id.to_string(),
+    };
+    mail::to_org(conn, a.operator_org_id, &notice)?;
+    mail::to_org(conn, a.regulator_org_id, &notice)
+}
+
+fn notify_operator(
+    conn: &mut DbConnection,
+    a: &Agreement,
+    template: &str,
+    args: &[(&str, String)],
+) -> QueryResult<()> {
+    mail::to_org(
+        conn,
+        a.operator_org_id,
+        &Notice {
+            template,
+            args,
+            object_type: "agreement",
+            object_id: a.id.to_string(),
+        },
+    )
+}
+
+/// An application an agreement may be drafted from.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Application id.
+    pub id: i64,
+    /// The applicant (future operator).
+    pub org_id: i64,
+    /// Its name.
+    pub org_name: String,
+    /// The scenario applied for.
+    pub scenario: String,
+    /// Approved datasets: (id, title, purpose).
+    pub datasets: Vec<(i64, String, String)>,
+}
+
+/// The admitted application `id`, or 409 when it exists but is not admitted.
+pub fn admitted(conn: &mut DbConnection, id: i64) -> Result<Admitted, AppError> {
+    let (org_id, state, scenario, org_name): (i64, String, String, String) = applications::table
+        .inner_join(organisations::table)
+        .filter(applications::id.eq(id))
+        .select((
+            applications::org_id,
+            applications::state,
+            applications::scenario,
+            organisations::name,
+        ))
+        .first(conn)
+        .optional()?
+        .ok_or_else(AppError::not_found)?;
+    if state != ADMITTED {
+        return Err(AppError::conflict("agreements.refuse.not_admitted"));
+    }
+    let datasets = application_datasets::table
+        .inner_join(datasets::table)
+        .filter(application_datasets::application_id.eq(id))
+        .order(datasets::id)
+        .select((
+            datasets::id,
+            datasets::title_zh,
+            application_datasets::purpose,
+        ))
+        .load(conn)?;
+    Ok(Admitted {
+        id,
+        org_id,
+        org_name,
+        scenario,
+        datasets,
+    })
+}
+
+/// Admitted applications without a live agreement (the regulator's "to draft" list).
+pub fn admitted_without_agreement(conn: &mut DbConnection) -> QueryResult<Vec<(i64, String)>> {
+    let with: Vec<i64> = agreements::table
+        .filter(agreements::state.ne_all(ended_codes()))
+        .select(agreements::application_id)
+        .load(conn)?;
+    applications::table
+        .inner_join(organisations::table)
+        .filter(applications::state.eq(ADMITTED))
+        .filter(applications::id.ne_all(with))
+        .order(applications::id)
+        .limit(200)
+        .select((applications::id, organisations::name))
+        .load(conn)
+}
+
+fn ended_codes() -> Vec<&'static str> {
+    let mut v: Vec<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+    v.push(AgreementState::Superseded.as_str());
+    v
+}
+
+fn dataset_rows(
+    conn: &mut DbConnection,
+    agreement_id: i64,
+    chosen: &[(i64, String)],
+) -> QueryResult<Vec<AgreementDataset>> {
+    let ids: Vec<i64> = chosen.iter().map(|(id, _)| *id).collect();
+    let info: Vec<(i64, String, i64, String)> = datasets::table
+        .inner_join(organisations::table)
+        .filter(datasets::id.eq_any(&ids))
+        .select((
+            datasets::id,
+            datasets::title_zh,
+            datasets::provider_org_id,
+            organisations::name,
+        ))
+        .load(conn)?;
+    Ok(chosen
+        .iter()
+        .filter_map(|(id, eps)| {
+            info.iter()
+                .find(|i| i.0 == *id)
+                .map(|(_, title, provider, pname)| AgreementDataset {
+                    agreement_id,
+                    dataset_id: *id,
+                    dataset_title: title.clone(),
+                    provider_org_id: *provider,
+                    provider_name: pname.clone(),
+                    epsilon: eps.clone(),
+                })
+        })
+        .collect())
+}
+
+fn replace_datasets(
+    conn: &mut DbConnection,
+    agreement_id: i64,
+    chosen: &[(i64, String)],
+) -> QueryResult<()> {
+    diesel::delete(
+        agreement_datasets::table.filter(agreement_datasets::agreement_id.eq(agreement_id)),
+    )
+    .execute(conn)?;
+    let rows = dataset_rows(conn, agreement_id, chosen)?;
+    insert_datasets(conn, &rows)
+}
+
+fn insert_datasets(conn: &mut DbConnection, rows: &[AgreementDataset]) -> QueryResult<()> {
+    for row in rows {
+        diesel::insert_into(agreement_datasets::table)
+            .values(row)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The approved dataset ids of the agreement's application.
+pub fn approved_ids(conn: &mut DbConnection, application_id: i64) -> QueryResult<BTreeSet<i64>> {
+    Ok(application_datasets::table
+        .filter(application_datasets::application_id.eq(application_id))
+        .select(application_datasets::dataset_id)
+        .load::<i64>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// Drafts an agreement from an admitted application; returns its id.
+pub fn create_draft(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    application_id: i64,
+    terms: &Terms,
+    now: NaiveDateTime,
+    year: i32,
+) -> Result<i64, AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let app = admitted(conn, application_id)?;
+        let live: i64 = agreements::table
+            .filter(agreements::application_id.eq(application_id))
+            .filter(agreements::state.ne_all(ended_codes()))
+            .count()
+            .get_result(conn)?;
+        if live > 0 {
+            return Err(AppError::conflict("agreements.refuse.exists"));
+        }
+        let credit_code: String = organisations::table
+            .find(app.org_id)
+            .select(organisations::credit_code)
+            .first::<Option<String>>(conn)?
+            .unwrap_or_default();
+        let number = model::next_number(conn, year)?;
+        let id: i64 = diesel::insert_into(agreements::table)
+            .values((
+                agreements::number.eq(&number),
+                agreements::version.eq(1),
+                agreements::application_id.eq(application_id),
+                agreements::regulator_org_id.eq(user.org_id),
+                agreements::regulator_name.eq(&user.org_name),
+                agreements::operator_org_id.eq(app.org_id),
+                agreements::operator_name.eq(&app.org_name),
+                agreements::operator_credit_code.eq(credit_code),
+                agreements::state.eq(AgreementState::Draft.as_str()),
+                agreements::purpose.eq(&terms.purpose),
+                agreements::scenario.eq(&terms.scenario),
+                agreements::security_measures.eq(&terms.security_measures),
+                agreements::disposal.eq(&terms.disposal),
+                agreements::trial_months.eq(terms.trial_months),
+                agreements::price_per_job.eq(&terms.price_per_job),
+                agreements::price_per_thousand_rows.eq(&terms.price_per_thousand_rows),
+                agreements::split_platform.eq(&terms.split.0),
+                agreements::split_provider.eq(&terms.split.1),
+                agreements::split_operator.eq(&terms.split.2),
+                agreements::run_budget.eq(terms.run_budget),
+                agreements::run_period.eq(&terms.run_period),
+                agreements::created_by.eq(user.id),
+                agreements::created_at.eq(now),
+                agreements::updated_at.eq(now),
+            ))
+            .returning(agreements::id)
+            .get_result(conn)?;
+        replace_datasets(conn, id, &terms.datasets)?;
+        record(
+            conn,
+            &user.actor(),
+            "draft",
+            id,
+            serde_json::json!({ "number": number, "application_id": application_id }),
+        )?;
+        Ok(id)
+    })
+}
+
+fn write_terms(conn: &mut DbConnection, id: i64, t: &Terms, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(agreements::table.find(id))
+        .set((
+            agreements::purpose.eq(&t.purpose),
+            agreements::scenario.eq(&t.scenario),
+            agreements::security_measures.eq(&t.security_measures),
+            agreements::disposal.eq(&t.disposal),
+            agreements::trial_months.eq(t.trial_months),
+            agreements::price_per_job.eq(&t.price_per_job),
+            agreements::price_per_thousand_rows.eq(&t.price_per_thousand_rows),
+            agreements::split_platform.eq(&t.split.0),
+            agreements::split_provider.eq(&t.split.1),
+            agreements::split_operator.eq(&t.split.2),
+            agreements::run_budget.eq(t.run_budget),
+            agreements::run_period.eq(&t.run_period),
+            agreements::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    replace_datasets(conn, id, &t.datasets)
+}
+
+/// Changes a draft (409 once it left the draft state).
+pub fn update_draft(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    terms: &Terms,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        transition(&a, AgreementAction::Edit)?;
+        write_terms(conn, id, terms, now)?;
+        record(conn, &user.actor(), "edit", id, serde_json::json!({}))?;
+        Ok(())
+    })
+}
+
+/// Drafts an amendment of an agreement in force (a new version with the same terms); returns
+/// its id.
+pub fn amend(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    now: NaiveDateTime,
+) -> Result<i64, AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        transition(&a, AgreementAction::Supersede)?;
+        let open: i64 = agreements::table
+            .filter(agreements::previous_id.eq(id))
+            .filter(agreements::state.ne_all(ended_codes()))
+            .count()
+            .get_result(conn)?;
+        if open > 0 {
+            return Err(AppError::conflict("agreements.refuse.amendment_open"));
+        }
+        let version = a.version + 1;
+        let number = model::amendment_number(&a.number, version);
+        let new_id: i64 = diesel::insert_into(agreements::table)
+            .values((
+                agreements::number.eq(&number),
+                agreements::version.eq(version),
+                agreements::previous_id.eq(id),
+                agreements::application_id.eq(a.application_id),
+                agreements::regulator_org_id.eq(user.org_id),
+                agreements::regulator_name.eq(&user.org_name),
+                agreements::operator_org_id.eq(a.operator_org_id),
+                agreements::operator_name.eq(&a.operator_name),
+                agreements::operator_credit_code.eq(&a.operator_credit_code),
+                agreements::state.eq(AgreementState::Draft.as_str()),
+                agreements::purpose.eq(&a.purpose),
+                agreements::scenario.eq(&a.scenario),
+                agreements::security_measures.eq(&a.security_measures),
+                agreements::disposal.eq(&a.disposal),
+                agreements::trial_months.eq(a.trial_months),
+                agreements::price_per_job.eq(&a.price_per_job),
+                agreements::price_per_thousand_rows.eq(&a.price_per_thousand_rows),
+                agreements::split_platform.eq(&a.split_platform),
+                agreements::split_provider.eq(&a.split_provider),
+                agreements::split_operator.eq(&a.split_operator),
+                agreements::run_budget.eq(a.run_budget),
+                agreements::run_period.eq(&a.run_period),
+                agreements::created_by.eq(user.id),
+                agreements::created_at.eq(now),
+                agreements::updated_at.eq(now),
+            ))
+            .returning(agreements::id)
+            .get_result(conn)?;
+        let ds: Vec<AgreementDataset> = model::datasets_of(conn, id)?
+            .into_iter()
+            .map(|d| AgreementDataset {
+                agreement_id: new_id,
+                ..d
+            })
+            .collect();
+        insert_datasets(conn, &ds)?;
+        record(
+            conn,
+            &user.actor(),
+            "amend",
+            new_id,
+            serde_json::json!({ "number": number, "amends": a.number }),
+        )?;
+        Ok(new_id)
+    })
+}
+
+/// Sends a draft to the operator to sign.
+pub fn submit(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        let to = transition(&a, AgreementAction::Submit)?;
+        set_state(conn, id, to, now)?;
+        record(conn, &user.actor(), "submit", id, serde_json::json!({}))?;
+        notify_operator(
+            conn,
+            &a,
+            "agreements.mail.ready_to_sign",
+            &[
+                ("number", a.number.clone()),
+                ("operator", a.operator_name.clone()),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+/// The operator signs, typing its organisation's name as confirmation.
+pub fn operator_sign(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    typed_name: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load_for_operator(conn, user, id)?;
+        let to = transition(&a, AgreementAction::OperatorSign)?;
+        if typed_name.trim() != a.operator_name {
+            return Err(
+                AppError::invalid("agreements.err.sign_name").arg("name", a.operator_name.clone())
+            );
+        }
+        set_state(conn, id, to, now)?;
+        diesel::insert_into(agreement_signatures::table)
+            .values((
+                agreement_signatures::agreement_id.eq(id),
+                agreement_signatures::operator_signed_by.eq(user.id),
+                agreement_signatures::operator_signed_name.eq(&a.operator_name),
+                agreement_signatures::operator_signed_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "operator_sign",
+            id,
+            serde_json::json!({ "signed_as": a.operator_name }),
+        )?;
+        Ok(())
+    })
+}
+
+/// The operator returns the agreement to the regulator with what it wants changed (back to
+/// draft; the regulator edits and sends it again).
+pub fn operator_return(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    comments: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load_for_operator(conn, user, id)?;
+        let to = transition(&a, AgreementAction::OperatorReturn)?;
+        set_state(conn, id, to, now)?;
+        record(
+            conn,
+            &user.actor(),
+            "operator_return",
+            id,
+            serde_json::json!({ "comments": comments }),
+        )?;
+        mail::to_org(
+            conn,
+            a.regulator_org_id,
+            &Notice {
+                template: "agreements.mail.returned",
+                args: &[
+                    ("number", a.number.clone()),
+                    ("operator", a.operator_name.clone()),
+                    ("comments", comments.to_owned()),
+                ],
+                object_type: "agreement",
+                object_id: id.to_string(),
+            },
+        )?;
+        Ok(())
+    })
+}
+
+/// The regulator seals: the term starts (an amendment keeps the term of the version it
+/// amends), the canonical text is hashed and signed, and a sealed amendment supersedes the
+/// version it amends.
+pub fn seal(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    now: NaiveDateTime,
+    today: NaiveDate,
+    key: &SealKey,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let mut a = load(conn, id)?;
+        let to = transition(&a, AgreementAction::Seal)?;
+        let previous = match a.previous_id {
+            Some(p) => {
+                let prev = load(conn, p)?;
+                let prev_to = transition(&prev, AgreementAction::Supersede)?;
+                Some((prev, prev_to))
+            }
+            None => None,
+        };
+        let (starts_on, ends_on) = match &previous {
+            Some((prev, _)) => (
+                prev.starts_on.unwrap_or(today),
+                prev.ends_on.unwrap_or_else(|| model::term_end(today)),
+            ),
+            None => (today, model::term_end(today)),
+        };
+        a.state = to.as_str().to_owned();
+        a.sealed_at = Some(now);
+        a.sealed_by = Some(user.id);
+        a.starts_on = Some(starts_on);
+        a.ends_on = Some(ends_on);
+        let text = model::canonical_of(conn, &a)?;
+        let hash = model::sha256_hex(&text);
+        let signature = key.sign_hex(text.as_bytes());
+        diesel::update(agreements::table.find(id))
+            .set((
+                agreements::state.eq(to.as_str()),
+                agreements::starts_on.eq(starts_on),
+                agreements::ends_on.eq(ends_on),
+                agreements::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        diesel::update(agreement_signatures::table.find(id))
+            .set((
+                agreement_signatures::sealed_by.eq(user.id),
+                agreement_signatures::sealed_at.eq(now),
+                agreement_signatures::canonical_sha256.eq(&hash),
+                agreement_signatures::signature.eq(&signature),
+                agreement_signatures::public_key.eq(key.public_hex()),
+            ))
+            .execute(conn)?;
+        if let Some((prev, prev_to)) = &previous {
+            set_state(conn, prev.id, *prev_to, now)?;
+            record(
+                conn,
+                &user.actor(),
+                "supersede",
+                prev.id,
+                serde_json::json!({ "by": a.number }),
+            )?;
+        }
+        record(
+            conn,
+            &user.actor(),
+            "seal",
+            id,
+            serde_json::json!({ "sha256": hash, "starts_on": starts_on, "ends_on": ends_on }),
+        )?;
+        notify_parties(
+            conn,
+            &a,
+            "agreements.mail.sealed",
+            &[
+                ("number", a.number.clone()),
+                ("starts_on", starts_on.to_string()),
+                ("ends_on", ends_on.to_string()),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+/// The hook that stops the operator's pending work under an ended agreement; returns how many
+/// pieces of work it stopped.
+///
+/// The platform has no job queue yet, so there is nothing to stop and it returns 0; the jobs
+/// issue fills it in (cancel the organisation's queued and running jobs on the agreement's
+/// datasets). Every exit calls it inside its transaction and records the count in the exit's
+/// audit entry (`pending_work_stopped`).
+pub fn stop_pending_work(_conn: &mut DbConnection, _agreement: &Agreement) -> QueryResult<u64> {
+    Ok(0)
+}
+
+/// Closes the rectification orders and termination requests still open on an agreement that
+/// ends (by their machines' `Close` transition), so no queue keeps them.
+fn close_open_steps(
+    conn: &mut DbConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<(usize, usize)> {
+    let mut closed = (0, 0);
+    for r in model::rectifications_of(conn, id)? {
+        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+        if let Ok(to) = machine::apply_rectification(state, RectificationAction::Close) {
+            diesel::update(rectifications::table.find(r.id))
+                .set((
+                    rectifications::state.eq(to.as_str()),
+                    rectifications::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+            closed.0 += 1;
+        }
+    }
+    for q in model::requests_of(conn, id)? {
+        let state = RequestState::parse(&q.state).unwrap_or(RequestState::Pending);
+        if let Ok(to) = machine::apply_request(state, RequestAction::Close) {
+            diesel::update(termination_requests::table.find(q.id))
+                .set((
+                    termination_requests::state.eq(to.as_str()),
+                    termination_requests::decided_at.eq(now),
+                ))
+                .execute(conn)?;
+            closed.1 += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// Ends an agreement by one of the four exit routes, with every consequence: the state, the
+/// operator's API tokens revoked (unless another of its agreements still runs), its pending
+/// work stopped, a credit record for routes (c) and (d), the emails to both parties, and the
+/// audit entry; open rectification orders and termination requests are closed. Dataset access
+/// ends with the state ([`super::in_force_for`]). The disposal
+/// confirmation is then outstanding until the operator files it.
+pub fn end(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    a: &Agreement,
+    reason: EndReason,
+    end_note: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let to = transition(a, AgreementAction::End(reason))?;
+    set_state(conn, a.id, to, now)?;
+    diesel::insert_into(agreement_exits::table)
+        .values((
+            agreement_exits::agreement_id.eq(a.id),
+            agreement_exits::reason.eq(reason.as_str()),
+            agreement_exits::note.eq(end_note),
+            agreement_exits::ended_by.eq(actor.user_id),
+            agreement_exits::ended_at.eq(now),
+        ))
+        .execute(conn)?;
+    let tokens_revoked = if model::org_has_running(conn, a.operator_org_id, a.id)? {
+        0
+    } else {
+        let members = users::table
+            .filter(users::org_id.eq(a.operator_org_id))
+            .select(users::id);
+        diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq_any(members))
+                .filter(sessions::kind.eq("api"))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)?
+    };
+    let stopped = stop_pending_work(conn, a)?;
+    let (rectifications_closed, requests_closed) = close_open_steps(conn, a.id, now)?;
+    if matches!(
+        reason,
+        EndReason::TerminatedForBreach | EndReason::TerminatedForViolation
+    ) {
+        diesel::insert_into(credit_records::table)
+            .values((
+                credit_records::org_id.eq(a.operator_org_id),
+                credit_records::kind.eq(reason.as_str()),
+                credit_records::summary.eq(format!("{}: {}", a.number, end_note)),
+                credit_records::agreement_id.eq(a.id),
+                credit_records::created_by.eq(actor.user_id),
+                credit_records::created_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    record(
+        conn,
+        actor,
+        "end",
+        a.id,
+        serde_json::json!({
+            "reason": reason.as_str(),
+            "note": end_note,
+            "api_tokens_revoked": tokens_revoked,
+            "pending_work_stopped": stopped,
+            "rectifications_closed": rectifications_closed,
+            "termination_requests_closed": requests_closed,
+        }),
+    )?;
+    notify_parties(
+        conn,
+        a,
+        "agreements.mail.terminated",
+        &[
+            ("number", a.number.clone()),
+            (
+                "reason_zh",
+                crate::i18n::t(crate::i18n::Lang::Zh, &to.label_key()).to_owned(),
+            ),
+            (
+                "reason_en",
+                crate::i18n::t(crate::i18n::Lang::En, &to.label_key()).to_owned(),
+            ),
+            ("note", end_note.to_owned()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Orders rectification within `days` working days.
+pub fn order_rectification(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    order_text: &str,
+    days: i32,
+    now: NaiveDateTime,
+    today: NaiveDate,
+) -> Result<i64, AppError> {
+    let now = stamp(now);
+    if !(1..=MAX_RECTIFICATION_DAYS).contains(&days) {
+        return Err(
+            AppError::invalid("agreements.err.rect_days").arg("max", MAX_RECTIFICATION_DAYS)
+        );
+    }
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        let to = transition(&a, AgreementAction::OrderRectification)?;
+        let due_on = Calendar::load(conn)?.add_working_days(today, days as u32);
+        let rid: i64 = diesel::insert_into(rectifications::table)
+            .values((
+                rectifications::agreement_id.eq(id),
+                rectifications::state.eq(RectificationState::Ordered.as_str()),
+                rectifications::order_text.eq(order_text),
+                rectifications::working_days.eq(days),
+                rectifications::due_on.eq(due_on),
+                rectifications::ordered_by.eq(user.id),
+                rectifications::ordered_at.eq(now),
+                rectifications::decision_note.eq(""),
+            ))
+            .returning(rectifications::id)
+            .get_result(conn)?;
+        set_state(conn, id, to, now)?;
+        record(
+            conn,
+            &user.actor(),
+            "rectification_order",
+            id,
+            serde_json::json!({ "rectification": rid, "working_days": days, "due_on": due_on }),
+        )?;
+        notify_operator(
+            conn,
+            &a,
+            "agreements.mail.rectification_order",
+            &[
+                ("number", a.number.clone()),
+                ("due_on", due_on.to_string()),
+                ("order", order_text.to_owned()),
+            ],
+        )?;
+        Ok(rid)
+    })
+}
+
+fn load_rect(conn: &mut DbConnection, id: i64, rid: i64) -> Result<model::Rectification, AppError> {
+    rectifications::table
+        .find(rid)
+        .filter(rectifications::agreement_id.eq(id))
+        .select(model::Rectification::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(AppError::not_found)
+}
+
+/// The operator answers a rectification order with what it changed.
+pub fn answer_rectification(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    rid: i64,
+    answer: &str,
+    now: NaiveDateTime,
+    today: NaiveDate,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        load_for_operator(conn, user, id)?;
+        let r = load_rect(conn, id, rid)?;
+        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+        let to = machine::apply_rectification(
+            state,
+            RectificationAction::Answer {
+                overdue: today > r.due_on,
+            },
+        )
+        .map_err(refuse)?;
+        diesel::update(rectifications::table.find(rid))
+            .set((
+                rectifications::state.eq(to.as_str()),
+                rectifications::answer.eq(answer),
+                rectifications::answered_by.eq(user.id),
+                rectifications::answered_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "rectification_answer",
+            id,
+            serde_json::json!({ "rectification": rid }),
+        )?;
+        Ok(())
+    })
+}
+
+/// What the regulator decides on a rectification order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RectDecision {
+    /// Accept the answer: back in force.
+    Accept,
+    /// Reject the answer: terminate for breach.
+    Reject,
+    /// The deadline passed unanswered: terminate for breach.
+    TerminateUnanswered,
+}
+
+/// The regulator decides on a rectification order.
+pub fn decide_rectification(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    rid: i64,
+    decision: RectDecision,
+    note_text: &str,
+    (now, today): (NaiveDateTime, NaiveDate),
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        let r = load_rect(conn, id, rid)?;
+        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+        let overdue = today > r.due_on;
+        let action = match decision {
+            RectDecision::Accept => RectificationAction::Accept,
+            RectDecision::Reject => RectificationAction::Reject,
+            RectDecision::TerminateUnanswered => {
+                RectificationAction::TerminateUnanswered { overdue }
+            }
+        };
+        let to = machine::apply_rectification(state, action).map_err(refuse)?;
+        diesel::update(rectifications::table.find(rid))
+            .set((
+                rectifications::state.eq(to.as_str()),
+                rectifications::decision_note.eq(note_text),
+                rectifications::decided_by.eq(user.id),
+                rectifications::decided_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "rectification_decide",
+            id,
+            serde_json::json!({ "rectification": rid, "decision": to.as_str() }),
+        )?;
+        match to {
+            RectificationState::Accepted => {
+                let back = transition(&a, AgreementAction::RectificationAccepted)?;
+                set_state(conn, id, back, now)?;
+            }
+            _ => {
+                let why = if note_text.is_empty() {
+                    r.order_text.clone()
+                } else {
+                    note_text.to_owned()
+                };
+                end(
+                    conn,
+                    &user.actor(),
+                    &a,
+                    EndReason::TerminatedForBreach,
+                    &why,
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The operator asks to end its agreement early.
+pub fn request_termination(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<i64, AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load_for_operator(conn, user, id)?;
+        transition(&a, AgreementAction::End(EndReason::TerminatedOnRequest))?;
+        let pending: i64 = termination_requests::table
+            .filter(termination_requests::agreement_id.eq(id))
+            .filter(termination_requests::state.eq(RequestState::Pending.as_str()))
+            .count()
+            .get_result(conn)?;
+        if pending > 0 {
+            return Err(AppError::conflict("agreements.refuse.request_pending"));
+        }
+        let tid: i64 = diesel::insert_into(termination_requests::table)
+            .values((
+                termination_requests::agreement_id.eq(id),
+                termination_requests::state.eq(RequestState::Pending.as_str()),
+                termination_requests::reason.eq(reason),
+                termination_requests::requested_by.eq(user.id),
+                termination_requests::requested_at.eq(now),
+                termination_requests::decision_note.eq(""),
+            ))
+            .returning(termination_requests::id)
+            .get_result(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "termination_request",
+            id,
+            serde_json::json!({ "request": tid, "reason": reason }),
+        )?;
+        Ok(tid)
+    })
+}
+
+/// The regulator approves (the agreement ends) or refuses a termination request.
+pub fn decide_request(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    tid: i64,
+    action: RequestAction,
+    note_text: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        let req: model::TerminationRequest = termination_requests::table
+            .find(tid)
+            .filter(termination_requests::agreement_id.eq(id))
+            .select(model::TerminationRequest::as_select())
+            .first(conn)
+            .optional()?
+            .ok_or_else(AppError::not_found)?;
+        let state = RequestState::parse(&req.state).unwrap_or(RequestState::Pending);
+        let to = machine::apply_request(state, action).map_err(refuse)?;
+        diesel::update(termination_requests::table.find(tid))
+            .set((
+                termination_requests::state.eq(to.as_str()),
+                termination_requests::decision_note.eq(note_text),
+                termination_requests::decided_by.eq(user.id),
+                termination_requests::decided_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "termination_request_decide",
+            id,
+            serde_json::json!({ "request": tid, "decision": to.as_str() }),
+        )?;
+        if to == RequestState::Approved {
+            end(
+                conn,
+                &user.actor(),
+                &a,
+                EndReason::TerminatedOnRequest,
+                &req.reason,
+                now,
+            )?;
+        }
+        let (zh, en) = (
+            crate::i18n::t(crate::i18n::Lang::Zh, &to.label_key()).to_owned(),
+            crate::i18n::t(crate::i18n::Lang::En, &to.label_key()).to_owned(),
+        );
+        notify_operator(
+            conn,
+            &a,
+            "agreements.mail.request_decided",
+            &[
+                ("number", a.number.clone()),
+                ("decision_zh", zh),
+                ("decision_en", en),
+                ("note", note_text.to_owned()),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+/// The regulator ends an agreement at once for a violation of law, stating the legal basis.
+pub fn terminate_for_violation(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    legal_basis: &str,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load(conn, id)?;
+        end(
+            conn,
+            &user.actor(),
+            &a,
+            EndReason::TerminatedForViolation,
+            legal_basis,
+            now,
+        )
+    })
+}
+
+/// The operator's data-disposal confirmation after the end.
+#[derive(Debug, Clone)]
+pub struct Disposal {
+    /// What was deleted.
+    pub what: String,
+    /// When.
+    pub on: NaiveDate,
+    /// By whom.
+    pub by: String,
+}
+
+/// The operator files its disposal confirmation (once, after the end).
+pub fn file_disposal(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+    d: &Disposal,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    let now = stamp(now);
+    db::write_transaction(conn, |conn| {
+        let a = load_for_operator(conn, user, id)?;
+        if !matches!(a.st(), AgreementState::Ended(_)) {
+            return Err(AppError::conflict("agreements.refuse.disposal_not_ended"));
+        }
+        if a.disposal_filed_at.is_some() {
+            return Err(AppError::conflict("agreements.refuse.disposal_filed"));
+        }
+        diesel::update(agreement_exits::table.find(id))
+            .set((
+                agreement_exits::disposal_what.eq(&d.what),
+                agreement_exits::disposal_on.eq(d.on),
+                agreement_exits::disposal_by.eq(&d.by),
+                agreement_exits::disposal_filed_by.eq(user.id),
+                agreement_exits::disposal_filed_at.eq(now),
+            ))
+            .execute(conn)?;
+        record(
+            conn,
+            &user.actor(),
+            "disposal_confirm",
+            id,
+            serde_json::json!({ "on": d.on, "by": d.by }),
+        )?;
+        Ok(())
+    })
+}
