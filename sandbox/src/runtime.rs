@@ -16,7 +16,7 @@ use wasmtime::{
     ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
-use crate::aggregate::{AggregateStats, Output, Partial, finalize};
+use crate::aggregate::{AggregateStats, Bounds, Output, Partial, finalize, tally};
 use crate::columnar::NULL_PSEUDONYM;
 use crate::manifest::{Limits, Manifest, Plan, PlanError, plan};
 use crate::source::DatasetInput;
@@ -1079,11 +1079,7 @@ impl Runtime {
         let mut log = Vec::new();
         let mut failure = None;
         let mut cancelled = false;
-        let mut partials: Vec<Partial> = plan
-            .aggregates
-            .iter()
-            .map(|a| Partial::new(a.measures.len()))
-            .collect();
+        let mut partials: Vec<Vec<Partial>> = plan.aggregates.iter().map(|_| Vec::new()).collect();
         let mut contributions = vec![0u64; plan.aggregates.len()];
         for end in ends {
             report.rows_read += end.rows_read;
@@ -1099,7 +1095,7 @@ impl Runtime {
                 continue;
             }
             for (i, p) in end.partials.into_iter().enumerate() {
-                partials[i].merge(p);
+                partials[i].push(p);
             }
             for (i, c) in end.contributions.iter().enumerate() {
                 contributions[i] += c;
@@ -1119,8 +1115,19 @@ impl Runtime {
             None => rand::rngs::StdRng::from_os_rng(),
         };
         let mut tables = Vec::new();
-        for ((agg, partial), n) in plan.aggregates.iter().zip(partials).zip(contributions) {
-            let (table, stats) = finalize(agg, partial, n, &mut rng);
+        for ((agg, partials), n) in plan.aggregates.iter().zip(partials).zip(contributions) {
+            // The instances' threads are done: their cores merge and tally the partitions.
+            let totals = tally(&Bounds::of(agg), &partials, instances);
+            drop(partials);
+            let cap = self.limits.max_person_cells;
+            if totals.pairs > cap {
+                let reason = format!(
+                    "aggregate `{}` holds more than {cap} (person, cell) pairs",
+                    agg.name
+                );
+                return finish(report, Outcome::TooManyGroups { reason }, None, log);
+            }
+            let (table, stats) = finalize(agg, totals, n, &mut rng);
             report.cells_released += stats.cells_released;
             report.cells_suppressed += stats.cells_suppressed;
             report.epsilon_spent += stats.epsilon_spent;
@@ -1285,24 +1292,7 @@ impl Runtime {
                 }
             }
         };
-        let mut state = store.into_data();
-        let stop = stop.or_else(|| {
-            // Compacting here spreads the sorting over the instances' threads.
-            let cap = shared.limits.max_person_cells;
-            state
-                .partials
-                .iter_mut()
-                .zip(&plan.aggregates)
-                .find_map(|(p, a)| {
-                    p.compact();
-                    (p.len() as u64 > cap).then(|| Outcome::TooManyGroups {
-                        reason: format!(
-                            "aggregate `{}` holds more than {cap} (person, cell) pairs",
-                            a.name
-                        ),
-                    })
-                })
-        });
+        let state = store.into_data();
         if stop.is_some() {
             shared.abort.store(true, Ordering::Relaxed);
         }
