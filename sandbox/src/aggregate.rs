@@ -311,7 +311,7 @@ impl Scratch {
         if n == 0 {
             return;
         }
-        let bits = (n / 8).max(1).ilog2().min(12);
+        let bits = (n / 2).max(1).ilog2().min(12);
         let shift = 64 - PART_BITS - bits;
         let mask = (1u64 << bits) - 1;
         let groups = 1usize << bits;
@@ -353,7 +353,7 @@ impl Scratch {
         }
         for g in 0..groups {
             let group = &mut recs[self.starts[g]..self.starts[g + 1]];
-            if group.len() <= 32 {
+            if group.len() <= 64 {
                 sort_group(group);
             } else {
                 group.sort_unstable_by_key(|r| (r.key, r.cell));
@@ -483,6 +483,7 @@ impl Totals {
     }
 }
 
+/// Tallies partitions `parts` of every partial.
 fn tally_parts(b: &Bounds, partials: &[Partial], parts: Range<usize>) -> Totals {
     let mut totals = Totals::new(b);
     let mut scratch = Scratch::default();
@@ -501,14 +502,13 @@ pub(crate) fn tally(b: &Bounds, partials: &[Partial], threads: usize) -> Totals 
     if threads == 1 || partials.iter().all(|p| p.parts.is_empty()) {
         return tally_parts(b, partials, 0..PARTS);
     }
+    let range = |t: usize| PARTS * t / threads..PARTS * (t + 1) / threads;
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let range = PARTS * t / threads..PARTS * (t + 1) / threads;
-                s.spawn(move || tally_parts(b, partials, range))
-            })
+        let handles: Vec<_> = (1..threads)
+            .map(|t| s.spawn(move || tally_parts(b, partials, range(t))))
             .collect();
-        let mut totals = Totals::new(b);
+        // The calling thread takes the first range.
+        let mut totals = tally_parts(b, partials, range(0));
         for h in handles {
             totals.add(&h.join().expect("tally threads do not panic"));
         }

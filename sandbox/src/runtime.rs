@@ -596,14 +596,21 @@ fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let batch = &mut state.batches[d];
             batch.start = start;
             batch.rows = n;
-            batch.persons.resize(n, 0);
-            dataset
+            if dataset
                 .input
                 .source
-                .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
-                .map_err(|e| {
-                    wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
-                })?;
+                .pseudonyms(dataset.privacy_unit)
+                .is_none()
+            {
+                batch.persons.resize(n, 0);
+                dataset
+                    .input
+                    .source
+                    .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
+                    .map_err(|e| {
+                        wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
+                    })?;
+            }
             state.cursors[d] = start + n as u64;
             state.rows_read += n as u64;
             Ok(n as i32)
@@ -730,6 +737,21 @@ fn emit(
     let keys = guest_slice(data, keys_ptr, n * dims * 4)?;
     let meas = guest_slice(data, measures_ptr, n * m * 8)?;
     let batch = &state.batches[d];
+    // The batch's privacy units, in place when the source holds them in memory.
+    let dataset = &plan.datasets[d];
+    let persons = match dataset.input.source.pseudonyms(dataset.privacy_unit) {
+        Some(_) if batch.rows == 0 => &[],
+        Some(all) => usize::try_from(batch.start)
+            .ok()
+            .and_then(|s| all.get(s..)?.get(..batch.rows))
+            .ok_or_else(|| {
+                wasmtime::Error::new(Stop::Host(format!(
+                    "the privacy unit of `{}` is shorter than the table",
+                    dataset.name
+                )))
+            })?,
+        None => &batch.persons[..batch.rows],
+    };
     let partial = &mut state.partials[a];
     state.measures.resize(m, 0);
     for j in 0..n {
@@ -764,7 +786,7 @@ fn emit(
             let v = i64::from_le_bytes(meas[o..o + 8].try_into().expect("8 bytes"));
             state.measures[k] = v.clamp(x.lo, x.hi);
         }
-        let person = batch.persons[row];
+        let person = persons[row];
         if person == NULL_PSEUDONYM {
             state.without_person += 1;
             continue;
