@@ -39,15 +39,6 @@ struct Entry {
     count: u64,
 }
 
-/// One raw contribution waiting to be compacted: the person's key, the cell, and where its
-/// measures are.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rec {
-    key: u64,
-    cell: u32,
-    idx: u32,
-}
-
 /// Sorted (person, cell) totals with `m` sums per entry.
 #[derive(Debug, Clone, Default)]
 struct Run {
@@ -104,24 +95,109 @@ impl Run {
     }
 }
 
-/// Contributions per block of raw contributions.
-const BLOCK: usize = 2048;
-/// Blocks kept for reuse after a run (64 MiB): a run's buffers are then neither allocated nor
-/// faulted in (zeroed by the kernel) again, which would cost as much as sorting them.
-const POOL_BLOCKS: usize = (64 << 20) / (BLOCK * size_of::<Rec>());
+/// A raw contribution as kept in a partition's blocks, waiting to be sorted.
+trait Raw: Copy + Default + Send + Sync + 'static {
+    /// Empty blocks of this kind kept for reuse.
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
+    /// The person's key below the partition bits, most significant first (radix digits).
+    fn radix(&self) -> u64;
+    /// The order within a partition: by person, then cell.
+    fn order(&self) -> u128;
+    /// (person within the partition, cell, index of the measures).
+    fn fields(&self) -> (u64, u32, u32);
+    /// The same contribution with its measures at `idx`.
+    fn with_idx(self, idx: u32) -> Self;
+}
 
-/// Empty blocks of capacity [`BLOCK`], shared by every run of the process.
-static POOL: Mutex<Vec<Vec<Rec>>> = Mutex::new(Vec::new());
+/// A contribution with its measures: the person's key, the cell, where its measures are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rec {
+    key: u64,
+    cell: u32,
+    idx: u32,
+}
 
-/// An empty block of capacity [`BLOCK`].
-fn take_block() -> Vec<Rec> {
-    let pooled = POOL.lock().map_or(None, |mut p| p.pop());
-    pooled.unwrap_or_else(|| Vec::with_capacity(BLOCK))
+static WIDE_POOL: Mutex<Vec<Vec<Rec>>> = Mutex::new(Vec::new());
+static PACKED_POOL: Mutex<Vec<Vec<Packed>>> = Mutex::new(Vec::new());
+
+impl Raw for Rec {
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        &WIDE_POOL
+    }
+
+    #[inline]
+    fn radix(&self) -> u64 {
+        self.key << PART_BITS
+    }
+
+    #[inline]
+    fn order(&self) -> u128 {
+        (u128::from(self.key) << 32) | u128::from(self.cell)
+    }
+
+    #[inline]
+    fn fields(&self) -> (u64, u32, u32) {
+        (self.key, self.cell, self.idx)
+    }
+
+    #[inline]
+    fn with_idx(self, idx: u32) -> Self {
+        Rec { idx, ..self }
+    }
+}
+
+/// A contribution without measures to a cell below 2^[`PART_BITS`], in one word: the person's
+/// key without its partition bits, then the cell (half the memory traffic of a [`Rec`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Packed(u64);
+
+impl Raw for Packed {
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        &PACKED_POOL
+    }
+
+    #[inline]
+    fn radix(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn order(&self) -> u128 {
+        u128::from(self.0)
+    }
+
+    #[inline]
+    fn fields(&self) -> (u64, u32, u32) {
+        (self.0 >> PART_BITS, (self.0 & (PARTS as u64 - 1)) as u32, 0)
+    }
+
+    #[inline]
+    fn with_idx(self, _: u32) -> Self {
+        self
+    }
+}
+
+/// Bytes per block of raw contributions.
+const BLOCK_BYTES: usize = 32 << 10;
+/// Blocks of each kind kept for reuse after a run (64 MiB): a run's buffers are then neither
+/// allocated nor faulted in (zeroed by the kernel) again, which would cost as much as sorting
+/// them.
+const POOL_BLOCKS: usize = (64 << 20) / BLOCK_BYTES;
+
+/// Contributions per block.
+const fn block_len<T>() -> usize {
+    BLOCK_BYTES / size_of::<T>()
+}
+
+/// An empty block.
+fn take_block<T: Raw>() -> Vec<T> {
+    let pooled = T::pool().lock().map_or(None, |mut p| p.pop());
+    pooled.unwrap_or_else(|| Vec::with_capacity(block_len::<T>()))
 }
 
 /// Returns blocks to the pool (as many as it has room for).
-fn give_blocks(blocks: impl Iterator<Item = Vec<Rec>>) {
-    if let Ok(mut pool) = POOL.lock() {
+fn give_blocks<T: Raw>(blocks: impl Iterator<Item = Vec<T>>) {
+    if let Ok(mut pool) = T::pool().lock() {
         for mut b in blocks {
             if pool.len() >= POOL_BLOCKS {
                 break;
@@ -135,18 +211,30 @@ fn give_blocks(blocks: impl Iterator<Item = Vec<Rec>>) {
 /// One partition of a [`Partial`]: raw contributions in blocks (the block being filled kept
 /// inline, so that adding touches one line per partition).
 #[derive(Debug, Clone, Default)]
-struct Part {
-    current: Vec<Rec>,
-    full: Vec<Vec<Rec>>,
+struct Part<T> {
+    current: Vec<T>,
+    full: Vec<Vec<T>>,
 }
 
-impl Part {
+impl<T: Raw> Part<T> {
     fn raw(&self) -> usize {
-        self.current.len() + self.full.len() * BLOCK
+        self.current.len() + self.full.len() * block_len::<T>()
     }
 
-    fn recs(&self) -> impl Iterator<Item = &Rec> {
+    fn recs(&self) -> impl Iterator<Item = &T> {
         self.full.iter().flatten().chain(&self.current)
+    }
+
+    #[inline]
+    fn push(&mut self, r: T) {
+        if self.current.len() == self.current.capacity() {
+            let full = std::mem::replace(&mut self.current, take_block());
+            if full.capacity() > 0 {
+                self.full.push(full);
+            }
+        }
+        self.current.push(r);
+        prefetch_ahead(&self.current);
     }
 
     fn release(&mut self) {
@@ -155,7 +243,7 @@ impl Part {
             self.full
                 .drain(..)
                 .chain([current])
-                .filter(|b| b.capacity() == BLOCK),
+                .filter(|b| b.capacity() == block_len::<T>()),
         );
     }
 }
@@ -165,8 +253,11 @@ impl Part {
 #[derive(Debug)]
 pub(crate) struct Partial {
     measures: usize,
-    /// Empty until the first contribution, then [`PARTS`] partitions.
-    parts: Vec<Part>,
+    /// Whether contributions are [`Packed`] (no measures, few cells) rather than [`Rec`]s.
+    packs: bool,
+    /// The partitions (empty until the first contribution), of the kind `packs` says.
+    wide: Vec<Part<Rec>>,
+    packed: Vec<Part<Packed>>,
     /// The totals of earlier compactions, per partition.
     runs: Vec<Run>,
     /// Raw contributions buffered (all partitions).
@@ -179,18 +270,19 @@ pub(crate) struct Partial {
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        for p in &mut self.parts {
-            p.release();
-        }
+        self.wide.iter_mut().for_each(Part::release);
+        self.packed.iter_mut().for_each(Part::release);
     }
 }
 
 impl Partial {
-    /// An empty partial for an aggregate with `measures` measures.
-    pub(crate) fn new(measures: usize) -> Self {
+    /// An empty partial for an aggregate with `measures` measures and `cells` cells.
+    pub(crate) fn new(measures: usize, cells: u64) -> Self {
         Partial {
             measures,
-            parts: Vec::new(),
+            packs: measures == 0 && cells <= PARTS as u64,
+            wide: Vec::new(),
+            packed: Vec::new(),
             runs: Vec::new(),
             raw: 0,
             raw_measures: Vec::new(),
@@ -206,29 +298,28 @@ impl Partial {
     /// Adds one contribution whose measures are already clamped.
     #[inline]
     pub(crate) fn add(&mut self, person: u64, cell: u32, measures: &[i64]) {
-        if self.parts.is_empty() {
-            self.parts = vec![Part::default(); PARTS];
+        if self.runs.is_empty() {
+            if self.packs {
+                self.packed = vec![Part::default(); PARTS];
+            } else {
+                self.wide = vec![Part::default(); PARTS];
+            }
             self.runs = vec![Run::default(); PARTS];
         }
         let key = person_key(person);
-        let part = &mut self.parts[(key >> (64 - PART_BITS)) as usize];
-        if part.current.len() == part.current.capacity() {
-            let full = std::mem::replace(&mut part.current, take_block());
-            if full.capacity() > 0 {
-                part.full.push(full);
-            }
-        }
-        part.current.push(Rec {
-            key,
-            cell,
-            idx: self.raw as u32,
-        });
-        prefetch_ahead(&part.current);
-        self.raw += 1;
-        if self.measures > 0 {
+        let p = (key >> (64 - PART_BITS)) as usize;
+        if self.packs {
+            self.packed[p].push(Packed((key << PART_BITS) | u64::from(cell)));
+        } else {
+            self.wide[p].push(Rec {
+                key,
+                cell,
+                idx: self.raw as u32,
+            });
             self.raw_measures
                 .extend_from_slice(&measures[..self.measures]);
         }
+        self.raw += 1;
         if self.raw >= COMPACT_AT {
             self.compact();
         }
@@ -241,12 +332,19 @@ impl Partial {
         let mut scratch = Scratch::default();
         let mut merged = Run::default();
         self.pairs = 0;
-        for (part, run) in self.parts.iter_mut().zip(&mut self.runs) {
-            if part.raw() > 0 {
-                scratch.sort_raw(&[(&*part, &self.raw_measures)], m);
+        for (p, run) in self.runs.iter_mut().enumerate() {
+            let raw = if self.packs {
+                scratch.sort_raw(&[(&self.packed[p], &[][..])], m);
+                self.packed[p].release();
+                !scratch.run.entries.is_empty()
+            } else {
+                scratch.sort_raw(&[(&self.wide[p], &self.raw_measures[..])], m);
+                self.wide[p].release();
+                !scratch.run.entries.is_empty()
+            };
+            if raw {
                 run.merge_into(&scratch.run, m, &mut merged);
                 std::mem::swap(run, &mut merged);
-                part.release();
             }
             self.pairs += run.entries.len();
         }
@@ -258,14 +356,20 @@ impl Partial {
 /// Asks for the cache line after the end of `block` ahead of the partition's next writes
 /// (contributions go to [`PARTS`] places at once, too many for the hardware to predict).
 #[inline]
-fn prefetch_ahead(block: &[Rec]) {
+fn prefetch_ahead<T>(block: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: SSE is part of x86_64; a prefetch never faults and has no effect beyond the
         // cache, whatever the address.
         unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().wrapping_add(block.len() + 4).cast());
+            _mm_prefetch::<_MM_HINT_T0>(
+                block
+                    .as_ptr()
+                    .wrapping_add(block.len())
+                    .cast::<i8>()
+                    .wrapping_add(64),
+            );
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -275,13 +379,12 @@ fn prefetch_ahead(block: &[Rec]) {
 /// Sorts a few contributions by (person, cell) (insertion sort: the groups hold one or two
 /// persons, mostly in one cell, so they are nearly sorted).
 #[inline]
-fn sort_group(g: &mut [Rec]) {
-    let k = |r: &Rec| (u128::from(r.key) << 32) | u128::from(r.cell);
+fn sort_group<T: Raw>(g: &mut [T]) {
     for i in 1..g.len() {
         let r = g[i];
-        let kr = k(&r);
+        let kr = r.order();
         let mut j = i;
-        while j > 0 && k(&g[j - 1]) > kr {
+        while j > 0 && g[j - 1].order() > kr {
             g[j] = g[j - 1];
             j -= 1;
         }
@@ -292,7 +395,8 @@ fn sort_group(g: &mut [Rec]) {
 /// Per-thread buffers for sorting one partition, reused from partition to partition.
 #[derive(Default)]
 struct Scratch {
-    recs: Vec<Rec>,
+    wide: Vec<Rec>,
+    packed: Vec<Packed>,
     measures: Vec<i64>,
     starts: Vec<usize>,
     pos: Vec<usize>,
@@ -300,26 +404,49 @@ struct Scratch {
     merged: Run,
 }
 
+/// The sorting buffer of a kind of contribution.
+trait ScratchOf: Raw {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self>;
+}
+
+impl ScratchOf for Rec {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.wide
+    }
+}
+
+impl ScratchOf for Packed {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.packed
+    }
+}
+
 impl Scratch {
     /// Sorts the raw contributions of the given partitions (one per instance, each with its
     /// instance's measures) by (person, cell) and sums them per pair into `self.run`: one
-    /// counting-sort pass on the next bits of the key into groups of a few persons, then tiny
-    /// sorts, all within the cache.
-    fn sort_raw(&mut self, sources: &[(&Part, &[i64])], m: usize) {
+    /// counting-sort pass on the next bits of the key into groups of a person or two, then
+    /// tiny sorts, all within the cache.
+    fn sort_raw<T: ScratchOf>(&mut self, sources: &[(&Part<T>, &[i64])], m: usize) {
         self.run.clear();
         let n: usize = sources.iter().map(|(p, _)| p.raw()).sum();
         if n == 0 {
             return;
         }
         let bits = (n / 2).max(1).ilog2().min(12);
-        let shift = 64 - PART_BITS - bits;
-        let mask = (1u64 << bits) - 1;
+        let shift = 64 - bits;
+        let digit = |r: &T| {
+            if bits == 0 {
+                0
+            } else {
+                (r.radix() >> shift) as usize
+            }
+        };
         let groups = 1usize << bits;
         self.starts.clear();
         self.starts.resize(groups + 1, 0);
         for (part, _) in sources {
             for r in part.recs() {
-                self.starts[((r.key >> shift) & mask) as usize + 1] += 1;
+                self.starts[digit(r) + 1] += 1;
             }
         }
         for g in 0..groups {
@@ -327,27 +454,24 @@ impl Scratch {
         }
         self.pos.clear();
         self.pos.extend_from_slice(&self.starts[..groups]);
-        if self.recs.len() < n {
-            self.recs.resize(n, Rec::default());
+        let mut recs = std::mem::take(T::buffer(self));
+        if recs.len() < n {
+            recs.resize(n, T::default());
         }
         if self.measures.len() < n * m {
             self.measures.resize(n * m, 0);
         }
-        let recs = &mut self.recs[..n];
         for (part, measures) in sources {
             for r in part.recs() {
-                let g = ((r.key >> shift) & mask) as usize;
+                let g = digit(r);
                 let p = self.pos[g];
                 self.pos[g] = p + 1;
                 if m == 0 {
                     recs[p] = *r;
                 } else {
-                    let src = r.idx as usize * m;
+                    let src = r.fields().2 as usize * m;
                     self.measures[p * m..(p + 1) * m].copy_from_slice(&measures[src..src + m]);
-                    recs[p] = Rec {
-                        idx: p as u32,
-                        ..*r
-                    };
+                    recs[p] = r.with_idx(p as u32);
                 }
             }
         }
@@ -356,28 +480,36 @@ impl Scratch {
             if group.len() <= 64 {
                 sort_group(group);
             } else {
-                group.sort_unstable_by_key(|r| (r.key, r.cell));
+                group.sort_unstable_by_key(T::order);
             }
         }
-        for r in recs.iter() {
-            let src = r.idx as usize * m;
+        for r in &recs[..n] {
+            let (key, cell, idx) = r.fields();
+            let src = idx as usize * m;
             self.run.push(
                 m,
-                (r.key, r.cell, 1),
+                (key, cell, 1),
                 self.measures[src..src + m].iter().map(|&v| i128::from(v)),
             );
         }
+        *T::buffer(self) = recs;
     }
 
     /// The totals of partition `p` of every partial: the raw contributions sorted, then merged
     /// with the totals of earlier compactions. Left in `self.run`.
     fn partition(&mut self, partials: &[Partial], p: usize, m: usize) {
-        let partials: Vec<&Partial> = partials.iter().filter(|x| !x.parts.is_empty()).collect();
-        let sources: Vec<(&Part, &[i64])> = partials
-            .iter()
-            .map(|x| (&x.parts[p], x.raw_measures.as_slice()))
-            .collect();
-        self.sort_raw(&sources, m);
+        let partials: Vec<&Partial> = partials.iter().filter(|x| !x.runs.is_empty()).collect();
+        // Every partial of an aggregate keeps the same kind of contributions.
+        if partials.first().is_some_and(|x| x.packs) {
+            let sources: Vec<_> = partials.iter().map(|x| (&x.packed[p], &[][..])).collect();
+            self.sort_raw(&sources, m);
+        } else {
+            let sources: Vec<_> = partials
+                .iter()
+                .map(|x| (&x.wide[p], x.raw_measures.as_slice()))
+                .collect();
+            self.sort_raw(&sources, m);
+        }
         for x in partials {
             if !x.runs[p].entries.is_empty() {
                 self.run.merge_into(&x.runs[p], m, &mut self.merged);
@@ -499,7 +631,7 @@ fn tally_parts(b: &Bounds, partials: &[Partial], parts: Range<usize>) -> Totals 
 /// so the result does not depend on `threads` or on how the rows were split).
 pub(crate) fn tally(b: &Bounds, partials: &[Partial], threads: usize) -> Totals {
     let threads = threads.clamp(1, PARTS);
-    if threads == 1 || partials.iter().all(|p| p.parts.is_empty()) {
+    if threads == 1 || partials.iter().all(|p| p.runs.is_empty()) {
         return tally_parts(b, partials, 0..PARTS);
     }
     let range = |t: usize| PARTS * t / threads..PARTS * (t + 1) / threads;
@@ -819,9 +951,10 @@ mod tests {
             t.clamped += n - kept;
             t.count[c as usize] += kept;
             t.persons[c as usize] += 1;
-            let (lo, hi) = b.measures[0];
-            let k = i128::from(kept);
-            t.sums[c as usize] += s.clamp(i128::from(lo) * k, i128::from(hi) * k);
+            if let Some(&(lo, hi)) = b.measures.first() {
+                let k = i128::from(kept);
+                t.sums[c as usize] += s.clamp(i128::from(lo) * k, i128::from(hi) * k);
+            }
         }
         t
     }
@@ -837,12 +970,19 @@ mod tests {
     /// or not, and however many threads tally them, the totals are those of the reference.
     #[test]
     fn tally_is_exact_and_split_invariant() {
-        let b = Bounds {
-            cells: 7,
-            cells_per_person: 2,
-            rows_per_cell: 3,
-            measures: vec![(0, 600)],
-        };
+        // With a measure (wide contributions), and without (packed into one word).
+        for measures in [vec![(0, 600)], vec![]] {
+            tally_case(Bounds {
+                cells: 7,
+                cells_per_person: 2,
+                rows_per_cell: 3,
+                measures,
+            });
+        }
+    }
+
+    fn tally_case(b: Bounds) {
+        let m = b.measures.len();
         let mut x = 12345u64;
         for persons in [37u64, 20_000] {
             let contributions: Vec<(u64, u32, i64)> = (0..60_000)
@@ -858,11 +998,11 @@ mod tests {
                 })
                 .collect();
             let expected = reference(&b, &contributions);
-            let mut all = Partial::new(1);
-            let mut split = [Partial::new(1), Partial::new(1), Partial::new(1)];
+            let mut all = Partial::new(m, 7);
+            let mut split = [Partial::new(m, 7), Partial::new(m, 7), Partial::new(m, 7)];
             for (i, &(p, c, v)) in contributions.iter().enumerate() {
-                all.add(p, c, &[v]);
-                split[i % 3].add(p, c, &[v]);
+                all.add(p, c, &[v][..m]);
+                split[i % 3].add(p, c, &[v][..m]);
                 if i == 25_000 {
                     split[1].compact();
                 }

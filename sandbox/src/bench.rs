@@ -69,7 +69,7 @@ pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
         return Vec::new();
     };
     // Branch-free filtering in chunks, as the guest does.
-    let mut pairs = Partial::new(0);
+    let mut pairs = Partial::new(0, crate::demo::DISTRICTS.len() as u64);
     let mut chunk = vec![(0u64, 0u32); 4096];
     for start in (0..person.len()).step_by(4096) {
         let end = (start + 4096).min(person.len());

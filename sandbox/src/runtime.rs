@@ -1232,7 +1232,7 @@ impl Runtime {
             partials: plan
                 .aggregates
                 .iter()
-                .map(|a| Partial::new(a.measures.len()))
+                .map(|a| Partial::new(a.measures.len(), a.cells))
                 .collect(),
             contributions: vec![0; plan.aggregates.len()],
             without_person: 0,
