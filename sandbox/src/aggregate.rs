@@ -400,6 +400,7 @@ struct Scratch {
     measures: Vec<i64>,
     starts: Vec<usize>,
     pos: Vec<usize>,
+    pairs: Vec<Entry>,
     run: Run,
     merged: Run,
 }
@@ -483,16 +484,43 @@ impl Scratch {
                 group.sort_unstable_by_key(T::order);
             }
         }
-        for r in &recs[..n] {
-            let (key, cell, idx) = r.fields();
-            let src = idx as usize * m;
-            self.run.push(
-                m,
-                (key, cell, 1),
-                self.measures[src..src + m].iter().map(|&v| i128::from(v)),
-            );
+        if m == 0 {
+            self.count_pairs(&recs[..n]);
+        } else {
+            for r in &recs[..n] {
+                let (key, cell, idx) = r.fields();
+                let src = idx as usize * m;
+                self.run.push(
+                    m,
+                    (key, cell, 1),
+                    self.measures[src..src + m].iter().map(|&v| i128::from(v)),
+                );
+            }
         }
         *T::buffer(self) = recs;
+    }
+
+    /// Counts the contributions of each pair of sorted `recs` (not empty) into `self.run`,
+    /// without a branch per contribution: every one is written at the end of the output, which
+    /// advances when its pair differs from the previous one.
+    fn count_pairs<T: Raw>(&mut self, recs: &[T]) {
+        if self.pairs.len() < recs.len() {
+            self.pairs.resize(recs.len(), Entry::default());
+        }
+        let out = &mut self.pairs[..recs.len()];
+        let mut j = 0;
+        let mut prev = recs[0].order();
+        let mut count = 0;
+        for r in recs {
+            let order = r.order();
+            let new = order != prev;
+            prev = order;
+            j += usize::from(new);
+            count = if new { 1 } else { count + 1 };
+            let (key, cell, _) = r.fields();
+            out[j] = Entry { key, cell, count };
+        }
+        self.run.entries.extend_from_slice(&out[..=j]);
     }
 
     /// The totals of partition `p` of every partial: the raw contributions sorted, then merged
