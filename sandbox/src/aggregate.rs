@@ -8,8 +8,8 @@
 //! they are tallied in parallel and their per-cell totals (exact integers) are summed.
 
 use std::fmt::Write as _;
-use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, RngCore};
 use serde::Serialize;
@@ -643,32 +643,34 @@ impl Totals {
     }
 }
 
-/// Tallies partitions `parts` of every partial.
-fn tally_parts(b: &Bounds, partials: &[Partial], parts: Range<usize>) -> Totals {
+/// Tallies the partitions of every partial not yet taken from `next` by another thread.
+fn tally_parts(b: &Bounds, partials: &[Partial], next: &AtomicUsize) -> Totals {
     let mut totals = Totals::new(b);
     let mut scratch = Scratch::default();
-    for p in parts {
+    loop {
+        let p = next.fetch_add(1, Ordering::Relaxed);
+        if p >= PARTS {
+            return totals;
+        }
         scratch.partition(partials, p, b.measures.len());
         totals.tally_run(&scratch.run, b);
     }
-    totals
 }
 
 /// Merges the partials of every instance exactly and applies the per-person bounds, on
-/// `threads` threads (each tallies its own range of partitions; the totals are exact integers,
+/// `threads` threads (each takes partitions until none is left; the totals are exact integers,
 /// so the result does not depend on `threads` or on how the rows were split).
 pub(crate) fn tally(b: &Bounds, partials: &[Partial], threads: usize) -> Totals {
-    let threads = threads.clamp(1, PARTS);
-    if threads == 1 || partials.iter().all(|p| p.runs.is_empty()) {
-        return tally_parts(b, partials, 0..PARTS);
+    let next = AtomicUsize::new(0);
+    if threads <= 1 || partials.iter().all(|p| p.runs.is_empty()) {
+        return tally_parts(b, partials, &next);
     }
-    let range = |t: usize| PARTS * t / threads..PARTS * (t + 1) / threads;
     std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads)
-            .map(|t| s.spawn(move || tally_parts(b, partials, range(t))))
+        let handles: Vec<_> = (1..threads.min(PARTS))
+            .map(|_| s.spawn(|| tally_parts(b, partials, &next)))
             .collect();
-        // The calling thread takes the first range.
-        let mut totals = tally_parts(b, partials, range(0));
+        // The calling thread works too.
+        let mut totals = tally_parts(b, partials, &next);
         for h in handles {
             totals.add(&h.join().expect("tally threads do not panic"));
         }

@@ -348,6 +348,10 @@ struct Shared {
     contributions: AtomicU64,
     log_bytes: AtomicU64,
     limits: Limits,
+    /// Per dataset, the first row not yet handed to an instance: instances take their batches
+    /// from here, so a core that gets less time takes fewer rows and no instance waits for a
+    /// slow one at the end.
+    cursors: Vec<AtomicU64>,
 }
 
 /// The current batch of one dataset in one instance.
@@ -364,8 +368,6 @@ pub struct HostState {
     shared: Arc<Shared>,
     memory: Option<Memory>,
     limiter: Limiter,
-    ranges: Vec<(u64, u64)>,
-    cursors: Vec<u64>,
     batches: Vec<Batch>,
     partials: Vec<Partial>,
     contributions: Vec<u64>,
@@ -587,12 +589,16 @@ fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if Instant::now() >= shared.deadline {
                 return Err(wasmtime::Error::new(Stop::OutOfTime));
             }
-            let (_, end) = state.ranges[d];
-            let start = state.cursors[d];
-            let n = (max_rows as u64)
-                .min(u64::from(shared.limits.max_batch_rows))
-                .min(end - start) as usize;
             let dataset = &state.plan.datasets[d];
+            let rows = dataset.input.source.rows();
+            let want = (max_rows as u64).min(u64::from(shared.limits.max_batch_rows));
+            let cursor = &shared.cursors[d];
+            let start = if cursor.load(Ordering::Relaxed) >= rows {
+                rows
+            } else {
+                cursor.fetch_add(want, Ordering::Relaxed).min(rows)
+            };
+            let n = want.min(rows - start) as usize;
             let batch = &mut state.batches[d];
             batch.start = start;
             batch.rows = n;
@@ -611,7 +617,6 @@ fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
                     })?;
             }
-            state.cursors[d] = start + n as u64;
             state.rows_read += n as u64;
             Ok(n as i32)
         },
@@ -1068,15 +1073,16 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
+            cursors: plan.datasets.iter().map(|_| AtomicU64::new(0)).collect(),
         });
         let ends: Vec<InstanceEnd> = if instances == 1 {
-            vec![self.run_instance(module, &plan, &shared, 0, 1)]
+            vec![self.run_instance(module, &plan, &shared)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..instances)
-                    .map(|i| {
+                    .map(|_| {
                         let (plan, shared) = (&plan, &shared);
-                        s.spawn(move || self.run_instance(module, plan, shared, i, instances))
+                        s.spawn(move || self.run_instance(module, plan, shared))
                     })
                     .collect();
                 handles
@@ -1184,17 +1190,16 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
+            // Every row already handed out: the guest returns at its first `next_batch`.
+            cursors: plan
+                .datasets
+                .iter()
+                .map(|d| AtomicU64::new(d.input.source.rows()))
+                .collect(),
         });
         let t = Instant::now();
-        let (mut store, main) = self.instantiate(module, &plan, &shared, 0, 1)?;
-        // The guest's first instruction runs inside this call; an empty range makes it return
-        // at its first `next_batch`.
-        for c in store.data_mut().cursors.iter_mut() {
-            *c = u64::MAX;
-        }
-        for r in store.data_mut().ranges.iter_mut() {
-            *r = (u64::MAX, u64::MAX);
-        }
+        let (mut store, main) = self.instantiate(module, &plan, &shared)?;
+        // The guest's first instruction runs inside this call.
         let _ = main.call(&mut store, ());
         Ok(t.elapsed())
     }
@@ -1204,18 +1209,7 @@ impl Runtime {
         module: &JobModule,
         plan: &Arc<Plan>,
         shared: &Arc<Shared>,
-        index: usize,
-        instances: usize,
     ) -> Result<(Store<HostState>, TypedFunc<(), i32>), Outcome> {
-        let ranges: Vec<(u64, u64)> = plan
-            .datasets
-            .iter()
-            .map(|d| {
-                let rows = d.input.source.rows();
-                let part = |i: usize| (u128::from(rows) * i as u128 / instances as u128) as u64;
-                (part(index), part(index + 1))
-            })
-            .collect();
         let state = HostState {
             plan: Arc::clone(plan),
             shared: Arc::clone(shared),
@@ -1226,8 +1220,6 @@ impl Runtime {
                 peak: 0,
                 hit: false,
             },
-            cursors: ranges.iter().map(|r| r.0).collect(),
-            ranges,
             batches: plan.datasets.iter().map(|_| Batch::default()).collect(),
             partials: plan
                 .aggregates
@@ -1278,8 +1270,6 @@ impl Runtime {
         module: &JobModule,
         plan: &Arc<Plan>,
         shared: &Arc<Shared>,
-        index: usize,
-        instances: usize,
     ) -> InstanceEnd {
         let mut end = InstanceEnd {
             stop: None,
@@ -1291,7 +1281,7 @@ impl Runtime {
             memory_peak: 0,
             log: Vec::new(),
         };
-        let (mut store, main) = match self.instantiate(module, plan, shared, index, instances) {
+        let (mut store, main) = match self.instantiate(module, plan, shared) {
             Ok(x) => x,
             Err(o) => {
                 shared.abort.store(true, Ordering::Relaxed);
