@@ -117,7 +117,9 @@ struct Rec {
     idx: u32,
 }
 
+/// Empty blocks of [`Rec`]s kept for reuse (at most [`POOL_BLOCKS`]).
 static WIDE_POOL: Mutex<Vec<Vec<Rec>>> = Mutex::new(Vec::new());
+/// Empty blocks of [`Packed`] contributions kept for reuse (at most [`POOL_BLOCKS`]).
 static PACKED_POOL: Mutex<Vec<Vec<Packed>>> = Mutex::new(Vec::new());
 
 impl Raw for Rec {
