@@ -60,7 +60,8 @@ pub fn seed_admitted_application(
             .values((
                 calls::domain.eq("medical_health"),
                 calls::title_zh.eq("医疗健康公共数据授权运营申请通告（第一批）"),
-                calls::title_en.eq("Call for authorized operation of medical-health data (first round)"),
+                calls::title_en
+                    .eq("Call for authorized operation of medical-health data (first round)"),
                 calls::opens_on.eq(today - chrono::Duration::days(60)),
                 calls::closes_on.eq(today - chrono::Duration::days(30)),
                 calls::state.eq("closed"),

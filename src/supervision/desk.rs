@@ -37,7 +37,10 @@ pub type QueueSource =
     fn(&mut DbConnection, &Calendar, NaiveDate) -> QueryResult<Vec<QueueSection>>;
 
 /// Every domain's queues, in the order the desk shows them.
-pub const SOURCES: &[QueueSource] = &[crate::admission::queues, crate::agreements::queues::sections];
+pub const SOURCES: &[QueueSource] = &[
+    crate::admission::queues,
+    crate::agreements::queues::sections,
+];
 
 /// Collects every queue, each sorted overdue first, then by deadline.
 pub fn collect(
