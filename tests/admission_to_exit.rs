@@ -651,9 +651,9 @@ impl Journey {
         assert!(html.contains("全部衍生数据与缓存") && !html.contains("尚未提交数据处置确认"));
     }
 
-    /// The credit record: none for routes (a) and (b), one naming the agreement and the note
-    /// for (c) and (d), shown on the organisation page and to reviewers of the application.
-    fn assert_credit(&self, note: Option<&str>) {
+    /// The credit record: none for routes (a) and (b), one with its labelled kind naming the
+    /// agreement and the note for (c) and (d), shown on the organisation page and to reviewers of the application.
+    fn assert_credit(&self, note: Option<(&str, &str)>) {
         let org_page = self.credit_page();
         let (_, review) = self
             .app
@@ -663,10 +663,14 @@ impl Journey {
                 assert!(org_page.contains("信用档案无记录。"), "{org_page}");
                 assert!(review.contains("信用档案无记录。"));
             }
-            Some(note) => {
+            Some((kind, note)) => {
                 let entry = format!("{}: {note}", self.number);
                 assert!(org_page.contains(&entry), "{org_page}");
                 assert!(review.contains(&entry), "the reviewers see it");
+                assert!(
+                    org_page.contains(kind) && review.contains(kind),
+                    "kind labelled"
+                );
             }
         }
     }
@@ -801,7 +805,7 @@ fn whole_path_then_rectification_ending_in_termination() {
     assert_eq!(agreement_state(app, j.agreement), "terminated_for_breach");
     assert!(j.alpha_page().contains("留存期限不足 6 个月，整改不到位"));
     j.assert_ended("因违约终止", &token);
-    j.assert_credit(Some("留存期限不足 6 个月，整改不到位"));
+    j.assert_credit(Some(("因违约终止", "留存期限不足 6 个月，整改不到位")));
 }
 
 #[test]
@@ -830,5 +834,5 @@ fn whole_path_then_termination_for_violation() {
         "the operator sees the legal basis"
     );
     j.assert_ended("因违法违规终止", &token);
-    j.assert_credit(Some(basis));
+    j.assert_credit(Some(("因违法违规终止", basis)));
 }

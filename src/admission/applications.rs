@@ -373,7 +373,7 @@ pub async fn build_page(
             .map(|c| {
                 (
                     c.created_at.format("%Y-%m-%d").to_string(),
-                    c.kind.clone(),
+                    page.t(&c.kind_key()).to_owned(),
                     c.summary.clone(),
                 )
             })

@@ -536,7 +536,7 @@ pub struct CreditRecord {
     pub id: i64,
     /// The organisation.
     pub org_id: i64,
-    /// Kind (e.g. `rectification`, `violation`).
+    /// Kind: how the agreement ended (`terminated_for_breach`, `terminated_for_violation`).
     pub kind: String,
     /// What happened.
     pub summary: String,
@@ -546,6 +546,13 @@ pub struct CreditRecord {
     pub created_by: Option<i64>,
     /// When.
     pub created_at: NaiveDateTime,
+}
+
+impl CreditRecord {
+    /// The message key of the kind's label (the agreement end state it records).
+    pub fn kind_key(&self) -> String {
+        format!("agreements.state.{}", self.kind)
+    }
 }
 
 /// An organisation's credit record, newest first.
