@@ -23,6 +23,9 @@ pub struct IngestFigures {
     pub baseline: Duration,
     /// Peak resident set size of the process (VmHWM), in bytes, if known.
     pub peak_rss: Option<u64>,
+    /// CPU time (user + system, all threads) of the ingest and of the baseline, if known: on a
+    /// shared machine it shows the work done when the wall-clock times are disturbed.
+    pub cpu: Option<(Duration, Duration)>,
 }
 
 impl IngestFigures {
@@ -59,6 +62,15 @@ impl std::fmt::Display for IngestFigures {
             "ratio to baseline:   {:>10.3}                 target >= 0.4",
             self.ingest_rate() / self.baseline_rate()
         )?;
+        if let Some((ingest, baseline)) = self.cpu {
+            writeln!(
+                f,
+                "cpu time:            ingest {:.3} s, baseline {:.3} s (ratio {:.3})",
+                ingest.as_secs_f64(),
+                baseline.as_secs_f64(),
+                baseline.as_secs_f64() / ingest.as_secs_f64()
+            )?;
+        }
         match self.peak_rss {
             Some(b) => write!(
                 f,
@@ -76,6 +88,18 @@ pub fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time used so far by the whole process (user + system, every thread, joined ones
+/// included), from `/proc/self/stat`, whose clock ticks are 1/100 s on Linux.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Removes a directory tree when dropped.
@@ -103,6 +127,7 @@ pub fn ingest(rows: u64, tmp: &Path) -> anyhow::Result<IngestFigures> {
     let bytes = std::fs::metadata(&csv_path)?.len();
 
     // The baseline also warms the page cache for the ingest that follows.
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -116,6 +141,7 @@ pub fn ingest(rows: u64, tmp: &Path) -> anyhow::Result<IngestFigures> {
     }
     std::hint::black_box(fields);
     let baseline = start.elapsed();
+    let cpu_baseline = process_cpu();
     anyhow::ensure!(
         read_rows == rows,
         "baseline read {read_rows} rows, expected {rows}"
@@ -133,6 +159,7 @@ pub fn ingest(rows: u64, tmp: &Path) -> anyhow::Result<IngestFigures> {
     )
     .map_err(|e| anyhow::anyhow!("ingest failed: {e}"))?;
     let ingest = start.elapsed();
+    let cpu_ingest = process_cpu();
     anyhow::ensure!(
         done.rows == rows,
         "ingest wrote {} rows, expected {rows}",
@@ -145,5 +172,9 @@ pub fn ingest(rows: u64, tmp: &Path) -> anyhow::Result<IngestFigures> {
         ingest,
         baseline,
         peak_rss: peak_rss(),
+        cpu: cpu_start
+            .zip(cpu_baseline)
+            .zip(cpu_ingest)
+            .map(|((a, b), c)| (c.saturating_sub(b), b.saturating_sub(a))),
     })
 }

@@ -37,6 +37,20 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     /// How often the scheduler runs timed work (deadlines, expiry, mail), in seconds.
     pub scheduler_interval_secs: Option<u64>,
+    /// Outgoing mail server: `smtp://host:port` (plain), `smtp://host:port?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS); absent: messages are written as `.eml`
+    /// files under `<data_dir>/outbox/`.
+    pub smtp_url: Option<String>,
+    /// The `From` address of outgoing mail.
+    pub mail_from: Option<String>,
+    /// Working days the regulator has to review a submitted application.
+    pub review_days: Option<u32>,
+    /// Working days an assigned expert has to file an opinion.
+    pub expert_days: Option<u32>,
+    /// Working days an approved application stays on public notice.
+    pub notice_days: Option<u32>,
+    /// Working days the regulator has to decide an objection.
+    pub objection_days: Option<u32>,
     /// Who reviews computations and their outputs: `regulator` (default) or `platform`.
     pub job_reviewer: Option<String>,
     /// Job workers `dataop serve` runs in-process (default 2; 0 leaves the work to
@@ -63,6 +77,10 @@ pub struct Overrides {
     pub secure_cookies: Option<bool>,
     /// `DATAOP_UPLOAD_LIMIT_BYTES`.
     pub upload_limit_bytes: Option<u64>,
+    /// `DATAOP_SMTP_URL`.
+    pub smtp_url: Option<String>,
+    /// `DATAOP_MAIL_FROM`.
+    pub mail_from: Option<String>,
 }
 
 /// The effective configuration of one process.
@@ -92,6 +110,19 @@ pub struct Config {
     pub login_window_secs: u64,
     /// How often the scheduler runs timed work, in seconds (default 60).
     pub scheduler_interval_secs: u64,
+    /// Outgoing mail server URL (may hold a password: never logged); `None` writes `.eml`
+    /// files under `<data_dir>/outbox/`.
+    pub smtp_url: Option<String>,
+    /// The `From` address of outgoing mail.
+    pub mail_from: String,
+    /// Working days to review a submitted application (default 20).
+    pub review_days: u32,
+    /// Working days for an expert's opinion (default 10).
+    pub expert_days: u32,
+    /// Working days of the public notice (default 5).
+    pub notice_days: u32,
+    /// Working days to decide an objection (default 5, Jilin art. 12).
+    pub objection_days: u32,
     /// Who reviews computations and outputs: `regulator` or `platform`.
     pub job_reviewer: String,
     /// In-process job workers of `dataop serve`.
@@ -111,11 +142,13 @@ impl std::fmt::Debug for Config {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("secure_cookies", &self.secure_cookies)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
             .finish_non_exhaustive()
     }
 }
 
-/// Replaces the password of a database URL by `***` so the URL can be logged.
+/// Replaces the password of a database or mail server URL by `***` so the URL can be logged.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((userinfo, host)) = rest.rsplit_once('@')
@@ -125,6 +158,9 @@ pub fn redact_url(url: &str) -> String {
     }
     url.to_owned()
 }
+
+/// The `From` address when none is configured.
+pub const DEFAULT_MAIL_FROM: &str = "dataop <noreply@localhost>";
 
 impl Config {
     /// Builds the configuration from overrides, the optional TOML file and defaults.
@@ -141,6 +177,18 @@ impl Config {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("dataop.db").display()));
+        let smtp_url = o
+            .smtp_url
+            .or(file.smtp_url)
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            anyhow::bail!(
+                "smtp_url must start with smtp:// or smtps:// (got {})",
+                redact_url(url)
+            );
+        }
         Ok(Self {
             bind: o
                 .bind
@@ -160,6 +208,15 @@ impl Config {
             login_max_failures_address: file.login_max_failures_address.unwrap_or(20).max(1),
             login_window_secs: file.login_window_secs.unwrap_or(900).max(1),
             scheduler_interval_secs: file.scheduler_interval_secs.unwrap_or(60).clamp(1, 3600),
+            smtp_url,
+            mail_from: o
+                .mail_from
+                .or(file.mail_from)
+                .unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned()),
+            review_days: file.review_days.unwrap_or(20).clamp(1, 250),
+            expert_days: file.expert_days.unwrap_or(10).clamp(1, 250),
+            notice_days: file.notice_days.unwrap_or(5).clamp(1, 250),
+            objection_days: file.objection_days.unwrap_or(5).clamp(1, 250),
             job_reviewer: match file.job_reviewer.as_deref() {
                 None | Some("regulator") => "regulator".into(),
                 Some("platform") => "platform".into(),
@@ -207,7 +264,8 @@ mod tests {
         let path = dir.path().join("dataop.toml");
         std::fs::write(
             &path,
-            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n",
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/d\"\nsecure_cookies = true\nsession_hours = 2\n\
+             smtp_url = \"smtp://mail.local:25\"\nmail_from = \"平台 <noreply@example.org>\"\n",
         )
         .unwrap();
         let c = Config::load(Overrides {
@@ -221,6 +279,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/d/dataop.db");
         assert!(c.secure_cookies);
         assert_eq!(c.session_hours, 2);
+        assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.local:25"));
+        assert_eq!(c.mail_from, "平台 <noreply@example.org>");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(
             Config::load(Overrides {
@@ -229,6 +289,19 @@ mod tests {
             })
             .is_err(),
             "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn smtp_password_is_redacted_in_debug() {
+        let mut c = Config::for_data_dir(Path::new("/tmp/x"), None).unwrap();
+        assert_eq!(c.smtp_url, None, "no SMTP by default: the file outbox");
+        c.smtp_url = Some("smtps://mailer:hunter2@mail.example.org:465".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("smtps://mailer:***@mail.example.org:465"),
+            "{shown}"
         );
     }
 

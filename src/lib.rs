@@ -4,6 +4,7 @@
 //! `dataop` binary (`src/main.rs`) is only the command line.
 
 pub mod accounts;
+pub mod admission;
 pub mod agreements;
 pub mod assets;
 pub mod auth;
@@ -86,11 +87,13 @@ pub fn app_config(
 }
 
 /// Binds `state.config.bind` and returns the running server and the bound address
-/// (`workers` 0: one per core).
+/// (`workers` 0: one per core). Also starts the mail worker, which delivers queued messages
+/// within about a second and stops when the state is dropped.
 pub fn start(
     state: actix_web::web::Data<AppState>,
     workers: usize,
 ) -> anyhow::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    mail::delivery::spawn_worker(std::sync::Arc::downgrade(&state.clone().into_inner()))?;
     let bind = state.config.bind.clone();
     let mut server = HttpServer::new(move || {
         App::new()

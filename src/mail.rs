@@ -7,7 +7,14 @@
 //!
 //! A template is a message-key prefix `T`: the catalogs hold `T.subject` and `T.body`, with
 //! `{name}` placeholders filled from the notice's arguments.
+//!
+//! [`delivery`] sends the queue (SMTP when `smtp_url` is configured, else `.eml` files under
+//! `<data_dir>/outbox/`) with retries; [`pages`] is the administrators' outbox.
 
+pub mod delivery;
+pub mod pages;
+
+use actix_web::web;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -27,6 +34,13 @@ pub struct Notice<'a> {
     pub object_type: &'a str,
     /// Its id.
     pub object_id: String,
+}
+
+/// Mounts the outbox pages.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/outbox", web::get().to(pages::outbox))
+        .route("/admin/outbox/{id}", web::get().to(pages::message))
+        .route("/admin/outbox/{id}/retry", web::post().to(pages::retry));
 }
 
 /// The state of an outbox row.

@@ -243,6 +243,8 @@ fn config_for(
                     .context("DATAOP_UPLOAD_LIMIT_BYTES must be a number of bytes")
             })
             .transpose()?,
+        smtp_url: std::env::var("DATAOP_SMTP_URL").ok(),
+        mail_from: std::env::var("DATAOP_MAIL_FROM").ok(),
     })
 }
 

@@ -12,6 +12,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::accounts::routes(cfg);
     crate::supervision::routes(cfg);
     crate::catalog::routes(cfg);
+    crate::mail::routes(cfg);
+    crate::admission::routes(cfg);
     crate::agreements::routes(cfg);
     crate::jobs::routes(cfg);
     cfg.default_service(web::to(crate::web::not_found));

@@ -15,8 +15,11 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 /// The timed work of every domain, run in this order on each tick.
 const JOBS: &[Job] = &[
     ("sessions.purge", crate::accounts::session::purge_expired),
+    ("admission", crate::admission::tick),
     ("agreements", crate::agreements::tick),
     ("jobs", crate::jobs::tick),
+    // Last, so mail queued by the work above goes out in the same tick.
+    ("mail", crate::mail::delivery::scheduled),
 ];
 
 /// Runs every domain's timed work once.

@@ -189,6 +189,21 @@ diesel::table! {
         updated_at -> Timestamp,
         submitted_at -> Nullable<Timestamp>,
         decided_at -> Nullable<Timestamp>,
+        org_name -> Text,
+        credit_code -> Text,
+        legal_representative -> Text,
+        contact_name -> Text,
+        contact_phone -> Text,
+        address -> Text,
+        evidence_basic -> Text,
+        evidence_technical -> Text,
+        evidence_scenario -> Text,
+        evidence_domain -> Text,
+        declared -> Bool,
+        review_due_on -> Nullable<Date>,
+        notice_ends_on -> Nullable<Date>,
+        decision_reasons -> Text,
+        admitted_at -> Nullable<Timestamp>,
     }
 }
 
@@ -214,6 +229,71 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Every transition of an application, with its message.
+    application_events (id) {
+        id -> BigInt,
+        application_id -> BigInt,
+        at -> Timestamp,
+        actor_user_id -> Nullable<BigInt>,
+        actor_name -> Text,
+        action -> Text,
+        from_state -> Text,
+        to_state -> Text,
+        message -> Text,
+    }
+}
+
+diesel::table! {
+    /// Evidence files of applications (stored under the data dir).
+    application_attachments (id) {
+        id -> BigInt,
+        application_id -> BigInt,
+        evidence_group -> Text,
+        file_name -> Text,
+        content_type -> Text,
+        byte_count -> BigInt,
+        sha256 -> Text,
+        storage_path -> Text,
+        uploaded_by -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Experts assigned to applications and their opinions.
+    expert_assignments (id) {
+        id -> BigInt,
+        application_id -> BigInt,
+        expert_user_id -> BigInt,
+        state -> Text,
+        assigned_by -> BigInt,
+        assigned_at -> Timestamp,
+        due_on -> Date,
+        recommendation -> Text,
+        opinion -> Text,
+        filed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Objections filed by the public during a notice period.
+    objections (id) {
+        id -> BigInt,
+        application_id -> BigInt,
+        name -> Text,
+        contact -> Text,
+        grounds -> Text,
+        state -> Text,
+        source_addr -> Text,
+        filed_at -> Timestamp,
+        due_on -> Date,
+        decided_by -> Nullable<BigInt>,
+        decided_at -> Nullable<Timestamp>,
+        reasons -> Text,
+    }
+}
+
 diesel::joinable!(call_datasets -> calls (call_id));
 diesel::joinable!(call_datasets -> datasets (dataset_id));
 diesel::joinable!(applications -> calls (call_id));
@@ -221,6 +301,10 @@ diesel::joinable!(applications -> organisations (org_id));
 diesel::joinable!(application_datasets -> applications (application_id));
 diesel::joinable!(application_datasets -> datasets (dataset_id));
 diesel::joinable!(credit_records -> organisations (org_id));
+diesel::joinable!(application_events -> applications (application_id));
+diesel::joinable!(application_attachments -> applications (application_id));
+diesel::joinable!(expert_assignments -> applications (application_id));
+diesel::joinable!(objections -> applications (application_id));
 
 // --- mail --------------------------------------------------------------------------------
 
@@ -525,6 +609,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     applications,
     application_datasets,
     credit_records,
+    application_events,
+    application_attachments,
+    expert_assignments,
+    objections,
     mail_outbox,
     agreements,
     agreement_signatures,

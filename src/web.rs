@@ -135,8 +135,12 @@ fn csrf_seed(req: &HttpRequest) -> String {
 
 /// The navigation for a role (`None`: anonymous visitor).
 pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
-    let mut items: Vec<(&'static str, &'static str)> =
-        vec![("/", "common.nav_home"), ("/catalog", "common.nav_catalog")];
+    let mut items: Vec<(&'static str, &'static str)> = vec![
+        ("/", "common.nav_home"),
+        ("/catalog", "common.nav_catalog"),
+        ("/calls", "admission.nav_calls"),
+        ("/notices", "admission.nav_notices"),
+    ];
     match role {
         None => {
             items.push(("/register", "common.nav_register"));
@@ -146,20 +150,28 @@ pub fn nav_for(role: Option<Role>, path: &str) -> Vec<NavItem> {
             if role == Role::Provider {
                 items.push(("/provider/datasets", "common.nav_my_datasets"));
             }
-            if role == Role::Enterprise {
-                items.push(("/agreements", "agreements.nav_mine"));
-                items.push(("/jobs", "jobs.nav_mine"));
-            }
-            if role == Role::Regulator {
-                items.push(("/admin/agreements", "agreements.nav_admin"));
+            match role {
+                Role::Enterprise => {
+                    items.push(("/applications", "admission.nav_my_applications"));
+                    items.push(("/agreements", "agreements.nav_mine"));
+                    items.push(("/jobs", "jobs.nav_mine"));
+                }
+                Role::Regulator => {
+                    items.push(("/regulator/desk", "desk.nav"));
+                    items.push(("/admission/calls", "admission.nav_manage_calls"));
+                    items.push(("/admission/applications", "admission.nav_review"));
+                    items.push(("/admin/agreements", "agreements.nav_admin"));
+                    items.push(("/regulator/calendar", "calendar.nav"));
+                }
+                Role::Expert => items.push(("/expert/assignments", "admission.nav_assignments")),
+                _ => {}
             }
             if matches!(role, Role::PlatformAdmin | Role::Regulator) {
                 items.push(("/admin/jobs", "jobs.nav_admin"));
-            }
-            if matches!(role, Role::PlatformAdmin | Role::Regulator) {
                 items.push(("/admin/orgs", "common.nav_orgs"));
                 items.push(("/admin/users", "common.nav_users"));
                 items.push(("/supervision/audit", "common.nav_audit"));
+                items.push(("/admin/outbox", "mail.nav_outbox"));
             }
             items.push(("/account", "common.nav_account"));
         }

@@ -725,7 +725,14 @@ fn expiry_warns_once_then_ends_and_revokes() {
     assert!(desk.contains("即将到期协议（30 日内）"));
     assert!(desk.contains(&ends_on.to_string()));
 
-    app.state().clock.advance(Duration::days(30));
+    // On the last day of the term the agreement still runs and a fresh token works; the
+    // day after, expiry ends it and revokes that token.
+    app.state().clock.advance(Duration::days(29));
+    dataop::scheduler::tick(app.state());
+    assert_eq!(state_of(app, id), "in_force");
+    let token = w.token();
+    assert_eq!(w.api_status(&token), 200);
+    app.state().clock.advance(Duration::days(1));
     dataop::scheduler::tick(app.state());
     assert_eq!(state_of(app, id), "expired");
     assert_eq!(w.api_status(&token), 401);

@@ -1,284 +1,683 @@
 //! Host-side aggregation: partial accumulators per instance, exact merge, per-person bounds,
 //! k-thresholds, optional differential-privacy noise, and the released output (JSON and CSV).
+//!
+//! Contributions are grouped by person without a global sort: each one goes, as it arrives,
+//! to one of [`PARTS`] partitions chosen by the top bits of a bijective mix of its pseudonym,
+//! so every person lies in exactly one partition. After the scan each partition (all instances
+//! together) is small enough to be sorted in the core's cache, and partitions are independent:
+//! they are tallied in parallel and their per-cell totals (exact integers) are summed.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, RngCore};
 use serde::Serialize;
 
 use crate::manifest::PlanAggregate;
 
+/// Bits of the mixed person key that choose a partition.
+const PART_BITS: u32 = 8;
+/// Number of partitions of a [`Partial`].
+const PARTS: usize = 1 << PART_BITS;
+/// Raw contributions are buffered and compacted (sorted and summed per pair) when an instance
+/// holds this many, so memory stays bounded by the number of distinct pairs.
+const COMPACT_AT: usize = 1 << 22;
+
+/// The key contributions are grouped by: a bijection of the pseudonym (so it identifies the
+/// person exactly) whose top bits are uniform even when pseudonyms are not.
+#[inline]
+fn person_key(person: u64) -> u64 {
+    (person ^ (person >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// The running totals of one (person, cell) pair.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    person: u64,
+    key: u64,
     cell: u32,
     count: u64,
 }
 
-/// One raw contribution waiting to be compacted.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Rec {
-    person: u64,
-    cell: u32,
-    idx: u32,
-}
-
-impl Rec {
-    /// A contribution of `person` to `cell`.
-    pub(crate) fn new(person: u64, cell: u32) -> Self {
-        Rec {
-            person,
-            cell,
-            idx: 0,
-        }
-    }
-
-    /// The pair (person, cell).
-    pub(crate) fn key(&self) -> (u64, u32) {
-        (self.person, self.cell)
-    }
-}
-
-/// An empty vector with room for `n` elements, backed by transparent huge pages when large.
-///
-/// The radix scatter writes to a thousand places at once and would otherwise miss the TLB on
-/// most writes, and 4 KiB page faults dominate the cost of fresh buffers. Only the touched part
-/// of the reservation becomes resident.
-pub(crate) fn big_vec<T>(n: usize) -> Vec<T> {
-    let v = Vec::with_capacity(n);
-    advise_huge_pages(&v);
-    v
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(v: &Vec<T>) {
-    // madvise(2) from the C library the standard library already links.
-    unsafe extern "C" {
-        fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-    }
-    const MADV_HUGEPAGE: i32 = 14;
-    const HUGE: usize = 2 << 20;
-    let bytes = v.capacity() * size_of::<T>();
-    if bytes < 4 * HUGE {
-        return;
-    }
-    let begin = v.as_ptr() as usize;
-    let start = begin.next_multiple_of(HUGE);
-    let end = (begin + bytes) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside the allocation `v` owns; MADV_HUGEPAGE only changes how
-        // the kernel backs those pages, never their contents or validity. Failure is harmless.
-        unsafe {
-            madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_: &Vec<T>) {}
-
-/// Distributes `src` into `dst` by the digit `(person >> shift) & (2^bits - 1)` (stable
-/// counting sort); returns the start of every bucket in `dst` (2^bits + 1 offsets).
-fn scatter(src: &[Rec], dst: &mut [Rec], shift: u32, bits: u32, starts: &mut Vec<usize>) {
-    let mask = (1u64 << bits) - 1;
-    let buckets = 1usize << bits;
-    starts.clear();
-    starts.resize(buckets + 1, 0);
-    for r in src {
-        starts[((r.person >> shift) & mask) as usize + 1] += 1;
-    }
-    for b in 0..buckets {
-        starts[b + 1] += starts[b];
-    }
-    let mut pos = starts[..buckets].to_vec();
-    for r in src {
-        let b = ((r.person >> shift) & mask) as usize;
-        dst[pos[b]] = *r;
-        pos[b] += 1;
-    }
-}
-
-/// Sorts contributions by (person, cell): two most-significant-digit radix passes on the high
-/// bits of the (uniformly distributed) pseudonym, the second one per bucket while it is in
-/// cache, then tiny sorts of the remaining groups.
-pub(crate) fn sort_recs(v: &mut [Rec]) {
-    let n = v.len();
-    if n < 4096 {
-        v.sort_unstable_by_key(Rec::key);
-        return;
-    }
-    let bits1 = (n / 2048).ilog2().clamp(1, 11);
-    let mut out = big_vec(n);
-    out.resize(n, Rec::default());
-    let mut starts = Vec::new();
-    scatter(v, &mut out, 64 - bits1, bits1, &mut starts);
-    let mut sub = Vec::new();
-    for b in 0..(1usize << bits1) {
-        let (s, e) = (starts[b], starts[b + 1]);
-        let (src, dst) = (&out[s..e], &mut v[s..e]);
-        if src.len() < 64 {
-            dst.copy_from_slice(src);
-            dst.sort_unstable_by_key(Rec::key);
-            continue;
-        }
-        let bits2 = (src.len() / 4).ilog2().clamp(1, 12);
-        scatter(src, dst, 64 - bits1 - bits2, bits2, &mut sub);
-        for g in 0..(1usize << bits2) {
-            dst[sub[g]..sub[g + 1]].sort_unstable_by_key(Rec::key);
-        }
-    }
-}
-
-/// Raw contributions are buffered and compacted (sorted and summed per pair) when the buffer
-/// holds this many, so memory stays bounded by the number of distinct pairs.
-const COMPACT_AT: usize = 1 << 22;
-
-/// Contributions received by one instance for one aggregate, kept per (person, cell) so that
-/// partials merge exactly and per-person bounds apply independently of the split.
-#[derive(Debug, Clone)]
-pub(crate) struct Partial {
-    measures: usize,
-    buf: Vec<Rec>,
-    buf_measures: Vec<i64>,
-    /// Compacted totals, sorted by (person, cell), one entry per pair.
+/// Sorted (person, cell) totals with `m` sums per entry.
+#[derive(Debug, Clone, Default)]
+struct Run {
     entries: Vec<Entry>,
     sums: Vec<i128>,
 }
 
+impl Run {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.sums.clear();
+    }
+
+    /// Adds one contribution (already in (key, cell) order) with its measures.
+    #[inline]
+    fn push(
+        &mut self,
+        m: usize,
+        (key, cell, count): (u64, u32, u64),
+        measures: impl Iterator<Item = i128>,
+    ) {
+        match self.entries.last_mut() {
+            Some(e) if e.key == key && e.cell == cell => {
+                e.count += count;
+                let base = self.sums.len() - m;
+                for (s, v) in self.sums[base..].iter_mut().zip(measures) {
+                    *s += v;
+                }
+            }
+            _ => {
+                self.entries.push(Entry { key, cell, count });
+                self.sums.extend(measures);
+            }
+        }
+    }
+
+    /// `self` and `other` merged (pairs present in both summed) into `out`.
+    fn merge_into(&self, other: &Run, m: usize, out: &mut Run) {
+        out.clear();
+        let (a, b) = (&self.entries, &other.entries);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let take_a =
+                j >= b.len() || (i < a.len() && (a[i].key, a[i].cell) <= (b[j].key, b[j].cell));
+            let (e, sums) = if take_a {
+                i += 1;
+                (a[i - 1], &self.sums[(i - 1) * m..i * m])
+            } else {
+                j += 1;
+                (b[j - 1], &other.sums[(j - 1) * m..j * m])
+            };
+            out.push(m, (e.key, e.cell, e.count), sums.iter().copied());
+        }
+    }
+}
+
+/// A raw contribution as kept in a partition's blocks, waiting to be sorted.
+trait Raw: Copy + Default + Send + Sync + 'static {
+    /// Empty blocks of this kind kept for reuse.
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
+    /// The person's key below the partition bits, most significant first (radix digits).
+    fn radix(&self) -> u64;
+    /// The order within a partition: by person, then cell.
+    fn order(&self) -> u128;
+    /// (person within the partition, cell, index of the measures).
+    fn fields(&self) -> (u64, u32, u32);
+    /// The same contribution with its measures at `idx`.
+    fn with_idx(self, idx: u32) -> Self;
+}
+
+/// A contribution with its measures: the person's key, the cell, where its measures are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rec {
+    key: u64,
+    cell: u32,
+    idx: u32,
+}
+
+/// Empty blocks of [`Rec`]s kept for reuse (at most [`POOL_BLOCKS`]).
+static WIDE_POOL: Mutex<Vec<Vec<Rec>>> = Mutex::new(Vec::new());
+/// Empty blocks of [`Packed`] contributions kept for reuse (at most [`POOL_BLOCKS`]).
+static PACKED_POOL: Mutex<Vec<Vec<Packed>>> = Mutex::new(Vec::new());
+
+impl Raw for Rec {
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        &WIDE_POOL
+    }
+
+    #[inline]
+    fn radix(&self) -> u64 {
+        self.key << PART_BITS
+    }
+
+    #[inline]
+    fn order(&self) -> u128 {
+        (u128::from(self.key) << 32) | u128::from(self.cell)
+    }
+
+    #[inline]
+    fn fields(&self) -> (u64, u32, u32) {
+        (self.key, self.cell, self.idx)
+    }
+
+    #[inline]
+    fn with_idx(self, idx: u32) -> Self {
+        Rec { idx, ..self }
+    }
+}
+
+/// A contribution without measures to a cell below 2^[`PART_BITS`], in one word: the person's
+/// key without its partition bits, then the cell (half the memory traffic of a [`Rec`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Packed(u64);
+
+impl Raw for Packed {
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        &PACKED_POOL
+    }
+
+    #[inline]
+    fn radix(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn order(&self) -> u128 {
+        u128::from(self.0)
+    }
+
+    #[inline]
+    fn fields(&self) -> (u64, u32, u32) {
+        (self.0 >> PART_BITS, (self.0 & (PARTS as u64 - 1)) as u32, 0)
+    }
+
+    #[inline]
+    fn with_idx(self, _: u32) -> Self {
+        self
+    }
+}
+
+/// Bytes per block of raw contributions.
+const BLOCK_BYTES: usize = 32 << 10;
+/// Blocks of each kind kept for reuse after a run (64 MiB): a run's buffers are then neither
+/// allocated nor faulted in (zeroed by the kernel) again, which would cost as much as sorting
+/// them.
+const POOL_BLOCKS: usize = (64 << 20) / BLOCK_BYTES;
+
+/// Contributions per block.
+const fn block_len<T>() -> usize {
+    BLOCK_BYTES / size_of::<T>()
+}
+
+/// An empty block.
+fn take_block<T: Raw>() -> Vec<T> {
+    let pooled = T::pool().lock().map_or(None, |mut p| p.pop());
+    pooled.unwrap_or_else(|| Vec::with_capacity(block_len::<T>()))
+}
+
+/// Returns blocks to the pool (as many as it has room for).
+fn give_blocks<T: Raw>(blocks: impl Iterator<Item = Vec<T>>) {
+    if let Ok(mut pool) = T::pool().lock() {
+        for mut b in blocks {
+            if pool.len() >= POOL_BLOCKS {
+                break;
+            }
+            b.clear();
+            pool.push(b);
+        }
+    }
+}
+
+/// One partition of a [`Partial`]: raw contributions in blocks (the block being filled kept
+/// inline, so that adding touches one line per partition).
+#[derive(Debug, Clone, Default)]
+struct Part<T> {
+    current: Vec<T>,
+    full: Vec<Vec<T>>,
+}
+
+impl<T: Raw> Part<T> {
+    fn raw(&self) -> usize {
+        self.current.len() + self.full.len() * block_len::<T>()
+    }
+
+    fn recs(&self) -> impl Iterator<Item = &T> {
+        self.full.iter().flatten().chain(&self.current)
+    }
+
+    #[inline]
+    fn push(&mut self, r: T) {
+        if self.current.len() == self.current.capacity() {
+            let full = std::mem::replace(&mut self.current, take_block());
+            if full.capacity() > 0 {
+                self.full.push(full);
+            }
+        }
+        self.current.push(r);
+        prefetch_ahead(&self.current);
+    }
+
+    fn release(&mut self) {
+        let current = std::mem::take(&mut self.current);
+        give_blocks(
+            self.full
+                .drain(..)
+                .chain([current])
+                .filter(|b| b.capacity() == block_len::<T>()),
+        );
+    }
+}
+
+/// Contributions received by one instance for one aggregate, kept per (person, cell) so that
+/// partials merge exactly and per-person bounds apply independently of the split.
+#[derive(Debug)]
+pub(crate) struct Partial {
+    measures: usize,
+    /// Whether contributions are [`Packed`] (no measures, few cells) rather than [`Rec`]s.
+    packs: bool,
+    /// The partitions (empty until the first contribution), of the kind `packs` says.
+    wide: Vec<Part<Rec>>,
+    packed: Vec<Part<Packed>>,
+    /// The totals of earlier compactions, per partition.
+    runs: Vec<Run>,
+    /// Raw contributions buffered (all partitions).
+    raw: usize,
+    /// Their measures, `measures` per contribution, indexed by `Rec::idx`.
+    raw_measures: Vec<i64>,
+    /// Compacted (person, cell) pairs held.
+    pairs: usize,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        self.wide.iter_mut().for_each(Part::release);
+        self.packed.iter_mut().for_each(Part::release);
+    }
+}
+
 impl Partial {
-    /// An empty partial for an aggregate with `measures` measures.
-    pub(crate) fn new(measures: usize) -> Self {
+    /// An empty partial for an aggregate with `measures` measures and `cells` cells.
+    pub(crate) fn new(measures: usize, cells: u64) -> Self {
         Partial {
             measures,
-            buf: Vec::new(),
-            buf_measures: Vec::new(),
-            entries: Vec::new(),
-            sums: Vec::new(),
+            packs: measures == 0 && cells <= PARTS as u64,
+            wide: Vec::new(),
+            packed: Vec::new(),
+            runs: Vec::new(),
+            raw: 0,
+            raw_measures: Vec::new(),
+            pairs: 0,
         }
     }
 
     /// Number of compacted (person, cell) pairs held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.pairs
     }
 
     /// Adds one contribution whose measures are already clamped.
     #[inline]
     pub(crate) fn add(&mut self, person: u64, cell: u32, measures: &[i64]) {
-        if self.buf.capacity() == 0 {
-            // Reserved once: the buffer never grows by copying (pages are touched on use).
-            self.buf = big_vec(COMPACT_AT);
-            self.buf_measures = big_vec(COMPACT_AT * self.measures);
+        if self.runs.is_empty() {
+            if self.packs {
+                self.packed = vec![Part::default(); PARTS];
+            } else {
+                self.wide = vec![Part::default(); PARTS];
+            }
+            self.runs = vec![Run::default(); PARTS];
         }
-        let idx = self.buf.len() as u32;
-        self.buf.push(Rec { person, cell, idx });
-        if self.measures > 0 {
-            self.buf_measures
+        let key = person_key(person);
+        let p = (key >> (64 - PART_BITS)) as usize;
+        if self.packs {
+            self.packed[p].push(Packed((key << PART_BITS) | u64::from(cell)));
+        } else {
+            self.wide[p].push(Rec {
+                key,
+                cell,
+                idx: self.raw as u32,
+            });
+            self.raw_measures
                 .extend_from_slice(&measures[..self.measures]);
         }
-        if self.buf.len() >= COMPACT_AT {
+        self.raw += 1;
+        if self.raw >= COMPACT_AT {
             self.compact();
         }
     }
 
-    /// Sorts the buffered contributions, sums them per pair and merges them into the totals.
-    pub(crate) fn compact(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
+    /// Sorts the buffered contributions of every partition, sums them per pair and merges them
+    /// into the partition's totals.
+    fn compact(&mut self) {
         let m = self.measures;
-        let mut buf = std::mem::take(&mut self.buf);
-        sort_recs(&mut buf);
-        let mut entries: Vec<Entry> = big_vec(buf.len());
-        let mut sums: Vec<i128> = big_vec(buf.len() * m);
-        for r in &buf {
-            match entries.last_mut() {
-                Some(e) if e.person == r.person && e.cell == r.cell => e.count += 1,
-                _ => {
-                    entries.push(Entry {
-                        person: r.person,
-                        cell: r.cell,
-                        count: 1,
-                    });
-                    sums.extend(std::iter::repeat_n(0, m));
-                }
-            }
-            if m > 0 {
-                let base = sums.len() - m;
-                let src = r.idx as usize * m;
-                for k in 0..m {
-                    sums[base + k] += i128::from(self.buf_measures[src + k]);
-                }
-            }
-        }
-        buf.clear();
-        self.buf = buf;
-        self.buf_measures.clear();
-        entries.shrink_to_fit();
-        sums.shrink_to_fit();
-        self.merge_sorted(entries, sums);
-    }
-
-    fn merge_sorted(&mut self, entries: Vec<Entry>, sums: Vec<i128>) {
-        if self.entries.is_empty() {
-            self.entries = entries;
-            self.sums = sums;
-            return;
-        }
-        let m = self.measures;
-        let (a, sa) = (
-            std::mem::take(&mut self.entries),
-            std::mem::take(&mut self.sums),
-        );
-        let mut out = big_vec(a.len() + entries.len());
-        let mut out_sums = big_vec(sa.len() + sums.len());
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < entries.len() {
-            let take_a = j >= entries.len()
-                || (i < a.len()
-                    && (a[i].person, a[i].cell) <= (entries[j].person, entries[j].cell));
-            let take_b = i >= a.len()
-                || (j < entries.len()
-                    && (entries[j].person, entries[j].cell) <= (a[i].person, a[i].cell));
-            let mut e = Entry {
-                person: 0,
-                cell: 0,
-                count: 0,
+        let mut scratch = Scratch::default();
+        let mut merged = Run::default();
+        self.pairs = 0;
+        for (p, run) in self.runs.iter_mut().enumerate() {
+            let raw = if self.packs {
+                scratch.sort_raw(&[(&self.packed[p], &[][..])], m);
+                self.packed[p].release();
+                !scratch.run.entries.is_empty()
+            } else {
+                scratch.sort_raw(&[(&self.wide[p], &self.raw_measures[..])], m);
+                self.wide[p].release();
+                !scratch.run.entries.is_empty()
             };
-            let base = out_sums.len();
-            out_sums.extend(std::iter::repeat_n(0i128, m));
-            if take_a {
-                e = a[i];
-                for k in 0..m {
-                    out_sums[base + k] += sa[i * m + k];
-                }
-                i += 1;
+            if raw {
+                run.merge_into(&scratch.run, m, &mut merged);
+                std::mem::swap(run, &mut merged);
             }
-            if take_b {
-                let b = entries[j];
-                if take_a {
-                    e.count += b.count;
-                } else {
-                    e = b;
-                }
-                for k in 0..m {
-                    out_sums[base + k] += sums[j * m + k];
-                }
-                j += 1;
-            }
-            out.push(e);
+            self.pairs += run.entries.len();
         }
-        self.entries = out;
-        self.sums = out_sums;
+        self.raw = 0;
+        self.raw_measures.clear();
+    }
+}
+
+/// Asks for the cache line after the end of `block` ahead of the partition's next writes
+/// (contributions go to [`PARTS`] places at once, too many for the hardware to predict).
+#[inline]
+fn prefetch_ahead<T>(block: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of x86_64; a prefetch never faults and has no effect beyond the
+        // cache, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(
+                block
+                    .as_ptr()
+                    .wrapping_add(block.len())
+                    .cast::<i8>()
+                    .wrapping_add(64),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = block;
+}
+
+/// Sorts a few contributions by (person, cell) (insertion sort: the groups hold one or two
+/// persons, mostly in one cell, so they are nearly sorted).
+#[inline]
+fn sort_group<T: Raw>(g: &mut [T]) {
+    for i in 1..g.len() {
+        let r = g[i];
+        let kr = r.order();
+        let mut j = i;
+        while j > 0 && g[j - 1].order() > kr {
+            g[j] = g[j - 1];
+            j -= 1;
+        }
+        g[j] = r;
+    }
+}
+
+/// Per-thread buffers for sorting one partition, reused from partition to partition.
+#[derive(Default)]
+struct Scratch {
+    wide: Vec<Rec>,
+    packed: Vec<Packed>,
+    measures: Vec<i64>,
+    starts: Vec<usize>,
+    pos: Vec<usize>,
+    pairs: Vec<Entry>,
+    run: Run,
+    merged: Run,
+}
+
+/// The sorting buffer of a kind of contribution.
+trait ScratchOf: Raw {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self>;
+}
+
+impl ScratchOf for Rec {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.wide
+    }
+}
+
+impl ScratchOf for Packed {
+    fn buffer(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.packed
+    }
+}
+
+impl Scratch {
+    /// Sorts the raw contributions of the given partitions (one per instance, each with its
+    /// instance's measures) by (person, cell) and sums them per pair into `self.run`: one
+    /// counting-sort pass on the next bits of the key into groups of a person or two, then
+    /// tiny sorts, all within the cache.
+    fn sort_raw<T: ScratchOf>(&mut self, sources: &[(&Part<T>, &[i64])], m: usize) {
+        self.run.clear();
+        let n: usize = sources.iter().map(|(p, _)| p.raw()).sum();
+        if n == 0 {
+            return;
+        }
+        let bits = (n / 2).max(1).ilog2().min(12);
+        let shift = 64 - bits;
+        let digit = |r: &T| {
+            if bits == 0 {
+                0
+            } else {
+                (r.radix() >> shift) as usize
+            }
+        };
+        let groups = 1usize << bits;
+        self.starts.clear();
+        self.starts.resize(groups + 1, 0);
+        for (part, _) in sources {
+            for r in part.recs() {
+                self.starts[digit(r) + 1] += 1;
+            }
+        }
+        for g in 0..groups {
+            self.starts[g + 1] += self.starts[g];
+        }
+        self.pos.clear();
+        self.pos.extend_from_slice(&self.starts[..groups]);
+        let mut recs = std::mem::take(T::buffer(self));
+        if recs.len() < n {
+            recs.resize(n, T::default());
+        }
+        if self.measures.len() < n * m {
+            self.measures.resize(n * m, 0);
+        }
+        for (part, measures) in sources {
+            for r in part.recs() {
+                let g = digit(r);
+                let p = self.pos[g];
+                self.pos[g] = p + 1;
+                if m == 0 {
+                    recs[p] = *r;
+                } else {
+                    let src = r.fields().2 as usize * m;
+                    self.measures[p * m..(p + 1) * m].copy_from_slice(&measures[src..src + m]);
+                    recs[p] = r.with_idx(p as u32);
+                }
+            }
+        }
+        for g in 0..groups {
+            let group = &mut recs[self.starts[g]..self.starts[g + 1]];
+            if group.len() <= 64 {
+                sort_group(group);
+            } else {
+                group.sort_unstable_by_key(T::order);
+            }
+        }
+        if m == 0 {
+            self.count_pairs(&recs[..n]);
+        } else {
+            for r in &recs[..n] {
+                let (key, cell, idx) = r.fields();
+                let src = idx as usize * m;
+                self.run.push(
+                    m,
+                    (key, cell, 1),
+                    self.measures[src..src + m].iter().map(|&v| i128::from(v)),
+                );
+            }
+        }
+        *T::buffer(self) = recs;
     }
 
-    /// Adds the totals of `other` into `self` (exact, order-independent).
-    pub(crate) fn merge(&mut self, mut other: Partial) {
-        self.compact();
-        other.compact();
-        self.merge_sorted(other.entries, other.sums);
+    /// Counts the contributions of each pair of sorted `recs` (not empty) into `self.run`,
+    /// without a branch per contribution: every one is written at the end of the output, which
+    /// advances when its pair differs from the previous one.
+    fn count_pairs<T: Raw>(&mut self, recs: &[T]) {
+        if self.pairs.len() < recs.len() {
+            self.pairs.resize(recs.len(), Entry::default());
+        }
+        let out = &mut self.pairs[..recs.len()];
+        let mut j = 0;
+        let mut prev = recs[0].order();
+        let mut count = 0;
+        for r in recs {
+            let order = r.order();
+            let new = order != prev;
+            prev = order;
+            j += usize::from(new);
+            count = if new { 1 } else { count + 1 };
+            let (key, cell, _) = r.fields();
+            out[j] = Entry { key, cell, count };
+        }
+        self.run.entries.extend_from_slice(&out[..=j]);
     }
+
+    /// The totals of partition `p` of every partial: the raw contributions sorted, then merged
+    /// with the totals of earlier compactions. Left in `self.run`.
+    fn partition(&mut self, partials: &[Partial], p: usize, m: usize) {
+        let partials: Vec<&Partial> = partials.iter().filter(|x| !x.runs.is_empty()).collect();
+        // Every partial of an aggregate keeps the same kind of contributions.
+        if partials.first().is_some_and(|x| x.packs) {
+            let sources: Vec<_> = partials.iter().map(|x| (&x.packed[p], &[][..])).collect();
+            self.sort_raw(&sources, m);
+        } else {
+            let sources: Vec<_> = partials
+                .iter()
+                .map(|x| (&x.wide[p], x.raw_measures.as_slice()))
+                .collect();
+            self.sort_raw(&sources, m);
+        }
+        for x in partials {
+            if !x.runs[p].entries.is_empty() {
+                self.run.merge_into(&x.runs[p], m, &mut self.merged);
+                std::mem::swap(&mut self.run, &mut self.merged);
+            }
+        }
+    }
+}
+
+/// The per-person bounds of an aggregate and its measures' bounds.
+#[derive(Debug, Clone)]
+pub(crate) struct Bounds {
+    /// Cells of the aggregate.
+    pub cells: usize,
+    /// Cells kept per person (the lowest).
+    pub cells_per_person: usize,
+    /// Contributions counted per person and cell.
+    pub rows_per_cell: u64,
+    /// `[min, max]` of each measure, fixed point.
+    pub measures: Vec<(i64, i64)>,
+}
+
+impl Bounds {
+    /// The bounds of a planned aggregate.
+    pub(crate) fn of(agg: &PlanAggregate) -> Self {
+        Bounds {
+            cells: agg.cells as usize,
+            cells_per_person: agg.max_cells_per_person as usize,
+            rows_per_cell: u64::from(agg.max_rows_per_person_cell),
+            measures: agg.measures.iter().map(|x| (x.lo, x.hi)).collect(),
+        }
+    }
+}
+
+/// The exact per-cell totals of an aggregate after per-person bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Totals {
+    /// Contributions per cell (each person's clamped to the row bound).
+    pub count: Vec<u64>,
+    /// Distinct persons per cell.
+    pub persons: Vec<u64>,
+    /// Sum of each measure per cell (`cells × measures`, row-major).
+    pub sums: Vec<i128>,
+    /// Contributions dropped by the cell bound.
+    pub dropped: u64,
+    /// Contributions beyond the row bound.
+    pub clamped: u64,
+    /// Distinct (person, cell) pairs.
+    pub pairs: u64,
+}
+
+impl Totals {
+    fn new(b: &Bounds) -> Self {
+        Totals {
+            count: vec![0; b.cells],
+            persons: vec![0; b.cells],
+            sums: vec![0; b.cells * b.measures.len()],
+            dropped: 0,
+            clamped: 0,
+            pairs: 0,
+        }
+    }
+
+    fn add(&mut self, other: &Totals) {
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.count, &other.count);
+        add(&mut self.persons, &other.persons);
+        for (x, y) in self.sums.iter_mut().zip(&other.sums) {
+            *x += y;
+        }
+        self.dropped += other.dropped;
+        self.clamped += other.clamped;
+        self.pairs += other.pairs;
+    }
+
+    /// Applies the per-person bounds to a sorted run and adds it.
+    fn tally_run(&mut self, run: &Run, b: &Bounds) {
+        let m = b.measures.len();
+        self.pairs += run.entries.len() as u64;
+        let mut person = None;
+        let mut cells = 0usize;
+        for (i, e) in run.entries.iter().enumerate() {
+            if person != Some(e.key) {
+                person = Some(e.key);
+                cells = 0;
+            }
+            cells += 1;
+            if cells > b.cells_per_person {
+                self.dropped += e.count;
+                continue;
+            }
+            let kept = e.count.min(b.rows_per_cell);
+            self.clamped += e.count - kept;
+            let cell = e.cell as usize;
+            self.count[cell] += kept;
+            self.persons[cell] += 1;
+            for (k, &(lo, hi)) in b.measures.iter().enumerate() {
+                let s = run.sums[i * m + k];
+                let kept = i128::from(kept);
+                self.sums[cell * m + k] += s.clamp(i128::from(lo) * kept, i128::from(hi) * kept);
+            }
+        }
+    }
+}
+
+/// Tallies the partitions of every partial not yet taken from `next` by another thread.
+fn tally_parts(b: &Bounds, partials: &[Partial], next: &AtomicUsize) -> Totals {
+    let mut totals = Totals::new(b);
+    let mut scratch = Scratch::default();
+    loop {
+        let p = next.fetch_add(1, Ordering::Relaxed);
+        if p >= PARTS {
+            return totals;
+        }
+        scratch.partition(partials, p, b.measures.len());
+        totals.tally_run(&scratch.run, b);
+    }
+}
+
+/// Merges the partials of every instance exactly and applies the per-person bounds, on
+/// `threads` threads (each takes partitions until none is left; the totals are exact integers,
+/// so the result does not depend on `threads` or on how the rows were split).
+pub(crate) fn tally(b: &Bounds, partials: &[Partial], threads: usize) -> Totals {
+    let next = AtomicUsize::new(0);
+    if threads <= 1 || partials.iter().all(|p| p.runs.is_empty()) {
+        return tally_parts(b, partials, &next);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads.min(PARTS))
+            .map(|_| s.spawn(|| tally_parts(b, partials, &next)))
+            .collect();
+        // The calling thread works too.
+        let mut totals = tally_parts(b, partials, &next);
+        for h in handles {
+            totals.add(&h.join().expect("tally threads do not panic"));
+        }
+        totals
+    })
 }
 
 /// One released (or suppressed) cell of an aggregate.
@@ -380,47 +779,25 @@ pub fn discrete_laplace(rng: &mut dyn RngCore, scale: f64) -> i64 {
     geometric(rng) - geometric(rng)
 }
 
-/// Applies per-person bounds, thresholds and noise to the merged partial of an aggregate.
+/// Applies thresholds and noise to the exact totals of an aggregate ([`tally`]).
 pub(crate) fn finalize(
     agg: &PlanAggregate,
-    mut partial: Partial,
+    totals: Totals,
     contributions: u64,
     rng: &mut dyn RngCore,
 ) -> (AggregateOutput, AggregateStats) {
-    let m = partial.measures;
+    let m = agg.measures.len();
     let cells = agg.cells as usize;
     let l = agg.max_cells_per_person as usize;
     let c = u64::from(agg.max_rows_per_person_cell);
-    let mut count = vec![0u64; cells];
-    let mut persons = vec![0u64; cells];
-    let mut sums = vec![0i128; cells * m];
-    partial.compact();
-    let mut dropped = 0u64;
-    let mut clamped = 0u64;
-    let mut run_person = None;
-    let mut run_len = 0usize;
-    for (i, &e) in partial.entries.iter().enumerate() {
-        if run_person != Some(e.person) {
-            run_person = Some(e.person);
-            run_len = 0;
-        }
-        run_len += 1;
-        if run_len > l {
-            dropped += e.count;
-            continue;
-        }
-        let kept = e.count.min(c);
-        clamped += e.count - kept;
-        let cell = e.cell as usize;
-        count[cell] += kept;
-        persons[cell] += 1;
-        for (k, meas) in agg.measures.iter().enumerate() {
-            let s = partial.sums[i * m + k];
-            let lo = i128::from(meas.lo) * i128::from(kept);
-            let hi = i128::from(meas.hi) * i128::from(kept);
-            sums[cell * m + k] += s.clamp(lo, hi);
-        }
-    }
+    let Totals {
+        count,
+        persons,
+        sums,
+        dropped,
+        clamped,
+        ..
+    } = totals;
     let noise = agg.epsilon.map(|eps| {
         // The budget is split equally between the count, the distinct persons and each sum.
         let share = eps / (2 + m) as f64;
@@ -579,57 +956,97 @@ mod tests {
         assert_eq!(mean(2, 3, 0), "0.67");
     }
 
-    #[test]
-    fn merge_is_exact() {
-        let mut a = Partial::new(1);
-        let mut b = Partial::new(1);
-        let mut all = Partial::new(1);
-        for i in 0..1000u64 {
-            let (p, c, v) = (i % 37, (i % 5) as u32, (i * 7919 % 1000) as i64);
-            if i % 2 == 0 {
-                a.add(p, c, &[v])
-            } else {
-                b.add(p, c, &[v])
-            }
-            all.add(p, c, &[v]);
+    /// A straightforward reference: a BTreeMap of (person, cell) totals, then the bounds.
+    fn reference(b: &Bounds, contributions: &[(u64, u32, i64)]) -> Totals {
+        use std::collections::BTreeMap;
+        let mut pairs: BTreeMap<(u64, u32), (u64, i128)> = BTreeMap::new();
+        for &(p, c, v) in contributions {
+            let e = pairs.entry((p, c)).or_default();
+            e.0 += 1;
+            e.1 += i128::from(v);
         }
-        a.merge(b);
-        all.compact();
-        let norm = |p: &Partial| {
-            let mut v: Vec<_> = p
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.person, e.cell, e.count, p.sums[i]))
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(norm(&a), norm(&all));
+        let mut t = Totals::new(b);
+        t.pairs = pairs.len() as u64;
+        let mut last = None;
+        let mut cells = 0;
+        for ((p, c), (n, s)) in pairs {
+            if last != Some(p) {
+                last = Some(p);
+                cells = 0;
+            }
+            cells += 1;
+            if cells > b.cells_per_person {
+                t.dropped += n;
+                continue;
+            }
+            let kept = n.min(b.rows_per_cell);
+            t.clamped += n - kept;
+            t.count[c as usize] += kept;
+            t.persons[c as usize] += 1;
+            if let Some(&(lo, hi)) = b.measures.first() {
+                let k = i128::from(kept);
+                t.sums[c as usize] += s.clamp(i128::from(lo) * k, i128::from(hi) * k);
+            }
+        }
+        t
     }
 
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// Partials merge exactly: however the contributions are split over instances, compacted
+    /// or not, and however many threads tally them, the totals are those of the reference.
     #[test]
-    fn radix_sort_orders_by_person_then_cell() {
+    fn tally_is_exact_and_split_invariant() {
+        // With a measure (wide contributions), and without (packed into one word).
+        for measures in [vec![(0, 600)], vec![]] {
+            tally_case(Bounds {
+                cells: 7,
+                cells_per_person: 2,
+                rows_per_cell: 3,
+                measures,
+            });
+        }
+    }
+
+    fn tally_case(b: Bounds) {
+        let m = b.measures.len();
         let mut x = 12345u64;
-        let mut v: Vec<Rec> = (0..50_000)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                Rec {
-                    person: (x % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                    cell: (x % 7) as u32,
-                    idx: i,
+        for persons in [37u64, 20_000] {
+            let contributions: Vec<(u64, u32, i64)> = (0..60_000)
+                .map(|_| {
+                    let r = xorshift(&mut x);
+                    // Small ids (all in one partition) and pseudonym-like ones.
+                    let p = if persons < 100 {
+                        r % persons
+                    } else {
+                        (r % persons).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    };
+                    (p, (r >> 40) as u32 % 7, ((r >> 20) % 1000).min(600) as i64)
+                })
+                .collect();
+            let expected = reference(&b, &contributions);
+            let mut all = Partial::new(m, 7);
+            let mut split = [Partial::new(m, 7), Partial::new(m, 7), Partial::new(m, 7)];
+            for (i, &(p, c, v)) in contributions.iter().enumerate() {
+                all.add(p, c, &[v][..m]);
+                split[i % 3].add(p, c, &[v][..m]);
+                if i == 25_000 {
+                    split[1].compact();
                 }
-            })
-            .collect();
-        let mut expected = v.clone();
-        expected.sort_by_key(Rec::key);
-        sort_recs(&mut v);
-        assert_eq!(
-            v.iter().map(Rec::key).collect::<Vec<_>>(),
-            expected.iter().map(Rec::key).collect::<Vec<_>>()
-        );
+            }
+            assert_eq!(tally(&b, std::slice::from_ref(&all), 1), expected);
+            for threads in [1, 2, 5] {
+                assert_eq!(tally(&b, &split, threads), expected);
+            }
+            all.compact();
+            assert_eq!(all.len() as u64, expected.pairs);
+            assert_eq!(tally(&b, &[all], 2), expected);
+        }
     }
 
     /// The noise has mean 0 and the variance of the discrete Laplace distribution

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
-use crate::aggregate::{Rec, big_vec, sort_recs};
+use crate::aggregate::{Bounds, Partial, tally};
 use crate::manifest::{Limits, Manifest};
 use crate::runtime::{RunOptions, Runtime};
 use crate::source::{DatasetInput, MemColumn, MemTable, TableSource};
@@ -60,7 +60,8 @@ fn col<'a>(t: &'a MemTable, name: &str) -> &'a MemColumn {
 
 /// Example (a) as a plain native loop: (count, distinct persons) per district of visits by
 /// persons aged 65+, each person kept in their lowest district (as the host does), grouping
-/// pairs by sorting them (the same algorithm as the host, without the sandbox).
+/// pairs with the host's primitive (partitioned by person, each partition sorted in cache)
+/// without the sandbox.
 pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
     let (MemColumn::U64(person), MemColumn::I64(age), MemColumn::U32(district)) =
         (col(t, "person_id"), col(t, "age"), col(t, "district"))
@@ -68,36 +69,27 @@ pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
         return Vec::new();
     };
     // Branch-free filtering in chunks, as the guest does.
-    let mut recs = big_vec(person.len());
-    let mut chunk = vec![Rec::default(); 4096];
+    let mut pairs = Partial::new(0, crate::demo::DISTRICTS.len() as u64);
+    let mut chunk = vec![(0u64, 0u32); 4096];
     for start in (0..person.len()).step_by(4096) {
         let end = (start + 4096).min(person.len());
         let mut k = 0;
         for i in start..end {
-            chunk[k] = Rec::new(person[i], district[i]);
+            chunk[k] = (person[i], district[i]);
             k += usize::from(age[i] >= 65);
         }
-        recs.extend_from_slice(&chunk[..k]);
-    }
-    sort_recs(&mut recs);
-    let mut cells = vec![(0u64, 0u64); crate::demo::DISTRICTS.len()];
-    let mut i = 0;
-    while i < recs.len() {
-        let (p, d) = recs[i].key();
-        let mut j = i;
-        while j < recs.len() && recs[j].key() == (p, d) {
-            j += 1;
+        for &(p, d) in &chunk[..k] {
+            pairs.add(p, d, &[]);
         }
-        let c = &mut cells[d as usize];
-        c.0 += ((j - i) as u64).min(1000);
-        c.1 += 1;
-        // Skip the person's other cells (max_cells_per_person = 1).
-        while j < recs.len() && recs[j].key().0 == p {
-            j += 1;
-        }
-        i = j;
     }
-    cells
+    let bounds = Bounds {
+        cells: crate::demo::DISTRICTS.len(),
+        cells_per_person: 1,
+        rows_per_cell: 1000,
+        measures: Vec::new(),
+    };
+    let totals = tally(&bounds, &[pairs], 1);
+    totals.count.into_iter().zip(totals.persons).collect()
 }
 
 /// The same as [`native_example_a`] with a hash map of (person, district) pairs instead of a

@@ -333,6 +333,43 @@ impl VersionWriter {
         Ok(())
     }
 
+    /// Appends `rows` rows given column by column, already encoded as they are stored (see
+    /// [`ColumnChunk`]); `InvalidInput` if the number of columns or of values does not match, or
+    /// if a value could not have come from [`VersionWriter::push_row`] (a NULL sentinel in a
+    /// column that is not nullable, a category code outside the domain, text offsets out of
+    /// order or splitting UTF-8). Nothing is written when the chunk is refused.
+    pub fn push_columns(&mut self, rows: usize, columns: &[ColumnChunk]) -> io::Result<()> {
+        if columns.len() != self.sinks.len() {
+            return Err(invalid(format!(
+                "{} columns given, expected {}",
+                columns.len(),
+                self.sinks.len()
+            )));
+        }
+        for (i, (chunk, sink)) in columns.iter().zip(&self.sinks).enumerate() {
+            if !chunk_fits(sink, rows, chunk) {
+                return Err(invalid(format!(
+                    "rows {} to {}, column `{}`: the encoded values do not fit a {:?} column",
+                    self.rows + 1,
+                    self.rows + rows as u64,
+                    self.columns[i].name,
+                    sink.storage
+                )));
+            }
+        }
+        for (chunk, sink) in columns.iter().zip(&mut self.sinks) {
+            sink.bin.write_all(&chunk.data)?;
+            if let Some((off, pos)) = sink.off.as_mut() {
+                for &end in &chunk.ends {
+                    off.write_all(&(*pos + end as u64).to_le_bytes())?;
+                }
+                *pos += chunk.data.len() as u64;
+            }
+        }
+        self.rows += rows as u64;
+        Ok(())
+    }
+
     /// Number of rows pushed so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -367,6 +404,66 @@ impl VersionWriter {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
+    }
+}
+
+/// Some rows of one column encoded as [`VersionWriter`] stores them, for
+/// [`VersionWriter::push_columns`]: `data` holds the fixed-width little-endian values (NULL as
+/// its sentinel) or, for a text column, the UTF-8 bytes of the rows end to end, with `ends`
+/// holding where each row's text ends in `data` (so `ends` is empty for fixed-width columns).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnChunk {
+    /// The encoded values.
+    pub data: Vec<u8>,
+    /// Text columns only: the end of each row's text in `data`.
+    pub ends: Vec<usize>,
+}
+
+impl ColumnChunk {
+    /// Empties the chunk, keeping its memory.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
+/// Whether `chunk` holds `rows` values that [`VersionWriter::push_row`] could have written to
+/// `sink`.
+fn chunk_fits(sink: &ColumnSink, rows: usize, chunk: &ColumnChunk) -> bool {
+    fn all<const W: usize>(data: &[u8], ok: impl Fn([u8; W]) -> bool) -> bool {
+        data.chunks_exact(W)
+            .all(|b| ok(b.try_into().expect("chunks of W bytes")))
+    }
+    let nullable = sink.nullable;
+    let fixed =
+        |width: usize| chunk.ends.is_empty() && Some(chunk.data.len()) == rows.checked_mul(width);
+    match sink.storage {
+        Storage::I64 => {
+            fixed(8) && (nullable || all(&chunk.data, |b| i64::from_le_bytes(b) != NULL_I64))
+        }
+        Storage::I32 => {
+            fixed(4) && (nullable || all(&chunk.data, |b| i32::from_le_bytes(b) != NULL_DATE))
+        }
+        Storage::U32 => {
+            fixed(4)
+                && all(&chunk.data, |b| {
+                    let v = u32::from_le_bytes(b);
+                    v < sink.codes || (nullable && v == NULL_CATEGORY)
+                })
+        }
+        Storage::U64 => {
+            fixed(8) && (nullable || all(&chunk.data, |b| u64::from_le_bytes(b) != NULL_PSEUDONYM))
+        }
+        Storage::Text => {
+            let mut start = 0;
+            chunk.ends.len() == rows
+                && chunk.ends.last().copied().unwrap_or(0) == chunk.data.len()
+                && chunk.ends.iter().all(|&end| {
+                    let text = chunk.data.get(start..end);
+                    start = end;
+                    text.is_some_and(|t| std::str::from_utf8(t).is_ok())
+                })
+        }
     }
 }
 
@@ -784,24 +881,30 @@ pub fn civil_from_days(days: i32) -> (i32, u32, u32) {
 /// Parses a decimal such as `-123.45` into its value × 10^`scale`; `None` when it is not a
 /// decimal, has more than `scale` fractional digits, or overflows.
 pub fn parse_decimal(raw: &str, scale: u32) -> Option<i64> {
-    let (neg, digits) = match raw.as_bytes().first()? {
+    parse_decimal_bytes(raw.as_bytes(), scale)
+}
+
+/// [`parse_decimal`] on raw bytes (anything that is not ASCII is refused).
+pub fn parse_decimal_bytes(raw: &[u8], scale: u32) -> Option<i64> {
+    let (neg, digits) = match raw.first()? {
         b'-' => (true, &raw[1..]),
         b'+' => (false, &raw[1..]),
         _ => (false, raw),
     };
-    let (int, frac) = match digits.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (digits, ""),
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &[][..]),
     };
-    if (int.is_empty() && frac.is_empty())
-        || frac.len() > scale as usize
-        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-    {
+    if (int.is_empty() && frac.is_empty()) || frac.len() > scale as usize {
         return None;
     }
     let mut v: i64 = 0;
-    for b in int.bytes().chain(frac.bytes()) {
-        v = v.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+    for &b in int.iter().chain(frac) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(digit))?;
     }
     v = v.checked_mul(10i64.checked_pow(scale - frac.len() as u32)?)?;
     let v = if neg { -v } else { v };
@@ -810,7 +913,11 @@ pub fn parse_decimal(raw: &str, scale: u32) -> Option<i64> {
 
 /// Parses a `YYYY-MM-DD` date into days since 1970-01-01.
 pub fn parse_date(raw: &str) -> Option<i32> {
-    let b = raw.as_bytes();
+    parse_date_bytes(raw.as_bytes())
+}
+
+/// [`parse_date`] on raw bytes.
+pub fn parse_date_bytes(b: &[u8]) -> Option<i32> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -1074,6 +1181,161 @@ mod tests {
     }
 
     #[test]
+    fn pushed_columns_store_the_same_bytes_as_pushed_rows() {
+        let rows = vec![
+            vec![
+                Cell::Pseudonym(7),
+                Cell::Pseudonym(9),
+                Cell::Int(70),
+                Cell::Decimal(12345),
+                Cell::Date(19000),
+                Cell::Category(1),
+                Cell::Text("héllo".into()),
+            ],
+            vec![
+                Cell::Pseudonym(8),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+            ],
+            vec![
+                Cell::Pseudonym(7),
+                Cell::Pseudonym(1),
+                Cell::Int(-3),
+                Cell::Decimal(-1),
+                Cell::Date(-5),
+                Cell::Category(0),
+                Cell::Text("x".into()),
+            ],
+        ];
+        let by_rows = tmp("by-rows");
+        let mut w = VersionWriter::create(&by_rows, columns()).unwrap();
+        for r in &rows {
+            w.push_row(r).unwrap();
+        }
+        w.finish().unwrap();
+
+        let mut chunks = vec![ColumnChunk::default(); 7];
+        for r in &rows {
+            for (chunk, cell) in chunks.iter_mut().zip(r) {
+                match cell {
+                    Cell::Int(v) | Cell::Decimal(v) => chunk.data.extend(v.to_le_bytes()),
+                    Cell::Date(v) => chunk.data.extend(v.to_le_bytes()),
+                    Cell::Category(v) => chunk.data.extend(v.to_le_bytes()),
+                    Cell::Pseudonym(v) => chunk.data.extend(v.to_le_bytes()),
+                    Cell::Text(t) => {
+                        chunk.data.extend(t.as_bytes());
+                        chunk.ends.push(chunk.data.len());
+                    }
+                    Cell::Null => {}
+                }
+            }
+        }
+        // Row 2 is all NULL: its sentinels.
+        let mut nulls: Vec<ColumnChunk> = vec![ColumnChunk::default(); 7];
+        nulls[0].data.extend(8u64.to_le_bytes());
+        nulls[1].data.extend(NULL_PSEUDONYM.to_le_bytes());
+        nulls[2].data.extend(NULL_I64.to_le_bytes());
+        nulls[3].data.extend(NULL_I64.to_le_bytes());
+        nulls[4].data.extend(NULL_DATE.to_le_bytes());
+        nulls[5].data.extend(NULL_CATEGORY.to_le_bytes());
+        nulls[6].ends.push(0);
+        let mut first = vec![ColumnChunk::default(); 7];
+        let mut last = vec![ColumnChunk::default(); 7];
+        for (i, c) in chunks.iter().enumerate() {
+            let w = columns()[i].storage().width();
+            if w == 0 {
+                first[i].data.extend(&c.data[..c.ends[0]]);
+                first[i].ends.push(c.ends[0]);
+                last[i].data.extend(&c.data[c.ends[0]..]);
+                last[i].ends.push(c.data.len() - c.ends[0]);
+            } else {
+                first[i].data.extend(&c.data[..w]);
+                last[i].data.extend(&c.data[c.data.len() - w..]);
+            }
+        }
+        let by_columns = tmp("by-columns");
+        let mut w = VersionWriter::create(&by_columns, columns()).unwrap();
+        w.push_columns(1, &first).unwrap();
+        w.push_columns(1, &nulls).unwrap();
+        w.push_columns(1, &last).unwrap();
+        w.push_columns(0, &vec![ColumnChunk::default(); 7]).unwrap();
+        assert_eq!(w.rows(), 3);
+        w.finish().unwrap();
+        for name in [
+            "c0.bin", "c1.bin", "c2.bin", "c3.bin", "c4.bin", "c5.bin", "c6.bin", "c6.off",
+        ] {
+            assert_eq!(
+                fs::read(by_rows.join(name)).unwrap(),
+                fs::read(by_columns.join(name)).unwrap(),
+                "{name}"
+            );
+        }
+        fs::remove_dir_all(&by_rows).unwrap();
+        fs::remove_dir_all(&by_columns).unwrap();
+    }
+
+    #[test]
+    fn pushed_columns_that_do_not_fit_write_nothing() {
+        let dir = tmp("bad-chunks");
+        let mut cols = columns();
+        cols[1].nullable = false;
+        let mut w = VersionWriter::create(&dir, cols).unwrap();
+        let good = || {
+            let mut c = vec![ColumnChunk::default(); 7];
+            c[0].data.extend(1u64.to_le_bytes());
+            c[1].data.extend(2u64.to_le_bytes());
+            c[2].data.extend(3i64.to_le_bytes());
+            c[3].data.extend(4i64.to_le_bytes());
+            c[4].data.extend(5i32.to_le_bytes());
+            c[5].data.extend(1u32.to_le_bytes());
+            c[6].data.extend(b"ab");
+            c[6].ends.push(2);
+            c
+        };
+        assert!(w.push_columns(1, &good()[..6]).is_err(), "too few columns");
+        assert!(w.push_columns(2, &good()).is_err(), "too few values");
+        let mut bad: Vec<Vec<ColumnChunk>> = Vec::new();
+        let mut c = good();
+        c[1].data = NULL_PSEUDONYM.to_le_bytes().to_vec();
+        bad.push(c);
+        let mut c = good();
+        c[5].data = 2u32.to_le_bytes().to_vec();
+        bad.push(c);
+        let mut c = good();
+        c[2].data.push(0);
+        bad.push(c);
+        let mut c = good();
+        c[6].ends = vec![3];
+        bad.push(c);
+        let mut c = good();
+        c[6].data = "é".as_bytes().to_vec();
+        c[6].ends = vec![1];
+        bad.push(c);
+        let mut c = good();
+        c[6].ends = vec![9, 2];
+        bad.push(c);
+        for (i, c) in bad.iter().enumerate() {
+            let err = w.push_columns(1, c).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "case {i}");
+        }
+        // NULL is fine where the column is nullable.
+        let mut c = good();
+        c[5].data = NULL_CATEGORY.to_le_bytes().to_vec();
+        c[2].data = NULL_I64.to_le_bytes().to_vec();
+        w.push_columns(1, &c).unwrap();
+        assert_eq!(w.rows(), 1);
+        w.finish().unwrap();
+        let r = VersionReader::open(&dir).unwrap();
+        assert_eq!(r.cell(5, 0).unwrap(), Cell::Null);
+        assert_eq!(r.cell(6, 0).unwrap(), Cell::Text("ab".into()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn create_refuses_bad_specs_and_existing_dirs() {
         let dir = tmp("specs");
         let dup = vec![
@@ -1170,6 +1432,17 @@ mod tests {
         assert_eq!(parse_date("2023-02-29"), None);
         assert_eq!(parse_date("1969-12-31"), Some(-1));
         assert_eq!(parse_date("2024-1-01"), None);
+        assert_eq!(parse_decimal("+2.5", 1), Some(25));
+        assert_eq!(parse_decimal("1.2.3", 3), None);
+        assert_eq!(parse_decimal("1.", 2), Some(100));
+        assert_eq!(parse_decimal(".", 2), None);
+        assert_eq!(parse_decimal("-92233720368547758.08", 2), None);
+        assert_eq!(parse_decimal("92233720368547758.07", 2), Some(i64::MAX));
+        assert_eq!(parse_decimal("9223372036854775.808", 3), None);
+        assert_eq!(parse_decimal_bytes(b"12.3\xff", 2), None);
+        assert_eq!(parse_decimal_bytes(b"12.30", 2), Some(1230));
+        assert_eq!(parse_date_bytes(b"2025-12-31"), Some(20453));
+        assert_eq!(parse_date_bytes(b"2025-12-3\xff"), None);
         for d in [-800_000, -1, 0, 1, 19782, 2_000_000] {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), Some(d));

@@ -16,7 +16,7 @@ use wasmtime::{
     ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
-use crate::aggregate::{AggregateStats, Output, Partial, finalize};
+use crate::aggregate::{AggregateStats, Bounds, Output, Partial, finalize, tally};
 use crate::columnar::NULL_PSEUDONYM;
 use crate::manifest::{Limits, Manifest, Plan, PlanError, plan};
 use crate::source::DatasetInput;
@@ -348,6 +348,10 @@ struct Shared {
     contributions: AtomicU64,
     log_bytes: AtomicU64,
     limits: Limits,
+    /// Per dataset, the first row not yet handed to an instance: instances take their batches
+    /// from here, so a core that gets less time takes fewer rows and no instance waits for a
+    /// slow one at the end.
+    cursors: Vec<AtomicU64>,
 }
 
 /// The current batch of one dataset in one instance.
@@ -364,8 +368,6 @@ pub struct HostState {
     shared: Arc<Shared>,
     memory: Option<Memory>,
     limiter: Limiter,
-    ranges: Vec<(u64, u64)>,
-    cursors: Vec<u64>,
     batches: Vec<Batch>,
     partials: Vec<Partial>,
     contributions: Vec<u64>,
@@ -587,24 +589,34 @@ fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if Instant::now() >= shared.deadline {
                 return Err(wasmtime::Error::new(Stop::OutOfTime));
             }
-            let (_, end) = state.ranges[d];
-            let start = state.cursors[d];
-            let n = (max_rows as u64)
-                .min(u64::from(shared.limits.max_batch_rows))
-                .min(end - start) as usize;
             let dataset = &state.plan.datasets[d];
+            let rows = dataset.input.source.rows();
+            let want = (max_rows as u64).min(u64::from(shared.limits.max_batch_rows));
+            let cursor = &shared.cursors[d];
+            let start = if cursor.load(Ordering::Relaxed) >= rows {
+                rows
+            } else {
+                cursor.fetch_add(want, Ordering::Relaxed).min(rows)
+            };
+            let n = want.min(rows - start) as usize;
             let batch = &mut state.batches[d];
             batch.start = start;
             batch.rows = n;
-            batch.persons.resize(n, 0);
-            dataset
+            if dataset
                 .input
                 .source
-                .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
-                .map_err(|e| {
-                    wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
-                })?;
-            state.cursors[d] = start + n as u64;
+                .pseudonyms(dataset.privacy_unit)
+                .is_none()
+            {
+                batch.persons.resize(n, 0);
+                dataset
+                    .input
+                    .source
+                    .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
+                    .map_err(|e| {
+                        wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
+                    })?;
+            }
             state.rows_read += n as u64;
             Ok(n as i32)
         },
@@ -730,6 +742,21 @@ fn emit(
     let keys = guest_slice(data, keys_ptr, n * dims * 4)?;
     let meas = guest_slice(data, measures_ptr, n * m * 8)?;
     let batch = &state.batches[d];
+    // The batch's privacy units, in place when the source holds them in memory.
+    let dataset = &plan.datasets[d];
+    let persons = match dataset.input.source.pseudonyms(dataset.privacy_unit) {
+        Some(_) if batch.rows == 0 => &[],
+        Some(all) => usize::try_from(batch.start)
+            .ok()
+            .and_then(|s| all.get(s..)?.get(..batch.rows))
+            .ok_or_else(|| {
+                wasmtime::Error::new(Stop::Host(format!(
+                    "the privacy unit of `{}` is shorter than the table",
+                    dataset.name
+                )))
+            })?,
+        None => &batch.persons[..batch.rows],
+    };
     let partial = &mut state.partials[a];
     state.measures.resize(m, 0);
     for j in 0..n {
@@ -764,7 +791,7 @@ fn emit(
             let v = i64::from_le_bytes(meas[o..o + 8].try_into().expect("8 bytes"));
             state.measures[k] = v.clamp(x.lo, x.hi);
         }
-        let person = batch.persons[row];
+        let person = persons[row];
         if person == NULL_PSEUDONYM {
             state.without_person += 1;
             continue;
@@ -1046,15 +1073,16 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
+            cursors: plan.datasets.iter().map(|_| AtomicU64::new(0)).collect(),
         });
         let ends: Vec<InstanceEnd> = if instances == 1 {
-            vec![self.run_instance(module, &plan, &shared, 0, 1)]
+            vec![self.run_instance(module, &plan, &shared)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..instances)
-                    .map(|i| {
+                    .map(|_| {
                         let (plan, shared) = (&plan, &shared);
-                        s.spawn(move || self.run_instance(module, plan, shared, i, instances))
+                        s.spawn(move || self.run_instance(module, plan, shared))
                     })
                     .collect();
                 handles
@@ -1079,11 +1107,7 @@ impl Runtime {
         let mut log = Vec::new();
         let mut failure = None;
         let mut cancelled = false;
-        let mut partials: Vec<Partial> = plan
-            .aggregates
-            .iter()
-            .map(|a| Partial::new(a.measures.len()))
-            .collect();
+        let mut partials: Vec<Vec<Partial>> = plan.aggregates.iter().map(|_| Vec::new()).collect();
         let mut contributions = vec![0u64; plan.aggregates.len()];
         for end in ends {
             report.rows_read += end.rows_read;
@@ -1099,7 +1123,7 @@ impl Runtime {
                 continue;
             }
             for (i, p) in end.partials.into_iter().enumerate() {
-                partials[i].merge(p);
+                partials[i].push(p);
             }
             for (i, c) in end.contributions.iter().enumerate() {
                 contributions[i] += c;
@@ -1119,8 +1143,19 @@ impl Runtime {
             None => rand::rngs::StdRng::from_os_rng(),
         };
         let mut tables = Vec::new();
-        for ((agg, partial), n) in plan.aggregates.iter().zip(partials).zip(contributions) {
-            let (table, stats) = finalize(agg, partial, n, &mut rng);
+        for ((agg, partials), n) in plan.aggregates.iter().zip(partials).zip(contributions) {
+            // The instances' threads are done: their cores merge and tally the partitions.
+            let totals = tally(&Bounds::of(agg), &partials, instances);
+            drop(partials);
+            let cap = self.limits.max_person_cells;
+            if totals.pairs > cap {
+                let reason = format!(
+                    "aggregate `{}` holds more than {cap} (person, cell) pairs",
+                    agg.name
+                );
+                return finish(report, Outcome::TooManyGroups { reason }, None, log);
+            }
+            let (table, stats) = finalize(agg, totals, n, &mut rng);
             report.cells_released += stats.cells_released;
             report.cells_suppressed += stats.cells_suppressed;
             report.epsilon_spent += stats.epsilon_spent;
@@ -1155,17 +1190,16 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
+            // Every row already handed out: the guest returns at its first `next_batch`.
+            cursors: plan
+                .datasets
+                .iter()
+                .map(|d| AtomicU64::new(d.input.source.rows()))
+                .collect(),
         });
         let t = Instant::now();
-        let (mut store, main) = self.instantiate(module, &plan, &shared, 0, 1)?;
-        // The guest's first instruction runs inside this call; an empty range makes it return
-        // at its first `next_batch`.
-        for c in store.data_mut().cursors.iter_mut() {
-            *c = u64::MAX;
-        }
-        for r in store.data_mut().ranges.iter_mut() {
-            *r = (u64::MAX, u64::MAX);
-        }
+        let (mut store, main) = self.instantiate(module, &plan, &shared)?;
+        // The guest's first instruction runs inside this call.
         let _ = main.call(&mut store, ());
         Ok(t.elapsed())
     }
@@ -1175,18 +1209,7 @@ impl Runtime {
         module: &JobModule,
         plan: &Arc<Plan>,
         shared: &Arc<Shared>,
-        index: usize,
-        instances: usize,
     ) -> Result<(Store<HostState>, TypedFunc<(), i32>), Outcome> {
-        let ranges: Vec<(u64, u64)> = plan
-            .datasets
-            .iter()
-            .map(|d| {
-                let rows = d.input.source.rows();
-                let part = |i: usize| (u128::from(rows) * i as u128 / instances as u128) as u64;
-                (part(index), part(index + 1))
-            })
-            .collect();
         let state = HostState {
             plan: Arc::clone(plan),
             shared: Arc::clone(shared),
@@ -1197,13 +1220,11 @@ impl Runtime {
                 peak: 0,
                 hit: false,
             },
-            cursors: ranges.iter().map(|r| r.0).collect(),
-            ranges,
             batches: plan.datasets.iter().map(|_| Batch::default()).collect(),
             partials: plan
                 .aggregates
                 .iter()
-                .map(|a| Partial::new(a.measures.len()))
+                .map(|a| Partial::new(a.measures.len(), a.cells))
                 .collect(),
             contributions: vec![0; plan.aggregates.len()],
             without_person: 0,
@@ -1249,8 +1270,6 @@ impl Runtime {
         module: &JobModule,
         plan: &Arc<Plan>,
         shared: &Arc<Shared>,
-        index: usize,
-        instances: usize,
     ) -> InstanceEnd {
         let mut end = InstanceEnd {
             stop: None,
@@ -1262,7 +1281,7 @@ impl Runtime {
             memory_peak: 0,
             log: Vec::new(),
         };
-        let (mut store, main) = match self.instantiate(module, plan, shared, index, instances) {
+        let (mut store, main) = match self.instantiate(module, plan, shared) {
             Ok(x) => x,
             Err(o) => {
                 shared.abort.store(true, Ordering::Relaxed);
@@ -1285,24 +1304,7 @@ impl Runtime {
                 }
             }
         };
-        let mut state = store.into_data();
-        let stop = stop.or_else(|| {
-            // Compacting here spreads the sorting over the instances' threads.
-            let cap = shared.limits.max_person_cells;
-            state
-                .partials
-                .iter_mut()
-                .zip(&plan.aggregates)
-                .find_map(|(p, a)| {
-                    p.compact();
-                    (p.len() as u64 > cap).then(|| Outcome::TooManyGroups {
-                        reason: format!(
-                            "aggregate `{}` holds more than {cap} (person, cell) pairs",
-                            a.name
-                        ),
-                    })
-                })
-        });
+        let state = store.into_data();
         if stop.is_some() {
             shared.abort.store(true, Ordering::Relaxed);
         }

@@ -29,6 +29,12 @@ pub trait TableSource: Send + Sync {
         }
         Ok(())
     }
+
+    /// Every value of a pseudonymized column, when the source holds them in memory (the host
+    /// then reads the privacy unit of emitted rows in place instead of copying every batch).
+    fn pseudonyms(&self, _col: usize) -> Option<&[u64]> {
+        None
+    }
 }
 
 fn check_range(
@@ -257,6 +263,13 @@ impl TableSource for MemTable {
                 io::ErrorKind::InvalidInput,
                 "not a pseudonym column",
             )),
+        }
+    }
+
+    fn pseudonyms(&self, col: usize) -> Option<&[u64]> {
+        match self.data.get(col)? {
+            MemColumn::U64(v) => Some(v),
+            _ => None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The platform admin's and regulator's account pages: all organisations and users, verify or
 //! disable an organisation, disable or re-enable a user (disabling revokes sessions and tokens).
+//! Verifying an organisation emails its users and contact address.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -11,6 +12,7 @@ use crate::accounts::session::CsrfForm;
 use crate::auth::{self, CurrentUser, Role};
 use crate::db;
 use crate::errors::AppError;
+use crate::mail;
 use crate::schema::{organisations, users};
 use crate::supervision::audit;
 use crate::web::{Page, redirect_with_flash, render};
@@ -41,8 +43,17 @@ pub struct UserView {
 struct OrgsPage {
     page: Page,
     orgs: Vec<Organisation>,
+    /// Entries in each organisation's credit record (信用档案), by organisation id.
+    credit: std::collections::HashMap<i64, i64>,
 }
 crate::impl_page!(OrgsPage);
+
+impl OrgsPage {
+    /// The number of credit-record entries of an organisation.
+    fn credit_count(&self, org_id: &i64) -> i64 {
+        self.credit.get(org_id).copied().unwrap_or(0)
+    }
+}
 
 #[derive(Template)]
 #[template(path = "accounts/users.html")]
@@ -59,15 +70,17 @@ pub async fn orgs(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     user.require(ADMINS)?;
-    let orgs = crate::web::db(&state, |conn| {
-        Ok(organisations::table
+    let (orgs, credit) = crate::web::db(&state, |conn| {
+        let orgs = organisations::table
             .order(organisations::id.asc())
             .limit(1000)
             .select(Organisation::as_select())
-            .load(conn)?)
+            .load(conn)?;
+        let credit = crate::admission::model::credit_record_counts(conn)?;
+        Ok((orgs, credit.into_iter().collect()))
     })
     .await?;
-    render(&OrgsPage { page, orgs })
+    render(&OrgsPage { page, orgs, credit })
 }
 
 /// `GET /admin/users`.
@@ -153,6 +166,22 @@ async fn change_org(
                 OrgAction::Verify => "organisation.verify",
                 OrgAction::Disable => "organisation.disable",
             };
+            if to == OrgStatus::Verified {
+                let (name, code): (String, Option<String>) = organisations::table
+                    .find(id)
+                    .select((organisations::name, organisations::credit_code))
+                    .first(conn)?;
+                mail::to_org(
+                    conn,
+                    id,
+                    &mail::Notice {
+                        template: "accounts.mail.org_verified",
+                        args: &[("org", name), ("code", code.unwrap_or_default())],
+                        object_type: "organisation",
+                        object_id: id.to_string(),
+                    },
+                )?;
+            }
             audit::record(
                 conn,
                 &user.actor(),

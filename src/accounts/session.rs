@@ -511,9 +511,11 @@ pub async fn revoke_token(
 const SESSION_RECORD_DAYS: i64 = 30;
 
 /// Scheduled work: deletes session and token records that expired or were revoked more than
-/// [`SESSION_RECORD_DAYS`] ago, so the table does not grow without bound.
+/// [`SESSION_RECORD_DAYS`] ago, so the table does not grow without bound. Sessions live in
+/// real time (their JWTs carry real expiry times), so this uses the real time too, not the
+/// platform [`crate::calendar::Clock`] that tests move.
 pub fn purge_expired(state: &AppState) -> anyhow::Result<()> {
-    let cutoff = state.clock.now() - chrono::Duration::days(SESSION_RECORD_DAYS);
+    let cutoff = db::now() - chrono::Duration::days(SESSION_RECORD_DAYS);
     let mut conn = state.pool.get()?;
     let n = diesel::delete(
         sessions::table.filter(

@@ -41,8 +41,9 @@ fn as_current(
     }))
 }
 
-/// Inserts a closed call and an admitted application of `org_id` for `dataset_id` directly, as
-/// the admission workflow would leave them (the demo stand-in for the admission steps 1–4).
+/// Inserts an earlier, closed call (the first round) and an admitted application of `org_id`
+/// for `dataset_id` directly, as the admission workflow would have left them (the demo's
+/// stand-in for admission steps 1–4; `beta`'s application goes through the real steps).
 pub fn seed_admitted_application(
     conn: &mut crate::db::DbConnection,
     regulator: &CurrentUser,
@@ -52,12 +53,15 @@ pub fn seed_admitted_application(
     today: chrono::NaiveDate,
 ) -> anyhow::Result<i64> {
     let now = crate::db::now();
+    let org = crate::accounts::model::find_org(conn, org_id)?
+        .ok_or_else(|| anyhow::anyhow!("demo organisation {org_id} missing"))?;
     crate::db::write_transaction(conn, |conn| {
         let call_id: i64 = diesel::insert_into(calls::table)
             .values((
                 calls::domain.eq("medical_health"),
-                calls::title_zh.eq("医疗健康公共数据授权运营（演示）"),
-                calls::title_en.eq("Authorized operation of medical-health data (demo)"),
+                calls::title_zh.eq("医疗健康公共数据授权运营申请通告（第一批）"),
+                calls::title_en
+                    .eq("Call for authorized operation of medical-health data (first round)"),
                 calls::opens_on.eq(today - chrono::Duration::days(60)),
                 calls::closes_on.eq(today - chrono::Duration::days(30)),
                 calls::state.eq("closed"),
@@ -85,6 +89,18 @@ pub fn seed_admitted_application(
                 applications::updated_at.eq(now),
                 applications::submitted_at.eq(now),
                 applications::decided_at.eq(now),
+                applications::admitted_at.eq(now),
+                applications::org_name.eq(&org.name),
+                applications::credit_code.eq(org.credit_code.clone().unwrap_or_default()),
+                applications::legal_representative.eq(&org.legal_representative),
+                applications::contact_name.eq(&org.contact_name),
+                applications::contact_phone.eq(&org.contact_phone),
+                applications::address.eq(&org.address),
+                applications::evidence_basic.eq("等保三级测评报告；数据安全管理制度 / MLPS level 3 report; data security policy"),
+                applications::evidence_technical.eq("隐私计算平台内运行，仅取得聚合结果 / Runs inside the platform sandbox; aggregates only"),
+                applications::evidence_scenario.eq("区级门诊资源配置分析 / District outpatient resource planning"),
+                applications::evidence_domain.eq("医疗健康数据安全管理规范培训 / Health-data security training"),
+                applications::declared.eq(true),
             ))
             .returning(applications::id)
             .get_result(conn)?;

@@ -476,6 +476,12 @@ pub fn org_has_running(conn: &mut DbConnection, org_id: i64, except: i64) -> Que
 
 /// The next agreement number of `year`: `DATAOP-<year>-<4-digit sequence>`.
 pub fn next_number(conn: &mut DbConnection, year: i32) -> QueryResult<String> {
+    // Two drafts at the same instant must not get the same number. SQLite writes one
+    // transaction at a time already; on PostgreSQL a transaction-scoped advisory lock
+    // serializes the numbering (call this inside the drafting transaction).
+    if conn.backend() == crate::db::Backend::Postgres {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(4242001)").execute(conn)?;
+    }
     let prefix = format!("DATAOP-{year}-");
     let n: i64 = agreements::table
         .filter(agreements::number.like(format!("{prefix}%")))

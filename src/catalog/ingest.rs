@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// The platform's pseudonymization key, shared with the sandbox crate (one implementation).
 pub use dataop_sandbox::columnar::PseudonymKey;
 use dataop_sandbox::columnar::{
-    self, Cell, ColumnRole, ColumnSpec, ColumnType, VersionMeta, VersionWriter,
+    self, ColumnChunk, ColumnRole, ColumnSpec, ColumnType, Storage, VersionMeta, VersionWriter,
 };
 use sha2::{Digest, Sha256};
 
@@ -301,11 +301,42 @@ enum Parser {
     Text { max_chars: u32 },
 }
 
-/// A category domain. Small domains of short codes (the usual case) are searched linearly as
-/// packed integers (no memory comparison calls); others through a hash map.
+/// A category domain. Domains of short codes (the usual case) are found in an open-addressed
+/// table of the codes packed as integers (one multiplication and about one comparison per
+/// lookup, no memory comparison calls); others through a hash map.
 enum Codes {
-    Packed(Vec<(u128, usize)>),
+    Packed(PackedCodes),
     Map(std::collections::HashMap<Box<[u8]>, u32>),
+}
+
+/// Codes of at most 16 bytes packed with [`pack`], in a power-of-two table probed linearly.
+struct PackedCodes {
+    /// (packed code, length, index); an index of `u32::MAX` marks an empty entry.
+    table: Vec<(u128, usize, u32)>,
+    /// 64 minus the table's bit count: the top bits of the hash choose the first entry.
+    shift: u32,
+}
+
+impl PackedCodes {
+    fn slot(&self, (packed, len): (u128, usize)) -> usize {
+        let folded = (packed as u64) ^ ((packed >> 64) as u64).rotate_left(29) ^ len as u64;
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    fn find(&self, value: (u128, usize)) -> Option<u32> {
+        let mask = self.table.len() - 1;
+        let mut i = self.slot(value);
+        loop {
+            let (packed, len, index) = self.table[i];
+            if index == u32::MAX {
+                return None;
+            }
+            if (packed, len) == value {
+                return Some(index);
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 /// A value of at most 16 bytes packed into one integer, with its length.
@@ -322,8 +353,23 @@ impl Codes {
     fn new(codes: &[String]) -> Self {
         let packed: Option<Vec<(u128, usize)>> = codes.iter().map(|c| pack(c.as_bytes())).collect();
         match packed {
-            Some(p) if p.len() <= 64 => Self::Packed(p),
-            _ => Self::Map(
+            Some(packed) => {
+                // At most a quarter full, so probes stay short and always end at an empty entry.
+                let size = (packed.len() * 4).next_power_of_two().max(16);
+                let mut table = PackedCodes {
+                    table: vec![(0, 0, u32::MAX); size],
+                    shift: 64 - size.trailing_zeros(),
+                };
+                for (index, code) in packed.into_iter().enumerate() {
+                    let mut i = table.slot(code);
+                    while table.table[i].2 != u32::MAX {
+                        i = (i + 1) & (size - 1);
+                    }
+                    table.table[i] = (code.0, code.1, index as u32);
+                }
+                Self::Packed(table)
+            }
+            None => Self::Map(
                 codes
                     .iter()
                     .enumerate()
@@ -335,10 +381,7 @@ impl Codes {
 
     fn find(&self, value: &[u8]) -> Option<u32> {
         match self {
-            Self::Packed(codes) => {
-                let v = pack(value)?;
-                codes.iter().position(|c| *c == v).map(|i| i as u32)
-            }
+            Self::Packed(codes) => codes.find(pack(value)?),
             Self::Map(map) => map.get(value).copied(),
         }
     }
@@ -348,6 +391,7 @@ struct Prepared {
     parser: Parser,
     pseudonymize: bool,
     nullable: bool,
+    storage: Storage,
     name: String,
 }
 
@@ -369,50 +413,104 @@ impl Prepared {
             pseudonymize,
             // Identifying columns are always required: a person cannot be counted by a blank.
             nullable: spec.nullable && !pseudonymize,
+            storage: spec.storage(),
             name: spec.name.clone(),
         }
     }
 
-    /// Validates a raw value and returns its cell; for a pseudonymized column the cell is a
-    /// placeholder (`Null`): the pseudonym is computed by the writing thread.
-    fn parse(&self, raw: &[u8]) -> Result<Cell, Reason> {
+    /// Validates a raw value and appends it to `out` as it is stored. A value of a
+    /// pseudonymized column is only validated: its pseudonym is computed by the writing thread.
+    #[inline]
+    fn encode(&self, raw: &[u8], out: &mut ColumnChunk) -> Result<(), Reason> {
         let v = raw.trim_ascii();
         if v.is_empty() {
-            return if self.nullable {
-                Ok(Cell::Null)
-            } else {
-                Err(Reason::Required)
-            };
+            if !self.nullable {
+                return Err(Reason::Required);
+            }
+            match self.storage {
+                Storage::I64 => out
+                    .data
+                    .extend_from_slice(&columnar::NULL_I64.to_le_bytes()),
+                Storage::I32 => out
+                    .data
+                    .extend_from_slice(&columnar::NULL_DATE.to_le_bytes()),
+                Storage::U32 => out
+                    .data
+                    .extend_from_slice(&columnar::NULL_CATEGORY.to_le_bytes()),
+                Storage::U64 => out
+                    .data
+                    .extend_from_slice(&columnar::NULL_PSEUDONYM.to_le_bytes()),
+                Storage::Text => out.ends.push(out.data.len()),
+            }
+            return Ok(());
         }
-        // Numbers and dates are ASCII; anything else fails their parse.
-        let ascii = || std::str::from_utf8(v).unwrap_or("");
-        let cell = match &self.parser {
-            Parser::Integer => Cell::Int(parse_integer(ascii()).ok_or(Reason::NotInteger)?),
-            Parser::Decimal { scale } => Cell::Decimal(
-                columnar::parse_decimal(ascii(), *scale)
-                    .ok_or(Reason::NotDecimal { scale: *scale })?,
-            ),
-            Parser::Date => Cell::Date(columnar::parse_date(ascii()).ok_or(Reason::NotDate)?),
-            Parser::Category(codes) => Cell::Category(codes.find(v).ok_or(Reason::UnknownCode)?),
+        match &self.parser {
+            Parser::Integer => {
+                let n = parse_integer(v).ok_or(Reason::NotInteger)?;
+                if !self.pseudonymize {
+                    out.data.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            Parser::Decimal { scale } => {
+                let n = columnar::parse_decimal_bytes(v, *scale)
+                    .ok_or(Reason::NotDecimal { scale: *scale })?;
+                if !self.pseudonymize {
+                    out.data.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            Parser::Date => {
+                let d = columnar::parse_date_bytes(v).ok_or(Reason::NotDate)?;
+                if !self.pseudonymize {
+                    out.data.extend_from_slice(&d.to_le_bytes());
+                }
+            }
+            Parser::Category(codes) => {
+                let c = codes.find(v).ok_or(Reason::UnknownCode)?;
+                if !self.pseudonymize {
+                    out.data.extend_from_slice(&c.to_le_bytes());
+                }
+            }
             Parser::Text { max_chars } => {
                 let s = std::str::from_utf8(v).map_err(|_| Reason::NotUtf8)?;
                 // Cheap bound first: a string of n bytes has at most n characters.
                 if s.len() > *max_chars as usize && s.chars().count() > *max_chars as usize {
                     return Err(Reason::TooLong { max: *max_chars });
                 }
-                if self.pseudonymize {
-                    return Ok(Cell::Null);
+                if !self.pseudonymize {
+                    out.data.extend_from_slice(v);
+                    out.ends.push(out.data.len());
                 }
-                Cell::Text(s.to_owned())
             }
-        };
-        Ok(if self.pseudonymize { Cell::Null } else { cell })
+        }
+        Ok(())
     }
 }
 
-/// Parses a whole number; `i64::MIN` is refused (it is the NULL sentinel).
-fn parse_integer(v: &str) -> Option<i64> {
-    v.parse::<i64>().ok().filter(|n| *n != i64::MIN)
+/// Parses a whole number written as `str::parse::<i64>` accepts it (an optional sign, then
+/// ASCII digits); `i64::MIN` is refused (it is the NULL sentinel).
+fn parse_integer(v: &[u8]) -> Option<i64> {
+    let (neg, digits) = match v.first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        let digit = i64::from(b.wrapping_sub(b'0'));
+        if digit > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?;
+        n = if neg {
+            n.checked_sub(digit)?
+        } else {
+            n.checked_add(digit)?
+        };
+    }
+    (n != i64::MIN).then_some(n)
 }
 
 /// Validates and pseudonymizes the CSV `input` against `columns` and writes it as a finished
@@ -496,10 +594,10 @@ pub fn ingest<R: Read>(
     let written = std::thread::scope(
         |scope| -> Result<Option<(VersionWriter, Sha256)>, IngestError> {
             let pseudonymized = &pseudonymized;
-            let worker = scope
-                .spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized, width));
+            let worker =
+                scope.spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized));
             let mut full_tx = Some(full_tx);
-            let mut batch = Batch::default();
+            let mut batch = Batch::new(width);
             while read(&mut reader, &mut record)? {
                 if full_tx.is_none() {
                     // Refused already: the bytes need no hashing; keep memory bounded.
@@ -529,17 +627,15 @@ pub fn ingest<R: Read>(
                     full_tx = None;
                     continue;
                 }
-                let (cells_at, raw_at, ends_at) =
-                    (batch.cells.len(), batch.raw.len(), batch.ends.len());
                 let mut row_ok = true;
-                for (col, raw) in prepared.iter().zip(record.iter()) {
-                    match col.parse(raw) {
-                        Ok(c) => {
+                for ((col, raw), out) in prepared.iter().zip(record.iter()).zip(&mut batch.columns)
+                {
+                    match col.encode(raw, out) {
+                        Ok(()) => {
                             if col.pseudonymize {
                                 batch.raw.extend_from_slice(raw.trim_ascii());
                                 batch.ends.push(batch.raw.len());
                             }
-                            batch.cells.push(c);
                         }
                         Err(reason) => {
                             row_ok = false;
@@ -557,20 +653,17 @@ pub fn ingest<R: Read>(
                     }
                 }
                 if !row_ok {
-                    batch.cells.truncate(cells_at);
-                    batch.raw.truncate(raw_at);
-                    batch.ends.truncate(ends_at);
+                    // The file will be refused: nothing more is written.
                     full_tx = None;
-                    continue;
                 }
-                if batch.cells.len() >= BATCH_ROWS * width {
-                    let Some(tx) = full_tx.as_ref() else {
-                        batch.clear();
-                        reader.get_mut().copy.clear();
-                        continue;
-                    };
+                let Some(tx) = full_tx.as_ref() else {
+                    batch.clear();
+                    continue;
+                };
+                batch.rows += 1;
+                if batch.rows >= BATCH_ROWS {
                     std::mem::swap(&mut reader.get_mut().copy, &mut batch.bytes);
-                    let next = empty_rx.try_recv().unwrap_or_default();
+                    let next = empty_rx.try_recv().unwrap_or_else(|_| Batch::new(width));
                     if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                         // The writer failed; its error is returned below.
                         break;
@@ -615,11 +708,12 @@ pub fn ingest<R: Read>(
 /// Rows per batch handed to the writer thread.
 const BATCH_ROWS: usize = 4096;
 
-/// Validated rows on their way to the writer: cells row after row (placeholders in the
-/// pseudonymized columns) and the trimmed raw values of those columns, end to end.
-#[derive(Default)]
+/// Validated rows on their way to the writer: every column encoded as stored (the
+/// pseudonymized ones still empty) and the trimmed raw values of the pseudonymized columns,
+/// row after row, end to end.
 struct Batch {
-    cells: Vec<Cell>,
+    rows: usize,
+    columns: Vec<ColumnChunk>,
     raw: Vec<u8>,
     ends: Vec<usize>,
     /// The file's bytes read since the previous batch, in order.
@@ -627,37 +721,45 @@ struct Batch {
 }
 
 impl Batch {
+    fn new(width: usize) -> Self {
+        Self {
+            rows: 0,
+            columns: vec![ColumnChunk::default(); width],
+            raw: Vec::new(),
+            ends: Vec::new(),
+            bytes: Vec::new(),
+        }
+    }
+
     fn clear(&mut self) {
-        self.cells.clear();
+        self.rows = 0;
+        self.columns.iter_mut().for_each(ColumnChunk::clear);
         self.raw.clear();
         self.ends.clear();
         self.bytes.clear();
     }
 }
 
-/// The writer thread: hashes the file's bytes, fills in the pseudonyms and writes every row of
-/// every batch.
+/// The writer thread: hashes the file's bytes, fills in the pseudonyms and writes every batch.
 fn write_batches(
     mut writer: VersionWriter,
     full: std::sync::mpsc::Receiver<Batch>,
     empty: std::sync::mpsc::Sender<Batch>,
     key: &PseudonymKey,
     pseudonymized: &[usize],
-    width: usize,
 ) -> io::Result<(VersionWriter, Sha256)> {
     let mut hasher = Sha256::new();
     for mut batch in full {
         hasher.update(&batch.bytes);
         let mut start = 0;
-        let mut ends = batch.ends.iter();
-        for row in batch.cells.chunks_exact_mut(width) {
-            for &i in pseudonymized {
-                let end = *ends.next().expect("one raw value per pseudonymized cell");
-                row[i] = Cell::Pseudonym(key.pseudonym(&batch.raw[start..end]));
+        for ends in batch.ends.chunks_exact(pseudonymized.len().max(1)) {
+            for (&col, &end) in pseudonymized.iter().zip(ends) {
+                let p = key.pseudonym(&batch.raw[start..end]);
+                batch.columns[col].data.extend_from_slice(&p.to_le_bytes());
                 start = end;
             }
-            writer.push_row(row)?;
         }
+        writer.push_columns(batch.rows, &batch.columns)?;
         batch.clear();
         let _ = empty.send(batch);
     }
@@ -726,6 +828,14 @@ mod tests {
         assert!(matches!(sixteen, Codes::Packed(_)));
         assert_eq!(sixteen.find(b"gastroenterology"), Some(0));
         assert_eq!(sixteen.find(b"x\0"), None);
+        let many: Vec<String> = (0..500).map(|i| format!("{i:03}")).collect();
+        let many_codes = Codes::new(&many);
+        assert!(matches!(many_codes, Codes::Packed(_)));
+        for (i, code) in many.iter().enumerate() {
+            assert_eq!(many_codes.find(code.as_bytes()), Some(i as u32));
+        }
+        assert_eq!(many_codes.find(b"500"), None);
+        assert_eq!(many_codes.find(b"00"), None);
         let long = Codes::new(&["a-much-longer-code-than-15".into(), "x".into()]);
         assert!(matches!(long, Codes::Map(_)));
         assert_eq!(long.find(b"a-much-longer-code-than-15"), Some(0));
@@ -734,12 +844,67 @@ mod tests {
 
     #[test]
     fn integers() {
-        assert_eq!(parse_integer("-42"), Some(-42));
-        assert_eq!(parse_integer("9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_integer("-9223372036854775808"), None);
-        assert_eq!(parse_integer("9223372036854775808"), None);
-        assert_eq!(parse_integer("1.0"), None);
-        assert_eq!(parse_integer("-"), None);
+        assert_eq!(parse_integer(b"-42"), Some(-42));
+        assert_eq!(parse_integer(b"+7"), Some(7));
+        assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_integer(b"-9223372036854775807"), Some(i64::MIN + 1));
+        assert_eq!(parse_integer(b"-9223372036854775808"), None);
+        assert_eq!(parse_integer(b"9223372036854775808"), None);
+        assert_eq!(parse_integer(b"1.0"), None);
+        assert_eq!(parse_integer(b"-"), None);
+        assert_eq!(parse_integer(b"+-1"), None);
+        assert_eq!(parse_integer(b"1\xff"), None);
+        // The same answers as the standard library (bar the NULL sentinel).
+        for v in [
+            "0",
+            "007",
+            "-0",
+            "+",
+            "",
+            "12a",
+            "a12",
+            "--1",
+            " 1",
+            "1 ",
+            "99999999999999999999",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "+9223372036854775807",
+        ] {
+            let std = v.parse::<i64>().ok().filter(|n| *n != i64::MIN);
+            assert_eq!(parse_integer(v.as_bytes()), std, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn stored_bytes_are_the_encoded_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PseudonymKey::new(b"k");
+        let csv =
+            "pid,n,amount,day,sex,note\n A1 ,-3,+1.5,2025-01-02,F,h\u{e9}\nA1,,2,1970-01-01,M,\n";
+        let got = ingest(csv.as_bytes(), &schema(), &key, 1 << 20, dir.path()).unwrap();
+        let file = |name: &str| std::fs::read(got.dir().join(name)).unwrap();
+        let p = key.pseudonym(b"A1").to_le_bytes();
+        assert_eq!(file("c0.bin"), [p, p].concat());
+        assert_eq!(
+            file("c1.bin"),
+            [(-3i64).to_le_bytes(), i64::MIN.to_le_bytes()].concat()
+        );
+        assert_eq!(
+            file("c2.bin"),
+            [150i64.to_le_bytes(), 200i64.to_le_bytes()].concat()
+        );
+        assert_eq!(
+            file("c3.bin"),
+            [20090i32.to_le_bytes(), 0i32.to_le_bytes()].concat()
+        );
+        assert_eq!(
+            file("c4.bin"),
+            [1u32.to_le_bytes(), 0u32.to_le_bytes()].concat()
+        );
+        assert_eq!(file("c5.bin"), "hé".as_bytes());
+        let offsets: Vec<u8> = [0u64, 3, 3].iter().flat_map(|o| o.to_le_bytes()).collect();
+        assert_eq!(file("c5.off"), offsets);
     }
 
     #[test]

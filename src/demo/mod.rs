@@ -135,11 +135,13 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds the whole demo world once: accounts, the catalog's demo dataset, alpha's agreement
-/// in force on it, then alpha's demo jobs (one released, one waiting for approval).
+/// Seeds the whole demo world once: accounts, the catalog's demo dataset, the demo call and
+/// `beta`'s application, `alpha`'s agreement in force, then `alpha`'s demo jobs (one released,
+/// one waiting for approval).
 pub fn seed(state: &AppState) -> anyhow::Result<()> {
     seed_accounts(state)?;
     crate::catalog::demo::seed(state, "provider")?;
+    crate::admission::demo::seed(state)?;
     crate::agreements::demo::seed(state)?;
     crate::jobs::demo::seed(state)
 }

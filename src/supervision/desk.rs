@@ -37,7 +37,10 @@ pub type QueueSource =
     fn(&mut DbConnection, &Calendar, NaiveDate) -> QueryResult<Vec<QueueSection>>;
 
 /// Every domain's queues, in the order the desk shows them.
-pub const SOURCES: &[QueueSource] = &[crate::agreements::queues::sections];
+pub const SOURCES: &[QueueSource] = &[
+    crate::admission::queues,
+    crate::agreements::queues::sections,
+];
 
 /// Collects every queue, each sorted overdue first, then by deadline.
 pub fn collect(
@@ -45,8 +48,19 @@ pub fn collect(
     cal: &Calendar,
     today: NaiveDate,
 ) -> QueryResult<Vec<QueueSection>> {
+    collect_from(SOURCES, conn, cal, today)
+}
+
+/// Collects the queues of `sources`, each sorted overdue first, then by deadline (items
+/// without a deadline last).
+pub fn collect_from(
+    sources: &[QueueSource],
+    conn: &mut DbConnection,
+    cal: &Calendar,
+    today: NaiveDate,
+) -> QueryResult<Vec<QueueSection>> {
     let mut out = Vec::new();
-    for source in SOURCES {
+    for source in sources {
         for mut section in source(conn, cal, today)? {
             section
                 .items
@@ -60,4 +74,69 @@ pub fn collect(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::Connection as _;
+    use diesel::sqlite::SqliteConnection;
+
+    use super::*;
+
+    fn d(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
+    }
+
+    fn item(label: &str, due: Option<NaiveDate>, cal: &Calendar, today: NaiveDate) -> QueueItem {
+        QueueItem {
+            label: label.into(),
+            href: format!("/x/{label}"),
+            state_key: "test.state",
+            deadline: due.map(|due| cal.deadline(today, due)),
+        }
+    }
+
+    fn test_source(
+        _: &mut DbConnection,
+        cal: &Calendar,
+        today: NaiveDate,
+    ) -> QueryResult<Vec<QueueSection>> {
+        Ok(vec![
+            QueueSection {
+                title_key: "test.first",
+                items: vec![
+                    item("none", None, cal, today),
+                    item("later", Some(d(30)), cal, today),
+                    item("soon", Some(d(24)), cal, today),
+                    item("late", Some(d(20)), cal, today),
+                    item("later-still", Some(d(27)), cal, today),
+                    item("very-late", Some(d(13)), cal, today),
+                ],
+            },
+            QueueSection {
+                title_key: "test.empty",
+                items: vec![],
+            },
+        ])
+    }
+
+    #[test]
+    fn sections_keep_their_order_and_items_are_overdue_first_then_by_date() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        let cal = Calendar::default();
+        let sections = collect_from(&[test_source], &mut conn, &cal, d(23)).unwrap();
+        assert_eq!(
+            sections.iter().map(|s| s.title_key).collect::<Vec<_>>(),
+            ["test.first", "test.empty"]
+        );
+        let labels: Vec<_> = sections[0].items.iter().map(|i| i.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["very-late", "late", "soon", "later-still", "later", "none"]
+        );
+        let late = sections[0].items[1].deadline.unwrap();
+        assert!(late.overdue);
+        assert_eq!(late.days_left, -1, "Friday's deadline seen on Monday");
+        assert!(sections[1].items.is_empty());
+    }
 }

@@ -1,3 +1,7 @@
+DROP TABLE objections;
+DROP TABLE expert_assignments;
+DROP TABLE application_attachments;
+DROP TABLE application_events;
 DROP TABLE credit_records;
 DROP TABLE application_datasets;
 DROP TABLE applications;

@@ -1,0 +1,327 @@
+//! Evidence attachments: PDF, PNG or JPEG only (recognized by their first bytes, never by the
+//! name), at most [`MAX_FILE_BYTES`] each and [`MAX_FILES`] per application, stored under
+//! `<data_dir>/attachments/<application>/` (outside any web root) and served only to the
+//! applicant's organisation and the reviewers (regulator, assigned experts).
+
+use actix_multipart::Multipart;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, web};
+use diesel::prelude::*;
+use futures_util::TryStreamExt as _;
+use sha2::{Digest, Sha256};
+
+use super::applications::{Viewer, human_bytes, visible};
+use super::machine::ApplicationAction;
+use super::model::{self, EvidenceGroup};
+use crate::AppState;
+use crate::auth::{CurrentUser, Role};
+use crate::errors::AppError;
+use crate::schema::application_attachments;
+use crate::supervision::audit;
+use crate::web::{Page, db, redirect_with_flash};
+
+/// Largest attachment, in bytes (10 MiB).
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Most attachments per application.
+pub const MAX_FILES: usize = 20;
+/// Longest kept file name, in characters.
+const MAX_NAME: usize = 120;
+
+/// The content type and extension of an accepted file, from its first bytes.
+pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
+    if bytes.starts_with(b"%PDF-") {
+        Some(("application/pdf", "pdf"))
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(("image/png", "png"))
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(("image/jpeg", "jpg"))
+    } else {
+        None
+    }
+}
+
+/// A file name fit to show: no path, no control characters, at most [`MAX_NAME`] characters.
+pub fn clean_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME)
+        .collect();
+    if cleaned.trim().is_empty() {
+        "attachment".into()
+    } else {
+        cleaned
+    }
+}
+
+fn bad_form(_: actix_multipart::MultipartError) -> AppError {
+    AppError::bad_request("admission.err_upload_form")
+}
+
+async fn small_field(field: &mut actix_multipart::Field) -> Result<String, AppError> {
+    let mut v = Vec::new();
+    while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
+        if v.len() + chunk.len() > 256 {
+            return Err(AppError::bad_request("admission.err_upload_form"));
+        }
+        v.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Bytes of an oversize upload read and dropped so the client gets the 413 answer; past this
+/// the connection is closed instead.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads and drops the rest of an oversize upload, up to [`DRAIN_LIMIT`].
+async fn drain(payload: &mut Multipart, mut field: actix_multipart::Field) {
+    let mut read = 0u64;
+    while let Ok(Some(chunk)) = field.try_next().await {
+        read += chunk.len() as u64;
+        if read >= DRAIN_LIMIT {
+            return;
+        }
+    }
+    drop(field);
+    while let Ok(Some(mut f)) = payload.try_next().await {
+        while let Ok(Some(chunk)) = f.try_next().await {
+            read += chunk.len() as u64;
+            if read >= DRAIN_LIMIT {
+                return;
+            }
+        }
+    }
+}
+
+/// `POST /applications/{id}/attachments` (multipart: `csrf`, `group`, then `file`): adds an
+/// evidence file to an editable application of the user's organisation.
+pub async fn upload(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    mut payload: Multipart,
+) -> Result<HttpResponse, AppError> {
+    user.require(&[Role::Enterprise])?;
+    let id = path.into_inner();
+    let u = user.clone();
+    db(&state, move |conn| {
+        let (app, viewer) = visible(conn, &u, id)?;
+        if viewer != Viewer::Owner {
+            return Err(AppError::not_found());
+        }
+        app.state()
+            .apply(ApplicationAction::Save)
+            .map_err(super::conflict)?;
+        Ok(())
+    })
+    .await?;
+    let mut csrf_ok = false;
+    let mut group: Option<EvidenceGroup> = None;
+    let mut file: Option<(String, Vec<u8>)> = None;
+    while let Some(mut field) = payload.try_next().await.map_err(bad_form)? {
+        match field.name() {
+            Some("csrf") => {
+                page.check_csrf(&small_field(&mut field).await?)?;
+                csrf_ok = true;
+            }
+            Some("group") => {
+                group = EvidenceGroup::parse(small_field(&mut field).await?.trim());
+            }
+            Some("file") if csrf_ok && file.is_none() => {
+                let name = clean_name(
+                    field
+                        .content_disposition()
+                        .and_then(|cd| cd.get_filename())
+                        .unwrap_or(""),
+                );
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
+                    if (bytes.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
+                        drain(&mut payload, field).await;
+                        return Err(AppError::http(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "admission.err_file_too_large",
+                        )
+                        .arg("limit", human_bytes(MAX_FILE_BYTES)));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some((name, bytes));
+            }
+            Some("file") => return Err(AppError::http(StatusCode::FORBIDDEN, "common.error_csrf")),
+            _ => return Err(AppError::bad_request("admission.err_upload_form")),
+        }
+    }
+    if !csrf_ok {
+        return Err(AppError::http(StatusCode::FORBIDDEN, "common.error_csrf"));
+    }
+    let group = group.ok_or_else(|| AppError::invalid("admission.err_group"))?;
+    let (name, bytes) = file
+        .filter(|(_, b)| !b.is_empty())
+        .ok_or_else(|| AppError::invalid("admission.err_no_file"))?;
+    let (content_type, ext) =
+        sniff(&bytes).ok_or_else(|| AppError::invalid("admission.err_file_type"))?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let rel = format!("attachments/{id}/{}.{ext}", uuid::Uuid::new_v4().simple());
+    let full = state.config.data_dir.join(&rel);
+    let size = bytes.len() as i64;
+    let dir = full
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("attachment path has no parent")))?;
+    let written = full.clone();
+    web::block(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = written.with_extension("part");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &written)
+    })
+    .await??;
+    let u = user.clone();
+    let result = db(&state, move |conn| {
+        crate::db::write_transaction(conn, |conn| {
+            let (app, viewer) = visible(conn, &u, id)?;
+            if viewer != Viewer::Owner {
+                return Err(AppError::not_found());
+            }
+            app.state()
+                .apply(ApplicationAction::Save)
+                .map_err(super::conflict)?;
+            if model::attachments_of(conn, id)?.len() >= MAX_FILES {
+                return Err(AppError::invalid("admission.err_too_many_files")
+                    .arg("max", MAX_FILES));
+            }
+            let aid: i64 = diesel::insert_into(application_attachments::table)
+                .values((
+                    application_attachments::application_id.eq(id),
+                    application_attachments::evidence_group.eq(group.as_str()),
+                    application_attachments::file_name.eq(&name),
+                    application_attachments::content_type.eq(content_type),
+                    application_attachments::byte_count.eq(size),
+                    application_attachments::sha256.eq(&sha),
+                    application_attachments::storage_path.eq(&rel),
+                    application_attachments::uploaded_by.eq(u.id),
+                    application_attachments::created_at.eq(crate::db::now()),
+                ))
+                .returning(application_attachments::id)
+                .get_result(conn)?;
+            audit::record(
+                conn,
+                &u.actor(),
+                "application.attach",
+                "application",
+                &id.to_string(),
+                serde_json::json!({ "attachment_id": aid, "group": group.as_str(), "type": content_type, "bytes": size, "sha256": sha }),
+            )?;
+            Ok(())
+        })
+    })
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&full);
+    }
+    result?;
+    Ok(redirect_with_flash(
+        &format!("/applications/{id}#attachments"),
+        "ok",
+        "admission.flash_attached",
+    ))
+}
+
+/// `GET /applications/{id}/attachments/{aid}`: the file, for the applicant's organisation,
+/// the regulator and the experts assigned to the application (404 for anyone else).
+pub async fn download(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, aid) = path.into_inner();
+    let att = db(&state, move |conn| {
+        visible(conn, &user, id)?;
+        model::attachments_of(conn, id)?
+            .into_iter()
+            .find(|a| a.id == aid)
+            .ok_or_else(AppError::not_found)
+    })
+    .await?;
+    let full = state.config.data_dir.join(&att.storage_path);
+    let bytes = web::block(move || std::fs::read(full)).await??;
+    let ext = sniff(&bytes).map_or("bin", |(_, e)| e);
+    Ok(HttpResponse::Ok()
+        .content_type(att.content_type.as_str())
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"attachment-{aid}.{ext}\"; filename*=UTF-8''{}",
+                crate::web::url_encode(&att.file_name)
+            ),
+        ))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .body(bytes))
+}
+
+/// `POST /applications/{id}/attachments/{aid}/delete`: removes an attachment of an editable
+/// application.
+pub async fn delete(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    user.require(&[Role::Enterprise])?;
+    page.check_csrf(&super::forms::Pairs(form.into_inner()).get("csrf"))?;
+    let (id, aid) = path.into_inner();
+    let rel = db(&state, move |conn| {
+        crate::db::write_transaction(conn, |conn| {
+            let (app, viewer) = visible(conn, &user, id)?;
+            if viewer != Viewer::Owner {
+                return Err(AppError::not_found());
+            }
+            app.state()
+                .apply(ApplicationAction::Save)
+                .map_err(super::conflict)?;
+            let att = model::attachments_of(conn, id)?
+                .into_iter()
+                .find(|a| a.id == aid)
+                .ok_or_else(AppError::not_found)?;
+            diesel::delete(application_attachments::table.find(aid)).execute(conn)?;
+            audit::record(
+                conn,
+                &user.actor(),
+                "application.detach",
+                "application",
+                &id.to_string(),
+                serde_json::json!({ "attachment_id": aid, "sha256": att.sha256 }),
+            )?;
+            Ok(att.storage_path)
+        })
+    })
+    .await?;
+    let _ = std::fs::remove_file(state.config.data_dir.join(rel));
+    Ok(redirect_with_flash(
+        &format!("/applications/{id}#attachments"),
+        "ok",
+        "admission.flash_detached",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_content() {
+        assert_eq!(
+            sniff(b"%PDF-1.7\n...").map(|t| t.0),
+            Some("application/pdf")
+        );
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n....").map(|t| t.1), Some("png"));
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).map(|t| t.1), Some("jpg"));
+        assert_eq!(sniff(b"just text pretending to be a pdf"), None);
+        assert_eq!(clean_name("..\\..\\a/b/证明.pdf"), "证明.pdf");
+        assert_eq!(clean_name(""), "attachment");
+    }
+}

@@ -1,0 +1,517 @@
+//! Public notice (公开结果): approved applications are listed publicly for the notice period;
+//! anyone may file an objection (with an arithmetic check signed by the server, length limits
+//! and a per-address rate limit); the regulator dismisses or upholds each objection within
+//! `objection_days` working days.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use hmac::{Hmac, Mac};
+use rand::Rng as _;
+use sha2::Sha256;
+
+use super::applications::{DeadlineView, deadline_view};
+use super::forms::{self, Pairs};
+use super::machine::{ApplicationAction, ApplicationState, ObjectionAction, ObjectionState};
+use super::model::{self, Application};
+use super::{admit_if_due, conflict, notice, require_regulator, transition};
+use crate::AppState;
+use crate::auth::CurrentUser;
+use crate::calendar::Calendar;
+use crate::errors::AppError;
+use crate::mail;
+use crate::schema::objections;
+use crate::supervision::audit::{self, Actor};
+use crate::web::{Page, db, redirect_with_flash, render, render_status};
+
+/// Longest objector name, in characters.
+pub const MAX_NAME: usize = 100;
+/// Longest contact, in characters.
+pub const MAX_CONTACT: usize = 200;
+/// Longest grounds, in characters.
+pub const MAX_GROUNDS: usize = 5_000;
+/// Objections one address may file per hour.
+pub const MAX_PER_HOUR: i64 = 5;
+/// How long an arithmetic check stays valid, in seconds.
+pub const CHECK_TTL_SECS: i64 = 3600;
+
+/// An application on the public notice page.
+#[derive(Debug, Clone)]
+pub struct NoticeView {
+    /// Application id.
+    pub id: i64,
+    /// Organisation.
+    pub org: String,
+    /// Unified social credit code.
+    pub credit_code: String,
+    /// Call title.
+    pub call: String,
+    /// Dataset titles.
+    pub datasets: Vec<String>,
+    /// Scenario.
+    pub scenario: String,
+    /// Last day of the notice.
+    pub ends: Option<DeadlineView>,
+    /// Whether objections are taken today.
+    pub running: bool,
+}
+
+fn notice_view(
+    conn: &mut crate::db::DbConnection,
+    page: &Page,
+    cal: &Calendar,
+    today: chrono::NaiveDate,
+    a: &Application,
+) -> Result<NoticeView, AppError> {
+    let call = model::find_call(conn, a.call_id)?
+        .map(|c| c.title(page.lang).to_owned())
+        .unwrap_or_default();
+    let datasets = model::requested_datasets(conn, a.id)?
+        .iter()
+        .map(|(d, _)| d.title(page.lang).to_owned())
+        .collect();
+    let running =
+        a.state() == ApplicationState::Notice && a.notice_ends_on.is_some_and(|d| today <= d);
+    Ok(NoticeView {
+        id: a.id,
+        org: a.org_name.clone(),
+        credit_code: a.credit_code.clone(),
+        call,
+        datasets,
+        scenario: a.scenario.clone(),
+        ends: a
+            .notice_ends_on
+            .filter(|_| running)
+            .map(|d| deadline_view(page, cal.deadline(today, d))),
+        running,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admission/notices.html")]
+struct NoticesPage {
+    page: Page,
+    running: Vec<NoticeView>,
+    admitted: Vec<NoticeView>,
+}
+crate::impl_page!(NoticesPage);
+
+/// `GET /notices`: applications under public notice, and the admitted operators.
+pub async fn list(page: Page, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let today = state.clock.today();
+    let p = page.clone();
+    let (running, admitted) = db(&state, move |conn| {
+        let cal = Calendar::load(conn)?;
+        let mut running = Vec::new();
+        for a in model::applications_in(conn, &[ApplicationState::Notice])? {
+            running.push(notice_view(conn, &p, &cal, today, &a)?);
+        }
+        let mut admitted = Vec::new();
+        for a in model::applications_in(conn, &[ApplicationState::Admitted])? {
+            admitted.push(notice_view(conn, &p, &cal, today, &a)?);
+        }
+        Ok((running, admitted))
+    })
+    .await?;
+    render(&NoticesPage {
+        page,
+        running,
+        admitted,
+    })
+}
+
+/// A signed arithmetic check: the question shown and the token posted back.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// "3 + 4".
+    pub question: String,
+    /// `expires.nonce.mac` where mac = HMAC(key, "objection|expires|nonce|answer").
+    pub token: String,
+}
+
+fn check_mac(key: &[u8], expires: i64, nonce: &str, answer: i64) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key");
+    mac.update(format!("objection|{expires}|{nonce}|{answer}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A new check valid for [`CHECK_TTL_SECS`] from `now`.
+pub fn new_check(key: &[u8], now: NaiveDateTime) -> Check {
+    let mut rng = rand::rng();
+    let a: i64 = rng.random_range(1..=9);
+    let b: i64 = rng.random_range(1..=9);
+    let nonce = format!("{:016x}", rng.random::<u64>());
+    let expires = now.and_utc().timestamp() + CHECK_TTL_SECS;
+    Check {
+        question: format!("{a} + {b}"),
+        token: format!(
+            "{expires}.{nonce}.{}",
+            check_mac(key, expires, &nonce, a + b)
+        ),
+    }
+}
+
+/// Whether `answer` answers the check `token` and the token has not expired.
+pub fn verify_check(key: &[u8], now: NaiveDateTime, token: &str, answer: &str) -> bool {
+    let mut parts = token.splitn(3, '.');
+    let (Some(exp), Some(nonce), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(exp), Ok(answer)) = (exp.parse::<i64>(), answer.trim().parse::<i64>()) else {
+        return false;
+    };
+    exp >= now.and_utc().timestamp()
+        && nonce.len() <= 32
+        && crate::auth::constant_time_eq(&check_mac(key, exp, nonce, answer), mac)
+}
+
+/// The objection form as typed.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectionForm {
+    /// Name.
+    pub name: String,
+    /// Contact.
+    pub contact: String,
+    /// Grounds.
+    pub grounds: String,
+}
+
+#[derive(Template)]
+#[template(path = "admission/notice.html")]
+struct NoticePage {
+    page: Page,
+    item: NoticeView,
+    check: Check,
+    form: ObjectionForm,
+    error: Option<String>,
+}
+crate::impl_page!(NoticePage);
+
+async fn notice_page(
+    state: &AppState,
+    page: Page,
+    id: i64,
+    form: ObjectionForm,
+    error: Option<String>,
+) -> Result<NoticePage, AppError> {
+    let today = state.clock.today();
+    let p = page.clone();
+    let item = db(state, move |conn| {
+        let a = model::find_application(conn, id)?
+            .filter(|a| {
+                matches!(
+                    a.state(),
+                    ApplicationState::Notice | ApplicationState::Admitted
+                )
+            })
+            .ok_or_else(AppError::not_found)?;
+        let cal = Calendar::load(conn)?;
+        notice_view(conn, &p, &cal, today, &a)
+    })
+    .await?;
+    Ok(NoticePage {
+        page,
+        item,
+        check: new_check(&state.secrets.session_key, state.clock.now()),
+        form,
+        error,
+    })
+}
+
+/// `GET /notices/{id}`: one application under notice, with the objection form.
+pub async fn show(
+    page: Page,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    render(
+        &notice_page(
+            &state,
+            page,
+            path.into_inner(),
+            ObjectionForm::default(),
+            None,
+        )
+        .await?,
+    )
+}
+
+/// Whether a contact looks like an email address.
+pub fn looks_like_email(s: &str) -> bool {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.contains(char::is_whitespace)
+                && s.matches('@').count() == 1
+        }
+        None => false,
+    }
+}
+
+/// `POST /notices/{id}/objections` (`name`, `contact`, `grounds`, `check`, `answer`): files an
+/// objection while the notice runs; the regulators are emailed.
+pub async fn object(
+    req: HttpRequest,
+    page: Page,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let pairs = Pairs(form.into_inner());
+    page.check_csrf(&pairs.get("csrf"))?;
+    let form = ObjectionForm {
+        name: pairs.get("name"),
+        contact: pairs.get("contact"),
+        grounds: pairs.get("grounds"),
+    };
+    let refuse = |key: &str| page.t(key).to_owned();
+    let problem = if !verify_check(
+        &state.secrets.session_key,
+        state.clock.now(),
+        &pairs.get("check"),
+        &pairs.get("answer"),
+    ) {
+        Some(refuse("admission.err_check"))
+    } else if form.name.trim().is_empty()
+        || form.contact.trim().is_empty()
+        || form.grounds.trim().is_empty()
+    {
+        Some(refuse("admission.err_objection_fields"))
+    } else if form.name.chars().count() > MAX_NAME
+        || form.contact.chars().count() > MAX_CONTACT
+        || form.grounds.chars().count() > MAX_GROUNDS
+    {
+        Some(refuse("admission.err_objection_long"))
+    } else {
+        None
+    };
+    if let Some(msg) = problem {
+        let p = notice_page(&state, page, id, form, Some(msg)).await?;
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
+    }
+    let addr = crate::auth::source_addr(&req);
+    let today = state.clock.today();
+    let now = state.clock.now();
+    let days = state.config.objection_days;
+    let f = form.clone();
+    db(&state, move |conn| {
+        crate::db::write_transaction(conn, |conn| {
+            let app = model::find_application(conn, id)?
+                .filter(|a| {
+                    matches!(
+                        a.state(),
+                        ApplicationState::Notice | ApplicationState::Admitted
+                    )
+                })
+                .ok_or_else(AppError::not_found)?;
+            if app.state() != ApplicationState::Notice
+                || app.notice_ends_on.is_none_or(|d| today > d)
+            {
+                return Err(AppError::conflict("admission.err_notice_over"));
+            }
+            let recent: i64 = objections::table
+                .filter(objections::source_addr.eq(&addr))
+                .filter(objections::filed_at.gt(now - chrono::Duration::hours(1)))
+                .count()
+                .get_result(conn)?;
+            if recent >= MAX_PER_HOUR {
+                return Err(AppError::http(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "admission.err_rate",
+                ));
+            }
+            let due = Calendar::load(conn)?.add_working_days(today, days);
+            let oid: i64 = diesel::insert_into(objections::table)
+                .values((
+                    objections::application_id.eq(id),
+                    objections::name.eq(f.name.trim()),
+                    objections::contact.eq(f.contact.trim()),
+                    objections::grounds.eq(f.grounds.trim()),
+                    objections::state.eq(ObjectionState::Pending.as_str()),
+                    objections::source_addr.eq(&addr),
+                    objections::filed_at.eq(now),
+                    objections::due_on.eq(due),
+                ))
+                .returning(objections::id)
+                .get_result(conn)?;
+            audit::record(
+                conn,
+                &Actor::anonymous(f.name.trim(), &addr),
+                "objection.file",
+                "objection",
+                &oid.to_string(),
+                serde_json::json!({ "application_id": id, "due_on": due.to_string() }),
+            )?;
+            let args = [
+                ("id", id.to_string()),
+                ("org", app.org_name.clone()),
+                ("due", due.to_string()),
+            ];
+            super::to_regulators(conn, &notice("admission.mail.objection_filed", &args, id))?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/notices/{id}"),
+        "ok",
+        "admission.flash_objection_filed",
+    ))
+}
+
+/// `POST /admission/objections/{id}/{dismiss|uphold}` (`reasons`, required): decides an
+/// objection. Upholding sends the application back to review; dismissing the last pending
+/// objection after the notice period admits the applicant at once.
+pub async fn decide(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    require_regulator(&user)?;
+    let (oid, segment) = path.into_inner();
+    let action = match segment.as_str() {
+        "dismiss" => ObjectionAction::Dismiss,
+        "uphold" => ObjectionAction::Uphold,
+        _ => return Err(AppError::not_found()),
+    };
+    let pairs = Pairs(form.into_inner());
+    page.check_csrf(&pairs.get("csrf"))?;
+    let today = state.clock.today();
+    let review_days = state.config.review_days;
+    let u = user.clone();
+    let outcome = db(&state, move |conn| {
+        crate::db::write_transaction(conn, |conn| {
+            let o = objections::table
+                .find(oid)
+                .select(model::Objection::as_select())
+                .first(conn)
+                .optional()?
+                .ok_or_else(AppError::not_found)?;
+            let from = ObjectionState::parse(&o.state).unwrap_or(ObjectionState::Dismissed);
+            let to = from.apply(action).map_err(conflict)?;
+            let app = model::find_application(conn, o.application_id)?.ok_or_else(AppError::not_found)?;
+            if action == ObjectionAction::Uphold {
+                app.state()
+                    .apply(ApplicationAction::UpholdObjection)
+                    .map_err(conflict)?;
+            }
+            let reasons = match forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required") {
+                Ok(r) => r,
+                Err(k) => return Ok(Err((o.application_id, k))),
+            };
+            diesel::update(
+                objections::table
+                    .find(oid)
+                    .filter(objections::state.eq(from.as_str())),
+            )
+            .set((
+                objections::state.eq(to.as_str()),
+                objections::decided_by.eq(u.id),
+                objections::decided_at.eq(crate::db::now()),
+                objections::reasons.eq(&reasons),
+            ))
+            .execute(conn)?;
+            audit::record(
+                conn,
+                &u.actor(),
+                &format!("objection.{segment}"),
+                "objection",
+                &oid.to_string(),
+                serde_json::json!({ "application_id": app.id, "from": from.as_str(), "to": to.as_str() }),
+            )?;
+            if action == ObjectionAction::Uphold {
+                transition(conn, &u.actor(), &app, ApplicationAction::UpholdObjection, &reasons)?;
+                let due = Calendar::load(conn)?.add_working_days(today, review_days);
+                diesel::update(crate::schema::applications::table.find(app.id))
+                    .set((
+                        crate::schema::applications::review_due_on.eq(due),
+                        crate::schema::applications::notice_ends_on.eq(None::<chrono::NaiveDate>),
+                    ))
+                    .execute(conn)?;
+            }
+            let outcome_key = match action {
+                ObjectionAction::Dismiss => "admission.objection_dismissed",
+                ObjectionAction::Uphold => "admission.objection_upheld",
+            };
+            let args = [
+                ("id", app.id.to_string()),
+                ("org", app.org_name.clone()),
+                ("outcome_zh", crate::i18n::t(crate::i18n::Lang::Zh, outcome_key).to_owned()),
+                ("outcome_en", crate::i18n::t(crate::i18n::Lang::En, outcome_key).to_owned()),
+                ("reasons", reasons.clone()),
+            ];
+            let n = notice("admission.mail.objection_decided", &args, app.id);
+            if looks_like_email(&o.contact) {
+                mail::to_addr(conn, o.contact.trim(), &n)?;
+            }
+            mail::to_org(conn, app.org_id, &n)?;
+            if action == ObjectionAction::Dismiss
+                && let Some(a) = model::find_application(conn, app.id)?
+            {
+                admit_if_due(conn, today, &a)?;
+            }
+            Ok(Ok(app.id))
+        })
+    })
+    .await?;
+    match outcome {
+        Ok(app_id) => Ok(redirect_with_flash(
+            &format!("/applications/{app_id}#objections"),
+            "ok",
+            "admission.flash_objection_decided",
+        )),
+        Err((app_id, key)) => {
+            let msg = page.t(key).to_owned();
+            let p = super::applications::build_page(
+                &state,
+                page,
+                &user,
+                app_id,
+                None,
+                Some(msg),
+                Vec::new(),
+            )
+            .await?;
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_check_is_signed_and_expires() {
+        let key = b"k";
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let c = new_check(key, now);
+        let (a, b) = c.question.split_once(" + ").unwrap();
+        let answer = a.parse::<i64>().unwrap() + b.parse::<i64>().unwrap();
+        assert!(verify_check(key, now, &c.token, &answer.to_string()));
+        assert!(!verify_check(key, now, &c.token, &(answer + 1).to_string()));
+        assert!(!verify_check(b"other", now, &c.token, &answer.to_string()));
+        let later = now + chrono::Duration::seconds(CHECK_TTL_SECS + 1);
+        assert!(!verify_check(key, later, &c.token, &answer.to_string()));
+        assert!(!verify_check(key, now, "garbage", "1"));
+    }
+
+    #[test]
+    fn email_like_contacts() {
+        assert!(looks_like_email("a@b.cn"));
+        assert!(!looks_like_email("0571-123"));
+        assert!(!looks_like_email("a@b"));
+        assert!(!looks_like_email("a b@c.cn"));
+    }
+}
