@@ -309,6 +309,46 @@ pub fn redirect(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// Whether a form value is longer than `max` characters (not bytes: Chinese text counts one
+/// per character).
+pub fn too_long(s: &str, max: usize) -> bool {
+    s.chars().count() > max
+}
+
+/// Bytes of an oversize upload read and dropped so the client gets the 413 answer; past this
+/// the connection is closed instead.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads and drops the rest of an oversize multipart upload (`read` bytes of it already
+/// consumed), up to 64 MiB, so the client sees the 413 answer rather than a reset.
+pub async fn drain_upload(
+    payload: &mut actix_multipart::Multipart,
+    mut field: actix_multipart::Field,
+    mut read: u64,
+) {
+    use futures_util::TryStreamExt as _;
+    while read < DRAIN_LIMIT {
+        match field.try_next().await {
+            Ok(Some(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    drop(field);
+    while read < DRAIN_LIMIT {
+        match payload.try_next().await {
+            Ok(Some(mut f)) => {
+                while let Ok(Some(chunk)) = f.try_next().await {
+                    read += chunk.len() as u64;
+                    if read >= DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+}
+
 /// A 303 redirect carrying a flash message (`kind` is `ok` or `error`, `key` a message key).
 pub fn redirect_with_flash(location: &str, kind: &str, key: &str) -> HttpResponse {
     let mut res = redirect(location);

@@ -70,30 +70,6 @@ async fn small_field(field: &mut actix_multipart::Field) -> Result<String, AppEr
     Ok(String::from_utf8_lossy(&v).into_owned())
 }
 
-/// Bytes of an oversize upload read and dropped so the client gets the 413 answer; past this
-/// the connection is closed instead.
-const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// Reads and drops the rest of an oversize upload, up to [`DRAIN_LIMIT`].
-async fn drain(payload: &mut Multipart, mut field: actix_multipart::Field) {
-    let mut read = 0u64;
-    while let Ok(Some(chunk)) = field.try_next().await {
-        read += chunk.len() as u64;
-        if read >= DRAIN_LIMIT {
-            return;
-        }
-    }
-    drop(field);
-    while let Ok(Some(mut f)) = payload.try_next().await {
-        while let Ok(Some(chunk)) = f.try_next().await {
-            read += chunk.len() as u64;
-            if read >= DRAIN_LIMIT {
-                return;
-            }
-        }
-    }
-}
-
 /// `POST /applications/{id}/attachments` (multipart: `csrf`, `group`, then `file`): adds an
 /// evidence file to an editable application of the user's organisation.
 pub async fn upload(
@@ -139,7 +115,7 @@ pub async fn upload(
                 let mut bytes = Vec::new();
                 while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
                     if (bytes.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
-                        drain(&mut payload, field).await;
+                        crate::web::drain_upload(&mut payload, field, 0).await;
                         return Err(AppError::http(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "admission.err_file_too_large",

@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 
 use super::model::{Application, Call, CallFields, EvidenceGroup};
 use crate::catalog::model::Category;
+use crate::web::too_long;
 
 /// Longest title, in characters.
 pub const MAX_TITLE: usize = 200;
@@ -48,10 +49,6 @@ impl Pairs {
     pub fn has(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| k == key)
     }
-}
-
-fn too_long(s: &str, max: usize) -> bool {
-    s.chars().count() > max
 }
 
 /// The call form as typed.

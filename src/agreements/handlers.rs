@@ -608,12 +608,7 @@ pub async fn decide_request(
         "refuse" => RequestAction::Refuse,
         _ => return Err(AppError::invalid("agreements.err.decision")),
     };
-    let note_text = form
-        .note
-        .trim()
-        .chars()
-        .take(ops::MAX_NOTE)
-        .collect::<String>();
+    let note_text = ops::optional_note(&form.note);
     if action == RequestAction::Refuse && note_text.is_empty() {
         return Err(AppError::invalid("agreements.err.refusal_reason"));
     }
@@ -687,12 +682,7 @@ pub async fn decide_rectification(
         "terminate" => RectDecision::TerminateUnanswered,
         _ => return Err(AppError::invalid("agreements.err.decision")),
     };
-    let note_text = form
-        .note
-        .trim()
-        .chars()
-        .take(ops::MAX_NOTE)
-        .collect::<String>();
+    let note_text = ops::optional_note(&form.note);
     let (now, today) = (state.clock.now(), state.clock.today());
     db(&state, move |conn| {
         ops::decide_rectification(conn, &user, id, rid, decision, &note_text, (now, today))

@@ -37,7 +37,7 @@ pub const MAX_NOTE: usize = 4000;
 /// "Now" for stored timestamps: the platform clock truncated to microseconds (what both
 /// backends store exactly, so the canonical text reads back identically).
 pub fn stamp(now: NaiveDateTime) -> NaiveDateTime {
-    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+    db::to_micros(now)
 }
 
 fn refuse(r: Refusal) -> AppError {
@@ -58,6 +58,11 @@ pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
     } else {
         Ok(t.to_owned())
     }
+}
+
+/// An optional note (a decision's remark): trimmed and cut at [`MAX_NOTE`] characters.
+pub fn optional_note(text: &str) -> String {
+    text.trim().chars().take(MAX_NOTE).collect()
 }
 
 fn load(conn: &mut DbConnection, id: i64) -> Result<Agreement, AppError> {

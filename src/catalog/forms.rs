@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+use crate::web::too_long;
+
 use super::model::{
     Category, CodeLabel, ColType, Column, ColumnFields, Dataset, DatasetFields, GRADES, OpenType,
     Role, SharingType, UpdateFrequency,
@@ -49,10 +51,6 @@ pub struct DatasetForm {
     pub source: String,
     /// Contact.
     pub contact: String,
-}
-
-fn too_long(s: &str, max: usize) -> bool {
-    s.chars().count() > max
 }
 
 impl DatasetForm {

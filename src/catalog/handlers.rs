@@ -1268,10 +1268,6 @@ fn bad_multipart(_: actix_multipart::MultipartError) -> AppError {
     AppError::bad_request("catalog.err_upload_form")
 }
 
-/// Bytes of an oversize upload read and dropped so the client gets the 413 answer; past this
-/// the connection is closed instead.
-const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-
 /// `POST /provider/datasets/{id}/versions` (multipart: `csrf`, then `file`): streams the CSV
 /// to disk within the size limit, ingests it, and either records a new version or shows the
 /// refusal with the rows in error.
@@ -1314,7 +1310,7 @@ pub async fn upload_version(
                 while let Some(chunk) = field.try_next().await.map_err(bad_multipart)? {
                     written += chunk.len() as u64;
                     if written > limit {
-                        drain(&mut payload, field, written).await;
+                        crate::web::drain_upload(&mut payload, field, written).await;
                         return Err(AppError::http(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "catalog.err_upload_too_large",
@@ -1383,30 +1379,6 @@ pub async fn upload_version(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &manage_page(&req, page, data, new_column_form(), None, Some(&refused))?,
             )
-        }
-    }
-}
-
-/// Reads and drops the rest of an oversize upload, up to [`DRAIN_LIMIT`].
-async fn drain(payload: &mut Multipart, mut field: actix_multipart::Field, mut read: u64) {
-    while read < DRAIN_LIMIT {
-        match field.try_next().await {
-            Ok(Some(chunk)) => read += chunk.len() as u64,
-            _ => break,
-        }
-    }
-    drop(field);
-    while read < DRAIN_LIMIT {
-        match payload.try_next().await {
-            Ok(Some(mut f)) => {
-                while let Ok(Some(chunk)) = f.try_next().await {
-                    read += chunk.len() as u64;
-                    if read >= DRAIN_LIMIT {
-                        break;
-                    }
-                }
-            }
-            _ => break,
         }
     }
 }

@@ -224,7 +224,11 @@ where
 
 /// The current UTC time truncated to microseconds (what both backends store exactly).
 pub fn now() -> chrono::NaiveDateTime {
-    let t = chrono::Utc::now().naive_utc();
+    to_micros(chrono::Utc::now().naive_utc())
+}
+
+/// A time truncated to microseconds, so it reads back from either backend unchanged.
+pub fn to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
     chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1)).unwrap_or(t)
 }
 
