@@ -309,6 +309,11 @@ pub fn redirect(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// A stored (UTC) timestamp as pages show it: `2026-11-23 13:44:29`.
+pub fn fmt_datetime(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 /// Whether a form value is longer than `max` characters (not bytes: Chinese text counts one
 /// per character).
 pub fn too_long(s: &str, max: usize) -> bool {

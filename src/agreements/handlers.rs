@@ -962,7 +962,7 @@ pub async fn show(
     let history = history
         .into_iter()
         .map(|e| EventView {
-            at: e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            at: crate::web::fmt_datetime(e.at),
             actor: e.actor_name,
             action_key: format!(
                 "agreements.event.{}",

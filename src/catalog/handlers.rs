@@ -284,7 +284,7 @@ fn version_view(v: &Version, by: String) -> VersionView {
         size: human_bytes(v.byte_count.max(0) as u64),
         sha256: v.sha256.clone(),
         uploaded_by: by,
-        created_at: v.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        created_at: crate::web::fmt_datetime(v.created_at),
     }
 }
 

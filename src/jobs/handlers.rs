@@ -31,10 +31,6 @@ const MAX_PURPOSE_BYTES: usize = 16 * 1024;
 /// Most `dataset.<name>` fields in one submission.
 const MAX_BINDINGS: usize = 32;
 
-fn fmt_ts(t: chrono::NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 /// Whether `user` may see run `j`.
 fn may_view(user: &CurrentUser, j: &Job) -> bool {
     super::sees_all(user) || user.org_id == j.org_id
@@ -85,7 +81,7 @@ fn row_view(r: model::JobRow) -> RowView {
         id: r.job.id,
         percent: r.job.percent(),
         state: r.job.st(),
-        created_at: fmt_ts(r.job.created_at),
+        created_at: crate::web::fmt_datetime(r.job.created_at),
         short_hash: r.module_sha256.chars().take(12).collect(),
         name: r.name,
         org_name: r.org_name,
@@ -571,9 +567,9 @@ pub async fn show(
             json_sha256: r.json_sha256,
             json_signature: r.json_signature,
             public_key: r.public_key,
-            released_at: fmt_ts(r.released_at),
+            released_at: crate::web::fmt_datetime(r.released_at),
         }),
-        usage: usage.map(|(b, t)| (b, fmt_ts(t))),
+        usage: usage.map(|(b, t)| (b, crate::web::fmt_datetime(t))),
         meters,
         job,
     })

@@ -65,27 +65,25 @@ impl OutboxRow {
 
     /// When it was queued (UTC).
     pub fn created(&self) -> String {
-        fmt_time(&self.created_at)
+        crate::web::fmt_datetime(self.created_at)
     }
 
     /// When the next attempt is due (UTC).
     pub fn next_attempt(&self) -> String {
-        fmt_time(&self.next_attempt_at)
+        crate::web::fmt_datetime(self.next_attempt_at)
     }
 
     /// When it was delivered (UTC), or nothing.
     pub fn sent(&self) -> String {
-        self.sent_at.as_ref().map(fmt_time).unwrap_or_default()
+        self.sent_at
+            .map(crate::web::fmt_datetime)
+            .unwrap_or_default()
     }
 
     /// Whether the retry button applies.
     pub fn can_retry(&self) -> bool {
         MailState::parse(&self.state).is_some_and(|s| s.apply(MailAction::Retry).is_ok())
     }
-}
-
-fn fmt_time(t: &NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The outbox filter.
