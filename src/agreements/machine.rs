@@ -130,6 +130,21 @@ impl AgreementState {
 /// The stored codes of the running states (for queries).
 pub const RUNNING: [&str; 2] = ["in_force", "rectification"];
 
+/// The predicate "`agreements.state` is one of [`RUNNING`]".
+pub type StateRunning = diesel::dsl::Or<
+    diesel::dsl::Eq<crate::schema::agreements::state, &'static str>,
+    diesel::dsl::Eq<crate::schema::agreements::state, &'static str>,
+>;
+
+/// "`agreements.state` is one of [`RUNNING`]" as two equalities rather than `IN (…)`: diesel
+/// keeps a statement with a fixed shape prepared, while one with a bound list is prepared
+/// again on every call (the checks on the job path run it several times per run).
+pub fn state_running() -> StateRunning {
+    use diesel::{BoolExpressionMethods as _, ExpressionMethods as _};
+    let state = crate::schema::agreements::state;
+    state.eq(RUNNING[0]).or(state.eq(RUNNING[1]))
+}
+
 /// What can happen to an agreement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgreementAction {

@@ -69,7 +69,7 @@ pub fn in_force_for(
         .inner_join(agreement_datasets::table)
         .filter(agreements::operator_org_id.eq(org_id))
         .filter(agreement_datasets::dataset_id.eq(dataset_id))
-        .filter(agreements::state.eq_any(machine::RUNNING))
+        .filter(machine::state_running())
         .filter(agreements::starts_on.le(today))
         .filter(agreements::ends_on.ge(today))
         .order(agreements::id.desc())

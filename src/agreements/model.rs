@@ -23,7 +23,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
-use super::machine::{AgreementState, RUNNING};
+use super::machine::AgreementState;
 use crate::db::DbConnection;
 use crate::schema::{
     agreement_datasets, agreement_exits, agreement_signatures, agreements, rectifications,
@@ -468,7 +468,7 @@ pub fn org_has_running(conn: &mut DbConnection, org_id: i64, except: i64) -> Que
     let n: i64 = agreements::table
         .filter(agreements::operator_org_id.eq(org_id))
         .filter(agreements::id.ne(except))
-        .filter(agreements::state.eq_any(RUNNING))
+        .filter(super::machine::state_running())
         .count()
         .get_result(conn)?;
     Ok(n > 0)

@@ -186,7 +186,7 @@ pub fn sections(
 pub fn expire(conn: &mut DbConnection, now: NaiveDateTime, today: NaiveDate) -> anyhow::Result<()> {
     let now = ops::stamp(now);
     let rows = agreements::table
-        .filter(agreements::state.eq_any(RUNNING))
+        .filter(super::machine::state_running())
         .filter(agreements::ends_on.le(today + Duration::days(EXPIRY_WARNING_DAYS)))
         .filter(
             agreements::expiry_warned_at

@@ -82,11 +82,11 @@ pub(crate) fn submit_demo(
         state.clock.now(),
     )?
     .map_err(|p| anyhow::anyhow!("demo job refused: {p:?}"))?;
-    let path = model::module_path(&state.config.data_dir, &checked.module_sha256);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&path, module)?;
+    model::store_module(
+        &state.config.data_dir,
+        &checked.module_sha256,
+        module.as_bytes(),
+    )?;
     ops::submit(
         conn,
         alpha,

@@ -296,15 +296,7 @@ async fn do_submit(
             Ok(c) => c,
             Err(problems) => return Ok(Err(problems)),
         };
-        let path = model::module_path(&st.config.data_dir, &checked.module_sha256);
-        if !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&tmp, &sub.module)?;
-            std::fs::rename(&tmp, &path)?;
-        }
+        model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
         ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now()).map(Ok)
     })
     .await

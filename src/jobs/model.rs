@@ -206,6 +206,21 @@ pub fn module_path(data_dir: &Path, sha256: &str) -> PathBuf {
     data_dir.join("modules").join(format!("{sha256}.wasm"))
 }
 
+/// Stores a checked module under its hash (once: a module already stored is left as it is;
+/// written to a temporary name and renamed, so a reader never sees half a file).
+pub fn store_module(data_dir: &Path, sha256: &str, wasm: &[u8]) -> std::io::Result<()> {
+    let path = module_path(data_dir, sha256);
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, wasm)?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// Loads a computation.
 pub fn computation(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Computation>> {
     computations::table

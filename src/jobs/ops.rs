@@ -833,7 +833,7 @@ pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<
     use crate::schema::{agreement_datasets, agreements};
     let mut q = agreements::table
         .inner_join(agreement_datasets::table)
-        .filter(agreements::state.eq_any(agr::machine::RUNNING))
+        .filter(agr::machine::state_running())
         .select((
             agreements::id,
             agreements::operator_org_id,

@@ -99,7 +99,7 @@ pub fn datasets_in_force(
     agreements::table
         .inner_join(agreement_datasets::table)
         .filter(agreements::operator_org_id.eq(org_id))
-        .filter(agreements::state.eq_any(agr::machine::RUNNING))
+        .filter(agr::machine::state_running())
         .filter(agreements::starts_on.le(today))
         .filter(agreements::ends_on.ge(today))
         .select((
