@@ -414,6 +414,74 @@ fn failed_logins_are_throttled_per_address() {
 }
 
 #[test]
+fn two_servers_on_one_database_share_the_failed_login_count() {
+    let first = TestApp::builder().demo().start();
+    let url = first.database_url.clone();
+    let second = TestApp::builder()
+        .config(move |c| c.database_url = url)
+        .start();
+    let (c1, c2) = (first.client(), second.client());
+    for _ in 0..3 {
+        assert_eq!(
+            first
+                .login(&c1, "alpha", "wrong-password")
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            second
+                .login(&c2, "alpha", "wrong-password")
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    let r = second.login(&c2, "alpha", DEMO_PASSWORD);
+    assert_eq!(
+        r.status().as_u16(),
+        429,
+        "five failures on two servers lock"
+    );
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("登录失败次数过多，请约 15 分钟后再试。")
+    );
+    assert_eq!(
+        first.login(&c1, "alpha", DEMO_PASSWORD).status().as_u16(),
+        429
+    );
+    let api = second
+        .client()
+        .post(second.url("/api/v1/tokens"))
+        .json(&serde_json::json!({ "username": "alpha", "password": DEMO_PASSWORD }))
+        .send()
+        .unwrap();
+    assert_eq!(
+        api.status().as_u16(),
+        429,
+        "the API counts the same failures"
+    );
+
+    // After the window (900 s by default) the scheduler forgets the failures; alpha logs in.
+    second.state().clock.advance(chrono::Duration::seconds(901));
+    dataop::scheduler::tick(second.state());
+    use diesel::prelude::*;
+    let left: i64 = dataop::schema::login_failures::table
+        .count()
+        .get_result(&mut *second.conn())
+        .unwrap();
+    assert_eq!(left, 0, "old failures purged");
+    assert_eq!(
+        second.login(&c2, "alpha", DEMO_PASSWORD).status().as_u16(),
+        303
+    );
+}
+
+#[test]
 fn cli_user_create_bootstraps_an_admin() {
     let app = TestApp::start();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dataop"))
