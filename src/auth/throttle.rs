@@ -13,6 +13,9 @@ use crate::AppState;
 use crate::db::{self, DbConnection};
 use crate::schema::login_failures;
 
+/// Longest window, in days (longer configured windows are cut to it).
+pub const MAX_WINDOW_DAYS: i64 = 365;
+
 /// Longest subject kept, in characters (longer account names are cut; they count the same).
 const MAX_SUBJECT_CHARS: usize = 200;
 
@@ -26,10 +29,11 @@ pub struct Throttle {
 
 impl Throttle {
     /// A throttle allowing `max_account` failures per account and `max_address` per address
-    /// within `window`.
+    /// within `window` (at most [`MAX_WINDOW_DAYS`] days).
     pub fn new(window: std::time::Duration, max_account: u32, max_address: u32) -> Self {
+        let longest = TimeDelta::days(MAX_WINDOW_DAYS);
         Self {
-            window: TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX),
+            window: TimeDelta::from_std(window).map_or(longest, |w| w.min(longest)),
             max_account: max_account.max(1),
             max_address: max_address.max(1),
         }
