@@ -395,6 +395,15 @@ fn a_killed_worker_process_leaves_its_job_to_another() {
     assert_eq!(finishes[&job].len(), 1);
     assert!(finishes[&job][0].starts_with(&second_owner));
 
+    // The regulator's audit page shows both claims of the run, by the two processes.
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, audit) = app.get_text(
+        &reg,
+        &format!("/supervision/audit?object_type=job&object_id={job}"),
+    );
+    assert_eq!(audit.matches("job.claim").count(), 2, "{audit}");
+    assert!(audit.contains(&first_owner) && audit.contains(&second_owner));
+
     // The operator sees the finished run with its report.
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
