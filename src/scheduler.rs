@@ -1,5 +1,6 @@
 //! The in-server scheduler: one background thread that periodically runs each domain's timed
-//! work (notice periods ending, deadlines passing, agreements expiring, mail delivery).
+//! work (notice periods ending, deadlines passing, agreements expiring, mail delivery, old
+//! failed logins).
 //!
 //! Each domain exposes a function taking the [`AppState`]; [`tick`] calls them in order and
 //! logs, but never propagates, a failure of one so the others still run. Tests call [`tick`]
@@ -15,6 +16,7 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 /// The timed work of every domain, run in this order on each tick.
 const JOBS: &[Job] = &[
     ("sessions.purge", crate::accounts::session::purge_expired),
+    ("login_failures.purge", crate::auth::throttle::purge),
     ("admission", crate::admission::tick),
     ("agreements", crate::agreements::tick),
     ("jobs", crate::jobs::tick),

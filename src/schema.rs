@@ -584,6 +584,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Failed logins, one row per account (`scope` `account`) and per source address (`address`)
+    /// for each failure; the login throttle counts those of the last window.
+    login_failures (id) {
+        id -> BigInt,
+        scope -> Text,
+        subject -> Text,
+        at -> Timestamp,
+    }
+}
+
 diesel::joinable!(trainings -> users (user_id));
 diesel::joinable!(computations -> organisations (org_id));
 diesel::joinable!(computations -> agreements (agreement_id));
@@ -628,4 +639,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_meters,
     budget_debits,
     usage_reports,
+    login_failures,
 );

@@ -355,6 +355,8 @@ pub async fn drain_upload(
 }
 
 /// A 303 redirect carrying a flash message (`kind` is `ok` or `error`, `key` a message key).
+/// The cookie is HttpOnly and SameSite=Strict; [`page_middleware`] marks it `Secure` when the
+/// site's cookies are (`secure_cookies`).
 pub fn redirect_with_flash(location: &str, kind: &str, key: &str) -> HttpResponse {
     let mut res = redirect(location);
     let cookie = Cookie::build(FLASH_COOKIE, format!("{kind}:{key}"))
@@ -452,18 +454,32 @@ pub async fn page_middleware(
         }
     };
     let state = res.request().app_data::<web::Data<AppState>>().cloned();
+    let secure = state.as_ref().is_some_and(|s| s.config.secure_cookies);
     if let (Some(seed), Some(state)) = (new_seed, state) {
         let _ = res
             .response_mut()
             .add_cookie(&site_cookie(&state, CSRF_COOKIE, seed));
     }
-    if had_flash
-        && !res.status().is_redirection()
-        && !res.response().cookies().any(|c| c.name() == FLASH_COOKIE)
-    {
-        let _ = res
-            .response_mut()
-            .add_removal_cookie(&Cookie::build(FLASH_COOKIE, "").path("/").finish());
+    let flashes: Vec<Cookie<'static>> = res
+        .response()
+        .cookies()
+        .filter(|c| c.name() == FLASH_COOKIE)
+        .map(|c| c.into_owned())
+        .collect();
+    if secure && !flashes.is_empty() {
+        res.response_mut().del_cookie(FLASH_COOKIE);
+        for mut c in flashes {
+            c.set_secure(true);
+            let _ = res.response_mut().add_cookie(&c);
+        }
+    } else if had_flash && flashes.is_empty() && !res.status().is_redirection() {
+        let removal = Cookie::build(FLASH_COOKIE, "")
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(secure)
+            .finish();
+        let _ = res.response_mut().add_removal_cookie(&removal);
     }
     Ok(res)
 }

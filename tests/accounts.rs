@@ -414,6 +414,160 @@ fn failed_logins_are_throttled_per_address() {
 }
 
 #[test]
+fn two_servers_on_one_database_share_the_failed_login_count() {
+    let first = TestApp::builder().demo().start();
+    let url = first.database_url.clone();
+    let second = TestApp::builder()
+        .config(move |c| c.database_url = url)
+        .start();
+    let (c1, c2) = (first.client(), second.client());
+    for _ in 0..3 {
+        assert_eq!(
+            first
+                .login(&c1, "alpha", "wrong-password")
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            second
+                .login(&c2, "alpha", "wrong-password")
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    let r = second.login(&c2, "alpha", DEMO_PASSWORD);
+    assert_eq!(
+        r.status().as_u16(),
+        429,
+        "five failures on two servers lock"
+    );
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("登录失败次数过多，请约 15 分钟后再试。")
+    );
+    assert_eq!(
+        first.login(&c1, "alpha", DEMO_PASSWORD).status().as_u16(),
+        429
+    );
+    let api = second
+        .client()
+        .post(second.url("/api/v1/tokens"))
+        .json(&serde_json::json!({ "username": "alpha", "password": DEMO_PASSWORD }))
+        .send()
+        .unwrap();
+    assert_eq!(
+        api.status().as_u16(),
+        429,
+        "the API counts the same failures"
+    );
+
+    // After the window (900 s by default) the scheduler forgets the failures; alpha logs in.
+    second.state().clock.advance(chrono::Duration::seconds(901));
+    dataop::scheduler::tick(second.state());
+    use diesel::prelude::*;
+    let left: i64 = dataop::schema::login_failures::table
+        .count()
+        .get_result(&mut *second.conn())
+        .unwrap();
+    assert_eq!(left, 0, "old failures purged");
+    assert_eq!(
+        second.login(&c2, "alpha", DEMO_PASSWORD).status().as_u16(),
+        303
+    );
+}
+
+/// The `Set-Cookie` headers of a response, and the `name=value` pairs a browser would keep.
+fn set_cookies(r: &reqwest::blocking::Response, jar: &mut Vec<String>) -> Vec<String> {
+    let all: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    for c in &all {
+        let pair = c.split(';').next().unwrap().to_owned();
+        let name = pair.split('=').next().unwrap().to_owned();
+        jar.retain(|p| !p.starts_with(&format!("{name}=")));
+        jar.push(pair);
+    }
+    all
+}
+
+#[test]
+fn flash_cookie_is_secure_when_the_session_cookie_is() {
+    for secure in [false, true] {
+        let app = TestApp::builder()
+            .demo()
+            .config(move |c| c.secure_cookies = secure)
+            .start();
+        // A browser over https would send Secure cookies back; this one keeps them by hand.
+        let c = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut jar = Vec::new();
+        let get = |jar: &mut Vec<String>, path: &str| {
+            let r = c
+                .get(app.url(path))
+                .header("cookie", jar.join("; "))
+                .send()
+                .unwrap();
+            let set = set_cookies(&r, jar);
+            (r.text().unwrap(), set)
+        };
+        let post = |jar: &mut Vec<String>, path: &str, form: &[(&str, &str)]| {
+            let r = c
+                .post(app.url(path))
+                .header("cookie", jar.join("; "))
+                .form(form)
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 303, "{path}");
+            set_cookies(&r, jar)
+        };
+        let token = common::csrf_from(&get(&mut jar, "/login").0).unwrap();
+        let login = post(
+            &mut jar,
+            "/login",
+            &[
+                ("username", "alpha"),
+                ("password", DEMO_PASSWORD),
+                ("csrf", &token),
+            ],
+        );
+        let session = login
+            .iter()
+            .find(|c| c.starts_with("dataop_session="))
+            .unwrap();
+        assert_eq!(session.contains("; Secure"), secure, "{session}");
+        let token = common::csrf_from(&get(&mut jar, "/account").0).unwrap();
+        let logout = post(&mut jar, "/logout", &[("csrf", &token)]);
+        let flash = logout
+            .iter()
+            .find(|c| c.starts_with("dataop_flash="))
+            .unwrap();
+        assert_eq!(flash.contains("; Secure"), secure, "{flash}");
+        assert!(
+            flash.contains("HttpOnly") && flash.contains("SameSite=Strict"),
+            "{flash}"
+        );
+        // The page showing the message clears the cookie with the same attributes.
+        let (home, set) = get(&mut jar, "/");
+        assert!(home.contains("您已安全退出。"));
+        let cleared = set
+            .iter()
+            .find(|c| c.starts_with("dataop_flash=;"))
+            .unwrap();
+        assert_eq!(cleared.contains("; Secure"), secure, "{cleared}");
+    }
+}
+
+#[test]
 fn cli_user_create_bootstraps_an_admin() {
     let app = TestApp::start();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dataop"))

@@ -937,3 +937,89 @@ fn cells_below_k_are_marked_suppressed_everywhere() {
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(!page.contains("<rect"), "no bars for suppressed cells");
 }
+
+/// The `<table>` following `marker` in `html`.
+fn table_after<'a>(html: &'a str, marker: &str) -> &'a str {
+    let i = html.find(marker).unwrap_or_else(|| panic!("no {marker}"));
+    let rest = &html[i..];
+    &rest[..rest.find("</table>").unwrap()]
+}
+
+#[test]
+fn job_page_names_sources_noise_and_failures_in_the_page_language() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = token(&app, "alpha");
+    let dataset: i64 = {
+        use dataop::schema::datasets;
+        datasets::table
+            .filter(datasets::title_en.eq(dataop::catalog::demo::DEMO_TITLE_EN))
+            .select(datasets::id)
+            .first(&mut *app.conn())
+            .unwrap()
+    };
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let english = |path: &str| {
+        alpha
+            .get(app.url(path))
+            .header("accept-language", "en")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+
+    // The sources: the catalog title (linked), version and provider; the manifest name second.
+    let (_, zh) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    let sources = table_after(&zh, "sources-table");
+    assert!(
+        sources.contains(&format!(
+            "<a href=\"/catalog/{dataset}\">门诊就诊记录（合成数据）</a>"
+        )),
+        "{sources}"
+    );
+    assert!(sources.contains("市卫生健康委员会"), "{sources}");
+    assert!(sources.contains("<td>1</td>"), "version 1: {sources}");
+    assert!(sources.contains("清单中的名称： <code>outpatients</code>"));
+    let en = english(&format!("/jobs/{job}"));
+    let sources = table_after(&en, "sources-table");
+    assert!(sources.contains(&format!(
+        "<a href=\"/catalog/{dataset}\">Outpatient visits (synthetic)</a>"
+    )));
+    assert!(sources.contains("Name in the manifest: <code>outpatients</code>"));
+
+    // A run without noise says so instead of "ε 0.0"; the outcome is in words.
+    assert!(zh.contains("<dt>ε</dt><dd>不加噪</dd>"), "{zh}");
+    assert!(zh.contains("<dd>已完成 <code class=\"muted\">finished</code></dd>"));
+    assert!(en.contains("<dt>ε</dt><dd>no noise</dd>"));
+    assert!(en.contains("<dd>Finished <code class=\"muted\">finished</code></dd>"));
+
+    // With noise the epsilon spent is shown.
+    let (_, body) = api_submit(&app, &tok, WAT, &manifest_with_epsilon("0.5"));
+    let (noisy, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    let (_, html) = app.get_text(&alpha, &format!("/jobs/{noisy}"));
+    assert!(html.contains("<dt>ε</dt><dd>0.5</dd>"), "{html}");
+
+    // A guest that traps: the reason in the page language, the sandbox's words as detail.
+    let trapping = WAT.replace(
+        "(local $n i32) (local $i i32) (local $k i32) (local $d i32)",
+        "(local $n i32) (local $i i32) (local $k i32) (local $d i32) unreachable",
+    );
+    let (_, body) = api_submit(&app, &tok, &trapping, MANIFEST);
+    let (failed, c) = ids(&body);
+    approve(&app, c);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, failed), "failed");
+    let (_, zh) = app.get_text(&alpha, &format!("/jobs/{failed}"));
+    assert!(zh.contains("任务运行出错（trap）而中止。"), "{zh}");
+    assert!(zh.contains("技术细节： guest trap"), "{zh}");
+    let en = english(&format!("/jobs/{failed}"));
+    assert!(en.contains("The job stopped on an error (trap)."));
+    assert!(en.contains("Technical detail: guest trap"));
+}

@@ -115,6 +115,37 @@ fn authenticate(
     })
 }
 
+/// What a login attempt came to.
+enum Attempt {
+    /// Refused by the failed-login throttle: seconds to wait.
+    Throttled(u64),
+    /// The credentials were checked.
+    Checked(LoginOutcome),
+}
+
+/// Checks the failed-login throttle, then the credentials; a bad name or password counts as a
+/// failure of the account and of the address, a success forgets the account's failures.
+fn attempt(
+    conn: &mut DbConnection,
+    state: &AppState,
+    username: &str,
+    pass: &str,
+    kind: &str,
+    addr: &str,
+) -> Result<Attempt, AppError> {
+    let now = state.clock.now();
+    if let Err(wait) = state.throttle.check(conn, username, addr, now)? {
+        return Ok(Attempt::Throttled(wait));
+    }
+    let outcome = authenticate(conn, state, username, pass, kind, addr)?;
+    match outcome {
+        LoginOutcome::Ok(..) => state.throttle.clear_account(conn, username)?,
+        LoginOutcome::BadCredentials => state.throttle.record_failure(conn, username, addr, now)?,
+        LoginOutcome::Disabled => {}
+    }
+    Ok(Attempt::Checked(outcome))
+}
+
 #[derive(Template)]
 #[template(path = "accounts/login.html")]
 struct LoginPage {
@@ -192,23 +223,22 @@ pub async fn login(
         let msg = page.t("accounts.err_login_empty").to_owned();
         return reshow(page, StatusCode::UNPROCESSABLE_ENTITY, msg);
     }
-    if let Err(wait) = state.throttle.check(&username, &addr) {
-        let msg = page.t_args(
-            "accounts.err_throttled",
-            &[("minutes", wait.div_ceil(60).to_string())],
-        );
-        return reshow(page, StatusCode::TOO_MANY_REQUESTS, msg);
-    }
-    let outcome = {
+    let attempt = {
         let (st, u, p, a) = (state.clone(), username.clone(), form.password, addr.clone());
-        crate::web::db(&state, move |conn| {
-            authenticate(conn, &st, &u, &p, "web", &a)
-        })
-        .await?
+        crate::web::db(&state, move |conn| attempt(conn, &st, &u, &p, "web", &a)).await?
+    };
+    let outcome = match attempt {
+        Attempt::Throttled(wait) => {
+            let msg = page.t_args(
+                "accounts.err_throttled",
+                &[("minutes", wait.div_ceil(60).to_string())],
+            );
+            return reshow(page, StatusCode::TOO_MANY_REQUESTS, msg);
+        }
+        Attempt::Checked(outcome) => outcome,
     };
     match outcome {
         LoginOutcome::Ok(token, _) => {
-            state.throttle.clear_account(&username);
             let mut res = redirect(if next.is_empty() { "/" } else { &next });
             let mut cookie = site_cookie(&state, SESSION_COOKIE, token);
             cookie.set_max_age(CookieDuration::hours(state.config.session_hours));
@@ -216,7 +246,6 @@ pub async fn login(
             Ok(res)
         }
         LoginOutcome::BadCredentials => {
-            state.throttle.record_failure(&username, &addr);
             let msg = page.t("accounts.err_bad_credentials").to_owned();
             reshow(page, StatusCode::UNAUTHORIZED, msg)
         }
@@ -295,36 +324,33 @@ pub async fn api_issue_token(
     let body = body.into_inner();
     let addr = auth::source_addr(&req);
     let username = body.username.trim().to_owned();
-    if let Err(wait) = state.throttle.check(&username, &addr) {
-        return Err(
-            AppError::http(StatusCode::TOO_MANY_REQUESTS, "accounts.err_throttled")
-                .arg("minutes", wait.div_ceil(60)),
-        );
-    }
-    let outcome = {
+    let attempt = {
         let (st, u, a) = (state.clone(), username.clone(), addr.clone());
         crate::web::db(&state, move |conn| {
-            authenticate(conn, &st, &u, &body.password, "api", &a)
+            attempt(conn, &st, &u, &body.password, "api", &a)
         })
         .await?
     };
+    let outcome = match attempt {
+        Attempt::Throttled(wait) => {
+            return Err(
+                AppError::http(StatusCode::TOO_MANY_REQUESTS, "accounts.err_throttled")
+                    .arg("minutes", wait.div_ceil(60)),
+            );
+        }
+        Attempt::Checked(outcome) => outcome,
+    };
     match outcome {
-        LoginOutcome::Ok(token, expires_at) => {
-            state.throttle.clear_account(&username);
-            Ok(HttpResponse::Ok().json(TokenResponse {
-                token,
-                expires_at: expires_at
-                    .and_utc()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            }))
-        }
-        LoginOutcome::BadCredentials => {
-            state.throttle.record_failure(&username, &addr);
-            Err(AppError::http(
-                StatusCode::UNAUTHORIZED,
-                "accounts.err_bad_credentials",
-            ))
-        }
+        LoginOutcome::Ok(token, expires_at) => Ok(HttpResponse::Ok().json(TokenResponse {
+            token,
+            expires_at: expires_at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })),
+        LoginOutcome::BadCredentials => Err(AppError::http(
+            StatusCode::UNAUTHORIZED,
+            "accounts.err_bad_credentials",
+        )),
         LoginOutcome::Disabled => Err(AppError::http(
             StatusCode::FORBIDDEN,
             "accounts.err_disabled",

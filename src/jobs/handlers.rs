@@ -402,8 +402,10 @@ pub async fn api_status(
 /// The figures of a run report a person reads first.
 #[derive(Debug, Clone, Default)]
 pub struct ReportSummary {
-    /// How the run ended (the sandbox's outcome kind).
+    /// How the run ended, in the page language.
     pub outcome: String,
+    /// The sandbox's outcome kind (`finished`, `out_of_time`, …).
+    pub outcome_kind: String,
     /// Wall-clock time, milliseconds.
     pub elapsed_ms: String,
     /// Instances the rows were split across.
@@ -418,17 +420,39 @@ pub struct ReportSummary {
     pub cells_released: String,
     /// Cells suppressed.
     pub cells_suppressed: String,
-    /// Epsilon spent.
-    pub epsilon_spent: String,
+    /// Epsilon spent; `None` when no noise was added.
+    pub epsilon_spent: Option<String>,
 }
 
-fn summary(report: &serde_json::Value) -> ReportSummary {
+/// The message key of a sandbox outcome kind (`Outcome`'s `kind` tag), if it is one.
+fn outcome_key(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "finished" => "jobs.outcome.finished",
+        "refused" => "jobs.outcome.refused",
+        "out_of_time" => "jobs.outcome.out_of_time",
+        "out_of_memory" => "jobs.outcome.out_of_memory",
+        "too_many_groups" => "jobs.outcome.too_many_groups",
+        "too_many_contributions" => "jobs.outcome.too_many_contributions",
+        "log_limit" => "jobs.outcome.log_limit",
+        "cancelled" => "jobs.outcome.cancelled",
+        "guest_violation" => "jobs.outcome.guest_violation",
+        "guest_trap" => "jobs.outcome.guest_trap",
+        "host_error" => "jobs.outcome.host_error",
+        _ => return None,
+    })
+}
+
+fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
     let f = |k: &str| match &report[k] {
         serde_json::Value::Null => String::new(),
         v => v.to_string(),
     };
+    let kind = report["outcome"]["kind"].as_str().unwrap_or("").to_owned();
     ReportSummary {
-        outcome: report["outcome"]["kind"].as_str().unwrap_or("").to_owned(),
+        outcome: outcome_key(&kind)
+            .map(|k| crate::i18n::t(lang, k).to_owned())
+            .unwrap_or_else(|| kind.clone()),
+        outcome_kind: kind,
         elapsed_ms: report["elapsed_ms"]
             .as_f64()
             .map(|v| format!("{v:.1}"))
@@ -442,8 +466,112 @@ fn summary(report: &serde_json::Value) -> ReportSummary {
         contributions: f("contributions"),
         cells_released: f("cells_released"),
         cells_suppressed: f("cells_suppressed"),
-        epsilon_spent: f("epsilon_spent"),
+        epsilon_spent: report["epsilon_spent"]
+            .as_f64()
+            .filter(|e| *e > 0.0)
+            .map(|_| f("epsilon_spent")),
     }
+}
+
+/// Why a run failed, was cancelled or withheld, as shown on the job page.
+#[derive(Debug, Clone)]
+pub struct ReasonView {
+    /// In the page language.
+    pub text: String,
+    /// The sandbox's or the host's own words, when `text` translates them (else empty).
+    pub detail: String,
+}
+
+/// The reason of a run in `lang`: the platform's reasons are message keys, a sandbox outcome
+/// of a known kind (or a host error while preparing the run) is translated with its technical
+/// text kept as detail, and the reviewer's words are shown as written.
+fn reason_view(job: &Job, lang: Lang) -> Option<ReasonView> {
+    if job.reason.is_empty() {
+        return None;
+    }
+    let kind = if job.reason.starts_with("jobs.why.") {
+        None
+    } else if !job.outcome.is_empty() && job.outcome != "finished" {
+        Some(job.outcome.as_str())
+    } else if job.reason.starts_with("host error: ") {
+        Some("host_error")
+    } else {
+        None
+    };
+    Some(match kind.and_then(outcome_key) {
+        Some(key) => ReasonView {
+            text: crate::i18n::t(lang, key).to_owned(),
+            detail: job.reason.clone(),
+        },
+        None => ReasonView {
+            text: job.reason_text(lang),
+            detail: String::new(),
+        },
+    })
+}
+
+/// A dataset version a run read, as shown on the job page.
+#[derive(Debug, Clone)]
+pub struct SourceView {
+    /// The catalog dataset.
+    pub dataset_id: i64,
+    /// Its catalog title in the page language.
+    pub title: String,
+    /// The providing organisation.
+    pub provider: String,
+    /// The manifest's name of the dataset.
+    pub binding: String,
+    /// The version number.
+    pub version_no: i32,
+    /// Its rows.
+    pub rows: i64,
+    /// The date the data was obtained (the version's upload).
+    pub obtained_on: NaiveDate,
+}
+
+fn sources(
+    conn: &mut crate::db::DbConnection,
+    versions: Vec<model::VersionUsed>,
+    lang: Lang,
+) -> Result<Vec<SourceView>, AppError> {
+    use crate::schema::{datasets, organisations};
+    use diesel::prelude::*;
+    let ids: Vec<i64> = versions.iter().map(|v| v.dataset_id).collect();
+    let found: Vec<(i64, String, String, String)> = datasets::table
+        .inner_join(organisations::table)
+        .filter(datasets::id.eq_any(&ids))
+        .select((
+            datasets::id,
+            datasets::title_zh,
+            datasets::title_en,
+            organisations::name,
+        ))
+        .load(conn)?;
+    Ok(versions
+        .into_iter()
+        .map(|v| {
+            let (title, provider) = found
+                .iter()
+                .find(|d| d.0 == v.dataset_id)
+                .map(|(_, zh, en, org)| {
+                    let title = match lang {
+                        Lang::Zh => zh,
+                        Lang::En => en,
+                    };
+                    (title.clone(), org.clone())
+                })
+                .unwrap_or_default();
+            SourceView {
+                dataset_id: v.dataset_id,
+                title,
+                provider,
+                binding: v.name,
+                version_no: v.version_no,
+                rows: v.rows,
+                obtained_on: v.obtained_at.date(),
+            }
+        })
+        .collect())
 }
 
 /// The signed files of a release, as shown on the job page.
@@ -482,7 +610,8 @@ struct ShowPage {
     release: Option<ReleaseView>,
     usage: Option<(String, String)>,
     meters: Vec<model::MeterRow>,
-    versions: Vec<model::VersionUsed>,
+    sources: Vec<SourceView>,
+    reason: Option<ReasonView>,
 }
 crate::impl_page!(ShowPage);
 
@@ -496,13 +625,15 @@ pub async fn show(
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
     let u = user.clone();
-    let (job, computation, release, usage, meters) = db(&state, move |conn| {
+    let lang = page.lang;
+    let (job, computation, release, usage, meters, sources) = db(&state, move |conn| {
         let j = load_visible(conn, &u, id)?;
         let c = ops::load_computation(conn, j.computation_id)?;
         let r = model::release(conn, id)?;
         let usage = model::usage_of(conn, id)?;
         let meters = model::meters_of(conn, id)?;
-        Ok((j, c, r, usage, meters))
+        let sources = sources(conn, j.versions_used(), lang)?;
+        Ok((j, c, r, usage, meters, sources))
     })
     .await?;
     let st = job.st();
@@ -517,7 +648,6 @@ pub async fn show(
     };
     if !tables.is_empty() {
         let c = computation.clone();
-        let lang = page.lang;
         tables = db(&state, move |conn| {
             output::label_keys(conn, &c, &mut tables, lang)?;
             Ok(tables)
@@ -535,14 +665,15 @@ pub async fn show(
         .as_ref()
         .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         .unwrap_or_default();
-    let summary = parsed.as_ref().map(summary);
+    let summary = parsed.as_ref().map(|r| summary(r, lang));
     render(&ShowPage {
         refresh: matches!(
             st,
             RunState::AwaitingApproval | RunState::Queued | RunState::Running
         ),
         state_: st,
-        versions: job.versions_used(),
+        sources,
+        reason: reason_view(&job, lang),
         page,
         computation,
         operator,
