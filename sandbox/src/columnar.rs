@@ -781,18 +781,40 @@ impl VersionReader {
     }
 }
 
-/// A pseudonymization key with its HMAC-SHA256 state precomputed: the inner and outer hashes
-/// have already absorbed their padded key block, so one pseudonym costs two compressions for a
-/// short value.
+/// A pseudonymization key with its HMAC-SHA256 state precomputed: the inner and outer hash
+/// states after their padded key block, so one pseudonym of a short value costs exactly two
+/// SHA-256 compressions, run straight on the padded blocks.
 #[derive(Clone)]
 pub struct PseudonymKey {
-    inner: Sha256,
-    outer: Sha256,
+    inner: [u32; 8],
+    outer: [u32; 8],
 }
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PseudonymKey(<redacted>)")
+    }
+}
+
+/// The SHA-256 initial state (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Runs the SHA-256 compression over `blocks` (a whole number of 64-byte blocks).
+fn compress(state: &mut [u32; 8], blocks: &[u8]) {
+    for block in blocks.chunks_exact(64) {
+        sha2::compress256(
+            state,
+            std::slice::from_ref(sha2::digest::generic_array::GenericArray::from_slice(block)),
+        );
     }
 }
 
@@ -806,22 +828,39 @@ impl PseudonymKey {
         } else {
             k[..key.len()].copy_from_slice(key);
         }
-        let mut inner = Sha256::new();
-        inner.update(k.map(|b| b ^ 0x36));
-        let mut outer = Sha256::new();
-        outer.update(k.map(|b| b ^ 0x5c));
+        let mut inner = SHA256_IV;
+        compress(&mut inner, &k.map(|b| b ^ 0x36));
+        let mut outer = SHA256_IV;
+        compress(&mut outer, &k.map(|b| b ^ 0x5c));
         Self { inner, outer }
     }
 
     /// The pseudonym of a raw value as given (the caller trims it): the first 8 bytes
     /// (big-endian) of HMAC-SHA256(key, `raw`).
     pub fn pseudonym(&self, raw: &[u8]) -> u64 {
-        let mut inner = self.inner.clone();
-        inner.update(raw);
-        let mut outer = self.outer.clone();
-        outer.update(inner.finalize());
-        let mac = outer.finalize();
-        u64::from_be_bytes(mac[..8].try_into().expect("8 bytes"))
+        // Inner hash: the whole blocks of `raw`, then its tail padded with 0x80, zeros and the
+        // bit length of key block plus message.
+        let mut inner = self.inner;
+        let whole = raw.len() - raw.len() % 64;
+        compress(&mut inner, &raw[..whole]);
+        let tail = &raw[whole..];
+        let mut last = [0u8; 128];
+        last[..tail.len()].copy_from_slice(tail);
+        last[tail.len()] = 0x80;
+        let end = if tail.len() < 56 { 64 } else { 128 };
+        let bits = (64 + raw.len() as u64) * 8;
+        last[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+        compress(&mut inner, &last[..end]);
+        // Outer hash: the 32-byte inner digest in one padded block.
+        let mut block = [0u8; 64];
+        for (out, word) in block.chunks_exact_mut(4).zip(inner) {
+            out.copy_from_slice(&word.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        let mut outer = self.outer;
+        compress(&mut outer, &block);
+        (u64::from(outer[0]) << 32) | u64::from(outer[1])
     }
 }
 
@@ -1486,6 +1525,17 @@ mod tests {
         );
         for v in ["11010519491231002X", "张三", "x"] {
             assert_eq!(k.pseudonym(v.as_bytes()), pseudonym(b"key", v));
+        }
+        // Every padding case (tail of 0, 55, 56 and 63 bytes, several blocks) against the
+        // HMAC of the `hmac` crate.
+        use hmac::Mac as _;
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 200] {
+            let v = vec![b'v'; len];
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(b"key").expect("any key length");
+            mac.update(&v);
+            let full = mac.finalize().into_bytes();
+            let want = u64::from_be_bytes(full[..8].try_into().expect("8 bytes"));
+            assert_eq!(k.pseudonym(&v), want, "{len} bytes");
         }
     }
 }

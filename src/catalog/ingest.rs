@@ -1,21 +1,37 @@
 //! Streaming CSV ingest: validate an uploaded file against a dataset's schema, pseudonymize its
 //! identifying columns and write it as a columnar dataset version.
 //!
-//! The file streams through once, in constant memory: one reused `csv::ByteRecord`, one reused
-//! row of cells, buffered column files. While it streams, the raw bytes are hashed (sha256) and
-//! counted against the size limit. The first line must name the declared columns, in order.
-//! Every cell is parsed by its declared type and nullability; a value of an `identifier` or
-//! `privacy_unit` column is replaced by its keyed pseudonym ([`PseudonymKey`]) after it has been
-//! validated, so the stored version holds no raw identifier.
+//! The file streams through once, in bounded memory, as a pipeline of chunks:
 //!
-//! A file with any bad row is refused whole: nothing of it is kept, and the caller gets the first
-//! [`MAX_LISTED_ERRORS`] errors (line, column, reason) and the total count. A good file becomes
-//! a finished version directory inside a work directory ([`Ingested`]); the caller moves it to
-//! its final place with [`Ingested::persist`], and it is removed if dropped without that.
+//! * The calling thread reads blocks of about 1 MiB, hashes them (sha256 of the exact
+//!   bytes, in order), counts them against the size limit and scans them for newlines (lines
+//!   longer than [`MAX_LINE_BYTES`] are refused) and for quotes, following the quoting as the
+//!   `csv` crate does, so that each chunk ends at the last newline outside quotes; the bytes
+//!   after it are carried into the next chunk. Each chunk carries its sequence number and the
+//!   line it starts on.
+//! * A pool of worker threads (one per core, at least two) splits the rows of a chunk with a
+//!   small RFC 4180 splitter that reads fields in place (quoted fields with `""` and newlines,
+//!   `\n`, `\r\n` or `\r` line ends, a last line without newline, blank lines skipped),
+//!   parses every cell by its declared type and nullability, replaces a value of an
+//!   `identifier` or `privacy_unit` column by its keyed pseudonym ([`PseudonymKey`]) after it
+//!   has been validated, and encodes the rows column by column as they are stored.
+//! * A writer thread takes the chunks back in file order, adds up rows and errors and appends
+//!   the encoded columns, then returns each chunk to the reader for reuse. A fixed number of
+//!   chunks circulate, so memory does not grow with the file.
+//!
+//! The first line must name the declared columns, in order. The stored version holds no raw
+//! identifier. A file with any bad row is refused whole: nothing of it is kept, and the caller
+//! gets the first [`MAX_LISTED_ERRORS`] errors in file order (line where the row starts,
+//! column, reason) and the total count; once a bad row is seen nothing more is pseudonymized or
+//! written, but every row is still checked so the count is exact. A good file becomes a
+//! finished version directory inside a work directory ([`Ingested`]); the caller moves it to its
+//! final place with [`Ingested::persist`], and it is removed if dropped without that.
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 /// The platform's pseudonymization key, shared with the sandbox crate (one implementation).
 pub use dataop_sandbox::columnar::PseudonymKey;
@@ -29,6 +45,10 @@ pub const MAX_LISTED_ERRORS: usize = 100;
 
 /// Longest physical line accepted, in bytes; a longer one is refused before it is buffered.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Longest row accepted, in bytes, when quoted values make it span several lines; a longer
+/// one is refused as a too-long line (the one where the row starts), so memory stays bounded.
+pub const MAX_ROW_BYTES: usize = 16 << 20;
 
 /// Largest number of characters a text cell may hold when its column declares no limit.
 pub const DEFAULT_TEXT_CHARS: u32 = 1000;
@@ -246,52 +266,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Copies (for hashing) and counts the bytes it passes on, refusing past the size limit or a too-long line.
-struct Metered<R> {
-    inner: R,
-    /// The bytes read since the last batch was handed over (hashed by the writer thread).
-    copy: Vec<u8>,
-    bytes: u64,
-    limit: u64,
-    line_bytes: usize,
-    lines: u64,
-    too_large: bool,
-    line_too_long: bool,
-}
-
-impl<R: Read> Read for Metered<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Reads are capped far below the line limit, so only the lines at the two ends of a
-        // chunk can be too long.
-        let cap = buf.len().min(1 << 16);
-        let n = self.inner.read(&mut buf[..cap])?;
-        let chunk = &buf[..n];
-        self.bytes += n as u64;
-        if self.bytes > self.limit {
-            self.too_large = true;
-            return Err(io::Error::other("upload size limit exceeded"));
-        }
-        self.copy.extend_from_slice(chunk);
-        match chunk.iter().position(|&b| b == b'\n') {
-            Some(first) => {
-                if self.line_bytes + first > MAX_LINE_BYTES {
-                    self.line_too_long = true;
-                } else {
-                    self.lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-                    let last = chunk.iter().rposition(|&b| b == b'\n').unwrap_or(first);
-                    self.line_bytes = n - last - 1;
-                }
-            }
-            None => self.line_bytes += n,
-        }
-        if self.line_too_long || self.line_bytes > MAX_LINE_BYTES {
-            self.line_too_long = true;
-            return Err(io::Error::other("line too long"));
-        }
-        Ok(n)
-    }
-}
-
 /// How one column's raw value becomes a cell.
 enum Parser {
     Integer,
@@ -419,7 +393,7 @@ impl Prepared {
     }
 
     /// Validates a raw value and appends it to `out` as it is stored. A value of a
-    /// pseudonymized column is only validated: its pseudonym is computed by the writing thread.
+    /// pseudonymized column is only validated: the caller appends its pseudonym.
     #[inline]
     fn encode(&self, raw: &[u8], out: &mut ColumnChunk) -> Result<(), Reason> {
         let v = raw.trim_ascii();
@@ -523,247 +497,673 @@ pub fn ingest<R: Read>(
     limit_bytes: u64,
     work_dir: &Path,
 ) -> Result<Ingested, IngestError> {
+    ingest_chunked(input, columns, key, limit_bytes, work_dir, CHUNK_BYTES)
+}
+
+/// Bytes the reader gathers before it cuts a chunk at the last row boundary.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest piece asked of the input at once (hashed and scanned while it is in the cache).
+const READ_BYTES: usize = 1 << 18;
+
+/// [`ingest`] with chunks of about `chunk_bytes` bytes (tests use tiny ones).
+fn ingest_chunked<R: Read>(
+    input: R,
+    columns: &[IngestColumn],
+    key: &PseudonymKey,
+    limit_bytes: u64,
+    work_dir: &Path,
+    chunk_bytes: usize,
+) -> Result<Ingested, IngestError> {
     std::fs::create_dir_all(work_dir)?;
     let dir = TempDir(work_dir.join(format!("ingest-{}", uuid::Uuid::new_v4().simple())));
     let prepared: Vec<Prepared> = columns.iter().map(Prepared::new).collect();
-    let metered = Metered {
-        inner: input,
-        copy: Vec::with_capacity(1 << 20),
-        bytes: 0,
-        limit: limit_bytes,
-        line_bytes: 0,
-        lines: 0,
-        too_large: false,
-        line_too_long: false,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(metered);
-    let mut record = csv::ByteRecord::new();
-    let read = |reader: &mut csv::Reader<Metered<R>>, record: &mut csv::ByteRecord| {
-        reader.read_byte_record(record).map_err(|e| {
-            let m = reader.get_ref();
-            if m.too_large {
-                IngestError::TooLarge { limit: m.limit }
-            } else if m.line_too_long {
-                IngestError::LineTooLong { line: m.lines + 1 }
-            } else {
-                match e.into_kind() {
-                    csv::ErrorKind::Io(e) => IngestError::Io(e),
-                    other => IngestError::Io(io::Error::other(format!("{other:?}"))),
-                }
-            }
-        })
-    };
+    let width = prepared.len();
+    let mut reader = Reader::new(input, limit_bytes, chunk_bytes);
+    let mut splitter = Splitter::default();
 
-    if !read(&mut reader, &mut record)? {
-        return Err(IngestError::Empty);
-    }
-    let found: Vec<String> = record
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let f = if i == 0 {
-                f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
-            } else {
-                f
-            };
-            String::from_utf8_lossy(f.trim_ascii()).into_owned()
-        })
-        .collect();
+    // The header: the first record, read from the first chunk that holds one.
+    let mut first = Chunk::new(chunk_bytes, width);
+    let (found, start, first_line) = loop {
+        if !reader.fill(&mut first)? {
+            return Err(IngestError::Empty);
+        }
+        let mut newlines = 0;
+        let start = skip_blank(&first.data[..first.end], 0, &mut newlines);
+        if start < first.end {
+            let next = splitter.split(&first.data[..first.end], start, &mut newlines);
+            let found: Vec<String> = (0..splitter.fields.len())
+                .map(|i| {
+                    let f = splitter.field(&first.data, i);
+                    let f = if i == 0 {
+                        f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
+                    } else {
+                        f
+                    };
+                    String::from_utf8_lossy(f.trim_ascii()).into_owned()
+                })
+                .collect();
+            break (found, next, first.first_line + newlines);
+        }
+        // Only blank lines so far: drop them.
+        let mut rest = Chunk::new(chunk_bytes, width);
+        reader.carry(&mut first, &mut rest);
+        first = rest;
+    };
     let expected: Vec<String> = columns.iter().map(|c| c.spec.name.clone()).collect();
     if found != expected {
         return Err(IngestError::BadHeader { expected, found });
     }
+    first.start = start;
+    first.first_line = first_line;
 
     let specs: Vec<ColumnSpec> = columns.iter().map(|c| c.spec.clone()).collect();
     let writer = VersionWriter::create(&dir.0, specs)?;
-    let width = prepared.len();
-    let pseudonymized: Vec<usize> = (0..width).filter(|&i| prepared[i].pseudonymize).collect();
-    let mut errors = Vec::new();
-    let mut total_errors: u64 = 0;
-    let mut rows: u64 = 0;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    // Every chunk in flight is one of these: the pool bounds the memory.
+    let pool = 2 * threads + 2;
+    let (job_tx, job_rx) = mpsc::sync_channel::<Chunk>(pool);
+    let (done_tx, done_rx) = mpsc::sync_channel::<Chunk>(pool);
+    let (free_tx, free_rx) = mpsc::sync_channel::<Chunk>(pool);
+    let job_rx = Mutex::new(job_rx);
+    let refused = AtomicBool::new(false);
 
-    // Two threads: this one reads, hashes and validates; the writer thread computes the
-    // pseudonyms and writes the columns. Batches of rows go over a bounded channel and come
-    // back empty for reuse, so memory stays bounded.
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
-    let written = std::thread::scope(
-        |scope| -> Result<Option<(VersionWriter, Sha256)>, IngestError> {
-            let pseudonymized = &pseudonymized;
-            let worker =
-                scope.spawn(move || write_batches(writer, full_rx, empty_tx, key, pseudonymized));
-            let mut full_tx = Some(full_tx);
-            let mut batch = Batch::new(width);
-            while read(&mut reader, &mut record)? {
-                if full_tx.is_none() {
-                    // Refused already: the bytes need no hashing; keep memory bounded.
-                    reader.get_mut().copy.clear();
-                }
-                rows += 1;
-                let line = record.position().map_or(rows + 1, csv::Position::line);
-                if record.len() != width {
-                    if record.len() == 1 && record[0].trim_ascii().is_empty() {
-                        // A blank line: not a row.
-                        rows -= 1;
-                        continue;
-                    }
-                    total_errors += 1;
-                    if errors.len() < MAX_LISTED_ERRORS {
-                        errors.push(RowError {
-                            line,
-                            column: None,
-                            reason: Reason::FieldCount {
-                                expected: width,
-                                found: record.len(),
-                            },
-                            value: None,
-                        });
-                    }
-                    // Stop writing at the first bad row: the file will be refused anyway.
-                    full_tx = None;
-                    continue;
-                }
-                let mut row_ok = true;
-                for ((col, raw), out) in prepared.iter().zip(record.iter()).zip(&mut batch.columns)
-                {
-                    match col.encode(raw, out) {
-                        Ok(()) => {
-                            if col.pseudonymize {
-                                batch.raw.extend_from_slice(raw.trim_ascii());
-                                batch.ends.push(batch.raw.len());
-                            }
-                        }
-                        Err(reason) => {
-                            row_ok = false;
-                            total_errors += 1;
-                            if errors.len() < MAX_LISTED_ERRORS {
-                                let value = (!col.pseudonymize).then(|| excerpt(raw));
-                                errors.push(RowError {
-                                    line,
-                                    column: Some(col.name.clone()),
-                                    reason,
-                                    value,
-                                });
-                            }
-                        }
-                    }
-                }
-                if !row_ok {
-                    // The file will be refused: nothing more is written.
-                    full_tx = None;
-                }
-                let Some(tx) = full_tx.as_ref() else {
-                    batch.clear();
-                    continue;
+    let outcome = std::thread::scope(|scope| -> Result<Outcome, IngestError> {
+        for _ in 0..threads {
+            let (job_rx, done_tx, refused) = (&job_rx, done_tx.clone(), &refused);
+            let prepared = &prepared;
+            scope.spawn(move || {
+                let mut worker = Worker {
+                    prepared,
+                    key,
+                    refused,
+                    splitter: Splitter::default(),
                 };
-                batch.rows += 1;
-                if batch.rows >= BATCH_ROWS {
-                    std::mem::swap(&mut reader.get_mut().copy, &mut batch.bytes);
-                    let next = empty_rx.try_recv().unwrap_or_else(|_| Batch::new(width));
-                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                        // The writer failed; its error is returned below.
+                loop {
+                    let job = job_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok(mut chunk) = job else { break };
+                    worker.parse(&mut chunk);
+                    if done_tx.send(chunk).is_err() {
                         break;
                     }
                 }
+            });
+        }
+        drop(done_tx);
+        let collector = scope.spawn(move || collect(writer, done_rx, free_tx, chunk_bytes));
+
+        // This thread reads: every chunk ends at a row boundary, and the bytes after it are
+        // carried into the next one.
+        let mut allocated = 1;
+        let mut seq = 0;
+        let mut current = first;
+        loop {
+            let mut next = match free_rx.try_recv() {
+                Ok(chunk) => chunk,
+                Err(_) if allocated < pool => {
+                    allocated += 1;
+                    Chunk::new(chunk_bytes, width)
+                }
+                // The collector stopped (it failed): its error is returned below.
+                Err(_) => match free_rx.recv() {
+                    Ok(chunk) => chunk,
+                    Err(_) => break,
+                },
+            };
+            reader.carry(&mut current, &mut next);
+            current.seq = seq;
+            seq += 1;
+            if job_tx.send(current).is_err() {
+                break;
             }
-            if total_errors == 0
-                && let Some(tx) = full_tx.as_ref()
-            {
-                std::mem::swap(&mut reader.get_mut().copy, &mut batch.bytes);
-                let _ = tx.send(batch);
+            current = next;
+            if !reader.fill(&mut current)? {
+                break;
             }
-            let keep = full_tx.is_some();
-            drop(full_tx);
-            let writer = worker
-                .join()
-                .map_err(|_| io::Error::other("the ingest writer panicked"))??;
-            Ok(keep.then_some(writer))
-        },
-    )?;
-    if total_errors > 0 {
+        }
+        drop(job_tx);
+        collector
+            .join()
+            .map_err(|_| io::Error::other("the ingest writer panicked"))?
+            .map_err(IngestError::Io)
+    })?;
+    if outcome.total_errors > 0 {
         return Err(IngestError::Rejected {
-            errors,
-            total: total_errors,
-            rows,
+            errors: outcome.errors,
+            total: outcome.total_errors,
+            rows: outcome.rows,
         });
     }
-    if rows == 0 {
+    if outcome.rows == 0 {
         return Err(IngestError::NoRows);
     }
-    let (writer, hasher) = written.expect("no errors, so the writer was kept");
-    let meta = writer.finish()?;
+    let meta = outcome.writer.finish()?;
     Ok(Ingested {
         meta,
-        rows,
-        bytes: reader.get_ref().bytes,
-        sha256: hex::encode(hasher.finalize()),
+        rows: outcome.rows,
+        bytes: reader.bytes,
+        sha256: hex::encode(reader.hasher.finalize()),
         dir,
     })
 }
 
-/// Rows per batch handed to the writer thread.
-const BATCH_ROWS: usize = 4096;
-
-/// Validated rows on their way to the writer: every column encoded as stored (the
-/// pseudonymized ones still empty) and the trimmed raw values of the pseudonymized columns,
-/// row after row, end to end.
-struct Batch {
-    rows: usize,
+/// A piece of the file that ends at a row boundary, on its way from the reader through a
+/// worker to the writer, and back to the reader empty.
+struct Chunk {
+    /// Order in the file.
+    seq: u64,
+    /// The bytes; only `..end` are the file's, the rest is room to read into.
+    data: Vec<u8>,
+    /// Where the rows to parse start (after the header, in the first chunk).
+    start: usize,
+    /// End of the file's bytes in `data`.
+    end: usize,
+    /// The line `data[start]` is on.
+    first_line: u64,
+    /// Data rows found (blank lines are not rows).
+    rows: u64,
+    /// The rows encoded as stored, when `complete`.
     columns: Vec<ColumnChunk>,
-    raw: Vec<u8>,
-    ends: Vec<usize>,
-    /// The file's bytes read since the previous batch, in order.
-    bytes: Vec<u8>,
+    /// Whether `columns` holds every row, pseudonyms included: no error was seen in this
+    /// chunk nor, when it was started, in any other.
+    complete: bool,
+    /// The first [`MAX_LISTED_ERRORS`] errors of this chunk.
+    errors: Vec<RowError>,
+    /// All errors of this chunk.
+    error_count: u64,
 }
 
-impl Batch {
-    fn new(width: usize) -> Self {
+impl Chunk {
+    fn new(size: usize, width: usize) -> Self {
         Self {
+            seq: 0,
+            data: vec![0; size.max(1)],
+            start: 0,
+            end: 0,
+            first_line: 1,
             rows: 0,
             columns: vec![ColumnChunk::default(); width],
-            raw: Vec::new(),
-            ends: Vec::new(),
-            bytes: Vec::new(),
+            complete: false,
+            errors: Vec::new(),
+            error_count: 0,
         }
     }
 
-    fn clear(&mut self) {
+    /// Empties the chunk for reuse, keeping its memory unless a long row made it grow.
+    fn recycle(&mut self, size: usize) {
+        if self.data.len() > 2 * size {
+            self.data = vec![0; size.max(1)];
+        }
+        self.start = 0;
+        self.end = 0;
         self.rows = 0;
         self.columns.iter_mut().for_each(ColumnChunk::clear);
-        self.raw.clear();
-        self.ends.clear();
-        self.bytes.clear();
+        self.complete = false;
+        self.errors.clear();
+        self.error_count = 0;
     }
 }
 
-/// The writer thread: hashes the file's bytes, fills in the pseudonyms and writes every batch.
-fn write_batches(
-    mut writer: VersionWriter,
-    full: std::sync::mpsc::Receiver<Batch>,
-    empty: std::sync::mpsc::Sender<Batch>,
-    key: &PseudonymKey,
-    pseudonymized: &[usize],
-) -> io::Result<(VersionWriter, Sha256)> {
-    let mut hasher = Sha256::new();
-    for mut batch in full {
-        hasher.update(&batch.bytes);
-        let mut start = 0;
-        for ends in batch.ends.chunks_exact(pseudonymized.len().max(1)) {
-            for (&col, &end) in pseudonymized.iter().zip(ends) {
-                let p = key.pseudonym(&batch.raw[start..end]);
-                batch.columns[col].data.extend_from_slice(&p.to_le_bytes());
-                start = end;
+/// Where the reader's scan is with respect to quotes (the states of the `csv` crate's
+/// parser that matter for where a row ends).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// Not in a quoted field: a newline ends the row.
+    Outside,
+    /// In a quoted field: newlines are part of the value.
+    Quoted,
+    /// Just after a quote in a quoted field, not knowing yet whether it is doubled.
+    AfterQuote,
+}
+
+/// Reads the upload into chunks that end at row boundaries; meanwhile hashes the bytes,
+/// counts them against the size limit and counts lines against the line-length limit.
+struct Reader<R> {
+    input: R,
+    hasher: Sha256,
+    /// Bytes read.
+    bytes: u64,
+    limit: u64,
+    chunk_bytes: usize,
+    /// Newlines read.
+    lines: u64,
+    /// Offset in the file where the current line starts.
+    line_start: u64,
+    quoting: Quoting,
+    eof: bool,
+    /// The last row boundary in the chunk being filled: the index of its newline and the
+    /// number of newlines up to and including it.
+    cut: Option<(usize, u64)>,
+    /// Offset in the file of the chunk being filled.
+    chunk_offset: u64,
+}
+
+impl<R: Read> Reader<R> {
+    fn new(input: R, limit: u64, chunk_bytes: usize) -> Self {
+        Self {
+            input,
+            hasher: Sha256::new(),
+            bytes: 0,
+            limit,
+            chunk_bytes,
+            lines: 0,
+            line_start: 0,
+            quoting: Quoting::Outside,
+            eof: false,
+            cut: None,
+            chunk_offset: 0,
+        }
+    }
+
+    /// Reads into `chunk` (which may already hold bytes carried over) until it holds at least
+    /// the chunk size and a row boundary, or the file ends. Returns whether it holds anything.
+    fn fill(&mut self, chunk: &mut Chunk) -> Result<bool, IngestError> {
+        while !self.eof && (chunk.end < self.chunk_bytes || self.cut.is_none()) {
+            if self.cut.is_none() && chunk.end > MAX_ROW_BYTES {
+                let mut newlines = 0;
+                skip_blank(&chunk.data[..chunk.end], chunk.start, &mut newlines);
+                return Err(IngestError::LineTooLong {
+                    line: chunk.first_line + newlines,
+                });
+            }
+            if chunk.end == chunk.data.len() {
+                chunk.data.resize(2 * chunk.data.len(), 0);
+            }
+            let room = (chunk.data.len() - chunk.end).min(READ_BYTES);
+            let from = chunk.end;
+            let n = loop {
+                match self.input.read(&mut chunk.data[from..from + room]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(IngestError::Io(e)),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            self.bytes += n as u64;
+            if self.bytes > self.limit {
+                return Err(IngestError::TooLarge { limit: self.limit });
+            }
+            chunk.end += n;
+            self.hasher.update(&chunk.data[from..chunk.end]);
+            self.scan(&chunk.data[..chunk.end], from)?;
+        }
+        if self.eof && chunk.end > 0 {
+            // The rest of the file is the last chunk, whether or not it ends with a newline.
+            self.cut = Some((chunk.end - 1, self.lines));
+        }
+        Ok(chunk.end > 0)
+    }
+
+    /// Scans `data[from..]`, just read: counts newlines (refusing a too-long line), follows
+    /// the quoting and notes the last newline outside quotes.
+    fn scan(&mut self, data: &[u8], from: usize) -> Result<(), IngestError> {
+        let mut skip = from;
+        if self.quoting == Quoting::AfterQuote {
+            self.quoting = if data[from] == b'"' {
+                skip = from + 1;
+                Quoting::Quoted
+            } else {
+                Quoting::Outside
+            };
+        }
+        for i in memchr::memchr2_iter(b'\n', b'"', &data[from..]) {
+            let i = from + i;
+            if i < skip {
+                continue;
+            }
+            if data[i] == b'\n' {
+                let at = self.chunk_offset + i as u64;
+                if at - self.line_start > MAX_LINE_BYTES as u64 {
+                    return Err(IngestError::LineTooLong {
+                        line: self.lines + 1,
+                    });
+                }
+                self.lines += 1;
+                self.line_start = at + 1;
+                if self.quoting == Quoting::Outside {
+                    self.cut = Some((i, self.lines));
+                }
+            } else if self.quoting == Quoting::Outside {
+                // As in the `csv` crate, a quote opens a quoted field only at its start;
+                // elsewhere it is an ordinary character.
+                if i == 0 || matches!(data[i - 1], b',' | b'\n' | b'\r') {
+                    self.quoting = Quoting::Quoted;
+                }
+            } else {
+                match data.get(i + 1) {
+                    // A doubled quote stands for one quote; the field goes on.
+                    Some(b'"') => skip = i + 2,
+                    Some(_) => self.quoting = Quoting::Outside,
+                    None => self.quoting = Quoting::AfterQuote,
+                }
             }
         }
-        writer.push_columns(batch.rows, &batch.columns)?;
-        batch.clear();
-        let _ = empty.send(batch);
+        if self.bytes - self.line_start > MAX_LINE_BYTES as u64 {
+            return Err(IngestError::LineTooLong {
+                line: self.lines + 1,
+            });
+        }
+        Ok(())
     }
-    Ok((writer, hasher))
+
+    /// Ends `full` at its last row boundary and moves the bytes after it to the empty `next`.
+    fn carry(&mut self, full: &mut Chunk, next: &mut Chunk) {
+        let (cut, lines) = self.cut.take().expect("a filled chunk has a row boundary");
+        let tail = full.end - cut - 1;
+        next.recycle(self.chunk_bytes);
+        if next.data.len() < tail {
+            next.data.resize(tail, 0);
+        }
+        next.data[..tail].copy_from_slice(&full.data[cut + 1..full.end]);
+        next.end = tail;
+        next.first_line = lines + 1;
+        full.end = cut + 1;
+        self.chunk_offset += full.end as u64;
+    }
+}
+
+/// Skips blank lines (any run of `\r` and `\n`, as the `csv` crate does) from `pos`,
+/// counting the newlines; returns where the next record starts.
+fn skip_blank(data: &[u8], mut pos: usize, newlines: &mut u64) -> usize {
+    while let Some(&b) = data.get(pos) {
+        match b {
+            b'\n' => *newlines += 1,
+            b'\r' => {}
+            _ => break,
+        }
+        pos += 1;
+    }
+    pos
+}
+
+/// The bytes [`Splitter::split`] stops at: a comma, a line end or a quote.
+static SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    special[b',' as usize] = true;
+    special[b'\n' as usize] = true;
+    special[b'\r' as usize] = true;
+    special[b'"' as usize] = true;
+    special
+};
+
+/// Where one field's value lies: in the chunk, or in the splitter's scratch buffer when
+/// quotes had to be removed.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    unquoted: bool,
+}
+
+/// Splits records into fields as the `csv` crate reads them (RFC 4180: comma separated,
+/// `"` quoted with `""` for a quote, records ended by `\n`, `\r\n` or `\r`), without
+/// copying values that have no quotes.
+#[derive(Default)]
+struct Splitter {
+    fields: Vec<Span>,
+    scratch: Vec<u8>,
+}
+
+impl Splitter {
+    /// The value of field `i` of the record last split from `data`.
+    #[inline]
+    fn field<'a>(&'a self, data: &'a [u8], i: usize) -> &'a [u8] {
+        let span = self.fields[i];
+        if span.unquoted {
+            &self.scratch[span.start..span.end]
+        } else {
+            &data[span.start..span.end]
+        }
+    }
+
+    /// Splits the record that starts at `pos` (not blank); returns where the next one may
+    /// start and counts the newlines consumed.
+    fn split(&mut self, data: &[u8], pos: usize, newlines: &mut u64) -> usize {
+        self.fields.clear();
+        self.scratch.clear();
+        let mut start = pos;
+        for (k, &b) in data[pos..].iter().enumerate() {
+            if !SPECIAL[usize::from(b)] {
+                continue;
+            }
+            let i = pos + k;
+            let next = match b {
+                b',' => {
+                    self.fields.push(Span {
+                        start,
+                        end: i,
+                        unquoted: false,
+                    });
+                    start = i + 1;
+                    continue;
+                }
+                b'\n' => {
+                    *newlines += 1;
+                    i + 1
+                }
+                b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                    *newlines += 1;
+                    i + 2
+                }
+                b'\r' => i + 1,
+                _ => {
+                    self.fields.clear();
+                    return self.split_quoted(data, pos, newlines);
+                }
+            };
+            self.fields.push(Span {
+                start,
+                end: i,
+                unquoted: false,
+            });
+            return next;
+        }
+        self.fields.push(Span {
+            start,
+            end: data.len(),
+            unquoted: false,
+        });
+        data.len()
+    }
+
+    /// [`Splitter::split`] for a record with a quote: byte by byte, values into the scratch
+    /// buffer.
+    fn split_quoted(&mut self, data: &[u8], mut i: usize, newlines: &mut u64) -> usize {
+        let len = data.len();
+        loop {
+            let start = self.scratch.len();
+            if data.get(i) == Some(&b'"') {
+                i += 1;
+                loop {
+                    let rest = &data[i..];
+                    let q = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+                    *newlines += memchr::memchr_iter(b'\n', &rest[..q]).count() as u64;
+                    self.scratch.extend_from_slice(&rest[..q]);
+                    i += q + 1;
+                    if data.get(i) == Some(&b'"') {
+                        self.scratch.push(b'"');
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                i = i.min(len);
+            }
+            // Unquoted, or the rest after a closing quote: up to a comma or the record's end;
+            // quotes here are ordinary characters.
+            while let Some(&b) = data.get(i) {
+                if matches!(b, b',' | b'\n' | b'\r') {
+                    break;
+                }
+                self.scratch.push(b);
+                i += 1;
+            }
+            self.fields.push(Span {
+                start,
+                end: self.scratch.len(),
+                unquoted: true,
+            });
+            match data.get(i) {
+                None => return len,
+                Some(b',') => i += 1,
+                Some(b'\n') => {
+                    *newlines += 1;
+                    return i + 1;
+                }
+                Some(_) if data.get(i + 1) == Some(&b'\n') => {
+                    *newlines += 1;
+                    return i + 2;
+                }
+                Some(_) => return i + 1,
+            }
+        }
+    }
+}
+
+/// A parsing thread: splits, validates and encodes the rows of one chunk at a time.
+struct Worker<'a> {
+    prepared: &'a [Prepared],
+    key: &'a PseudonymKey,
+    /// Set once any row of the file is bad: from then on nothing needs encoding.
+    refused: &'a AtomicBool,
+    splitter: Splitter,
+}
+
+impl Worker<'_> {
+    fn parse(&mut self, chunk: &mut Chunk) {
+        let Chunk {
+            data,
+            start,
+            end,
+            first_line,
+            rows,
+            columns,
+            errors,
+            error_count,
+            ..
+        } = chunk;
+        let data = &data[..*end];
+        let width = self.prepared.len();
+        let mut encode = !self.refused.load(Ordering::Relaxed);
+        let mut newlines = 0;
+        let mut pos = *start;
+        loop {
+            pos = skip_blank(data, pos, &mut newlines);
+            if pos == data.len() {
+                break;
+            }
+            let line = *first_line + newlines;
+            pos = self.splitter.split(data, pos, &mut newlines);
+            let splitter = &self.splitter;
+            let found = splitter.fields.len();
+            if found != width {
+                if found == 1 && splitter.field(data, 0).trim_ascii().is_empty() {
+                    // A blank line: not a row.
+                    continue;
+                }
+                *rows += 1;
+                *error_count += 1;
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(RowError {
+                        line,
+                        column: None,
+                        reason: Reason::FieldCount {
+                            expected: width,
+                            found,
+                        },
+                        value: None,
+                    });
+                }
+                self.refused.store(true, Ordering::Relaxed);
+                encode = false;
+                continue;
+            }
+            *rows += 1;
+            let mut row_ok = true;
+            for (i, (col, out)) in self.prepared.iter().zip(columns.iter_mut()).enumerate() {
+                let raw = splitter.field(data, i);
+                match col.encode(raw, out) {
+                    Ok(()) if col.pseudonymize && encode => {
+                        let p = self.key.pseudonym(raw.trim_ascii());
+                        out.data.extend_from_slice(&p.to_le_bytes());
+                    }
+                    Ok(()) => {}
+                    Err(reason) => {
+                        row_ok = false;
+                        *error_count += 1;
+                        if errors.len() < MAX_LISTED_ERRORS {
+                            errors.push(RowError {
+                                line,
+                                column: Some(col.name.clone()),
+                                reason,
+                                value: (!col.pseudonymize).then(|| excerpt(raw)),
+                            });
+                        }
+                    }
+                }
+            }
+            if !row_ok {
+                self.refused.store(true, Ordering::Relaxed);
+                encode = false;
+            }
+            if !encode {
+                // The file will be refused: nothing more is kept.
+                columns.iter_mut().for_each(ColumnChunk::clear);
+            }
+        }
+        chunk.complete = encode;
+    }
+}
+
+/// What the writing thread found, in file order.
+struct Outcome {
+    writer: VersionWriter,
+    rows: u64,
+    errors: Vec<RowError>,
+    total_errors: u64,
+}
+
+/// The writing thread: takes the parsed chunks in file order, merges their counts and errors
+/// and appends their columns while no row is bad; hands every chunk back to the reader.
+fn collect(
+    mut writer: VersionWriter,
+    done: mpsc::Receiver<Chunk>,
+    free: mpsc::SyncSender<Chunk>,
+    chunk_bytes: usize,
+) -> io::Result<Outcome> {
+    let mut rows = 0;
+    let mut errors = Vec::new();
+    let mut total_errors = 0;
+    let mut waiting: std::collections::BTreeMap<u64, Chunk> = Default::default();
+    let mut next = 0;
+    for chunk in done {
+        waiting.insert(chunk.seq, chunk);
+        while let Some(mut chunk) = waiting.remove(&next) {
+            next += 1;
+            rows += chunk.rows;
+            total_errors += chunk.error_count;
+            let room = MAX_LISTED_ERRORS - errors.len();
+            errors.extend(chunk.errors.drain(..).take(room));
+            if total_errors == 0 && chunk.complete {
+                writer.push_columns(chunk.rows as usize, &chunk.columns)?;
+            }
+            chunk.recycle(chunk_bytes);
+            // The reader may have finished: then the chunk is simply dropped.
+            let _ = free.try_send(chunk);
+        }
+    }
+    Ok(Outcome {
+        writer,
+        rows,
+        errors,
+        total_errors,
+    })
 }
 
 /// The first 40 characters of a raw value, for an error message.
@@ -972,6 +1372,159 @@ mod tests {
             }
         );
         // Nothing is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Ingests `csv` with chunks of about `chunk_bytes`; the work directory comes back too.
+    fn ingest_in(
+        csv: &str,
+        chunk_bytes: usize,
+    ) -> (tempfile::TempDir, Result<Ingested, IngestError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PseudonymKey::new(b"k");
+        let got = ingest_chunked(
+            csv.as_bytes(),
+            &schema(),
+            &key,
+            1 << 30,
+            dir.path(),
+            chunk_bytes,
+        );
+        (dir, got)
+    }
+
+    /// Every file of a finished version, by name.
+    fn stored(got: &Ingested) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(got.dir())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn chunk_boundaries_change_nothing() {
+        let mut csv = String::from("pid,n,amount,day,sex,note\r\n");
+        for i in 0..60 {
+            let row = match i % 6 {
+                0 => format!("P{i},{i},1.5,2025-01-02,M,\"two\nlines\"\n"),
+                1 => format!("\"P{i}\",,2,2025-01-03,F,\"say \"\"hi\"\"\"\r\n"),
+                2 => "\n\r\n  \n".to_string(),
+                3 => format!("P{i}, {i} ,3.25,2025-02-28,F,\"a,b\"\r\n"),
+                4 => format!("P{i},-{i},0,2024-02-29,M,\"\"\n"),
+                _ => format!("P{i},{i},4,2025-12-31,M,x\"y\n"),
+            };
+            csv.push_str(&row);
+        }
+        // The last line has no newline, and a quoted newline.
+        csv.push_str("Z9,1,1,2025-01-01,F,\"last\nline\"");
+        let (_dir, whole) = ingest_in(&csv, 1 << 20);
+        let whole = whole.unwrap();
+        assert_eq!(whole.rows, 51);
+        assert_eq!(whole.bytes, csv.len() as u64);
+        assert_eq!(whole.sha256, hex::encode(Sha256::digest(csv.as_bytes())));
+        let files = stored(&whole);
+        let notes = &files.iter().find(|(n, _)| n == "c5.bin").unwrap().1;
+        let notes = String::from_utf8(notes.clone()).unwrap();
+        assert!(notes.starts_with("two\nlinessay \"hi\"a,bx\"y"), "{notes}");
+        assert!(notes.ends_with("last\nline"), "{notes}");
+        // Chunks as small as one byte: rows, quoted newlines and CRLF straddle the cuts.
+        for size in [1, 2, 5, 16, 64, 100] {
+            let (_dir, got) = ingest_in(&csv, size);
+            let got = got.unwrap();
+            assert_eq!(got.rows, whole.rows, "chunks of {size}");
+            assert_eq!(got.bytes, whole.bytes, "chunks of {size}");
+            assert_eq!(got.sha256, whole.sha256, "chunks of {size}");
+            assert!(stored(&got) == files, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn errors_of_every_chunk_in_file_order() {
+        let mut csv = String::from("pid,n,amount,day,sex,note\n");
+        let mut line = 2;
+        let mut bad_lines = Vec::new();
+        for i in 0..450 {
+            match i % 3 {
+                0 => {
+                    csv.push_str(&format!("P{i},x,1,2025-01-01,M,\"two\nlines\"\n"));
+                    bad_lines.push(line);
+                    line += 2;
+                }
+                1 => {
+                    csv.push_str("P,1,1,2025-01-01,M,ok\r\n");
+                    line += 1;
+                }
+                _ => {
+                    csv.push_str("\nP,1,1,2025-01-01,M,\"a\"\"b\"\n");
+                    line += 2;
+                }
+            }
+        }
+        for size in [1 << 20, 100, 7] {
+            let (dir, got) = ingest_in(&csv, size);
+            let Err(IngestError::Rejected {
+                errors,
+                total,
+                rows,
+            }) = got
+            else {
+                panic!("chunks of {size}: not refused");
+            };
+            assert_eq!(rows, 450);
+            assert_eq!(total, 150);
+            let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+            assert_eq!(lines, bad_lines[..MAX_LISTED_ERRORS], "chunks of {size}");
+            assert!(errors.iter().all(|e| e.reason == Reason::NotInteger));
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn lines_are_counted_in_crlf_files_and_across_blank_lines() {
+        let csv = "pid,n,amount,day,sex,note\r\nA1,1,1,2025-01-01,M,\r\nA2,x,1,2025-01-01,M,\r\n\r\n\r\nA3,1,1,2025-01-01,Q,\"a\r\nb\"\r\nA4,1,1,2025-01-01,M\r\n";
+        let (_dir, got) = ingest_in(csv, 1 << 20);
+        let Err(IngestError::Rejected { errors, rows, .. }) = got else {
+            panic!("not refused");
+        };
+        assert_eq!(rows, 4);
+        let found: Vec<(u64, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.line, e.column.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [(3, Some("n")), (6, Some("sex")), (8, None)],
+            "{errors:?}"
+        );
+        // A good CRLF file stores no carriage return; a last line without newline is a row.
+        let csv = "pid,n,amount,day,sex,note\r\nA1,1,1,2025-01-01,M,x\r\nA2,2,1,2025-01-01,F,y";
+        let (_dir, got) = ingest_in(csv, 1 << 20);
+        let got = got.unwrap();
+        assert_eq!(got.rows, 2);
+        assert_eq!(std::fs::read(got.dir().join("c5.bin")).unwrap(), b"xy");
+    }
+
+    #[test]
+    fn a_row_too_long_for_memory_is_refused() {
+        let mut csv = String::from(
+            "pid,n,amount,day,sex,note\nA1,1,1,2025-01-01,M,ok\nA2,1,1,2025-01-01,M,\"",
+        );
+        let line = format!("{}\n", "x".repeat(99));
+        while csv.len() <= MAX_ROW_BYTES + CHUNK_BYTES {
+            csv.push_str(&line);
+        }
+        csv.push_str("\"\n");
+        let (dir, got) = ingest_in(&csv, CHUNK_BYTES);
+        assert!(
+            matches!(got, Err(IngestError::LineTooLong { line: 3 })),
+            "{got:?}"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
