@@ -1022,4 +1022,21 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     let en = english(&format!("/jobs/{failed}"));
     assert!(en.contains("The job stopped on an error (trap)."));
     assert!(en.contains("Technical detail: guest trap"));
+    // Its email names the outcome in both languages, the sandbox's words after them.
+    {
+        use dataop::schema::mail_outbox;
+        let mut conn = app.conn();
+        let body: String = mail_outbox::table
+            .filter(mail_outbox::template.eq("jobs.mail.failed"))
+            .filter(mail_outbox::object_id.eq(failed.to_string()))
+            .select(mail_outbox::body)
+            .first(&mut *conn)
+            .unwrap();
+        assert!(
+            body.contains(
+                "任务运行出错（trap）而中止。 / The job stopped on an error (trap). (guest trap"
+            ),
+            "{body}"
+        );
+    }
 }

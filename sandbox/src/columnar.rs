@@ -40,6 +40,8 @@ pub const MAX_DECIMAL_SCALE: u32 = 6;
 
 /// Size of the write buffer of each column file.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes appended between two background writebacks of a version being written.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// The declared type of a column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +247,42 @@ pub struct VersionWriter {
     columns: Vec<ColumnSpec>,
     sinks: Vec<ColumnSink>,
     rows: u64,
+    /// Bytes appended since the last background writeback.
+    unsynced: u64,
+    /// The background writeback thread, started at the first [`WRITEBACK_EVERY`] bytes.
+    writeback: Option<Writeback>,
+}
+
+/// A thread that `fdatasync`s the column files while the rest is still being written, so the
+/// final fsync of [`VersionWriter::finish`] waits only for the tail.
+struct Writeback {
+    files: std::sync::mpsc::SyncSender<Vec<File>>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Writeback {
+    fn start() -> io::Result<Self> {
+        let (files, rx) = std::sync::mpsc::sync_channel::<Vec<File>>(1);
+        let thread = std::thread::Builder::new()
+            .name("dataop-writeback".into())
+            .spawn(move || {
+                for batch in rx {
+                    for f in batch {
+                        f.sync_data()?;
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(Writeback { files, thread })
+    }
+
+    /// Waits for the writebacks asked so far; their first error.
+    fn join(self) -> io::Result<()> {
+        drop(self.files);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writeback thread panicked")))
+    }
 }
 
 impl VersionWriter {
@@ -289,6 +327,8 @@ impl VersionWriter {
             columns,
             sinks,
             rows: 0,
+            unsynced: 0,
+            writeback: None,
         })
     }
 
@@ -359,14 +399,43 @@ impl VersionWriter {
         }
         for (chunk, sink) in columns.iter().zip(&mut self.sinks) {
             sink.bin.write_all(&chunk.data)?;
+            self.unsynced += chunk.data.len() as u64;
             if let Some((off, pos)) = sink.off.as_mut() {
                 for &end in &chunk.ends {
                     off.write_all(&(*pos + end as u64).to_le_bytes())?;
                 }
                 *pos += chunk.data.len() as u64;
+                self.unsynced += 8 * chunk.ends.len() as u64;
             }
         }
         self.rows += rows as u64;
+        if self.unsynced >= WRITEBACK_EVERY {
+            self.start_writeback()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was written so far to the writeback thread (skipped while it is still busy
+    /// with the previous batch: the final fsync covers everything anyway).
+    fn start_writeback(&mut self) -> io::Result<()> {
+        if self.writeback.is_none() {
+            self.writeback = Some(Writeback::start()?);
+        }
+        let Some(wb) = &self.writeback else {
+            return Ok(());
+        };
+        let mut files = Vec::with_capacity(self.sinks.len() * 2);
+        for sink in &mut self.sinks {
+            sink.bin.flush()?;
+            files.push(sink.bin.get_ref().try_clone()?);
+            if let Some((off, _)) = sink.off.as_mut() {
+                off.flush()?;
+                files.push(off.get_ref().try_clone()?);
+            }
+        }
+        if wb.files.try_send(files).is_ok() {
+            self.unsynced = 0;
+        }
         Ok(())
     }
 
@@ -378,6 +447,9 @@ impl VersionWriter {
     /// Flushes and fsyncs every column file, writes `meta.json` last (fsynced, then the directory
     /// is fsynced) and returns the meta.
     pub fn finish(self) -> io::Result<VersionMeta> {
+        if let Some(wb) = self.writeback {
+            wb.join()?;
+        }
         for sink in self.sinks {
             let bin = sink.bin.into_inner().map_err(|e| e.into_error())?;
             bin.sync_all()?;

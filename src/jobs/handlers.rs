@@ -424,24 +424,6 @@ pub struct ReportSummary {
     pub epsilon_spent: Option<String>,
 }
 
-/// The message key of a sandbox outcome kind (`Outcome`'s `kind` tag), if it is one.
-fn outcome_key(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "finished" => "jobs.outcome.finished",
-        "refused" => "jobs.outcome.refused",
-        "out_of_time" => "jobs.outcome.out_of_time",
-        "out_of_memory" => "jobs.outcome.out_of_memory",
-        "too_many_groups" => "jobs.outcome.too_many_groups",
-        "too_many_contributions" => "jobs.outcome.too_many_contributions",
-        "log_limit" => "jobs.outcome.log_limit",
-        "cancelled" => "jobs.outcome.cancelled",
-        "guest_violation" => "jobs.outcome.guest_violation",
-        "guest_trap" => "jobs.outcome.guest_trap",
-        "host_error" => "jobs.outcome.host_error",
-        _ => return None,
-    })
-}
-
 fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
     let f = |k: &str| match &report[k] {
         serde_json::Value::Null => String::new(),
@@ -449,7 +431,7 @@ fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
     };
     let kind = report["outcome"]["kind"].as_str().unwrap_or("").to_owned();
     ReportSummary {
-        outcome: outcome_key(&kind)
+        outcome: ops::outcome_key(&kind)
             .map(|k| crate::i18n::t(lang, k).to_owned())
             .unwrap_or_else(|| kind.clone()),
         outcome_kind: kind,
@@ -498,7 +480,7 @@ fn reason_view(job: &Job, lang: Lang) -> Option<ReasonView> {
     } else {
         None
     };
-    Some(match kind.and_then(outcome_key) {
+    Some(match kind.and_then(ops::outcome_key) {
         Some(key) => ReasonView {
             text: crate::i18n::t(lang, key).to_owned(),
             detail: job.reason.clone(),

@@ -780,6 +780,37 @@ pub fn reason_both(reason: &str) -> String {
     }
 }
 
+/// The message key of a sandbox outcome kind (`Outcome`'s `kind` tag), if it is one.
+pub fn outcome_key(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "finished" => "jobs.outcome.finished",
+        "refused" => "jobs.outcome.refused",
+        "out_of_time" => "jobs.outcome.out_of_time",
+        "out_of_memory" => "jobs.outcome.out_of_memory",
+        "too_many_groups" => "jobs.outcome.too_many_groups",
+        "too_many_contributions" => "jobs.outcome.too_many_contributions",
+        "log_limit" => "jobs.outcome.log_limit",
+        "cancelled" => "jobs.outcome.cancelled",
+        "guest_violation" => "jobs.outcome.guest_violation",
+        "guest_trap" => "jobs.outcome.guest_trap",
+        "host_error" => "jobs.outcome.host_error",
+        _ => return None,
+    })
+}
+
+/// A sandbox outcome for an email read in either language: its name in Chinese and English,
+/// then the sandbox's own technical words.
+pub fn outcome_both(kind: &str, detail: &str) -> String {
+    match outcome_key(kind) {
+        Some(key) => format!(
+            "{} / {} ({detail})",
+            crate::i18n::t(crate::i18n::Lang::Zh, key),
+            crate::i18n::t(crate::i18n::Lang::En, key)
+        ),
+        None => detail.to_owned(),
+    }
+}
+
 const OPEN: [&str; 4] = ["awaiting_approval", "queued", "running", "finished"];
 
 /// Stops every open run under agreement `agreement_id` (called by each exit route, inside its

@@ -464,7 +464,7 @@ fn finish(
         let args = [
             ("id", id.to_string()),
             ("name", c.name.clone()),
-            ("reason", outcome.describe()),
+            ("reason", ops::outcome_both(&kind, &outcome.describe())),
         ];
         let notice = Notice {
             template: if finished {
