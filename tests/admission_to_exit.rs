@@ -551,16 +551,7 @@ impl Journey {
 
     /// An API token of alpha, through the API.
     fn token(&self) -> String {
-        let r = Client::new()
-            .post(self.app.url("/api/v1/tokens"))
-            .json(&serde_json::json!({"username": "alpha", "password": DEMO_PASSWORD}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.json::<serde_json::Value>().unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.app.api_token("alpha")
     }
 
     fn api_status(&self, token: &str) -> u16 {

@@ -51,41 +51,9 @@ fn train(app: &TestApp, username: &str) {
     assert_eq!(r.status().as_u16(), 303, "{}", r.text().unwrap_or_default());
 }
 
-fn token(app: &TestApp, user: &str) -> String {
-    let r = app
-        .client()
-        .post(app.url("/api/v1/tokens"))
-        .json(&serde_json::json!({ "username": user, "password": DEMO_PASSWORD }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json::<serde_json::Value>().unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Submits through the API; (status, body).
 fn api_submit(app: &TestApp, tok: &str, module: &str, manifest: &str) -> (u16, serde_json::Value) {
-    let form = multipart::Form::new()
-        .part(
-            "module",
-            multipart::Part::bytes(module.as_bytes().to_vec()).file_name("job.wat"),
-        )
-        .part(
-            "manifest",
-            multipart::Part::bytes(manifest.as_bytes().to_vec()).file_name("job.toml"),
-        )
-        .text("purpose", "各区老年门诊负担分析");
-    let r = app
-        .client()
-        .post(app.url("/api/v1/jobs"))
-        .bearer_auth(tok)
-        .multipart(form)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(serde_json::Value::Null))
+    app.api_submit_job(tok, module, manifest, "各区老年门诊负担分析")
 }
 
 fn run_all(app: &TestApp) -> usize {
@@ -143,7 +111,7 @@ fn ids(v: &serde_json::Value) -> (i64, i64) {
 fn whole_path_from_upload_to_signed_download() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (status, body) = api_submit(&app, &tok, WAT, MANIFEST);
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["state"], "awaiting_approval");
@@ -316,7 +284,7 @@ fn whole_path_from_upload_to_signed_download() {
 fn every_refusal_at_submission_names_its_rule() {
     let app = world();
     // Untrained, no agreement: beta.
-    let tok = token(&app, "beta");
+    let tok = app.api_token("beta");
     let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
     assert_eq!(s, 422);
     let rules: Vec<&str> = body["problems"]
@@ -329,7 +297,7 @@ fn every_refusal_at_submission_names_its_rule() {
     assert!(rules.contains(&"binding_missing"), "{rules:?}");
 
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     // k below the floor, an identifier column, an unknown column, epsilon over the budget,
     // and a module with a WASI import: all named at once.
     let bad = manifest_with_epsilon("5.0")
@@ -426,7 +394,7 @@ fn every_refusal_at_submission_names_its_rule() {
 fn approval_is_pinned_by_hash() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (first, computation) = ids(&body);
     approve(&app, computation);
@@ -499,7 +467,7 @@ fn approval_is_pinned_by_hash() {
 fn cancellation_in_every_state() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let cancel = |job: i64| {
         let page = format!("/jobs/{job}");
@@ -551,7 +519,7 @@ fn cancellation_in_every_state() {
 fn agreement_ended_between_approval_and_run_or_release() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let submit_two = || {
         let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
         let (finished, c) = ids(&body);
@@ -589,7 +557,7 @@ fn agreement_ended_between_approval_and_run_or_release() {
 fn terminating_the_agreement_stops_pending_work() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (finished, c) = ids(&body);
     approve(&app, c);
@@ -641,7 +609,7 @@ fn terminating_the_agreement_stops_pending_work() {
 fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let m = manifest_with_epsilon("0.6");
     let (s, body) = api_submit(&app, &tok, WAT, &m);
     assert_eq!(s, 201, "{body}");
@@ -690,7 +658,7 @@ fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
 fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (job, c) = ids(&body);
     approve(&app, c);
@@ -755,7 +723,7 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
 fn two_workers_never_run_the_same_job() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
     let (_, c) = ids(&body);
     approve(&app, c);
@@ -838,7 +806,7 @@ fn dataop(app: &TestApp, tok: &str, args: &[&str]) -> std::process::Output {
 fn shell_commands_submit_wait_and_fetch_the_output() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("a.wat");
     let manifest = dir.path().join("a.toml");
@@ -908,7 +876,7 @@ fn demo_world_has_a_released_job_and_one_waiting_for_approval() {
 fn cells_below_k_are_marked_suppressed_everywhere() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let (s, body) = api_submit(&app, &tok, WAT, &MANIFEST.replace("k = 10", "k = 100000"));
     assert_eq!(s, 201, "{body}");
     let (job, c) = ids(&body);
@@ -949,7 +917,7 @@ fn table_after<'a>(html: &'a str, marker: &str) -> &'a str {
 fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     let app = world();
     train(&app, "alpha");
-    let tok = token(&app, "alpha");
+    let tok = app.api_token("alpha");
     let dataset: i64 = {
         use dataop::schema::datasets;
         datasets::table

@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use reqwest::blocking::multipart;
 
 mod common;
 
@@ -93,41 +92,10 @@ fn world() -> TestApp {
     app
 }
 
-fn token(app: &TestApp) -> String {
-    let r = app
-        .client()
-        .post(app.url("/api/v1/tokens"))
-        .json(&serde_json::json!({ "username": "alpha", "password": DEMO_PASSWORD }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json::<serde_json::Value>().unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Submits through the API; (job id, computation id).
 fn submit(app: &TestApp, tok: &str, module: &str) -> (i64, i64) {
-    let form = multipart::Form::new()
-        .part(
-            "module",
-            multipart::Part::bytes(module.as_bytes().to_vec()).file_name("job.wat"),
-        )
-        .part(
-            "manifest",
-            multipart::Part::bytes(MANIFEST.as_bytes().to_vec()).file_name("job.toml"),
-        )
-        .text("purpose", "各区老年门诊负担分析");
-    let r = app
-        .client()
-        .post(app.url("/api/v1/jobs"))
-        .bearer_auth(tok)
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let v: serde_json::Value = r.json().unwrap();
+    let (status, v) = app.api_submit_job(tok, module, MANIFEST, "各区老年门诊负担分析");
+    assert_eq!(status, 201, "{v}");
     (
         v["id"].as_i64().unwrap(),
         v["computation"].as_i64().unwrap(),
@@ -263,7 +231,7 @@ fn worker_processes_never_run_the_same_job() {
     }
     const RUNS: usize = 30;
     let app = world();
-    let tok = token(&app);
+    let tok = app.api_token("alpha");
     let module = spinning_module(SPIN_QUEUED);
     let submitted: Vec<(i64, i64)> = (0..RUNS).map(|_| submit(&app, &tok, &module)).collect();
     let computation = submitted[0].1;
@@ -337,7 +305,7 @@ fn a_killed_worker_process_leaves_its_job_to_another() {
         return;
     }
     let app = world();
-    let tok = token(&app);
+    let tok = app.api_token("alpha");
     let (job, computation) = submit(&app, &tok, &spinning_module(SPIN));
     approve(&app, computation);
     assert_eq!(job_row(&app, job).0, "queued");

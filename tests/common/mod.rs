@@ -162,6 +162,50 @@ impl TestApp {
             .expect("client")
     }
 
+    /// An API token of `user` (demo password) from `POST /api/v1/tokens`, which must succeed.
+    pub fn api_token(&self, user: &str) -> String {
+        let r = Client::new()
+            .post(self.url("/api/v1/tokens"))
+            .json(&serde_json::json!({ "username": user, "password": DEMO_PASSWORD }))
+            .send()
+            .expect("token request");
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<serde_json::Value>().expect("token JSON")["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// Submits a job through `POST /api/v1/jobs` with bearer `token` (the module as `job.wat`,
+    /// the manifest as `job.toml`); the status and the JSON body.
+    pub fn api_submit_job(
+        &self,
+        token: &str,
+        module: &str,
+        manifest: &str,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
+        use reqwest::blocking::multipart::{Form, Part};
+        let form = Form::new()
+            .part(
+                "module",
+                Part::bytes(module.as_bytes().to_vec()).file_name("job.wat"),
+            )
+            .part(
+                "manifest",
+                Part::bytes(manifest.as_bytes().to_vec()).file_name("job.toml"),
+            )
+            .text("purpose", purpose.to_owned());
+        let r = Client::new()
+            .post(self.url("/api/v1/jobs"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .expect("job submission");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
     /// `GET path`.
     pub fn get(&self, client: &Client, path: &str) -> Response {
         client.get(self.url(path)).send().expect("GET")
