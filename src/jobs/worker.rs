@@ -6,9 +6,9 @@
 //!   to `running` with an `UPDATE … WHERE state = <the state read>` that also requires the
 //!   lease to be expired, so two workers (threads, processes or machines) never both win; on
 //!   SQLite the database's single writer makes the conditional update atomic.
-//! * **Start.** The agreement is checked again (ended: the run is cancelled, never started),
-//!   and the privacy budget (exhausted: the run fails); the newest version of each bound
-//!   dataset is pinned in the run.
+//! * **Start.** In the claim's transaction, the agreement is checked again (ended: the run is
+//!   cancelled, never started), and the privacy budget (exhausted: the run fails); the newest
+//!   version of each bound dataset is pinned in the run.
 //! * Every write goes through [`db::write_transaction`], which serializes this process's
 //!   SQLite writers (a deferred transaction that read before another writer committed could
 //!   not upgrade its lock).
@@ -195,6 +195,9 @@ fn fail(
     })
 }
 
+/// Checks a just-claimed run before it starts (inside the claim's transaction): stops it when
+/// its workers died too often, its agreement ended, its budget is spent or a dataset has no
+/// version; otherwise pins the newest version of each bound dataset.
 fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, AppError> {
     let now = state.clock.now();
     let j = ops::load_job(conn, id)?;
@@ -247,15 +250,13 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     }
     let total: i64 = used.iter().map(|v| v.rows).sum();
     let versions = serde_json::to_string(&used).map_err(anyhow::Error::from)?;
-    db::write_transaction(conn, |conn| {
-        diesel::update(jobs::table.find(id))
-            .set((
-                jobs::versions.eq(&versions),
-                jobs::rows_total.eq(total),
-                jobs::rows_done.eq(0),
-            ))
-            .execute(conn)
-    })?;
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::versions.eq(&versions),
+            jobs::rows_total.eq(total),
+            jobs::rows_done.eq(0),
+        ))
+        .execute(conn)?;
     Ok(Start::Go(used, Box::new(c)))
 }
 
@@ -303,10 +304,19 @@ fn prepare(
 pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
     let mut conn = state.pool.get()?;
     let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
-    let Some(id) = claim(&mut conn, owner, state.clock.now(), lease).map_err(to_anyhow)? else {
+    // The claim and the checks before the start commit together: one transaction per run
+    // fewer, and a run never shows as started without its pinned versions.
+    let claimed = db::write_transaction(&mut conn, |conn| {
+        let Some(id) = claim(conn, owner, state.clock.now(), lease)? else {
+            return Ok(None);
+        };
+        start(state, conn, id).map(|s| Some((id, s)))
+    })
+    .map_err(to_anyhow)?;
+    let Some((id, start)) = claimed else {
         return Ok(false);
     };
-    let (used, c) = match start(state, &mut conn, id).map_err(to_anyhow)? {
+    let (used, c) = match start {
         Start::Go(used, c) => (used, c),
         Start::Stopped => return Ok(true),
     };
