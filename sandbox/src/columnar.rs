@@ -257,12 +257,17 @@ pub struct VersionWriter {
 /// final fsync of [`VersionWriter::finish`] waits only for the tail.
 struct Writeback {
     files: std::sync::mpsc::SyncSender<Vec<File>>,
+    /// Whether the thread is still syncing the last batch (then no new batch is prepared).
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl Writeback {
     fn start() -> io::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let (files, rx) = std::sync::mpsc::sync_channel::<Vec<File>>(1);
+        let busy = std::sync::Arc::new(AtomicBool::new(false));
+        let done = std::sync::Arc::clone(&busy);
         let thread = std::thread::Builder::new()
             .name("dataop-writeback".into())
             .spawn(move || {
@@ -270,10 +275,15 @@ impl Writeback {
                     for f in batch {
                         f.sync_data()?;
                     }
+                    done.store(false, Ordering::Release);
                 }
                 Ok(())
             })?;
-        Ok(Writeback { files, thread })
+        Ok(Writeback {
+            files,
+            busy,
+            thread,
+        })
     }
 
     /// Waits for the writebacks asked so far; their first error.
@@ -418,12 +428,16 @@ impl VersionWriter {
     /// Hands what was written so far to the writeback thread (skipped while it is still busy
     /// with the previous batch: the final fsync covers everything anyway).
     fn start_writeback(&mut self) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
         if self.writeback.is_none() {
             self.writeback = Some(Writeback::start()?);
         }
         let Some(wb) = &self.writeback else {
             return Ok(());
         };
+        if wb.busy.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut files = Vec::with_capacity(self.sinks.len() * 2);
         for sink in &mut self.sinks {
             sink.bin.flush()?;
@@ -433,6 +447,7 @@ impl VersionWriter {
                 files.push(off.get_ref().try_clone()?);
             }
         }
+        wb.busy.store(true, Ordering::Release);
         if wb.files.try_send(files).is_ok() {
             self.unsynced = 0;
         }
@@ -1167,6 +1182,37 @@ mod tests {
             std::env::temp_dir().join(format!("dataop-columnar-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn large_versions_are_written_back_while_written_and_read_back_whole() {
+        let dir = tmp("writeback");
+        let cols = vec![spec("n", ColumnType::Integer, ColumnRole::Plain, false)];
+        let mut w = VersionWriter::create(&dir, cols).unwrap();
+        // 48 MiB in 1 MiB chunks: several background writebacks, some skipped while busy.
+        let rows_per_chunk = (1 << 20) / 8;
+        let chunks = 48;
+        for c in 0..chunks {
+            let mut chunk = ColumnChunk::default();
+            for r in 0..rows_per_chunk {
+                chunk
+                    .data
+                    .extend(((c * rows_per_chunk + r) as i64).to_le_bytes());
+            }
+            w.push_columns(rows_per_chunk, std::slice::from_ref(&chunk))
+                .unwrap();
+        }
+        assert!(w.writeback.is_some(), "the background writeback started");
+        w.finish().unwrap();
+        let r = VersionReader::open(&dir).unwrap();
+        let total = (chunks * rows_per_chunk) as u64;
+        assert_eq!(r.rows(), total);
+        let mut all = vec![0u8; total as usize * 8];
+        r.read_raw_bytes(0, 0, &mut all).unwrap();
+        for (i, v) in all.chunks_exact(8).enumerate() {
+            assert_eq!(i64::from_le_bytes(v.try_into().unwrap()), i as i64);
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
