@@ -465,14 +465,25 @@ impl VersionWriter {
         if let Some(wb) = self.writeback {
             wb.join()?;
         }
+        let mut files = Vec::with_capacity(2 * self.sinks.len());
         for sink in self.sinks {
-            let bin = sink.bin.into_inner().map_err(|e| e.into_error())?;
-            bin.sync_all()?;
+            files.push(sink.bin.into_inner().map_err(|e| e.into_error())?);
             if let Some((off, _)) = sink.off {
-                let off = off.into_inner().map_err(|e| e.into_error())?;
-                off.sync_all()?;
+                files.push(off.into_inner().map_err(|e| e.into_error())?);
             }
         }
+        // Every column file reaches the disk before the metadata that makes the version
+        // complete; the files are synced side by side (each sync mostly waits for the device).
+        std::thread::scope(|scope| {
+            let syncs: Vec<_> = files
+                .iter()
+                .map(|f| scope.spawn(move || f.sync_all()))
+                .collect();
+            syncs.into_iter().try_for_each(|s| {
+                s.join()
+                    .map_err(|_| io::Error::other("a file sync thread panicked"))?
+            })
+        })?;
         let meta = VersionMeta {
             format: FORMAT.to_string(),
             rows: self.rows,
@@ -875,7 +886,13 @@ impl VersionReader {
 pub struct PseudonymKey {
     inner: [u32; 8],
     outer: [u32; 8],
+    /// Whether this CPU has the SHA extensions, which [`PseudonymBatch::hash`] runs several
+    /// values at once on.
+    sha_ni: bool,
 }
+
+#[cfg(target_arch = "x86_64")]
+mod shani;
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -919,7 +936,15 @@ impl PseudonymKey {
         compress(&mut inner, &k.map(|b| b ^ 0x36));
         let mut outer = SHA256_IV;
         compress(&mut outer, &k.map(|b| b ^ 0x5c));
-        Self { inner, outer }
+        #[cfg(target_arch = "x86_64")]
+        let sha_ni = shani::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let sha_ni = false;
+        Self {
+            inner,
+            outer,
+            sha_ni,
+        }
     }
 
     /// The pseudonym of a raw value as given (the caller trims it): the first 8 bytes
@@ -938,7 +963,12 @@ impl PseudonymKey {
         let bits = (64 + raw.len() as u64) * 8;
         last[end - 8..end].copy_from_slice(&bits.to_be_bytes());
         compress(&mut inner, &last[..end]);
-        // Outer hash: the 32-byte inner digest in one padded block.
+        self.outer_hash(inner)
+    }
+
+    /// The pseudonym from the inner hash state: the outer hash of the 32-byte inner digest in
+    /// one padded block.
+    fn outer_hash(&self, inner: [u32; 8]) -> u64 {
         let mut block = [0u8; 64];
         for (out, word) in block.chunks_exact_mut(4).zip(inner) {
             out.copy_from_slice(&word.to_be_bytes());
@@ -948,6 +978,103 @@ impl PseudonymKey {
         let mut outer = self.outer;
         compress(&mut outer, &block);
         (u64::from(outer[0]) << 32) | u64::from(outer[1])
+    }
+
+    /// The pseudonym of a short value given as its padded inner block.
+    fn pseudonym_of_block(&self, block: &[u8; 64]) -> u64 {
+        let mut inner = self.inner;
+        compress(&mut inner, block);
+        self.outer_hash(inner)
+    }
+
+    /// The pseudonyms of `N` short values given as their padded inner blocks.
+    fn pseudonyms_of_blocks<const N: usize>(&self, blocks: [&[u8; 64]; N]) -> [u64; N] {
+        #[cfg(target_arch = "x86_64")]
+        if self.sha_ni {
+            // SAFETY: `sha_ni` is set only when the CPU has the instructions this uses.
+            return unsafe { shani::pseudonyms(&self.inner, &self.outer, blocks) };
+        }
+        blocks.map(|b| self.pseudonym_of_block(b))
+    }
+}
+
+/// Values gathered to be pseudonymized together: on a CPU with the SHA extensions,
+/// [`PseudonymBatch::hash`] runs four short values side by side, about twice as fast as one
+/// by one.
+#[derive(Default)]
+pub struct PseudonymBatch {
+    /// The padded inner block of each value of up to 55 bytes (a longer value's is unused).
+    blocks: Vec<[u8; 64]>,
+    /// Longer values: their place in the batch and their bytes in `long_bytes`.
+    long: Vec<(usize, std::ops::Range<usize>)>,
+    long_bytes: Vec<u8>,
+}
+
+impl PseudonymBatch {
+    /// Longest value whose inner block is one padded block (64 − 1 − 8 bytes).
+    const SHORT: usize = 55;
+
+    /// Adds a raw value as given (the caller trims it).
+    pub fn push(&mut self, raw: &[u8]) {
+        let mut block = [0u8; 64];
+        if raw.len() <= Self::SHORT {
+            block[..raw.len()].copy_from_slice(raw);
+            block[raw.len()] = 0x80;
+            block[56..].copy_from_slice(&((64 + raw.len() as u64) * 8).to_be_bytes());
+        } else {
+            let start = self.long_bytes.len();
+            self.long_bytes.extend_from_slice(raw);
+            self.long
+                .push((self.blocks.len(), start..self.long_bytes.len()));
+        }
+        self.blocks.push(block);
+    }
+
+    /// Values added since the last [`PseudonymBatch::clear`].
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether no value waits.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Forgets every value (keeping the memory).
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+        self.long.clear();
+        self.long_bytes.clear();
+    }
+
+    /// Writes the pseudonym of every value, in the order added, to `out` (replacing what it
+    /// held): the same as [`PseudonymKey::pseudonym`] of each.
+    pub fn hash(&self, key: &PseudonymKey, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.blocks.len(), 0);
+        let mut long = self.long.iter().peekable();
+        // Short values wait in fours, hashed side by side.
+        let mut waiting = [0usize; 4];
+        let mut n = 0;
+        for i in 0..self.blocks.len() {
+            if let Some((_, range)) = long.next_if(|(at, _)| *at == i) {
+                out[i] = key.pseudonym(&self.long_bytes[range.clone()]);
+                continue;
+            }
+            waiting[n] = i;
+            n += 1;
+            if n == waiting.len() {
+                let hashed = key.pseudonyms_of_blocks(waiting.map(|j| &self.blocks[j]));
+                for (j, p) in waiting.into_iter().zip(hashed) {
+                    out[j] = p;
+                }
+                n = 0;
+            }
+        }
+        for &j in &waiting[..n] {
+            let [p] = key.pseudonyms_of_blocks([&self.blocks[j]]);
+            out[j] = p;
+        }
     }
 }
 
@@ -1655,5 +1782,37 @@ mod tests {
             let want = u64::from_be_bytes(full[..8].try_into().expect("8 bytes"));
             assert_eq!(k.pseudonym(&v), want, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn batched_pseudonyms_equal_single_pseudonyms() {
+        // Every length on both sides of the one-block limit, next to every other, with distinct
+        // bytes so that a swapped or mixed lane shows; odd and even counts.
+        let k = PseudonymKey::new(b"batch key");
+        let values: Vec<Vec<u8>> = (0..=70u8)
+            .map(|len| (0..len).map(|i| i.wrapping_mul(31) ^ len).collect())
+            .collect();
+        let mut batch = PseudonymBatch::default();
+        let mut got = Vec::new();
+        for a in &values {
+            batch.clear();
+            for b in &values {
+                batch.push(a);
+                batch.push(b);
+            }
+            batch.push(a);
+            batch.hash(&k, &mut got);
+            let want: Vec<u64> = values
+                .iter()
+                .flat_map(|b| [k.pseudonym(a), k.pseudonym(b)])
+                .chain([k.pseudonym(a)])
+                .collect();
+            assert_eq!(got, want, "{} bytes", a.len());
+        }
+        batch.clear();
+        assert!(batch.is_empty());
+        batch.push(b"The quick brown fox jumps over the lazy dog");
+        batch.hash(&PseudonymKey::new(b"key"), &mut got);
+        assert_eq!(got, [0xf7bc83f430538424]);
     }
 }
