@@ -1787,14 +1787,22 @@ mod tests {
     #[test]
     fn batched_pseudonyms_equal_single_pseudonyms() {
         // Every length on both sides of the one-block limit, next to every other, with distinct
-        // bytes so that a swapped or mixed lane shows; odd and even counts.
-        let k = PseudonymKey::new(b"batch key");
+        // bytes so that a swapped or mixed lane shows; odd and even counts; with the SHA
+        // extensions (where this CPU has them) and without.
+        let fast = PseudonymKey::new(b"batch key");
+        let plain = PseudonymKey {
+            sha_ni: false,
+            ..fast.clone()
+        };
         let values: Vec<Vec<u8>> = (0..=70u8)
             .map(|len| (0..len).map(|i| i.wrapping_mul(31) ^ len).collect())
             .collect();
         let mut batch = PseudonymBatch::default();
         let mut got = Vec::new();
-        for a in &values {
+        for (k, a) in [&fast, &plain]
+            .into_iter()
+            .flat_map(|k| values.iter().map(move |a| (k, a)))
+        {
             batch.clear();
             for b in &values {
                 batch.push(a);
