@@ -1809,7 +1809,7 @@ mod tests {
                 batch.push(b);
             }
             batch.push(a);
-            batch.hash(&k, &mut got);
+            batch.hash(k, &mut got);
             let want: Vec<u64> = values
                 .iter()
                 .flat_map(|b| [k.pseudonym(a), k.pseudonym(b)])
