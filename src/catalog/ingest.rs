@@ -1486,6 +1486,63 @@ mod tests {
     }
 
     #[test]
+    fn every_pseudonym_lands_in_its_row() {
+        // Two pseudonymized columns with values of 1 to 90 bytes (short ones are hashed in
+        // batches, long ones one by one), over more rows than one batch, in big and small
+        // chunks: each stored pseudonym is that of its own row's value.
+        let text = |name: &str, role| IngestColumn {
+            spec: ColumnSpec {
+                name: name.into(),
+                ty: ColumnType::Text,
+                role,
+                nullable: false,
+            },
+            max_chars: 100,
+        };
+        let columns = [
+            text("pid", ColumnRole::PrivacyUnit),
+            col("n", ColumnType::Integer, ColumnRole::Plain, false),
+            text("name", ColumnRole::Identifier),
+        ];
+        let value = |row: usize, salt: usize| -> String {
+            let len = 1 + (row * 7 + salt) % 90;
+            (0..len)
+                .map(|i| char::from(b'a' + ((row + i * salt) % 26) as u8))
+                .collect()
+        };
+        let rows = 3 * PSEUDONYM_BATCH + 17;
+        let mut csv = String::from("pid,n,name\n");
+        for row in 0..rows {
+            csv.push_str(&format!("{},{row},{}\n", value(row, 3), value(row, 5)));
+        }
+        let key = PseudonymKey::new(b"k");
+        for chunk_bytes in [1 << 20, 4096, 97] {
+            let dir = tempfile::tempdir().unwrap();
+            let got = ingest_chunked(
+                csv.as_bytes(),
+                &columns,
+                &key,
+                1 << 30,
+                dir.path(),
+                chunk_bytes,
+            )
+            .unwrap();
+            let version = columnar::VersionReader::open(got.dir()).unwrap();
+            for (column, salt) in [(0, 3), (2, 5)] {
+                let mut stored = vec![0u64; rows];
+                version.read_u64(column, 0, &mut stored).unwrap();
+                let want: Vec<u64> = (0..rows)
+                    .map(|row| key.pseudonym(value(row, salt).as_bytes()))
+                    .collect();
+                assert_eq!(
+                    stored, want,
+                    "column {column}, chunks of {chunk_bytes} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn special_mask_marks_exactly_the_special_bytes() {
         // Every byte value, at every offset, in full blocks and in the short tail.
         let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
