@@ -516,37 +516,20 @@ fn sources(
     versions: Vec<model::VersionUsed>,
     lang: Lang,
 ) -> Result<Vec<SourceView>, AppError> {
-    use crate::schema::{datasets, organisations};
-    use diesel::prelude::*;
     let ids: Vec<i64> = versions.iter().map(|v| v.dataset_id).collect();
-    let found: Vec<(i64, String, String, String)> = datasets::table
-        .inner_join(organisations::table)
-        .filter(datasets::id.eq_any(&ids))
-        .select((
-            datasets::id,
-            datasets::title_zh,
-            datasets::title_en,
-            organisations::name,
-        ))
-        .load(conn)?;
+    let labels = model::dataset_labels(conn, &ids)?;
     Ok(versions
         .into_iter()
         .map(|v| {
-            let (title, provider) = found
-                .iter()
-                .find(|d| d.0 == v.dataset_id)
-                .map(|(_, zh, en, org)| {
-                    let title = match lang {
-                        Lang::Zh => zh,
-                        Lang::En => en,
-                    };
-                    (title.clone(), org.clone())
-                })
-                .unwrap_or_default();
+            let label = labels.get(&v.dataset_id).cloned().unwrap_or_default();
+            let title = match lang {
+                Lang::Zh => label.title_zh,
+                Lang::En => label.title_en,
+            };
             SourceView {
                 dataset_id: v.dataset_id,
                 title,
-                provider,
+                provider: label.provider,
                 binding: v.name,
                 version_no: v.version_no,
                 rows: v.rows,

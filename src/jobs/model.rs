@@ -177,6 +177,48 @@ pub struct VersionUsed {
     pub storage_path: String,
 }
 
+/// A dataset as a run's provenance names it: its catalog titles and its provider.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetLabel {
+    /// Title in Chinese.
+    pub title_zh: String,
+    /// Title in English.
+    pub title_en: String,
+    /// The providing organisation's name.
+    pub provider: String,
+}
+
+/// The labels of the datasets `ids`, by id, in one query.
+pub fn dataset_labels(
+    conn: &mut DbConnection,
+    ids: &[i64],
+) -> QueryResult<BTreeMap<i64, DatasetLabel>> {
+    use crate::schema::datasets;
+    let rows: Vec<(i64, String, String, String)> = datasets::table
+        .inner_join(organisations::table)
+        .filter(datasets::id.eq_any(ids))
+        .select((
+            datasets::id,
+            datasets::title_zh,
+            datasets::title_en,
+            organisations::name,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, title_zh, title_en, provider)| {
+            (
+                id,
+                DatasetLabel {
+                    title_zh,
+                    title_en,
+                    provider,
+                },
+            )
+        })
+        .collect())
+}
+
 /// A release (the signed files).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = job_releases)]

@@ -13,7 +13,6 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::model::{Computation, Job};
-use crate::schema::{datasets, organisations};
 
 /// One aggregate table.
 #[derive(Debug, Clone, Default)]
@@ -177,18 +176,19 @@ pub fn build(
     agreement_number: &str,
     released_at: NaiveDateTime,
 ) -> QueryResult<Files> {
+    let versions = job.versions_used();
+    let ids: Vec<i64> = versions.iter().map(|v| v.dataset_id).collect();
+    let labels = super::model::dataset_labels(conn, &ids)?;
     let mut sources = Vec::new();
-    for v in job.versions_used() {
-        let (title_zh, title_en, provider): (String, String, String) = datasets::table
-            .inner_join(organisations::table)
-            .filter(datasets::id.eq(v.dataset_id))
-            .select((datasets::title_zh, datasets::title_en, organisations::name))
-            .first(conn)?;
+    for v in versions {
+        let label = labels
+            .get(&v.dataset_id)
+            .ok_or(diesel::result::Error::NotFound)?;
         sources.push(serde_json::json!({
             "dataset_id": v.dataset_id,
-            "title_zh": title_zh,
-            "title_en": title_en,
-            "provider": provider,
+            "title_zh": label.title_zh,
+            "title_en": label.title_en,
+            "provider": label.provider,
             "version": v.version_no,
             "obtained_on": v.obtained_at.date().to_string(),
             "rows": v.rows,

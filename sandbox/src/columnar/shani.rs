@@ -79,7 +79,7 @@ const K: [u32; 64] = [
     0xc671_78f2,
 ];
 
-/// Whether this CPU has the instructions [`pair`] uses.
+/// Whether this CPU has the instructions [`pseudonyms`] uses.
 pub(super) fn available() -> bool {
     is_x86_feature_detected!("sha")
         && is_x86_feature_detected!("sse2")
