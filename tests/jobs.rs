@@ -717,6 +717,10 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{lost}"));
     assert!(html.contains("host error"));
+    assert!(
+        html.contains("平台无法运行该任务（主机错误）"),
+        "the outcome in words"
+    );
 }
 
 #[test]

@@ -464,22 +464,15 @@ pub struct ReasonView {
     pub detail: String,
 }
 
-/// The reason of a run in `lang`: the platform's reasons are message keys, a sandbox outcome
-/// of a known kind (or a host error while preparing the run) is translated with its technical
-/// text kept as detail, and the reviewer's words are shown as written.
+/// The reason of a run in `lang`: the platform's reasons are message keys, an outcome of a
+/// known kind (the sandbox's, or a host error while preparing the run) is translated with its
+/// technical text kept as detail, and the reviewer's words are shown as written.
 fn reason_view(job: &Job, lang: Lang) -> Option<ReasonView> {
     if job.reason.is_empty() {
         return None;
     }
-    let kind = if job.reason.starts_with("jobs.why.") {
-        None
-    } else if !job.outcome.is_empty() && job.outcome != "finished" {
-        Some(job.outcome.as_str())
-    } else if job.reason.starts_with("host error: ") {
-        Some("host_error")
-    } else {
-        None
-    };
+    let kind = (!job.reason.starts_with("jobs.why.") && job.outcome != "finished")
+        .then_some(job.outcome.as_str());
     Some(match kind.and_then(ops::outcome_key) {
         Some(key) => ReasonView {
             text: crate::i18n::t(lang, key).to_owned(),

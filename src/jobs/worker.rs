@@ -157,18 +157,21 @@ enum Start {
     Stopped,
 }
 
+/// Stops a run before the sandbox ran it: `reason` is a message key of the platform's, or,
+/// with the outcome kind `outcome` (else empty), the host's own words.
 fn fail(
     conn: &mut DbConnection,
     j: &Job,
     action: RunAction,
     reason: &str,
+    outcome: &str,
     now: NaiveDateTime,
 ) -> Result<(), AppError> {
     db::write_transaction(conn, |conn| {
         let j = ops::load_job(conn, j.id)?;
         ops::move_job(conn, &j, action, now)?;
         diesel::update(jobs::table.find(j.id))
-            .set(jobs::reason.eq(reason))
+            .set((jobs::reason.eq(reason), jobs::outcome.eq(outcome)))
             .execute(conn)?;
         audit::record(
             conn,
@@ -185,7 +188,14 @@ fn fail(
                 template: "jobs.mail.failed",
                 args: &[
                     ("id", j.id.to_string()),
-                    ("reason", ops::reason_both(reason)),
+                    (
+                        "reason",
+                        if outcome.is_empty() {
+                            ops::reason_both(reason)
+                        } else {
+                            ops::outcome_both(outcome, reason)
+                        },
+                    ),
                 ],
                 object_type: "job",
                 object_id: j.id.to_string(),
@@ -202,7 +212,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     let now = state.clock.now();
     let j = ops::load_job(conn, id)?;
     if j.attempts > MAX_ATTEMPTS {
-        fail(conn, &j, RunAction::Fail, ops::TOO_MANY_ATTEMPTS, now)?;
+        fail(conn, &j, RunAction::Fail, ops::TOO_MANY_ATTEMPTS, "", now)?;
         return Ok(Start::Stopped);
     }
     let c = ops::load_computation(conn, j.computation_id)?;
@@ -212,12 +222,13 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
             &j,
             RunAction::AgreementEnded,
             ops::AGREEMENT_ENDED,
+            "",
             now,
         )?;
         return Ok(Start::Stopped);
     };
     if !ops::budget_fits(conn, &c, &a)? {
-        fail(conn, &j, RunAction::Fail, ops::BUDGET_EXHAUSTED, now)?;
+        fail(conn, &j, RunAction::Fail, ops::BUDGET_EXHAUSTED, "", now)?;
         return Ok(Start::Stopped);
     }
     let mut used = Vec::new();
@@ -235,7 +246,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
             .first(conn)
             .optional()?;
         let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
-            fail(conn, &j, RunAction::Fail, ops::NO_DATA, now)?;
+            fail(conn, &j, RunAction::Fail, ops::NO_DATA, "", now)?;
             return Ok(Start::Stopped);
         };
         used.push(VersionUsed {
@@ -331,6 +342,7 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
                 &j,
                 RunAction::Fail,
                 &format!("host error: {e}"),
+                "host_error",
                 state.clock.now(),
             )
             .map_err(to_anyhow)?;
