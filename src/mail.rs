@@ -1,6 +1,6 @@
 //! Email notifications: the outbox.
 //!
-//! A workflow step calls one of [`to_user`], [`to_org`], [`to_role`] or [`to_addr`] inside its
+//! A workflow step calls one of [`to_user`], [`to_org`], [`to_orgs_with_role`] or [`to_addr`] inside its
 //! own transaction. That renders the message (both languages in one mail: Chinese first, then
 //! English) from the message catalogs and writes it to `mail_outbox`; delivery happens later,
 //! outside the transaction, so a mail server that is down never blocks or rolls back the step.
@@ -60,8 +60,8 @@ struct NewMail<'a> {
     to_user_id: Option<i64>,
     lang: &'a str,
     template: &'a str,
-    subject: String,
-    body: String,
+    subject: &'a str,
+    body: &'a str,
     object_type: &'a str,
     object_id: &'a str,
     state: &'a str,
@@ -111,40 +111,75 @@ pub fn to_user(conn: &mut DbConnection, user_id: i64, notice: &Notice<'_>) -> Qu
 /// Queues the notice for every active user of an organisation and, when it is not one of
 /// theirs, the organisation's own contact address.
 pub fn to_org(conn: &mut DbConnection, org_id: i64, notice: &Notice<'_>) -> QueryResult<()> {
-    let members: Vec<(i64, String)> = users::table
-        .filter(users::org_id.eq(org_id))
-        .filter(users::status.eq("active"))
-        .select((users::id, users::email))
-        .order(users::id)
-        .load(conn)?;
-    for (id, addr) in &members {
-        queue(conn, addr, Some(*id), notice)?;
-    }
-    let org_addr: Option<String> = organisations::table
+    let rows = members_and_mailboxes()
         .filter(organisations::id.eq(org_id))
-        .select(organisations::email)
-        .first(conn)
-        .optional()?;
-    if let Some(addr) = org_addr
-        && !members.iter().any(|(_, a)| a.eq_ignore_ascii_case(&addr))
-    {
-        queue(conn, &addr, None, notice)?;
-    }
-    Ok(())
+        .order((organisations::id, users::id))
+        .load(conn)?;
+    queue_all(conn, &recipients(rows), notice)
 }
 
-/// Queues the notice for every active user with the role (e.g. all regulator staff).
-pub fn to_role(conn: &mut DbConnection, role: Role, notice: &Notice<'_>) -> QueryResult<()> {
-    let members: Vec<(i64, String)> = users::table
-        .filter(users::role.eq(role.as_str()))
-        .filter(users::status.eq("active"))
-        .select((users::id, users::email))
-        .order(users::id)
+/// Queues the notice, as [`to_org`] does, for every organisation that has an active user with
+/// the role (e.g. the regulator's staff and mailbox).
+pub fn to_orgs_with_role(
+    conn: &mut DbConnection,
+    role: Role,
+    notice: &Notice<'_>,
+) -> QueryResult<()> {
+    let holders = diesel::alias!(users as role_holders);
+    let with_role = holders
+        .filter(holders.field(users::role).eq(role.as_str()))
+        .filter(holders.field(users::status).eq("active"))
+        .select(holders.field(users::org_id));
+    let rows = members_and_mailboxes()
+        .filter(organisations::id.eq_any(with_role))
+        .order((organisations::id, users::id))
         .load(conn)?;
-    for (id, addr) in &members {
-        queue(conn, addr, Some(*id), notice)?;
+    queue_all(conn, &recipients(rows), notice)
+}
+
+/// One row per active member of an organisation (one row with no member when it has none):
+/// the organisation's id and mailbox, the member's id and address.
+type MemberRow = (i64, String, Option<i64>, Option<String>);
+
+#[diesel::dsl::auto_type]
+fn members_and_mailboxes() -> _ {
+    let active_member: diesel::dsl::And<
+        diesel::dsl::Eq<users::org_id, organisations::id>,
+        diesel::dsl::Eq<users::status, &'static str>,
+    > = users::org_id
+        .eq(organisations::id)
+        .and(users::status.eq("active"));
+    organisations::table
+        .left_join(users::table.on(active_member))
+        .select((
+            organisations::id,
+            organisations::email,
+            users::id.nullable(),
+            users::email.nullable(),
+        ))
+}
+
+/// The addresses of the rows (in order: each organisation's members, then its mailbox when no
+/// member uses the same address), with the user each belongs to.
+fn recipients(rows: Vec<MemberRow>) -> Vec<(String, Option<i64>)> {
+    let mut out: Vec<(String, Option<i64>)> = Vec::new();
+    let mut i = 0;
+    while let Some((org, mailbox, _, _)) = rows.get(i) {
+        let members: Vec<(String, Option<i64>)> = rows[i..]
+            .iter()
+            .take_while(|r| r.0 == *org)
+            .filter_map(|r| Some((r.3.clone()?, r.2)))
+            .collect();
+        i += rows[i..].iter().take_while(|r| r.0 == *org).count();
+        let shared = members
+            .iter()
+            .any(|(a, _)| a.trim().eq_ignore_ascii_case(mailbox.trim()));
+        out.extend(members);
+        if !shared {
+            out.push((mailbox.clone(), None));
+        }
     }
-    Ok(())
+    out
 }
 
 fn queue(
@@ -153,28 +188,75 @@ fn queue(
     user_id: Option<i64>,
     notice: &Notice<'_>,
 ) -> QueryResult<()> {
-    let addr = addr.trim();
-    if addr.is_empty() {
-        return Ok(());
-    }
+    queue_all(conn, &[(addr.to_owned(), user_id)], notice)
+}
+
+/// Renders the notice once and queues it for every non-empty address.
+///
+/// (One insert per address: the derived multi-backend connection has no batch insert.)
+fn queue_all(
+    conn: &mut DbConnection,
+    to: &[(String, Option<i64>)],
+    notice: &Notice<'_>,
+) -> QueryResult<()> {
     let (subject, body) = render(notice);
     let now = chrono::Utc::now().naive_utc();
-    diesel::insert_into(mail_outbox::table)
-        .values(NewMail {
-            to_addr: addr,
-            to_user_id: user_id,
-            lang: "zh+en",
-            template: notice.template,
-            subject,
-            body,
-            object_type: notice.object_type,
-            object_id: &notice.object_id,
-            state: state::PENDING,
-            attempts: 0,
-            last_error: "",
-            next_attempt_at: now,
-            created_at: now,
-        })
-        .execute(conn)?;
+    for (addr, user_id) in to {
+        let addr = addr.trim();
+        if addr.is_empty() {
+            continue;
+        }
+        diesel::insert_into(mail_outbox::table)
+            .values(NewMail {
+                to_addr: addr,
+                to_user_id: *user_id,
+                lang: "zh+en",
+                template: notice.template,
+                subject: &subject,
+                body: &body,
+                object_type: notice.object_type,
+                object_id: &notice.object_id,
+                state: state::PENDING,
+                attempts: 0,
+                last_error: "",
+                next_attempt_at: now,
+                created_at: now,
+            })
+            .execute(conn)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(org: i64, mailbox: &str, member: Option<(i64, &str)>) -> MemberRow {
+        (
+            org,
+            mailbox.to_owned(),
+            member.map(|m| m.0),
+            member.map(|m| m.1.to_owned()),
+        )
+    }
+
+    #[test]
+    fn each_organisation_gets_its_members_then_its_mailbox_unless_a_member_uses_it() {
+        let rows = vec![
+            row(1, "office@a.cn", Some((10, "li@a.cn"))),
+            row(1, "office@a.cn", Some((11, "wang@a.cn"))),
+            row(2, "Desk@B.cn", Some((20, "desk@b.cn"))),
+            row(3, "only@c.cn", None),
+        ];
+        let got = recipients(rows);
+        let want: Vec<(String, Option<i64>)> = vec![
+            ("li@a.cn".into(), Some(10)),
+            ("wang@a.cn".into(), Some(11)),
+            ("office@a.cn".into(), None),
+            ("desk@b.cn".into(), Some(20)),
+            ("only@c.cn".into(), None),
+        ];
+        assert_eq!(got, want);
+        assert!(recipients(Vec::new()).is_empty());
+    }
 }

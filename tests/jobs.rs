@@ -277,6 +277,57 @@ fn whole_path_from_upload_to_signed_download() {
         ] {
             assert!(templates.iter().any(|x| x == t), "{t}");
         }
+        // The finished run goes to the operator's members and mailbox, its output review to
+        // every organisation with an active regulator (members and mailbox), nobody else.
+        use dataop::schema::{organisations, users};
+        let org_addrs = |conn: &mut dataop::db::DbConnection, orgs: Vec<i64>| {
+            let mut addrs: Vec<String> = users::table
+                .filter(users::org_id.eq_any(&orgs))
+                .filter(users::status.eq("active"))
+                .select(users::email)
+                .load(conn)
+                .unwrap();
+            addrs.extend(
+                organisations::table
+                    .filter(organisations::id.eq_any(&orgs))
+                    .select(organisations::email)
+                    .load::<String>(conn)
+                    .unwrap(),
+            );
+            addrs.retain(|a| !a.is_empty());
+            addrs.sort();
+            addrs.dedup();
+            addrs
+        };
+        let sent_to = |conn: &mut dataop::db::DbConnection, template: &str| {
+            let mut v: Vec<String> = mail_outbox::table
+                .filter(mail_outbox::template.eq(template))
+                .filter(mail_outbox::object_id.eq(job.to_string()))
+                .select(mail_outbox::to_addr)
+                .load(conn)
+                .unwrap();
+            v.sort();
+            v
+        };
+        let alpha_org: i64 = users::table
+            .filter(users::username.eq("alpha"))
+            .select(users::org_id)
+            .first(&mut *conn)
+            .unwrap();
+        let regulators: Vec<i64> = users::table
+            .filter(users::role.eq("regulator"))
+            .filter(users::status.eq("active"))
+            .select(users::org_id)
+            .distinct()
+            .load(&mut *conn)
+            .unwrap();
+        assert!(!regulators.contains(&alpha_org));
+        let operator = org_addrs(&mut conn, vec![alpha_org]);
+        let reviewers = org_addrs(&mut conn, regulators);
+        assert!(!operator.is_empty() && !reviewers.is_empty());
+        assert_eq!(sent_to(&mut conn, "jobs.mail.finished"), operator);
+        assert_eq!(sent_to(&mut conn, "jobs.mail.output_review"), reviewers);
+        assert_eq!(sent_to(&mut conn, "jobs.mail.released"), operator);
     }
 }
 

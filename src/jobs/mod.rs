@@ -84,27 +84,6 @@ pub fn is_reviewer(state: &AppState, user: &CurrentUser) -> bool {
     user.role == reviewer_role(state)
 }
 
-/// Queues a notice for the reviewers: every organisation with an active user of the reviewing
-/// role (its members and its mailbox).
-pub fn notify_reviewers(
-    conn: &mut crate::db::DbConnection,
-    role: Role,
-    notice: &crate::mail::Notice<'_>,
-) -> diesel::QueryResult<()> {
-    use crate::schema::users;
-    use diesel::prelude::*;
-    let orgs: Vec<i64> = users::table
-        .filter(users::role.eq(role.as_str()))
-        .filter(users::status.eq("active"))
-        .select(users::org_id)
-        .distinct()
-        .load(conn)?;
-    for org in orgs {
-        crate::mail::to_org(conn, org, notice)?;
-    }
-    Ok(())
-}
-
 /// Whether `user` may watch every job (reviewer, regulator, platform admin).
 pub fn sees_all(user: &CurrentUser) -> bool {
     matches!(user.role, Role::Regulator | Role::PlatformAdmin)

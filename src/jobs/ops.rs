@@ -81,7 +81,7 @@ fn notify_role(
     id: i64,
     args: &[(&str, String)],
 ) -> QueryResult<()> {
-    super::notify_reviewers(
+    mail::to_orgs_with_role(
         conn,
         role,
         &Notice {

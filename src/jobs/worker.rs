@@ -500,7 +500,7 @@ fn finish(
         };
         mail::to_org(conn, j.org_id, &notice)?;
         if finished {
-            super::notify_reviewers(
+            mail::to_orgs_with_role(
                 conn,
                 super::reviewer_role(state),
                 &Notice {
