@@ -112,24 +112,25 @@ pub(crate) fn move_job(
     now: NaiveDateTime,
 ) -> Result<RunState, AppError> {
     let to = machine::apply_run(job.st(), action).map_err(refuse)?;
-    let n = diesel::update(
-        jobs::table
-            .filter(jobs::id.eq(job.id))
-            .filter(jobs::state.eq(&job.state)),
-    )
-    .set(jobs::state.eq(to.as_str()))
-    .execute(conn)?;
-    if n == 0 {
-        return Err(AppError::conflict("jobs.refuse.changed"));
-    }
-    if to.is_final() || to == RunState::Finished {
-        diesel::update(jobs::table.find(job.id))
+    let target = jobs::table
+        .filter(jobs::id.eq(job.id))
+        .filter(jobs::state.eq(&job.state));
+    let n = if to.is_final() || to == RunState::Finished {
+        diesel::update(target)
             .set((
+                jobs::state.eq(to.as_str()),
                 jobs::finished_at.eq(job.finished_at.unwrap_or(now)),
                 jobs::lease_owner.eq(None::<String>),
                 jobs::lease_expires_at.eq(None::<NaiveDateTime>),
             ))
-            .execute(conn)?;
+            .execute(conn)?
+    } else {
+        diesel::update(target)
+            .set(jobs::state.eq(to.as_str()))
+            .execute(conn)?
+    };
+    if n == 0 {
+        return Err(AppError::conflict("jobs.refuse.changed"));
     }
     Ok(to)
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
 use super::machine::{RunAction, RunState};
 use super::model::{self, Job, VersionUsed};
@@ -67,57 +67,63 @@ pub fn claim(
     now: NaiveDateTime,
     lease: chrono::Duration,
 ) -> Result<Option<i64>, AppError> {
-    db::write_transaction(conn, |conn| {
-        let sql = match conn.backend() {
-            Backend::Sqlite => PICK_SQLITE,
-            Backend::Postgres => PICK_PG,
-        };
-        let picked: Option<Candidate> = diesel::sql_query(sql)
-            .bind::<Timestamp, _>(now)
-            .get_result(conn)
-            .optional()?;
-        let Some(c) = picked else {
-            return Ok(None);
-        };
-        let from = RunState::parse(&c.state).unwrap_or(RunState::Failed);
-        super::machine::apply_run(from, RunAction::Claim).map_err(|r| AppError::conflict(r.0))?;
-        let n = diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(c.id))
-                .filter(jobs::state.eq(&c.state))
-                .filter(
-                    jobs::lease_expires_at
-                        .is_null()
-                        .or(jobs::lease_expires_at.lt(now)),
-                ),
+    db::write_transaction(conn, |conn| claim_in(conn, owner, now, lease))
+}
+
+/// [`claim`] inside the caller's transaction.
+fn claim_in(
+    conn: &mut DbConnection,
+    owner: &str,
+    now: NaiveDateTime,
+    lease: chrono::Duration,
+) -> Result<Option<i64>, AppError> {
+    let sql = match conn.backend() {
+        Backend::Sqlite => PICK_SQLITE,
+        Backend::Postgres => PICK_PG,
+    };
+    let picked: Option<Candidate> = diesel::sql_query(sql)
+        .bind::<Timestamp, _>(now)
+        .get_result(conn)
+        .optional()?;
+    let Some(c) = picked else {
+        return Ok(None);
+    };
+    let from = RunState::parse(&c.state).unwrap_or(RunState::Failed);
+    super::machine::apply_run(from, RunAction::Claim).map_err(|r| AppError::conflict(r.0))?;
+    let n = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(c.id))
+            .filter(jobs::state.eq(&c.state))
+            .filter(
+                jobs::lease_expires_at
+                    .is_null()
+                    .or(jobs::lease_expires_at.lt(now)),
+            ),
+    )
+    .set((
+        jobs::state.eq(RunState::Running.as_str()),
+        jobs::lease_owner.eq(owner),
+        jobs::lease_expires_at.eq(now + lease),
+        jobs::attempts.eq(jobs::attempts + 1),
+        jobs::started_at.eq(diesel::dsl::case_when(
+            jobs::started_at.is_null(),
+            Some(now).into_sql::<Nullable<Timestamp>>(),
         )
-        .set((
-            jobs::state.eq(RunState::Running.as_str()),
-            jobs::lease_owner.eq(owner),
-            jobs::lease_expires_at.eq(now + lease),
-            jobs::attempts.eq(jobs::attempts + 1),
-        ))
-        .execute(conn)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(c.id))
-                .filter(jobs::started_at.is_null()),
-        )
-        .set(jobs::started_at.eq(now))
-        .execute(conn)?;
-        audit::record(
-            conn,
-            &Actor::system(),
-            "job.claim",
-            "job",
-            &c.id.to_string(),
-            serde_json::json!({ "worker": owner, "from": c.state }),
-        )?;
-        Ok(Some(c.id))
-    })
+        .otherwise(jobs::started_at)),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    audit::record(
+        conn,
+        &Actor::system(),
+        "job.claim",
+        "job",
+        &c.id.to_string(),
+        serde_json::json!({ "worker": owner, "from": c.state }),
+    )?;
+    Ok(Some(c.id))
 }
 
 /// A table source that counts the rows read of one column (for the progress bar).
@@ -318,7 +324,7 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
     // The claim and the checks before the start commit together: one transaction per run
     // fewer, and a run never shows as started without its pinned versions.
     let claimed = db::write_transaction(&mut conn, |conn| {
-        let Some(id) = claim(conn, owner, state.clock.now(), lease)? else {
+        let Some(id) = claim_in(conn, owner, state.clock.now(), lease)? else {
             return Ok(None);
         };
         start(state, conn, id).map(|s| Some((id, s)))
