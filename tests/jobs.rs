@@ -331,6 +331,125 @@ fn whole_path_from_upload_to_signed_download() {
     }
 }
 
+/// Reads the next server-sent event (its name and JSON data), skipping comments and the retry
+/// field; `None` when the stream ends.
+fn next_event(r: &mut impl std::io::BufRead) -> Option<(String, serde_json::Value)> {
+    let (mut name, mut data) = (String::new(), String::new());
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("event stream") == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if !data.is_empty() {
+                return Some((name, serde_json::from_str(&data).expect("event data")));
+            }
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            name = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push_str(v);
+        }
+    }
+}
+
+fn set_rows(app: &TestApp, job: i64, done: i64, total: i64) {
+    use dataop::schema::jobs;
+    diesel::update(jobs::table.find(job))
+        .set((jobs::rows_done.eq(done), jobs::rows_total.eq(total)))
+        .execute(&mut *app.conn())
+        .unwrap();
+}
+
+#[test]
+fn the_job_page_follows_progress_live_by_server_sent_events() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (job, computation) = ids(&body);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let page = format!("/jobs/{job}");
+    let events = format!("/jobs/{job}/events");
+
+    // The page's script follows the events; only without JavaScript does it refresh itself.
+    let (_, html) = app.get_text(&alpha, &page);
+    assert!(
+        html.contains(&format!("data-events=\"{events}\"")),
+        "{html}"
+    );
+    assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>"));
+    assert!(html.contains("<script src=\"/static/js/job-progress.js\" defer></script>"));
+    let (s, js) = app.get_text(&alpha, "/static/js/job-progress.js");
+    assert_eq!(s, 200);
+    assert!(js.contains("EventSource") && js.contains("data-events"));
+
+    // Another organisation cannot follow it.
+    let beta = app.logged_in("beta", DEMO_PASSWORD);
+    assert_eq!(app.get(&beta, &events).status().as_u16(), 404);
+
+    // Waiting for approval: the stream opens with the state and ends with a state event as
+    // soon as the reviewer approves.
+    let r = app.get(&alpha, &events);
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut r = std::io::BufReader::new(r);
+    let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(name, "progress");
+    assert_eq!(data["state"], "awaiting_approval");
+    approve(&app, computation);
+    let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!((name.as_str(), &data["state"]), ("state", &"queued".into()));
+    assert!(next_event(&mut r).is_none());
+
+    // Running: the rows read so far, again each time the worker writes them, and the end when
+    // the run is cancelled.
+    let claimed = worker::claim(
+        &mut app.conn(),
+        "test-worker",
+        app.state().clock.now(),
+        Duration::seconds(60),
+    )
+    .unwrap();
+    assert_eq!(claimed, Some(job));
+    set_rows(&app, job, 1000, 3000);
+    let mut r = std::io::BufReader::new(app.get(&alpha, &events));
+    let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(name, "progress");
+    assert_eq!(data["state"], "running");
+    assert_eq!(
+        (data["rows_done"].as_i64(), data["percent"].as_i64()),
+        (Some(1000), Some(33))
+    );
+    set_rows(&app, job, 2400, 3000);
+    let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(name, "progress");
+    assert_eq!(
+        (data["rows_done"].as_i64(), data["percent"].as_i64()),
+        (Some(2400), Some(80))
+    );
+    assert_eq!(
+        post(&app, &alpha, &page, &format!("{page}/cancel"), &[]),
+        303
+    );
+    let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(
+        (name.as_str(), &data["state"]),
+        ("state", &"cancelled".into())
+    );
+    assert!(next_event(&mut r).is_none());
+
+    // An ended run: one state event, then the end; its page no longer follows anything.
+    let mut r = std::io::BufReader::new(app.get(&alpha, &events));
+    assert_eq!(next_event(&mut r).unwrap().0, "state");
+    assert!(next_event(&mut r).is_none());
+    let (_, html) = app.get_text(&alpha, &page);
+    assert!(!html.contains("data-events") && !html.contains("http-equiv=\"refresh\""));
+}
+
 #[test]
 fn every_refusal_at_submission_names_its_rule() {
     let app = world();

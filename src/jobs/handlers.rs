@@ -44,7 +44,7 @@ fn require_reviewer(state: &AppState, user: &CurrentUser) -> Result<(), AppError
     }
 }
 
-fn load_visible(
+pub(super) fn load_visible(
     conn: &mut crate::db::DbConnection,
     user: &CurrentUser,
     id: i64,

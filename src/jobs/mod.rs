@@ -28,6 +28,7 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod events;
 pub mod handlers;
 pub mod machine;
 pub mod model;
@@ -103,6 +104,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs", web::post().to(h::submit_form))
         .route("/jobs/new", web::get().to(h::new_form))
         .route("/jobs/{id}", web::get().to(h::show))
+        .route("/jobs/{id}/events", web::get().to(events::events))
         .route("/jobs/{id}/cancel", web::post().to(h::cancel))
         .route("/jobs/{id}/release", web::post().to(h::release))
         .route("/jobs/{id}/withhold", web::post().to(h::withhold))
