@@ -88,16 +88,11 @@ impl Progress {
             .find(id)
             .select((jobs::state, jobs::rows_done, jobs::rows_total))
             .first(conn)?;
-        let percent = if rows_total <= 0 {
-            0
-        } else {
-            rows_done.clamp(0, rows_total) * 100 / rows_total
-        };
         Ok(Self {
             state,
             rows_done,
             rows_total,
-            percent,
+            percent: super::model::percent(rows_done, rows_total),
         })
     }
 

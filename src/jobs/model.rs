@@ -150,11 +150,16 @@ impl Job {
 
     /// Percentage of rows processed (0–100).
     pub fn percent(&self) -> i64 {
-        if self.rows_total <= 0 {
-            0
-        } else {
-            (self.rows_done.min(self.rows_total) * 100) / self.rows_total
-        }
+        percent(self.rows_done, self.rows_total)
+    }
+}
+
+/// Percent (0–100) of `total` rows that `done` rows are; 0 while the total is unknown.
+pub fn percent(done: i64, total: i64) -> i64 {
+    if total <= 0 {
+        0
+    } else {
+        done.clamp(0, total) * 100 / total
     }
 }
 
