@@ -634,6 +634,125 @@ fn approval_is_pinned_by_hash() {
 }
 
 #[test]
+fn revoking_an_approval_cancels_its_runs_and_the_module_needs_approval_again() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (first, computation) = ids(&body);
+    approve(&app, computation);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, first), "finished");
+    // Two more runs of the approved module, one of them claimed by a worker.
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!((s, &body["state"]), (201, &"queued".into()));
+    let (running, same) = ids(&body);
+    assert_eq!(same, computation);
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (queued, _) = ids(&body);
+    let claimed = worker::claim(
+        &mut app.conn(),
+        "test-worker",
+        app.state().clock.now(),
+        Duration::seconds(60),
+    )
+    .unwrap();
+    assert_eq!(claimed, Some(running));
+
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let page = format!("/admin/computations/{computation}");
+    let revoke = format!("{page}/revoke");
+    let (_, html) = app.get_text(&reg, &page);
+    assert!(
+        html.contains(&format!("action=\"{revoke}\"")),
+        "revoke form shown"
+    );
+    // Only the reviewer revokes, and only with reasons; neither attempt changes anything.
+    assert_eq!(
+        post(
+            &app,
+            &alpha,
+            &format!("/jobs/{first}"),
+            &revoke,
+            &[("note", "x")]
+        ),
+        403
+    );
+    let r = app.post_form_from(&reg, &page, &revoke, &[("note", "  ")]);
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().unwrap().contains("理由"));
+    assert_eq!(job_state(&app, queued), "queued");
+    assert_eq!(job_state(&app, running), "running");
+
+    let reasons = "发现输出被用于个人画像";
+    assert_eq!(post(&app, &reg, &page, &revoke, &[("note", reasons)]), 303);
+    let (_, html) = app.get_text(&reg, &page);
+    assert!(html.contains("批准已撤销") && html.contains(reasons));
+    assert!(!html.contains(&format!("action=\"{revoke}\"")));
+    // The queued and the running run are cancelled, the finished one is left to the reviewer;
+    // the operator sees why.
+    assert_eq!(job_state(&app, queued), "cancelled");
+    assert_eq!(job_state(&app, running), "cancelled");
+    assert_eq!(job_state(&app, first), "finished");
+    let (_, job_page) = app.get_text(&alpha, &format!("/jobs/{queued}"));
+    assert!(job_page.contains("其计算的批准已被撤销") && job_page.contains(reasons));
+    // A worker holding the cancelled run finds nothing to do.
+    assert_eq!(run_all(&app), 0);
+    // Revoking again, or approving the revoked computation, is a state conflict.
+    assert_eq!(post(&app, &reg, &page, &revoke, &[("note", reasons)]), 409);
+    assert_eq!(
+        post(&app, &reg, &page, &format!("{page}/approve"), &[]),
+        409
+    );
+    // The same module submitted again is a new computation waiting for approval.
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!((s, &body["state"]), (201, &"awaiting_approval".into()));
+    let (again, new_computation) = ids(&body);
+    assert_ne!(new_computation, computation);
+    assert_eq!(run_all(&app), 0);
+    assert_eq!(job_state(&app, again), "awaiting_approval");
+
+    // The operator was told, and the revocation is in the audit log.
+    use dataop::schema::{audit_log, mail_outbox};
+    let mut conn = app.conn();
+    let bodies: Vec<String> = mail_outbox::table
+        .filter(mail_outbox::template.eq("jobs.mail.revoked"))
+        .select(mail_outbox::body)
+        .load(&mut *conn)
+        .unwrap();
+    assert!(!bodies.is_empty() && bodies.iter().all(|b| b.contains(reasons)));
+    let details: String = audit_log::table
+        .filter(audit_log::action.eq("computation.revoke"))
+        .filter(audit_log::object_id.eq(computation.to_string()))
+        .select(audit_log::details)
+        .first(&mut *conn)
+        .unwrap();
+    assert!(
+        details.contains(&format!("[{running},{queued}]")),
+        "{details}"
+    );
+    drop(conn);
+
+    // A run whose computation lost its approval after it was queued (a revocation racing a
+    // submission) is cancelled when a worker claims it, never run.
+    approve(&app, new_computation);
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (late, _) = ids(&body);
+    {
+        use dataop::schema::computations;
+        diesel::update(computations::table.find(new_computation))
+            .set(computations::state.eq("revoked"))
+            .execute(&mut *app.conn())
+            .unwrap();
+    }
+    assert_eq!(job_state(&app, late), "queued");
+    assert_eq!(run_all(&app), 2);
+    assert_eq!(job_state(&app, late), "cancelled");
+    assert_eq!(job_state(&app, again), "cancelled");
+}
+
+#[test]
 fn cancellation_in_every_state() {
     let app = world();
     train(&app, "alpha");

@@ -1027,6 +1027,30 @@ pub async fn reject(
     ))
 }
 
+/// `POST /admin/computations/{id}/revoke` (reasons required): withdraws an approval.
+pub async fn revoke(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    require_reviewer(&state, &user)?;
+    let id = path.into_inner();
+    let now = state.clock.now();
+    let note = form.into_inner().note;
+    db(&state, move |conn| {
+        ops::revoke_computation(conn, &user, id, &note, now)
+    })
+    .await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/computations/{id}"),
+        "ok",
+        "jobs.flash.revoked",
+    ))
+}
+
 #[derive(Template)]
 #[template(path = "jobs/trainings.html")]
 struct TrainingsPage {

@@ -2,7 +2,9 @@
 //!
 //! * A **computation** (an operator's module pinned by hash with its manifest) is `pending`
 //!   until the reviewer approves or rejects it. An approved computation runs again without
-//!   new approval.
+//!   new approval until the reviewer revokes the approval (with reasons): its queued and
+//!   running runs are then cancelled, and submitting the same module again needs a new
+//!   approval.
 //! * A **run** (a row of `jobs`) is `awaiting_approval` while its computation is pending, then
 //!   `queued` → `running` → `finished` → `released` or `withheld`; it may end `failed`,
 //!   `cancelled` (by the operator or the reviewer, or because its agreement ended before it ran)
@@ -25,11 +27,14 @@ pub enum ComputationState {
     Approved,
     /// Rejected with reasons.
     Rejected,
+    /// Approved once; the approval was revoked with reasons.
+    Revoked,
 }
 
 impl ComputationState {
     /// Every state.
-    pub const ALL: [ComputationState; 3] = [Self::Pending, Self::Approved, Self::Rejected];
+    pub const ALL: [ComputationState; 4] =
+        [Self::Pending, Self::Approved, Self::Rejected, Self::Revoked];
 
     /// The stored code.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +42,7 @@ impl ComputationState {
             Self::Pending => "pending",
             Self::Approved => "approved",
             Self::Rejected => "rejected",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -58,6 +64,8 @@ pub enum ComputationAction {
     Approve,
     /// Reject it with reasons.
     Reject,
+    /// Revoke its approval with reasons.
+    Revoke,
 }
 
 /// The one transition function of computations.
@@ -70,7 +78,11 @@ pub fn apply_computation(
     match (state, action) {
         (S::Pending, A::Approve) => Ok(S::Approved),
         (S::Pending, A::Reject) => Ok(S::Rejected),
-        (S::Approved | S::Rejected, _) => Err(Refusal("jobs.refuse.computation_decided")),
+        (S::Approved, A::Revoke) => Ok(S::Revoked),
+        (S::Pending, A::Revoke) => Err(Refusal("jobs.refuse.not_approved")),
+        (S::Approved | S::Rejected | S::Revoked, _) => {
+            Err(Refusal("jobs.refuse.computation_decided"))
+        }
     }
 }
 
@@ -291,20 +303,31 @@ mod tests {
 
     #[test]
     fn every_computation_transition() {
+        let mut legal_count = 0;
         for s in CS::ALL {
-            for a in [CA::Approve, CA::Reject] {
+            for a in [CA::Approve, CA::Reject, CA::Revoke] {
                 let want = match (s, a) {
                     (CS::Pending, CA::Approve) => Some(CS::Approved),
                     (CS::Pending, CA::Reject) => Some(CS::Rejected),
+                    (CS::Approved, CA::Revoke) => Some(CS::Revoked),
                     _ => None,
                 };
+                let why = if (s, a) == (CS::Pending, CA::Revoke) {
+                    "jobs.refuse.not_approved"
+                } else {
+                    "jobs.refuse.computation_decided"
+                };
                 match (apply_computation(s, a), want) {
-                    (Ok(got), Some(w)) => assert_eq!(got, w),
-                    (Err(r), None) => assert_eq!(r, Refusal("jobs.refuse.computation_decided")),
+                    (Ok(got), Some(w)) => {
+                        assert_eq!(got, w);
+                        legal_count += 1;
+                    }
+                    (Err(r), None) => assert_eq!(r, Refusal(why), "{s:?} {a:?}"),
                     (got, w) => panic!("{s:?} {a:?}: got {got:?}, want {w:?}"),
                 }
             }
         }
+        assert_eq!(legal_count, 3);
     }
 
     #[test]

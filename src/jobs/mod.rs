@@ -118,6 +118,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(h::approve),
         )
         .route("/admin/computations/{id}/reject", web::post().to(h::reject))
+        .route("/admin/computations/{id}/revoke", web::post().to(h::revoke))
         .route("/admin/trainings", web::get().to(h::trainings))
         .route("/admin/trainings", web::post().to(h::record_training))
         .route("/api/v1/jobs", web::post().to(h::api_submit))

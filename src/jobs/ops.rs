@@ -231,7 +231,10 @@ pub fn submit(
             .filter(computations::module_sha256.eq(&checked.module_sha256))
             .filter(computations::manifest_sha256.eq(&manifest_sha256))
             .filter(computations::bindings.eq(&bindings))
-            .filter(computations::state.ne(ComputationState::Rejected.as_str()))
+            .filter(computations::state.eq_any([
+                ComputationState::Pending.as_str(),
+                ComputationState::Approved.as_str(),
+            ]))
             .order(computations::id.desc())
             .select(Computation::as_select())
             .first(conn)
@@ -420,6 +423,76 @@ pub fn decide_computation(
             ],
         )?;
         Ok(to)
+    })
+}
+
+/// The reviewer revokes an approved computation's approval (reasons required): its queued and
+/// running runs are cancelled (a running run's worker stops at its next lease renewal), the
+/// operator is told, and the same module submitted again is a new computation that needs its
+/// own approval. Returns the cancelled runs.
+pub fn revoke_computation(
+    conn: &mut DbConnection,
+    reviewer: &CurrentUser,
+    id: i64,
+    reasons: &str,
+    now: NaiveDateTime,
+) -> Result<Vec<i64>, AppError> {
+    let reasons = note(reasons, "jobs.err.reasons_empty")?;
+    db::write_transaction(conn, |conn| {
+        let c = load_computation(conn, id)?;
+        let to = machine::apply_computation(c.st(), ComputationAction::Revoke).map_err(refuse)?;
+        let n = diesel::update(
+            computations::table
+                .filter(computations::id.eq(id))
+                .filter(computations::state.eq(&c.state)),
+        )
+        .set((
+            computations::state.eq(to.as_str()),
+            computations::reviewed_by.eq(reviewer.id),
+            computations::reviewed_at.eq(now),
+            computations::review_note.eq(&reasons),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Err(AppError::conflict("jobs.refuse.changed"));
+        }
+        let live: Vec<Job> = jobs::table
+            .filter(jobs::computation_id.eq(id))
+            .filter(jobs::state.eq_any([RunState::Queued.as_str(), RunState::Running.as_str()]))
+            .select(Job::as_select())
+            .load(conn)?;
+        for j in &live {
+            move_job(conn, j, RunAction::Cancel, now)?;
+            diesel::update(jobs::table.find(j.id))
+                .set(jobs::reason.eq(REVOKED))
+                .execute(conn)?;
+        }
+        let cancelled: Vec<i64> = live.iter().map(|j| j.id).collect();
+        record(
+            conn,
+            &reviewer.actor(),
+            "revoke",
+            "computation",
+            id,
+            serde_json::json!({
+                "module_sha256": c.module_sha256,
+                "reasons": reasons,
+                "runs_cancelled": cancelled,
+            }),
+        )?;
+        notify_org(
+            conn,
+            c.org_id,
+            "jobs.mail.revoked",
+            cancelled.first().copied().unwrap_or(0),
+            &[
+                ("name", c.name.clone()),
+                ("hash", c.module_sha256.clone()),
+                ("reasons", reasons.clone()),
+                ("runs", cancelled.len().to_string()),
+            ],
+        )?;
+        Ok(cancelled)
     })
 }
 
@@ -766,6 +839,9 @@ pub const NO_DATA: &str = "jobs.why.no_data";
 pub const TOO_MANY_ATTEMPTS: &str = "jobs.why.too_many_attempts";
 /// The reason recorded on runs cancelled by a person (a message key; who is in the audit log).
 pub const CANCELLED: &str = "jobs.why.cancelled";
+/// The reason recorded on the runs cancelled when their computation's approval was revoked
+/// (a message key).
+pub const REVOKED: &str = "jobs.why.revoked";
 
 /// A stored reason in both languages (for emails): the platform's own reasons are message
 /// keys; the sandbox's outcomes and the reviewer's words are kept as written.

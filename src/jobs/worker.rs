@@ -28,7 +28,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
-use super::machine::{RunAction, RunState};
+use super::machine::{ComputationState, RunAction, RunState};
 use super::model::{self, Job, VersionUsed};
 use super::ops;
 use crate::AppState;
@@ -222,6 +222,10 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
         return Ok(Start::Stopped);
     }
     let c = ops::load_computation(conn, j.computation_id)?;
+    if c.st() != ComputationState::Approved {
+        fail(conn, &j, RunAction::Cancel, ops::REVOKED, "", now)?;
+        return Ok(Start::Stopped);
+    }
     let Some(a) = ops::agreement_still_covers(conn, &c, state.clock.today())? else {
         fail(
             conn,
