@@ -352,22 +352,7 @@ pub fn decide_computation(
         } else {
             ComputationAction::Approve
         };
-        let to = machine::apply_computation(c.st(), action).map_err(refuse)?;
-        let n = diesel::update(
-            computations::table
-                .filter(computations::id.eq(id))
-                .filter(computations::state.eq(&c.state)),
-        )
-        .set((
-            computations::state.eq(to.as_str()),
-            computations::reviewed_by.eq(reviewer.id),
-            computations::reviewed_at.eq(now),
-            computations::review_note.eq(&reasons),
-        ))
-        .execute(conn)?;
-        if n == 0 {
-            return Err(AppError::conflict("jobs.refuse.changed"));
-        }
+        let to = move_computation(conn, &c, action, reviewer, &reasons, now)?;
         let waiting: Vec<Job> = jobs::table
             .filter(jobs::computation_id.eq(id))
             .filter(jobs::state.eq(RunState::AwaitingApproval.as_str()))
@@ -426,6 +411,35 @@ pub fn decide_computation(
     })
 }
 
+/// Moves a computation by the reviewer's `action` from the state it had when read (changed
+/// meanwhile: 409), recording who decided, when, and the reasons. Returns the new state.
+fn move_computation(
+    conn: &mut DbConnection,
+    c: &Computation,
+    action: ComputationAction,
+    reviewer: &CurrentUser,
+    reasons: &str,
+    now: NaiveDateTime,
+) -> Result<ComputationState, AppError> {
+    let to = machine::apply_computation(c.st(), action).map_err(refuse)?;
+    let n = diesel::update(
+        computations::table
+            .filter(computations::id.eq(c.id))
+            .filter(computations::state.eq(&c.state)),
+    )
+    .set((
+        computations::state.eq(to.as_str()),
+        computations::reviewed_by.eq(reviewer.id),
+        computations::reviewed_at.eq(now),
+        computations::review_note.eq(reasons),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Err(AppError::conflict("jobs.refuse.changed"));
+    }
+    Ok(to)
+}
+
 /// The reviewer revokes an approved computation's approval (reasons required): its queued and
 /// running runs are cancelled (a running run's worker stops at its next lease renewal), the
 /// operator is told, and the same module submitted again is a new computation that needs its
@@ -440,22 +454,7 @@ pub fn revoke_computation(
     let reasons = note(reasons, "jobs.err.reasons_empty")?;
     db::write_transaction(conn, |conn| {
         let c = load_computation(conn, id)?;
-        let to = machine::apply_computation(c.st(), ComputationAction::Revoke).map_err(refuse)?;
-        let n = diesel::update(
-            computations::table
-                .filter(computations::id.eq(id))
-                .filter(computations::state.eq(&c.state)),
-        )
-        .set((
-            computations::state.eq(to.as_str()),
-            computations::reviewed_by.eq(reviewer.id),
-            computations::reviewed_at.eq(now),
-            computations::review_note.eq(&reasons),
-        ))
-        .execute(conn)?;
-        if n == 0 {
-            return Err(AppError::conflict("jobs.refuse.changed"));
-        }
+        move_computation(conn, &c, ComputationAction::Revoke, reviewer, &reasons, now)?;
         let live: Vec<Job> = jobs::table
             .filter(jobs::computation_id.eq(id))
             .filter(jobs::state.eq_any([RunState::Queued.as_str(), RunState::Running.as_str()]))
