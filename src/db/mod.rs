@@ -205,8 +205,12 @@ impl Drop for ResetInWrite {
 /// Runs `f` in a transaction meant for writing.
 ///
 /// On SQLite the transactions of this process are serialized (the lock is re-entrant per
-/// thread, so nesting is allowed and becomes a savepoint); on PostgreSQL it is a plain
-/// transaction. Use it for every transaction that calls [`crate::supervision::audit::record`].
+/// thread, so nesting is allowed and becomes a savepoint) and each begins with `BEGIN
+/// IMMEDIATE`, which takes the database's write lock at once (waiting up to `busy_timeout`
+/// while another process writes), so a transaction that read first never fails to upgrade its
+/// lock because another process (a `dataop worker`, a command) wrote meanwhile. On PostgreSQL
+/// it is a plain transaction. Use it for every transaction that calls
+/// [`crate::supervision::audit::record`].
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
@@ -216,9 +220,37 @@ where
         let _guard = SQLITE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
         IN_WRITE.set(true);
         let _reset = ResetInWrite;
-        conn.transaction(f)
+        immediate_transaction(conn, f)
     } else {
         conn.transaction(f)
+    }
+}
+
+/// `f` in an SQLite `BEGIN IMMEDIATE` transaction, committed when it succeeds and rolled back
+/// when it fails (as [`Connection::transaction`] does).
+fn immediate_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let DbConnection::Sqlite(inner) = conn else {
+        return conn.transaction(f);
+    };
+    AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
+    match f(conn) {
+        Ok(value) => match Manager::commit_transaction(conn) {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                let _ = Manager::rollback_transaction(conn);
+                Err(e.into())
+            }
+        },
+        Err(user_error) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(user_error),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
     }
 }
 
@@ -235,6 +267,51 @@ pub fn to_micros(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another process's write between this transaction's read and its write (a second
+    /// connection, outside this process's writer lock) must not make the transaction fail: it
+    /// holds the write lock from its start, so the other writer waits.
+    #[test]
+    fn a_write_transaction_is_not_broken_by_another_process_writing() {
+        let dir = std::env::temp_dir().join(format!(
+            "dataop-db-immediate-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let manager = Manager::new(&url);
+        let mut conn = manager.open().unwrap();
+        conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL)")
+            .unwrap();
+        let other = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let manager = &manager;
+            let other = s.spawn(move || {
+                let mut c = manager.open().unwrap();
+                rx.recv().unwrap();
+                c.batch_execute("INSERT INTO t (n) VALUES (2)")
+            });
+            let mine = write_transaction(&mut conn, |c| {
+                let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "(SELECT COUNT(*) FROM t)",
+                ))
+                .get_result(c)?;
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                diesel::sql_query(format!("INSERT INTO t (n) VALUES ({})", n + 1)).execute(c)
+            });
+            assert_eq!(mine, Ok(1));
+            other.join().unwrap()
+        });
+        assert!(other.is_ok(), "{other:?}");
+        let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT COUNT(*) FROM t)",
+        ))
+        .get_result(&mut conn)
+        .unwrap();
+        assert_eq!(n, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn backend_by_scheme() {
