@@ -58,6 +58,9 @@ pub struct FileConfig {
     pub job_workers: Option<usize>,
     /// Seconds a worker's lease on a running job lasts before another worker may take it over.
     pub job_lease_secs: Option<u64>,
+    /// Milliseconds an idle worker waits before it looks at the queue again (runs queued in
+    /// its own process wake it at once).
+    pub job_poll_ms: Option<u64>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -129,6 +132,8 @@ pub struct Config {
     pub job_workers: usize,
     /// Lease of a running job, in seconds (renewed while it runs).
     pub job_lease_secs: u64,
+    /// How long an idle worker waits before it looks at the queue again, in milliseconds.
+    pub job_poll_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -226,6 +231,7 @@ impl Config {
             },
             job_workers: file.job_workers.unwrap_or(2).min(64),
             job_lease_secs: file.job_lease_secs.unwrap_or(30).clamp(5, 3600),
+            job_poll_ms: file.job_poll_ms.unwrap_or(300).clamp(10, 60_000),
         })
     }
 

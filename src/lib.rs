@@ -48,6 +48,8 @@ pub struct AppState {
     pub seal: agreements::seal::SealKey,
     /// The sandbox runtime of the job workers (created on first use).
     pub sandbox: jobs::Sandbox,
+    /// Wakes this process's idle job workers when a run is queued.
+    pub queue_bell: jobs::QueueBell,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             clock: calendar::Clock::default(),
             seal,
             sandbox: jobs::Sandbox::default(),
+            queue_bell: jobs::QueueBell::default(),
         })
     }
 }

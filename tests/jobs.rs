@@ -752,6 +752,51 @@ fn revoking_an_approval_cancels_its_runs_and_the_module_needs_approval_again() {
     assert_eq!(job_state(&app, again), "cancelled");
 }
 
+/// Waits (up to 30 s) for a run to reach `want`; whether it did.
+fn reaches(app: &TestApp, job: i64, want: &str) -> bool {
+    for _ in 0..600 {
+        if job_state(app, job) == want {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_queued_run_wakes_the_idle_workers_of_its_process() {
+    // Workers that would look at the queue only once a minute on their own.
+    let app = TestApp::builder()
+        .demo()
+        .config(|c| c.job_poll_ms = 60_000)
+        .start();
+    dataop::catalog::demo::seed_rows(app.state(), "provider", 3000).expect("demo data");
+    dataop::agreements::demo::seed(app.state()).expect("demo agreement");
+    train(&app, "alpha");
+    let workers = worker::spawn_pool(app.data(), 1, "bell");
+    assert_eq!(workers.len(), 1);
+    let tok = app.api_token("alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (first, computation) = ids(&body);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(job_state(&app, first), "awaiting_approval");
+    // The approval queues the run and wakes the worker; so does a submission that is queued.
+    approve(&app, computation);
+    assert!(
+        reaches(&app, first, "finished"),
+        "{}",
+        job_state(&app, first)
+    );
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(body["state"], "queued");
+    let (second, _) = ids(&body);
+    assert!(
+        reaches(&app, second, "finished"),
+        "{}",
+        job_state(&app, second)
+    );
+}
+
 #[test]
 fn cancellation_in_every_state() {
     let app = world();

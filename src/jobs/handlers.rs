@@ -282,7 +282,7 @@ async fn do_submit(
     let st = state.clone();
     let u = user.clone();
     let reviewer = super::reviewer_role(state);
-    db(state, move |conn| {
+    let submitted = db(state, move |conn| {
         let rt = st.sandbox.runtime(&st.config.data_dir)?;
         let checked = match submit::check(
             conn,
@@ -299,7 +299,11 @@ async fn do_submit(
         model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
         ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now()).map(Ok)
     })
-    .await
+    .await?;
+    if matches!(&submitted, Ok(s) if s.queued) {
+        state.queue_bell.ring();
+    }
+    Ok(submitted)
 }
 
 /// `POST /jobs` (multipart): submits from the browser; the form is shown again with every
@@ -996,6 +1000,7 @@ pub async fn approve(
         ops::decide_computation(conn, &user, id, None, now)
     })
     .await?;
+    state.queue_bell.ring();
     Ok(redirect_with_flash(
         &format!("/admin/computations/{id}"),
         "ok",

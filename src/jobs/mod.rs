@@ -38,7 +38,8 @@ pub mod submit;
 pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use actix_web::web;
 use dataop_sandbox::{Limits, Runtime};
@@ -68,6 +69,37 @@ impl Sandbox {
         let cache: PathBuf = data_dir.join("cache").join("modules");
         let rt = Arc::new(Runtime::new(Limits::default(), Some(&cache))?);
         Ok(Arc::clone(self.runtime.get_or_init(|| rt)))
+    }
+}
+
+/// Wakes this process's idle workers when a run is queued here (submitted with an approved
+/// module, or approved), so it starts at once instead of at their next look at the queue. Runs
+/// queued by other processes are found by that look, every `job_poll_ms`.
+#[derive(Debug, Default)]
+pub struct QueueBell {
+    rung: Mutex<u64>,
+    bell: Condvar,
+}
+
+impl QueueBell {
+    /// Tells the idle workers that runs were queued.
+    pub fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.bell.notify_all();
+    }
+
+    /// How many times it has rung (read before looking at the queue).
+    pub fn rung(&self) -> u64 {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until it rings again after `seen` rings, or `timeout` passes.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .bell
+            .wait_timeout_while(rung, timeout, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
     }
 }
 

@@ -523,8 +523,9 @@ fn finish(
     })
 }
 
-/// Starts `n` worker threads that run queued jobs until the process ends (idle workers poll
-/// every 300 ms). `prefix` names them in leases and the audit log.
+/// Starts `n` worker threads that run queued jobs until the process ends. An idle worker looks
+/// at the queue again when a run is queued in this process ([`super::QueueBell`]) or after
+/// `job_poll_ms`. `prefix` names them in leases and the audit log.
 pub fn spawn_pool(
     state: actix_web::web::Data<AppState>,
     n: usize,
@@ -537,10 +538,12 @@ pub fn spawn_pool(
             std::thread::Builder::new()
                 .name(format!("dataop-worker-{i}"))
                 .spawn(move || {
+                    let idle = Duration::from_millis(state.config.job_poll_ms);
                     loop {
+                        let rung = state.queue_bell.rung();
                         match run_once(&state, &owner) {
                             Ok(true) => {}
-                            Ok(false) => std::thread::sleep(Duration::from_millis(300)),
+                            Ok(false) => state.queue_bell.wait(rung, idle),
                             Err(e) => {
                                 tracing::warn!(worker = owner, error = %e, "job worker error");
                                 std::thread::sleep(Duration::from_secs(1));

@@ -143,6 +143,11 @@ impl TestApp {
         self.state.as_ref().expect("state")
     }
 
+    /// The shared application state, as the server holds it.
+    pub fn data(&self) -> Data<AppState> {
+        self.state.clone().expect("state")
+    }
+
     /// A database connection.
     pub fn conn(&self) -> dataop::db::PooledConn {
         self.state().pool.get().expect("db connection")
