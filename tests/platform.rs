@@ -23,6 +23,11 @@ fn home_page_defaults_to_chinese_and_serves_local_css() {
     let (status, css) = app.get_text(&c, "/static/css/app.css");
     assert_eq!(status, 200);
     assert!(css.contains("--navy"));
+    // The icon is local too (browsers otherwise ask for a missing /favicon.ico).
+    assert!(html.contains("<link rel=\"icon\" href=\"/static/img/favicon.svg\""));
+    let icon = app.get(&c, "/static/img/favicon.svg");
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
 }
 
 #[test]
