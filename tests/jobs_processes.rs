@@ -1,11 +1,11 @@
 //! Job workers as separate operating-system processes (`dataop worker`) sharing the test
-//! server's PostgreSQL database and data dir: several processes draining one queue never run
-//! the same job, and a worker process killed in the middle of a run leaves a job that another
-//! process takes over once the lease has expired.
+//! server's PostgreSQL database and data dir: a run queued through the server wakes an idle
+//! worker process at once (`NOTIFY`), several processes draining one queue never run the same
+//! job, and a worker process killed in the middle of a run leaves a job that another process
+//! takes over once the lease has expired.
 //!
-//! Worker processes need PostgreSQL (several processes writing one SQLite file are not
-//! supported, see the README): without `DATAOP_TEST_POSTGRES_URL` these tests print why and
-//! pass without running.
+//! These are the deployments where workers run on other machines, so they need PostgreSQL:
+//! without `DATAOP_TEST_POSTGRES_URL` they print why and pass without running.
 //!
 //! The job is example (a) of the sandbox with a busy loop in front (`SPIN` iterations in each
 //! instance), so a run lasts long enough to be caught and killed while it runs.
@@ -58,8 +58,8 @@ fn postgres(test: &str) -> bool {
     let set = std::env::var("DATAOP_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty());
     if !set {
         eprintln!(
-            "{test}: skipped: `dataop worker` processes need PostgreSQL; set \
-             DATAOP_TEST_POSTGRES_URL (several processes on one SQLite file are not supported)"
+            "{test}: skipped: worker processes on other machines share PostgreSQL; set \
+             DATAOP_TEST_POSTGRES_URL"
         );
     }
     set
@@ -150,8 +150,13 @@ impl Worker {
     /// Starts `dataop worker --threads threads` on the app's database and data dir, with the
     /// short lease of `config`, writing its output to `<dir>/<name>.log`.
     fn start(app: &TestApp, dir: &Path, name: &str, threads: usize) -> Worker {
-        let config = dir.join("worker.toml");
-        std::fs::write(&config, format!("job_lease_secs = {LEASE_SECS}\n")).unwrap();
+        Self::start_with(app, dir, name, threads, "")
+    }
+
+    /// [`Worker::start`] with more lines of configuration.
+    fn start_with(app: &TestApp, dir: &Path, name: &str, threads: usize, more: &str) -> Worker {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("job_lease_secs = {LEASE_SECS}\n{more}")).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dataop"))
@@ -221,6 +226,35 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_queued_through_the_server_wakes_a_worker_process_at_once() {
+    if !postgres("a_run_queued_through_the_server_wakes_a_worker_process_at_once") {
+        return;
+    }
+    let app = world();
+    let tok = app.api_token("alpha");
+    let (first, computation) = submit(&app, &tok, WAT);
+    // A worker process that looks at the queue on its own only once a minute.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Worker::start_with(&app, dir.path(), "w", 1, "job_poll_ms = 60000\n");
+    w.wait_ready();
+    // The approval queues the first run; a submission of the approved module the second, once
+    // the worker is idle again. Each is announced, and run well before the minute is up.
+    approve(&app, computation);
+    wait_for("the approved run", Duration::from_secs(30), || {
+        (job_row(&app, first).0 == "finished").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (second, _) = submit(&app, &tok, WAT);
+    wait_for("the queued submission", Duration::from_secs(30), || {
+        (job_row(&app, second).0 == "finished").then_some(())
+    });
+    for id in [first, second] {
+        let owner = audited_workers(&app, "job.claim")[&id][0].clone();
+        assert!(owner.starts_with(&w.owner_prefix()), "{owner}");
     }
 }
 

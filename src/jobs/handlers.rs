@@ -297,7 +297,11 @@ async fn do_submit(
             Err(problems) => return Ok(Err(problems)),
         };
         model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
-        ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now()).map(Ok)
+        let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now())?;
+        if submitted.queued {
+            super::worker::announce_queued(conn);
+        }
+        Ok(Ok(submitted))
     })
     .await?;
     if matches!(&submitted, Ok(s) if s.queued) {
@@ -997,7 +1001,9 @@ pub async fn approve(
     let id = path.into_inner();
     let now = state.clock.now();
     db(&state, move |conn| {
-        ops::decide_computation(conn, &user, id, None, now)
+        ops::decide_computation(conn, &user, id, None, now)?;
+        super::worker::announce_queued(conn);
+        Ok(())
     })
     .await?;
     state.queue_bell.ring();

@@ -523,14 +523,75 @@ fn finish(
     })
 }
 
+/// The PostgreSQL channel on which a process announces that it queued runs.
+pub const QUEUE_CHANNEL: &str = "dataop_jobs_queued";
+
+/// How often the listener of a PostgreSQL process checks its connection for announcements
+/// (a local read, no query).
+const LISTEN_EVERY: Duration = Duration::from_millis(5);
+
+/// Announces to the workers of other processes that runs were queued (PostgreSQL `NOTIFY`,
+/// delivered when the caller's transaction commits; nothing on SQLite, whose workers share a
+/// machine and find the runs at their next look).
+/// A failure is logged, not returned: the runs are queued either way and will be found.
+pub fn announce_queued(conn: &mut DbConnection) {
+    if conn.backend() == Backend::Postgres
+        && let Err(e) = diesel::sql_query(format!("NOTIFY {QUEUE_CHANNEL}")).execute(conn)
+    {
+        tracing::warn!(error = %e, "queued runs not announced to other processes");
+    }
+}
+
+/// On PostgreSQL, a thread that listens for [`announce_queued`] and rings this process's bell,
+/// reconnecting after a second when its connection fails.
+fn spawn_listener(state: actix_web::web::Data<AppState>) {
+    if Backend::of_url(&state.config.database_url) != Backend::Postgres {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("dataop-queue-listener".into())
+        .spawn(move || {
+            loop {
+                if let Err(e) = listen(&state) {
+                    tracing::warn!(error = %e, "job queue listener lost its connection");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "job queue listener not started; workers poll only");
+    }
+}
+
+fn listen(state: &AppState) -> anyhow::Result<()> {
+    use diesel::connection::SimpleConnection as _;
+    let mut conn = diesel::pg::PgConnection::establish(&state.config.database_url)?;
+    conn.batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))?;
+    loop {
+        let mut heard = false;
+        for notification in conn.notifications_iter() {
+            notification?;
+            heard = true;
+        }
+        if heard {
+            state.queue_bell.ring();
+        }
+        std::thread::sleep(LISTEN_EVERY);
+    }
+}
+
 /// Starts `n` worker threads that run queued jobs until the process ends. An idle worker looks
-/// at the queue again when a run is queued in this process ([`super::QueueBell`]) or after
-/// `job_poll_ms`. `prefix` names them in leases and the audit log.
+/// at the queue again when a run is queued in this process ([`super::QueueBell`]) or, on
+/// PostgreSQL, announced by another ([`announce_queued`]), or else after `job_poll_ms`.
+/// `prefix` names them in leases and the audit log.
 pub fn spawn_pool(
     state: actix_web::web::Data<AppState>,
     n: usize,
     prefix: &str,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    if n > 0 {
+        spawn_listener(state.clone());
+    }
     (0..n)
         .filter_map(|i| {
             let state = state.clone();
