@@ -162,15 +162,13 @@ fn members_and_mailboxes() -> _ {
 /// The addresses of the rows (in order: each organisation's members, then its mailbox when no
 /// member uses the same address), with the user each belongs to.
 fn recipients(rows: Vec<MemberRow>) -> Vec<(String, Option<i64>)> {
-    let mut out: Vec<(String, Option<i64>)> = Vec::new();
-    let mut i = 0;
-    while let Some((org, mailbox, _, _)) = rows.get(i) {
-        let members: Vec<(String, Option<i64>)> = rows[i..]
+    let mut out = Vec::new();
+    for org in rows.chunk_by(|a, b| a.0 == b.0) {
+        let mailbox = &org[0].1;
+        let members: Vec<(String, Option<i64>)> = org
             .iter()
-            .take_while(|r| r.0 == *org)
-            .filter_map(|r| Some((r.3.clone()?, r.2)))
+            .filter_map(|(_, _, id, addr)| Some((addr.clone()?, *id)))
             .collect();
-        i += rows[i..].iter().take_while(|r| r.0 == *org).count();
         let shared = members
             .iter()
             .any(|(a, _)| a.trim().eq_ignore_ascii_case(mailbox.trim()));

@@ -282,7 +282,7 @@ async fn do_submit(
     let st = state.clone();
     let u = user.clone();
     let reviewer = super::reviewer_role(state);
-    let submitted = db(state, move |conn| {
+    db(state, move |conn| {
         let rt = st.sandbox.runtime(&st.config.data_dir)?;
         let checked = match submit::check(
             conn,
@@ -299,15 +299,11 @@ async fn do_submit(
         model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
         let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now())?;
         if submitted.queued {
-            super::worker::announce_queued(conn);
+            super::worker::announce_queued(&st, conn);
         }
         Ok(Ok(submitted))
     })
-    .await?;
-    if matches!(&submitted, Ok(s) if s.queued) {
-        state.queue_bell.ring();
-    }
-    Ok(submitted)
+    .await
 }
 
 /// `POST /jobs` (multipart): submits from the browser; the form is shown again with every
@@ -1000,13 +996,13 @@ pub async fn approve(
     require_reviewer(&state, &user)?;
     let id = path.into_inner();
     let now = state.clock.now();
+    let st = state.clone();
     db(&state, move |conn| {
         ops::decide_computation(conn, &user, id, None, now)?;
-        super::worker::announce_queued(conn);
+        super::worker::announce_queued(&st, conn);
         Ok(())
     })
     .await?;
-    state.queue_bell.ring();
     Ok(redirect_with_flash(
         &format!("/admin/computations/{id}"),
         "ok",

@@ -72,9 +72,10 @@ impl Sandbox {
     }
 }
 
-/// Wakes this process's idle workers when a run is queued here (submitted with an approved
-/// module, or approved), so it starts at once instead of at their next look at the queue. Runs
-/// queued by other processes are found by that look, every `job_poll_ms`.
+/// Wakes this process's idle workers when runs are queued, so they start at once instead of at
+/// the workers' next look at the queue (every `job_poll_ms`): rung by
+/// [`worker::announce_queued`] in this process and, on PostgreSQL, by the listener that hears
+/// other processes announce theirs.
 #[derive(Debug, Default)]
 pub struct QueueBell {
     rung: Mutex<u64>,

@@ -231,10 +231,11 @@ pub fn submit(
             .filter(computations::module_sha256.eq(&checked.module_sha256))
             .filter(computations::manifest_sha256.eq(&manifest_sha256))
             .filter(computations::bindings.eq(&bindings))
-            .filter(computations::state.eq_any([
-                ComputationState::Pending.as_str(),
-                ComputationState::Approved.as_str(),
-            ]))
+            .filter(
+                computations::state
+                    .eq(ComputationState::Pending.as_str())
+                    .or(computations::state.eq(ComputationState::Approved.as_str())),
+            )
             .order(computations::id.desc())
             .select(Computation::as_select())
             .first(conn)

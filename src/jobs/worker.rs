@@ -530,11 +530,13 @@ pub const QUEUE_CHANNEL: &str = "dataop_jobs_queued";
 /// (a local read, no query).
 const LISTEN_EVERY: Duration = Duration::from_millis(5);
 
-/// Announces to the workers of other processes that runs were queued (PostgreSQL `NOTIFY`,
-/// delivered when the caller's transaction commits; nothing on SQLite, whose workers share a
-/// machine and find the runs at their next look).
-/// A failure is logged, not returned: the runs are queued either way and will be found.
-pub fn announce_queued(conn: &mut DbConnection) {
+/// Tells the workers that runs were queued (call it once they are committed): this process's
+/// idle workers at once ([`super::QueueBell`]), and on PostgreSQL every other process's too
+/// (`NOTIFY`; SQLite's worker processes share a machine and find the runs at their next
+/// look). A failed announcement is logged, not returned: the runs are queued either way and
+/// will be found.
+pub fn announce_queued(state: &AppState, conn: &mut DbConnection) {
+    state.queue_bell.ring();
     if conn.backend() == Backend::Postgres
         && let Err(e) = diesel::sql_query(format!("NOTIFY {QUEUE_CHANNEL}")).execute(conn)
     {
