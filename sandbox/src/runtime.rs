@@ -987,10 +987,14 @@ impl Runtime {
         }
         let module = Module::new(&self.engine, wasm)?;
         if let Ok(bytes) = module.serialize() {
+            // A name of its own for each write, so that two threads of one process compiling
+            // the same module never write into one file while the other renames it into place.
+            static WRITES: AtomicU64 = AtomicU64::new(0);
             let tmp = dir.join(format!(
-                ".{sha256}-{}.{}.tmp",
+                ".{sha256}-{}.{}.{}.tmp",
                 self.engine_tag,
-                std::process::id()
+                std::process::id(),
+                WRITES.fetch_add(1, Ordering::Relaxed)
             ));
             if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
                 let _ = std::fs::remove_file(&tmp);
