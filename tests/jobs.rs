@@ -132,6 +132,13 @@ fn whole_path_from_upload_to_signed_download() {
     assert!(html.contains(&sha), "module hash shown");
     assert!(html.contains("dataop::emit") && html.contains("visits_by_district"));
     assert!(html.contains("各区老年门诊负担分析"));
+    let bindings = between(&html, "class=\"bindings\"", "</dd>");
+    assert!(
+        bindings.contains("<code>outpatients</code>")
+            && bindings.contains("门诊就诊记录（合成数据）")
+            && bindings.contains("市卫生健康委员会"),
+        "the binding names the catalog dataset and its provider: {bindings}"
+    );
     let (_, queue) = app.get_text(&reg, "/admin/jobs");
     assert!(queue.contains(&format!("/admin/computations/{computation}")));
     approve(&app, computation);
@@ -220,6 +227,18 @@ fn whole_path_from_upload_to_signed_download() {
             .unwrap();
         assert_eq!((rows, price.as_deref()), (3000, Some("0.20")));
     }
+    let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
+    let meter = between(&review, "<tr class=\"meter\">", "</tr>");
+    assert!(
+        meter.contains("门诊就诊记录（合成数据）")
+            && meter.contains("<td>1</td><td>3000</td>")
+            && meter.contains("0.20"),
+        "metering names the dataset, its version number, rows and price: {meter}"
+    );
+    assert!(
+        !page.contains("class=\"meter\""),
+        "the operator does not see the metering"
+    );
 
     // Another operator sees nothing of it.
     let beta = app.logged_in("beta", DEMO_PASSWORD);
@@ -558,6 +577,20 @@ fn every_refusal_at_submission_names_its_rule() {
     let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
     assert_eq!(s, 422);
     assert_eq!(body["problems"][0]["rule"], "run_budget");
+    // The operator and the regulator see the period's runs against the budget.
+    let (_, list) = app.get_text(&alpha, "/jobs");
+    let runs = between(&list, "run-budgets", "</table>");
+    assert!(
+        runs.contains("<td>2 / 月</td><td>2</td><td>0</td>"),
+        "two of two runs used this month: {runs}"
+    );
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, list) = app.get_text(&reg, "/jobs");
+    let runs = between(&list, "run-budgets", "</table>");
+    assert!(
+        runs.contains("阿尔法健康科技有限公司") && runs.contains("<td>2</td><td>0</td>"),
+        "{runs}"
+    );
 }
 
 #[test]
@@ -1246,9 +1279,16 @@ fn cells_below_k_are_marked_suppressed_everywhere() {
 
 /// The `<table>` following `marker` in `html`.
 fn table_after<'a>(html: &'a str, marker: &str) -> &'a str {
+    between(html, marker, "</table>")
+}
+
+/// The part of `html` from `marker` to the next `end`.
+fn between<'a>(html: &'a str, marker: &str, end: &str) -> &'a str {
     let i = html.find(marker).unwrap_or_else(|| panic!("no {marker}"));
     let rest = &html[i..];
-    &rest[..rest.find("</table>").unwrap()]
+    &rest[..rest
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end} after {marker}"))]
 }
 
 #[test]

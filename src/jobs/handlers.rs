@@ -111,10 +111,17 @@ struct ListPage {
     page: Page,
     rows: Vec<RowView>,
     budgets: Vec<BudgetView>,
+    run_budgets: Vec<ops::RunBudgetLine>,
     outstanding: Vec<i64>,
     operator: bool,
 }
 crate::impl_page!(ListPage);
+
+impl ListPage {
+    fn period_key(&self, b: &ops::RunBudgetLine) -> String {
+        format!("agreements.period.{}", b.period)
+    }
+}
 
 /// `GET /jobs`: an operator's runs, budgets and outstanding usage reports; every run for the
 /// regulator and the platform admin.
@@ -128,17 +135,20 @@ pub async fn list(
         return Err(AppError::forbidden());
     }
     let org = user.org_id;
-    let (rows, budgets, outstanding) = db(&state, move |conn| {
+    let now = state.clock.now();
+    let (rows, budgets, run_budgets, outstanding) = db(&state, move |conn| {
         let rows = model::job_rows(conn, operator.then_some(org), None, LIST_LIMIT)?;
         let budgets = ops::budgets(conn, operator.then_some(org))?;
+        let run_budgets = ops::run_budgets(conn, operator.then_some(org), now)?;
         let outstanding = model::outstanding_usage(conn, operator.then_some(org))?;
-        Ok((rows, budgets, outstanding))
+        Ok((rows, budgets, run_budgets, outstanding))
     })
     .await?;
     render(&ListPage {
         page,
         rows: rows.into_iter().map(row_view).collect(),
         budgets: budget_views(budgets),
+        run_budgets,
         outstanding,
         operator,
     })
@@ -500,6 +510,8 @@ pub struct SourceView {
     pub provider: String,
     /// The manifest's name of the dataset.
     pub binding: String,
+    /// The version row.
+    pub version_id: i64,
     /// The version number.
     pub version_no: i32,
     /// Its rows.
@@ -519,21 +531,91 @@ fn sources(
         .into_iter()
         .map(|v| {
             let label = labels.get(&v.dataset_id).cloned().unwrap_or_default();
-            let title = match lang {
-                Lang::Zh => label.title_zh,
-                Lang::En => label.title_en,
-            };
             SourceView {
                 dataset_id: v.dataset_id,
-                title,
+                title: label.title(lang).to_owned(),
                 provider: label.provider,
                 binding: v.name,
+                version_id: v.version_id,
                 version_no: v.version_no,
                 rows: v.rows,
                 obtained_on: v.obtained_at.date(),
             }
         })
         .collect())
+}
+
+/// A computation's binding of a manifest dataset to a catalog dataset, as the reviewer sees it.
+#[derive(Debug, Clone)]
+pub struct BindingView {
+    /// The manifest's name of the dataset.
+    pub binding: String,
+    /// The catalog dataset.
+    pub dataset_id: i64,
+    /// Its catalog title in the page language.
+    pub title: String,
+    /// The providing organisation.
+    pub provider: String,
+}
+
+fn bound_datasets(
+    conn: &mut crate::db::DbConnection,
+    c: &Computation,
+    lang: Lang,
+) -> Result<Vec<BindingView>, AppError> {
+    let map = c.binding_map();
+    let ids: Vec<i64> = map.values().copied().collect();
+    let labels = model::dataset_labels(conn, &ids)?;
+    Ok(map
+        .into_iter()
+        .map(|(binding, dataset_id)| {
+            let label = labels.get(&dataset_id).cloned().unwrap_or_default();
+            BindingView {
+                binding,
+                dataset_id,
+                title: label.title(lang).to_owned(),
+                provider: label.provider,
+            }
+        })
+        .collect())
+}
+
+/// A run's metering of one dataset version, as the reviewer sees it on the job page.
+#[derive(Debug, Clone)]
+pub struct MeterView {
+    /// The catalog dataset.
+    pub dataset_id: i64,
+    /// Its catalog title in the page language (empty when the version is not among the run's
+    /// sources).
+    pub title: String,
+    /// The version number, when known.
+    pub version_no: Option<i32>,
+    /// Rows read of it.
+    pub rows_read: i64,
+    /// The agreement's price per job at the time.
+    pub price_per_job: Option<String>,
+    /// The agreement's price per 1,000 rows at the time.
+    pub price_per_thousand_rows: Option<String>,
+}
+
+/// The metering rows labelled with the sources they read.
+fn meter_views(meters: Vec<model::MeterRow>, sources: &[SourceView]) -> Vec<MeterView> {
+    meters
+        .into_iter()
+        .map(
+            |(dataset_id, version_id, rows_read, price_per_job, price_per_thousand_rows)| {
+                let source = sources.iter().find(|s| s.version_id == version_id);
+                MeterView {
+                    dataset_id,
+                    title: source.map(|s| s.title.clone()).unwrap_or_default(),
+                    version_no: source.map(|s| s.version_no),
+                    rows_read,
+                    price_per_job,
+                    price_per_thousand_rows,
+                }
+            },
+        )
+        .collect()
 }
 
 /// The signed files of a release, as shown on the job page.
@@ -571,7 +653,7 @@ struct ShowPage {
     summary: Option<ReportSummary>,
     release: Option<ReleaseView>,
     usage: Option<(String, String)>,
-    meters: Vec<model::MeterRow>,
+    meters: Vec<MeterView>,
     sources: Vec<SourceView>,
     reason: Option<ReasonView>,
 }
@@ -634,7 +716,6 @@ pub async fn show(
             RunState::AwaitingApproval | RunState::Queued | RunState::Running
         ),
         state_: st,
-        sources,
         reason: reason_view(&job, lang),
         page,
         computation,
@@ -655,7 +736,8 @@ pub async fn show(
             released_at: crate::web::fmt_datetime(r.released_at),
         }),
         usage: usage.map(|(b, t)| (b, crate::web::fmt_datetime(t))),
-        meters,
+        meters: meter_views(meters, &sources),
+        sources,
         job,
     })
 }
@@ -903,7 +985,7 @@ struct ComputationPage {
     exports: Vec<String>,
     outputs: Vec<OutputDecl>,
     history: Vec<Computation>,
-    bindings: String,
+    bindings: Vec<BindingView>,
     reviewer: bool,
 }
 crate::impl_page!(ComputationPage);
@@ -919,7 +1001,8 @@ pub async fn computation(
         return Err(AppError::not_found());
     }
     let id = path.into_inner();
-    let (c, org_name, info, history) = db(&state, move |conn| {
+    let lang = page.lang;
+    let (c, org_name, info, history, bindings) = db(&state, move |conn| {
         use diesel::prelude::*;
         let c = ops::load_computation(conn, id)?;
         let org_name: String = crate::schema::organisations::table
@@ -931,7 +1014,8 @@ pub async fn computation(
             .into_iter()
             .filter(|h| h.id != id)
             .collect::<Vec<_>>();
-        Ok((c, org_name, info, history))
+        let bindings = bound_datasets(conn, &c, lang)?;
+        Ok((c, org_name, info, history, bindings))
     })
     .await?;
     let (size, imports, exports) = info.unwrap_or_default();
@@ -963,12 +1047,6 @@ pub async fn computation(
                 .collect()
         })
         .unwrap_or_default();
-    let bindings = c
-        .binding_map()
-        .iter()
-        .map(|(k, v)| format!("{k} → #{v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     render(&ComputationPage {
         page,
         cstate: c.st(),

@@ -193,6 +193,16 @@ pub struct DatasetLabel {
     pub provider: String,
 }
 
+impl DatasetLabel {
+    /// The title in `lang`.
+    pub fn title(&self, lang: crate::i18n::Lang) -> &str {
+        match lang {
+            crate::i18n::Lang::Zh => &self.title_zh,
+            crate::i18n::Lang::En => &self.title_en,
+        }
+    }
+}
+
 /// The labels of the datasets `ids`, by id, in one query.
 pub fn dataset_labels(
     conn: &mut DbConnection,

@@ -965,3 +965,64 @@ pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<
     }
     Ok(out)
 }
+
+/// A run budget line of a running agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunBudgetLine {
+    /// The operator's name.
+    pub operator: String,
+    /// The agreement's number.
+    pub agreement: String,
+    /// Runs allowed per period.
+    pub budget: i32,
+    /// The period (`day`, `week` or `month`).
+    pub period: String,
+    /// Runs counted against the period ending now (as the submission check counts them).
+    pub used: i64,
+}
+
+impl RunBudgetLine {
+    /// Runs still allowed in the period.
+    pub fn remaining(&self) -> i64 {
+        (i64::from(self.budget) - self.used).max(0)
+    }
+}
+
+/// Run budgets of one organisation's running agreements (or of all), with the runs used in
+/// the period ending at `now`.
+pub fn run_budgets(
+    conn: &mut DbConnection,
+    org_id: Option<i64>,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<RunBudgetLine>> {
+    use crate::schema::agreements;
+    let mut q = agreements::table
+        .filter(agr::machine::state_running())
+        .select((
+            agreements::id,
+            agreements::operator_name,
+            agreements::number,
+            agreements::run_budget,
+            agreements::run_period,
+        ))
+        .order(agreements::id.asc())
+        .limit(1000)
+        .into_boxed();
+    if let Some(org) = org_id {
+        q = q.filter(agreements::operator_org_id.eq(org));
+    }
+    let rows: Vec<(i64, String, String, i32, String)> = q.load(conn)?;
+    rows.into_iter()
+        .map(|(id, operator, agreement, budget, period)| {
+            let used =
+                super::submit::runs_since(conn, id, super::submit::period_start(&period, now))?;
+            Ok(RunBudgetLine {
+                operator,
+                agreement,
+                budget,
+                period,
+                used,
+            })
+        })
+        .collect()
+}
