@@ -512,6 +512,42 @@ fn every_refusal_at_submission_names_its_rule() {
     let text = body.to_string();
     assert!(text.contains("wasi_snapshot_preview1::fd_write"));
     assert!(text.contains("person_id") && text.contains("nope"));
+    // The dataset is named by its catalog title in the language of the request.
+    let forbidden = |body: &serde_json::Value| {
+        body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["rule"] == "column_forbidden")
+            .map(|p| p["message"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert!(
+        forbidden(&body).contains("门诊就诊记录（合成数据）"),
+        "{body}"
+    );
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", bad.clone())
+        .text("purpose", "x");
+    let english: serde_json::Value = app
+        .client()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tok)
+        .header("Accept-Language", "en")
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let message = forbidden(&english);
+    assert!(
+        message.contains("person_id of Outpatient visits (synthetic) can never be read"),
+        "{message}"
+    );
 
     // A manifest that does not parse.
     let (s, body) = api_submit(&app, &tok, WAT, "abi = 1\nname = ");

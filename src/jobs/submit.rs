@@ -46,6 +46,9 @@ pub struct Problem {
     pub rule: &'static str,
     /// Values for the message's placeholders.
     pub args: Vec<(&'static str, String)>,
+    /// Values that read differently by language (a catalog title): placeholder, Chinese,
+    /// English.
+    pub localized: Vec<(&'static str, String, String)>,
 }
 
 impl Problem {
@@ -53,6 +56,7 @@ impl Problem {
         Problem {
             rule,
             args: Vec::new(),
+            localized: Vec::new(),
         }
     }
 
@@ -61,9 +65,25 @@ impl Problem {
         self
     }
 
+    /// The `{dataset}` placeholder: the catalog title in the message's language.
+    fn dataset(mut self, title: &(String, String)) -> Self {
+        self.localized
+            .push(("dataset", title.0.clone(), title.1.clone()));
+        self
+    }
+
     /// The message in `lang` (`jobs.rule.<rule>`).
     pub fn message(&self, lang: Lang) -> String {
-        t_args(lang, &format!("jobs.rule.{}", self.rule), &self.args)
+        let mut args = self.args.clone();
+        args.extend(self.localized.iter().map(|(name, zh, en)| {
+            let text = match lang {
+                Lang::Zh => zh,
+                Lang::En if en.is_empty() => zh,
+                Lang::En => en,
+            };
+            (*name, text.clone())
+        }));
+        t_args(lang, &format!("jobs.rule.{}", self.rule), &args)
     }
 }
 
@@ -260,12 +280,12 @@ pub fn check(
         let Some(&dataset_id) = bindings.get(&d.name) else {
             continue;
         };
-        let title: String = datasets::table
+        let title: (String, String) = datasets::table
             .find(dataset_id)
-            .select(datasets::title_zh)
+            .select((datasets::title_zh, datasets::title_en))
             .first(conn)?;
         match agr::in_force_for(conn, org_id, dataset_id, today)? {
-            None => problems.push(Problem::new("agreement").arg("dataset", &title)),
+            None => problems.push(Problem::new("agreement").dataset(&title)),
             Some(a) => {
                 match &agreement {
                     Some(first) if first.id != a.id => {
@@ -280,7 +300,7 @@ pub fn check(
                         Problem::new("epsilon")
                             .arg("epsilon", epsilon)
                             .arg("remaining", remaining.normalize())
-                            .arg("dataset", &title),
+                            .dataset(&title),
                     );
                 }
                 agreement.get_or_insert(a);
@@ -293,15 +313,11 @@ pub fn check(
         };
         for col in &d.columns {
             match readable(col) {
-                None => problems.push(
-                    Problem::new("column")
-                        .arg("column", col)
-                        .arg("dataset", &title),
-                ),
+                None => problems.push(Problem::new("column").arg("column", col).dataset(&title)),
                 Some(false) => problems.push(
                     Problem::new("column_forbidden")
                         .arg("column", col)
-                        .arg("dataset", &title),
+                        .dataset(&title),
                 ),
                 Some(true) => {}
             }
@@ -317,11 +333,7 @@ pub fn check(
                         .iter()
                         .any(|c| &c.name == col && c.ty() == ColType::Category)
                 {
-                    problems.push(
-                        Problem::new("dimension")
-                            .arg("column", col)
-                            .arg("dataset", &title),
-                    );
+                    problems.push(Problem::new("dimension").arg("column", col).dataset(&title));
                 }
             }
         }
