@@ -1038,6 +1038,25 @@ fn privacy_budget_is_debited_at_release_and_checked_at_submission_and_run() {
         html.contains("ε 0.6") && html.contains("ε 0.4"),
         "budget and remaining shown"
     );
+    assert!(
+        html.contains("<td>门诊就诊记录（合成数据）</td><td>ε 1</td><td>ε 0.6</td><td>ε 0.4</td>")
+    );
+    let english = alpha
+        .get(app.url("/jobs"))
+        .header("accept-language", "en")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        english.contains("<td>Outpatient visits (synthetic)</td><td>ε 1</td><td>ε 0.6</td>"),
+        "the English page names the dataset by its English catalog title"
+    );
+    // And to the regulator, with the operator's name.
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, html) = app.get_text(&reg, "/jobs");
+    assert!(html.contains("<td>阿尔法健康科技有限公司</td><td>DATAOP-"));
+    assert!(html.contains("<td>ε 1</td><td>ε 0.6</td><td>ε 0.4</td>"));
     // Refused at submission now.
     let (s, body) = api_submit(&app, &tok, WAT, &m);
     assert_eq!(s, 422);

@@ -95,7 +95,7 @@ pub struct BudgetView {
     pub operator: String,
     /// Agreement number.
     pub agreement: String,
-    /// Dataset title.
+    /// Dataset title in the page language.
     pub dataset: String,
     /// Budget.
     pub budget: String,
@@ -145,32 +145,27 @@ pub async fn list(
     })
     .await?;
     render(&ListPage {
+        budgets: budget_views(budgets, page.lang),
         page,
         rows: rows.into_iter().map(row_view).collect(),
-        budgets: budget_views(budgets),
         run_budgets,
         outstanding,
         operator,
     })
 }
 
-fn budget_views(
-    rows: Vec<(
-        String,
-        String,
-        String,
-        rust_decimal::Decimal,
-        rust_decimal::Decimal,
-    )>,
-) -> Vec<BudgetView> {
+fn budget_views(rows: Vec<ops::BudgetLine>, lang: Lang) -> Vec<BudgetView> {
     rows.into_iter()
-        .map(|(operator, agreement, dataset, budget, spent)| BudgetView {
-            operator,
-            agreement,
-            dataset,
-            budget: budget.normalize().to_string(),
-            spent: spent.normalize().to_string(),
-            remaining: (budget - spent).normalize().to_string(),
+        .map(|b| BudgetView {
+            dataset: match lang {
+                Lang::En if !b.dataset_en.is_empty() => b.dataset_en,
+                _ => b.dataset,
+            },
+            operator: b.operator,
+            agreement: b.agreement,
+            budget: b.budget.normalize().to_string(),
+            spent: b.spent.normalize().to_string(),
+            remaining: (b.budget - b.spent).normalize().to_string(),
         })
         .collect()
 }

@@ -933,14 +933,29 @@ pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> any
     Ok(stopped)
 }
 
-/// A privacy budget line: (operator, agreement number, dataset title, budget, spent).
-pub type BudgetLine = (String, String, String, Decimal, Decimal);
+/// A privacy budget line of a running agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetLine {
+    /// The operator's name.
+    pub operator: String,
+    /// The agreement's number.
+    pub agreement: String,
+    /// The dataset's title as the agreement names it (Chinese, the agreement's language).
+    pub dataset: String,
+    /// The dataset's English catalog title.
+    pub dataset_en: String,
+    /// The epsilon the agreement allows.
+    pub budget: Decimal,
+    /// The epsilon debited by released runs.
+    pub spent: Decimal,
+}
 
 /// Privacy budgets of one organisation's running agreements (or of all).
 pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<BudgetLine>> {
-    use crate::schema::{agreement_datasets, agreements};
+    use crate::schema::{agreement_datasets, agreements, datasets};
     let mut q = agreements::table
         .inner_join(agreement_datasets::table)
+        .inner_join(datasets::table.on(datasets::id.eq(agreement_datasets::dataset_id)))
         .filter(agr::machine::state_running())
         .select((
             agreements::id,
@@ -949,6 +964,7 @@ pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<
             agreements::number,
             agreement_datasets::dataset_id,
             agreement_datasets::dataset_title,
+            datasets::title_en,
             agreement_datasets::epsilon,
         ))
         .order(agreements::id.asc())
@@ -957,13 +973,22 @@ pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<
     if let Some(org) = org_id {
         q = q.filter(agreements::operator_org_id.eq(org));
     }
-    let rows: Vec<(i64, i64, String, String, i64, String, String)> = q.load(conn)?;
-    let mut out = Vec::new();
-    for (aid, org, operator, number, dataset_id, title, eps) in rows {
-        let spent = model::epsilon_spent(conn, org, aid, dataset_id)?;
-        out.push((operator, number, title, model::dec(&eps), spent));
-    }
-    Ok(out)
+    type Row = (i64, i64, String, String, i64, String, String, String);
+    let rows: Vec<Row> = q.load(conn)?;
+    rows.into_iter()
+        .map(
+            |(aid, org, operator, agreement, dataset_id, dataset, dataset_en, eps)| {
+                Ok(BudgetLine {
+                    spent: model::epsilon_spent(conn, org, aid, dataset_id)?,
+                    operator,
+                    agreement,
+                    dataset,
+                    dataset_en,
+                    budget: model::dec(&eps),
+                })
+            },
+        )
+        .collect()
 }
 
 /// A run budget line of a running agreement.
