@@ -659,8 +659,20 @@ fn approval_is_pinned_by_hash() {
     assert_eq!(run_all(&app), 2);
     assert_eq!(job_state(&app, first), "finished");
     assert_eq!(job_state(&app, job), "awaiting_approval");
-    // Approving twice is a state conflict.
+    // The reviewer of the changed module sees the operator's record: its runs by state, its
+    // outstanding usage reports and its credit record.
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, html) = app.get_text(&reg, &format!("/admin/computations/{other}"));
+    let record = between(&html, "operator-record", "</dl>");
+    assert!(
+        record.contains("已完成，审核中</span> 2") && record.contains("待批准</span> 1"),
+        "two finished runs and one waiting: {record}"
+    );
+    assert!(
+        record.contains("href=\"/admission/orgs/"),
+        "the regulator can open the credit record: {record}"
+    );
+    // Approving twice is a state conflict.
     let page = format!("/admin/computations/{computation}");
     assert_eq!(
         post(&app, &reg, &page, &format!("{page}/approve"), &[]),

@@ -980,8 +980,12 @@ struct ComputationPage {
     exports: Vec<String>,
     outputs: Vec<OutputDecl>,
     history: Vec<Computation>,
+    run_counts: Vec<(RunState, i64)>,
+    usage_outstanding: usize,
+    credit_records: i64,
     bindings: Vec<BindingView>,
     reviewer: bool,
+    regulator: bool,
 }
 crate::impl_page!(ComputationPage);
 
@@ -997,7 +1001,7 @@ pub async fn computation(
     }
     let id = path.into_inner();
     let lang = page.lang;
-    let (c, org_name, info, history, bindings) = db(&state, move |conn| {
+    let (c, org_name, info, history, record, bindings) = db(&state, move |conn| {
         use diesel::prelude::*;
         let c = ops::load_computation(conn, id)?;
         let org_name: String = crate::schema::organisations::table
@@ -1009,8 +1013,24 @@ pub async fn computation(
             .into_iter()
             .filter(|h| h.id != id)
             .collect::<Vec<_>>();
+        let counts = model::run_counts_of(conn, c.org_id)?;
+        let run_counts: Vec<(RunState, i64)> = RunState::ALL
+            .into_iter()
+            .filter_map(|st| {
+                let n = counts.iter().find(|(s, _)| s == st.as_str())?.1;
+                Some((st, n))
+            })
+            .collect();
+        let record = (
+            run_counts,
+            model::outstanding_usage(conn, Some(c.org_id))?.len(),
+            crate::schema::credit_records::table
+                .filter(crate::schema::credit_records::org_id.eq(c.org_id))
+                .count()
+                .get_result::<i64>(conn)?,
+        );
         let bindings = bound_datasets(conn, &c, lang)?;
-        Ok((c, org_name, info, history, bindings))
+        Ok((c, org_name, info, history, record, bindings))
     })
     .await?;
     let (size, imports, exports) = info.unwrap_or_default();
@@ -1051,8 +1071,12 @@ pub async fn computation(
         exports,
         outputs,
         history,
+        run_counts: record.0,
+        usage_outstanding: record.1,
+        credit_records: record.2,
         bindings,
         reviewer: super::is_reviewer(&state, &user),
+        regulator: user.role == Role::Regulator,
         c,
     })
 }

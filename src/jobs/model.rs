@@ -493,6 +493,15 @@ pub fn outstanding_usage(conn: &mut DbConnection, org_id: Option<i64>) -> QueryR
     q.load(conn)
 }
 
+/// An organisation's runs counted by state (states without runs are absent).
+pub fn run_counts_of(conn: &mut DbConnection, org_id: i64) -> QueryResult<Vec<(String, i64)>> {
+    jobs::table
+        .filter(jobs::org_id.eq(org_id))
+        .group_by(jobs::state)
+        .select((jobs::state, diesel::dsl::count_star()))
+        .load(conn)
+}
+
 /// The usage report of a run: (body, filed at).
 pub fn usage_of(
     conn: &mut DbConnection,
