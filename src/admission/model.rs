@@ -57,12 +57,12 @@ impl Call {
 
     /// The title in `lang`.
     pub fn title(&self, lang: crate::i18n::Lang) -> &str {
-        pick(lang, &self.title_zh, &self.title_en)
+        crate::i18n::pick(lang, &self.title_zh, &self.title_en)
     }
 
     /// The text in `lang`.
     pub fn body(&self, lang: crate::i18n::Lang) -> &str {
-        pick(lang, &self.body_zh, &self.body_en)
+        crate::i18n::pick(lang, &self.body_zh, &self.body_en)
     }
 
     /// The scenarios, one per non-empty line.
@@ -83,16 +83,6 @@ impl Call {
     /// Whether the public may see it.
     pub fn is_public(&self) -> bool {
         matches!(self.state(), CallState::Published | CallState::Closed)
-    }
-}
-
-/// The text in `lang`, falling back to the other language when empty.
-pub fn pick<'a>(lang: crate::i18n::Lang, zh: &'a str, en: &'a str) -> &'a str {
-    match lang {
-        crate::i18n::Lang::Zh if !zh.is_empty() => zh,
-        crate::i18n::Lang::En if !en.is_empty() => en,
-        crate::i18n::Lang::Zh => en,
-        crate::i18n::Lang::En => zh,
     }
 }
 
@@ -563,6 +553,14 @@ pub fn credit_records_of(conn: &mut DbConnection, org_id: i64) -> QueryResult<Ve
         .limit(200)
         .select(CreditRecord::as_select())
         .load(conn)
+}
+
+/// The number of credit-record entries of one organisation.
+pub fn credit_record_count(conn: &mut DbConnection, org_id: i64) -> QueryResult<i64> {
+    credit_records::table
+        .filter(credit_records::org_id.eq(org_id))
+        .count()
+        .get_result(conn)
 }
 
 /// The number of credit-record entries per organisation (organisations with none are absent).

@@ -215,21 +215,12 @@ pub struct Dataset {
 impl Dataset {
     /// The title in `lang` (falling back to the other language when empty).
     pub fn title(&self, lang: crate::i18n::Lang) -> &str {
-        pick(lang, &self.title_zh, &self.title_en)
+        crate::i18n::pick(lang, &self.title_zh, &self.title_en)
     }
 
     /// The description in `lang` (falling back to the other language when empty).
     pub fn description(&self, lang: crate::i18n::Lang) -> &str {
-        pick(lang, &self.description_zh, &self.description_en)
-    }
-}
-
-fn pick<'a>(lang: crate::i18n::Lang, zh: &'a str, en: &'a str) -> &'a str {
-    match lang {
-        crate::i18n::Lang::Zh if !zh.is_empty() => zh,
-        crate::i18n::Lang::En if !en.is_empty() => en,
-        crate::i18n::Lang::Zh => en,
-        crate::i18n::Lang::En => zh,
+        crate::i18n::pick(lang, &self.description_zh, &self.description_en)
     }
 }
 
@@ -435,7 +426,7 @@ pub struct CodeLabel {
 impl CodeLabel {
     /// The label in `lang` (the code when empty).
     pub fn label(&self, lang: crate::i18n::Lang) -> &str {
-        let l = pick(lang, &self.zh, &self.en);
+        let l = crate::i18n::pick(lang, &self.zh, &self.en);
         if l.is_empty() { &self.code } else { l }
     }
 }
@@ -483,7 +474,7 @@ impl Column {
 
     /// The label in `lang` (the name when empty).
     pub fn label(&self, lang: crate::i18n::Lang) -> &str {
-        let l = pick(lang, &self.label_zh, &self.label_en);
+        let l = crate::i18n::pick(lang, &self.label_zh, &self.label_en);
         if l.is_empty() { &self.name } else { l }
     }
 

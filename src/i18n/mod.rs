@@ -110,6 +110,16 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut HashMap<String, String>)
     }
 }
 
+/// A text given in both languages, in `lang` (the other language's when it is empty).
+pub fn pick<'a>(lang: Lang, zh: &'a str, en: &'a str) -> &'a str {
+    match lang {
+        Lang::Zh if !zh.is_empty() => zh,
+        Lang::En if !en.is_empty() => en,
+        Lang::Zh => en,
+        Lang::En => zh,
+    }
+}
+
 /// The message for `key` in `lang` (the key itself when it is missing).
 pub fn t(lang: Lang, key: &str) -> &str {
     match CATALOGS.get(&lang).and_then(|m| m.get(key)) {

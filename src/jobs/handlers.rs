@@ -157,10 +157,7 @@ pub async fn list(
 fn budget_views(rows: Vec<ops::BudgetLine>, lang: Lang) -> Vec<BudgetView> {
     rows.into_iter()
         .map(|b| BudgetView {
-            dataset: match lang {
-                Lang::En if !b.dataset_en.is_empty() => b.dataset_en,
-                _ => b.dataset,
-            },
+            dataset: crate::i18n::pick(lang, &b.dataset, &b.dataset_en).to_owned(),
             operator: b.operator,
             agreement: b.agreement,
             budget: b.budget.normalize().to_string(),
@@ -980,9 +977,7 @@ struct ComputationPage {
     exports: Vec<String>,
     outputs: Vec<OutputDecl>,
     history: Vec<Computation>,
-    run_counts: Vec<(RunState, i64)>,
-    usage_outstanding: usize,
-    credit_records: i64,
+    record: model::OperatorRecord,
     bindings: Vec<BindingView>,
     reviewer: bool,
     regulator: bool,
@@ -1013,22 +1008,7 @@ pub async fn computation(
             .into_iter()
             .filter(|h| h.id != id)
             .collect::<Vec<_>>();
-        let counts = model::run_counts_of(conn, c.org_id)?;
-        let run_counts: Vec<(RunState, i64)> = RunState::ALL
-            .into_iter()
-            .filter_map(|st| {
-                let n = counts.iter().find(|(s, _)| s == st.as_str())?.1;
-                Some((st, n))
-            })
-            .collect();
-        let record = (
-            run_counts,
-            model::outstanding_usage(conn, Some(c.org_id))?.len(),
-            crate::schema::credit_records::table
-                .filter(crate::schema::credit_records::org_id.eq(c.org_id))
-                .count()
-                .get_result::<i64>(conn)?,
-        );
+        let record = model::operator_record(conn, c.org_id)?;
         let bindings = bound_datasets(conn, &c, lang)?;
         Ok((c, org_name, info, history, record, bindings))
     })
@@ -1071,9 +1051,7 @@ pub async fn computation(
         exports,
         outputs,
         history,
-        run_counts: record.0,
-        usage_outstanding: record.1,
-        credit_records: record.2,
+        record,
         bindings,
         reviewer: super::is_reviewer(&state, &user),
         regulator: user.role == Role::Regulator,

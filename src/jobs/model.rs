@@ -194,12 +194,9 @@ pub struct DatasetLabel {
 }
 
 impl DatasetLabel {
-    /// The title in `lang`.
+    /// The title in `lang` (the other language's when it is empty).
     pub fn title(&self, lang: crate::i18n::Lang) -> &str {
-        match lang {
-            crate::i18n::Lang::Zh => &self.title_zh,
-            crate::i18n::Lang::En => &self.title_en,
-        }
+        crate::i18n::pick(lang, &self.title_zh, &self.title_en)
     }
 }
 
@@ -493,13 +490,33 @@ pub fn outstanding_usage(conn: &mut DbConnection, org_id: Option<i64>) -> QueryR
     q.load(conn)
 }
 
-/// An organisation's runs counted by state (states without runs are absent).
-pub fn run_counts_of(conn: &mut DbConnection, org_id: i64) -> QueryResult<Vec<(String, i64)>> {
-    jobs::table
+/// What the reviewer of a computation sees of its operator's past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    /// Its runs counted by state, in the state machine's order (states without runs absent).
+    pub runs: Vec<(RunState, i64)>,
+    /// Its released runs whose usage report is outstanding.
+    pub usage_outstanding: usize,
+    /// Entries in its credit record.
+    pub credit_records: i64,
+}
+
+/// The record of the operator `org_id`.
+pub fn operator_record(conn: &mut DbConnection, org_id: i64) -> QueryResult<OperatorRecord> {
+    let counts: Vec<(String, i64)> = jobs::table
         .filter(jobs::org_id.eq(org_id))
         .group_by(jobs::state)
         .select((jobs::state, diesel::dsl::count_star()))
-        .load(conn)
+        .load(conn)?;
+    let runs = RunState::ALL
+        .into_iter()
+        .filter_map(|st| Some((st, counts.iter().find(|(s, _)| s == st.as_str())?.1)))
+        .collect();
+    Ok(OperatorRecord {
+        runs,
+        usage_outstanding: outstanding_usage(conn, Some(org_id))?.len(),
+        credit_records: crate::admission::model::credit_record_count(conn, org_id)?,
+    })
 }
 
 /// The usage report of a run: (body, filed at).

@@ -75,14 +75,11 @@ impl Problem {
     /// The message in `lang` (`jobs.rule.<rule>`).
     pub fn message(&self, lang: Lang) -> String {
         let mut args = self.args.clone();
-        args.extend(self.localized.iter().map(|(name, zh, en)| {
-            let text = match lang {
-                Lang::Zh => zh,
-                Lang::En if en.is_empty() => zh,
-                Lang::En => en,
-            };
-            (*name, text.clone())
-        }));
+        args.extend(
+            self.localized
+                .iter()
+                .map(|(name, zh, en)| (*name, crate::i18n::pick(lang, zh, en).to_owned())),
+        );
         t_args(lang, &format!("jobs.rule.{}", self.rule), &args)
     }
 }
