@@ -1,15 +1,22 @@
-/* dataop guest SDK, ABI v1 (see sandbox/ABI.md).
+/* dataop guest SDK, ABI v2 (see sandbox/ABI.md).
+ *
+ * A job is a set of pure functions. The host calls them once per row (or, in the per-person
+ * stage, once per person) with the row's declared columns as parameters, in the manifest's
+ * order, and takes one value back from each: whether to keep the row, each key of its cell,
+ * each measure. The functions may read constant data (lookup tables) but write nothing: no
+ * stores, no globals, no memory growth. The host validates this before anything runs, so write
+ * scalar code: no arrays on the stack, no address-taken locals (clang at -O2 then keeps no
+ * shadow stack).
  *
  * Build a job with:
  *   clang --target=wasm32 -nostdlib -ffreestanding -O2 -I sandbox/guest \
- *         -Wl,--no-entry -Wl,--export-dynamic -o job.wasm job.c
+ *         -Wl,--no-entry -o job.wasm job.c
  *
- * A job defines `DATAOP_MAIN { ... return 0; }`, opens its dataset, columns and aggregates by
- * name, pulls batches of rows with dataop_next_batch, copies the columns it declared into its own
- * buffers with dataop_read, and emits contributions in bulk with dataop_emit. The host counts,
- * sums, bounds, thresholds and (optionally) noises; the job never writes the output.
- * Any misuse (bad handle, pointer outside memory, key outside its domain, row outside the batch,
- * undeclared or forbidden column) stops the run with a named reason.
+ * Parameter types follow the column types: integer and decimal columns are int64_t (a decimal
+ * is value x 10^scale), dates int32_t (days since 1970-01-01), categories int32_t (the code's
+ * index among the column's declared codes). NULL values arrive as the sentinels below. In the
+ * per-person stage every parameter is int64_t: for each [[person]] input in order, the number
+ * of the person's rows its keep function kept, then the sum of each of its measures.
  */
 #ifndef DATAOP_H
 #define DATAOP_H
@@ -20,42 +27,27 @@ typedef unsigned int uint32_t;
 typedef long long int64_t;
 typedef unsigned long long uint64_t;
 
-#define DATAOP_IMPORT(n) __attribute__((import_module("dataop"), import_name(n)))
-
-/* Handle of the dataset `name` declared in the manifest. */
-DATAOP_IMPORT("dataset") int32_t dataop_dataset(const char *name, int32_t len);
-/* Handle of column `name` of dataset `ds`, declared in the manifest. */
-DATAOP_IMPORT("column") int32_t dataop_column(int32_t ds, const char *name, int32_t len);
-/* Kind of a column: 1 integer (int64), 2 decimal (int64 = value * 10^scale),
- * 3 date (int32 days since 1970-01-01), 4 category (uint32 code index). */
-DATAOP_IMPORT("column_kind") int32_t dataop_column_kind(int32_t col);
-/* Handle of the aggregate `name` declared in the manifest. */
-DATAOP_IMPORT("aggregate") int32_t dataop_aggregate(const char *name, int32_t len);
-/* Moves dataset `ds` to its next batch of at most `max_rows` rows; returns the number of rows,
- * 0 when there are no more. */
-DATAOP_IMPORT("next_batch") int32_t dataop_next_batch(int32_t ds, int32_t max_rows);
-/* Copies the current batch of column `col` into `dst` (capacity `cap` bytes); returns rows. */
-DATAOP_IMPORT("read") int32_t dataop_read(int32_t col, void *dst, int32_t cap);
-/* Emits `n` contributions to aggregate `agg` for rows of the current batch of `ds`:
- * rows[n] (row numbers in the batch), keys[n * dimensions] (one code per dimension, row-major),
- * measures[n * measures] (fixed-point values, row-major). Returns n. */
-DATAOP_IMPORT("emit") int32_t dataop_emit(int32_t agg, int32_t ds, int32_t n, const uint32_t *rows,
-                                          const uint32_t *keys, const int64_t *measures);
-/* Appends `len` bytes to the run's log (seen by the platform operator only; capped). */
-DATAOP_IMPORT("log") void dataop_log(const char *msg, int32_t len);
-
-/* NULL sentinels of the stored values. */
+/* NULL sentinels of the values handed to the functions. */
 #define DATAOP_NULL_I64 ((int64_t)0x8000000000000000ULL)
 #define DATAOP_NULL_DATE ((int32_t)0x80000000U)
-#define DATAOP_NULL_CATEGORY 0xFFFFFFFFU
+#define DATAOP_NULL_CATEGORY (-1)
 
-/* Helpers taking string literals. */
-#define DATAOP_DATASET(lit) dataop_dataset(lit, (int32_t)sizeof(lit) - 1)
-#define DATAOP_COLUMN(ds, lit) dataop_column(ds, lit, (int32_t)sizeof(lit) - 1)
-#define DATAOP_AGGREGATE(lit) dataop_aggregate(lit, (int32_t)sizeof(lit) - 1)
-#define DATAOP_LOG(lit) dataop_log(lit, (int32_t)sizeof(lit) - 1)
+#define DATAOP_EXPORT(name) __attribute__((export_name(name)))
 
-/* The entry point: `DATAOP_MAIN { ...; return 0; }`. A non-zero return fails the run. */
-#define DATAOP_MAIN __attribute__((export_name("dataop_main"))) int32_t dataop_main(void)
+/* `DATAOP_KEEP(agg, params...) { return ...; }`: keep the row (non-zero) for aggregate `agg`
+ * (optional: without it every row is kept). */
+#define DATAOP_KEEP(agg, ...) DATAOP_EXPORT(#agg ".keep") int32_t agg##__keep(__VA_ARGS__)
+/* `DATAOP_KEY(agg, dim, params...) { return code; }`: the row's code in dimension `dim` of `agg`
+ * (a code outside the dimension's domain drops the row). */
+#define DATAOP_KEY(agg, dim, ...) DATAOP_EXPORT(#agg "." #dim) int32_t agg##__##dim(__VA_ARGS__)
+/* `DATAOP_MEASURE(agg, m, params...) { return value; }`: the row's value of measure `m` of `agg`
+ * (fixed point with the measure's scale; the host clamps it to the declared bounds). */
+#define DATAOP_MEASURE(agg, m, ...) DATAOP_EXPORT(#agg "." #m) int64_t agg##__##m(__VA_ARGS__)
+/* `DATAOP_PERSON_KEEP(ds, params...)`: keep the row of dataset `ds` for the per-person stage. */
+#define DATAOP_PERSON_KEEP(ds, ...) \
+    DATAOP_EXPORT("person." #ds ".keep") int32_t person__##ds##__keep(__VA_ARGS__)
+/* `DATAOP_PERSON_MEASURE(ds, m, params...)`: the row's value of measure `m`, summed per person. */
+#define DATAOP_PERSON_MEASURE(ds, m, ...) \
+    DATAOP_EXPORT("person." #ds "." #m) int64_t person__##ds##__##m(__VA_ARGS__)
 
 #endif

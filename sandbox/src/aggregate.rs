@@ -11,10 +11,11 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use serde::Serialize;
 
 use crate::manifest::PlanAggregate;
+use crate::noise::discrete_laplace;
 
 /// Bits of the mixed person key that choose a partition.
 const PART_BITS: u32 = 8;
@@ -560,16 +561,19 @@ pub(crate) struct Bounds {
     pub rows_per_cell: u64,
     /// `[min, max]` of each measure, fixed point.
     pub measures: Vec<(i64, i64)>,
+    /// Keep each cell's persons (for the differencing guard).
+    pub members: bool,
 }
 
 impl Bounds {
-    /// The bounds of a planned aggregate.
-    pub(crate) fn of(agg: &PlanAggregate) -> Self {
+    /// The bounds of a planned aggregate; `members`: keep each cell's persons.
+    pub(crate) fn of(agg: &PlanAggregate, members: bool) -> Self {
         Bounds {
             cells: agg.cells as usize,
             cells_per_person: agg.max_cells_per_person as usize,
             rows_per_cell: u64::from(agg.max_rows_per_person_cell),
             measures: agg.measures.iter().map(|x| (x.lo, x.hi)).collect(),
+            members,
         }
     }
 }
@@ -583,6 +587,12 @@ pub(crate) struct Totals {
     pub persons: Vec<u64>,
     /// Sum of each measure per cell (`cells × measures`, row-major).
     pub sums: Vec<i128>,
+    /// Sum of the absolute values of the persons' sums, per cell and measure.
+    pub abs: Vec<i128>,
+    /// The largest absolute value of one person's sum, per cell and measure (dominance).
+    pub top: Vec<i128>,
+    /// The persons of each cell (their partition keys), when [`Bounds::members`] is set.
+    pub members: Vec<Vec<u64>>,
     /// Contributions dropped by the cell bound.
     pub dropped: u64,
     /// Contributions beyond the row bound.
@@ -597,6 +607,13 @@ impl Totals {
             count: vec![0; b.cells],
             persons: vec![0; b.cells],
             sums: vec![0; b.cells * b.measures.len()],
+            abs: vec![0; b.cells * b.measures.len()],
+            top: vec![0; b.cells * b.measures.len()],
+            members: if b.members {
+                vec![Vec::new(); b.cells]
+            } else {
+                Vec::new()
+            },
             dropped: 0,
             clamped: 0,
             pairs: 0,
@@ -609,6 +626,15 @@ impl Totals {
         add(&mut self.persons, &other.persons);
         for (x, y) in self.sums.iter_mut().zip(&other.sums) {
             *x += y;
+        }
+        for (x, y) in self.abs.iter_mut().zip(&other.abs) {
+            *x += y;
+        }
+        for (x, y) in self.top.iter_mut().zip(&other.top) {
+            *x = (*x).max(*y);
+        }
+        for (x, y) in self.members.iter_mut().zip(&other.members) {
+            x.extend_from_slice(y);
         }
         self.dropped += other.dropped;
         self.clamped += other.clamped;
@@ -636,10 +662,16 @@ impl Totals {
             let cell = e.cell as usize;
             self.count[cell] += kept;
             self.persons[cell] += 1;
+            if b.members {
+                self.members[cell].push(e.key);
+            }
             for (k, &(lo, hi)) in b.measures.iter().enumerate() {
                 let s = run.sums[i * m + k];
                 let kept = i128::from(kept);
-                self.sums[cell * m + k] += s.clamp(i128::from(lo) * kept, i128::from(hi) * kept);
+                let s = s.clamp(i128::from(lo) * kept, i128::from(hi) * kept);
+                self.sums[cell * m + k] += s;
+                self.abs[cell * m + k] += s.abs();
+                self.top[cell * m + k] = self.top[cell * m + k].max(s.abs());
             }
         }
     }
@@ -685,8 +717,13 @@ pub(crate) fn tally(b: &Bounds, partials: &[Partial], threads: usize) -> Totals 
 pub struct CellOutput {
     /// The labels of the cell's key, one per dimension.
     pub key: Vec<String>,
-    /// True when the cell had fewer than k distinct persons: its values are withheld.
+    /// True when the cell had fewer than k distinct persons (noisy under epsilon): its values
+    /// are withheld.
     pub suppressed: bool,
+    /// True when one person made up more than the platform's share of a measure's total in the
+    /// cell (without noise): the sums and means are withheld, the counts released.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dominated: bool,
     /// Number of contributions (after per-person bounds, noised under epsilon).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
@@ -733,6 +770,8 @@ pub struct AggregateStats {
     pub cells_released: u64,
     /// Cells suppressed (fewer than k distinct persons).
     pub cells_suppressed: u64,
+    /// Released cells whose sums and means were withheld by the dominance rule.
+    pub cells_dominated: u64,
     /// Epsilon spent (0 without noise).
     pub epsilon_spent: f64,
 }
@@ -766,61 +805,58 @@ fn mean(sum: i128, count: i64, scale: u32) -> String {
     fixed(q, scale + 2)
 }
 
-/// Draws from the discrete Laplace distribution with P(x) ∝ exp(-|x| / scale), as the
-/// difference of two geometric variables (`scale` > 0).
-pub fn discrete_laplace(rng: &mut dyn RngCore, scale: f64) -> i64 {
-    let q = (-1.0 / scale).exp();
-    let geometric = |rng: &mut dyn RngCore| -> i64 {
-        // Number of failures before the first success, success probability 1 - q.
-        let u: f64 = 1.0 - rng.random::<f64>(); // in (0, 1]
-        let g = (u.ln() / q.ln()).floor();
-        if g.is_finite() { g.min(1e15) as i64 } else { 0 }
-    };
-    geometric(rng) - geometric(rng)
-}
+/// The persons of the cells an aggregate released without noise: `(cell, sorted partition
+/// keys)` (a bijection of the pseudonyms), kept platform-side for the differencing guard.
+pub type CellMembers = Vec<(u32, Vec<u64>)>;
 
-/// Applies thresholds and noise to the exact totals of an aggregate ([`tally`]).
+/// Applies thresholds, dominance and noise to the exact totals of an aggregate ([`tally`]).
+///
+/// Without epsilon a cell is released when it has at least k distinct persons, and its sums
+/// and means are withheld when one person's share of a measure's total (absolute values)
+/// exceeds `dominance`. With epsilon every value gets exact discrete Laplace noise and the
+/// threshold is applied to the *noisy* distinct count, so which cells are released is itself
+/// covered by epsilon (post-processing over the closed, declared domain).
 pub(crate) fn finalize(
     agg: &PlanAggregate,
     totals: Totals,
-    contributions: u64,
+    dominance: f64,
     rng: &mut dyn RngCore,
-) -> (AggregateOutput, AggregateStats) {
+) -> (AggregateOutput, AggregateStats, CellMembers) {
     let m = agg.measures.len();
     let cells = agg.cells as usize;
-    let l = agg.max_cells_per_person as usize;
-    let c = u64::from(agg.max_rows_per_person_cell);
     let Totals {
         count,
         persons,
         sums,
+        abs,
+        top,
+        mut members,
         dropped,
         clamped,
         ..
     } = totals;
-    let noise = agg.epsilon.map(|eps| {
-        // The budget is split equally between the count, the distinct persons and each sum.
-        let share = eps / (2 + m) as f64;
-        let lf = l as f64;
-        let cf = c as f64;
-        let count_scale = lf * cf / share;
-        let persons_scale = lf / share;
-        let sum_scales: Vec<f64> = agg
-            .measures
-            .iter()
-            .map(|x| lf * cf * (x.lo.unsigned_abs().max(x.hi.unsigned_abs()).max(1)) as f64 / share)
-            .collect();
-        (count_scale, persons_scale, sum_scales)
-    });
     let mut out_cells = Vec::with_capacity(cells);
-    let (mut released, mut suppressed) = (0u64, 0u64);
+    let (mut released, mut suppressed, mut dominated) = (0u64, 0u64, 0u64);
+    let mut kept_members = Vec::new();
+    let clip = |v: i128| i64::try_from(v.max(0)).unwrap_or(i64::MAX);
     for cell in 0..cells {
         let key = cell_key(agg, cell);
-        if persons[cell] < agg.k {
+        let mut n = i128::from(count[cell]);
+        let mut p = i128::from(persons[cell]);
+        let mut s: Vec<i128> = sums[cell * m..(cell + 1) * m].to_vec();
+        if let Some(noise) = &agg.noise {
+            p += discrete_laplace(rng, &noise.persons);
+            n += discrete_laplace(rng, &noise.count);
+            for (v, scale) in s.iter_mut().zip(&noise.sums) {
+                *v += discrete_laplace(rng, scale);
+            }
+        }
+        if p < i128::from(agg.k) {
             suppressed += 1;
             out_cells.push(CellOutput {
                 key,
                 suppressed: true,
+                dominated: false,
                 count: None,
                 persons: None,
                 sums: vec![],
@@ -829,51 +865,61 @@ pub(crate) fn finalize(
             continue;
         }
         released += 1;
-        let mut n = count[cell] as i64;
-        let mut p = persons[cell] as i64;
-        let mut s: Vec<i128> = sums[cell * m..(cell + 1) * m].to_vec();
-        if let Some((cs, ps, ss)) = &noise {
-            n = (n + discrete_laplace(rng, *cs)).max(0);
-            p = (p + discrete_laplace(rng, *ps)).max(0);
-            for (v, scale) in s.iter_mut().zip(ss) {
-                *v += i128::from(discrete_laplace(rng, *scale));
-            }
+        if let Some(cell_members) = members.get_mut(cell) {
+            let mut v = std::mem::take(cell_members);
+            v.sort_unstable();
+            kept_members.push((cell as u32, v));
         }
+        // Dominance: the largest person against the share of the cell's total.
+        let share = |t: i128, x: i128| (x as f64) > dominance * (t as f64);
+        let is_dominated =
+            agg.noise.is_none() && (0..m).any(|k| share(abs[cell * m + k], top[cell * m + k]));
+        dominated += u64::from(is_dominated);
+        let n = clip(n);
+        let (sums_out, means_out) = if is_dominated {
+            (vec![], vec![])
+        } else {
+            (
+                s.iter()
+                    .zip(&agg.measures)
+                    .map(|(v, x)| fixed(*v, x.scale))
+                    .collect(),
+                s.iter()
+                    .zip(&agg.measures)
+                    .map(|(v, x)| mean(*v, n, x.scale))
+                    .collect(),
+            )
+        };
         out_cells.push(CellOutput {
             key,
             suppressed: false,
+            dominated: is_dominated,
             count: Some(n),
-            persons: Some(p),
-            sums: s
-                .iter()
-                .zip(&agg.measures)
-                .map(|(v, x)| fixed(*v, x.scale))
-                .collect(),
-            means: s
-                .iter()
-                .zip(&agg.measures)
-                .map(|(v, x)| mean(*v, n, x.scale))
-                .collect(),
+            persons: Some(clip(p)),
+            sums: sums_out,
+            means: means_out,
         });
     }
+    let epsilon = agg.noise.as_ref().map(|n| n.epsilon);
     let stats = AggregateStats {
         name: agg.name.clone(),
-        contributions,
+        contributions: count.iter().sum::<u64>() + dropped + clamped,
         dropped_by_cell_bound: dropped,
         clamped_by_row_bound: clamped,
         cells_released: released,
         cells_suppressed: suppressed,
-        epsilon_spent: agg.epsilon.unwrap_or(0.0),
+        cells_dominated: dominated,
+        epsilon_spent: epsilon.unwrap_or(0.0),
     };
     let output = AggregateOutput {
         name: agg.name.clone(),
         dimensions: agg.dims.iter().map(|d| d.name.clone()).collect(),
         measures: agg.measures.iter().map(|x| x.name.clone()).collect(),
         k: agg.k,
-        epsilon: agg.epsilon,
+        epsilon,
         cells: out_cells,
     };
-    (output, stats)
+    (output, stats, kept_members)
 }
 
 /// The labels of cell number `cell` (mixed radix, first dimension most significant).
@@ -910,17 +956,18 @@ impl Output {
         let a = self.aggregates.get(i)?;
         let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
         let mut header: Vec<String> = a.dimensions.clone();
-        header.extend(["suppressed", "count", "persons"].map(String::from));
+        header.extend(["suppressed", "dominated", "count", "persons"].map(String::from));
         header.extend(a.measures.iter().map(|m| format!("sum_{m}")));
         header.extend(a.measures.iter().map(|m| format!("mean_{m}")));
         w.write_record(&header).ok()?;
         for c in &a.cells {
             let mut row = c.key.clone();
             row.push(c.suppressed.to_string());
+            row.push(c.dominated.to_string());
             let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
             row.push(opt(c.count));
             row.push(opt(c.persons));
-            if c.suppressed {
+            if c.suppressed || c.dominated {
                 row.extend(std::iter::repeat_n(String::new(), 2 * a.measures.len()));
             } else {
                 row.extend(c.sums.iter().cloned());
@@ -985,7 +1032,10 @@ mod tests {
             t.persons[c as usize] += 1;
             if let Some(&(lo, hi)) = b.measures.first() {
                 let k = i128::from(kept);
-                t.sums[c as usize] += s.clamp(i128::from(lo) * k, i128::from(hi) * k);
+                let s = s.clamp(i128::from(lo) * k, i128::from(hi) * k);
+                t.sums[c as usize] += s;
+                t.abs[c as usize] += s.abs();
+                t.top[c as usize] = t.top[c as usize].max(s.abs());
             }
         }
         t
@@ -1009,6 +1059,7 @@ mod tests {
                 cells_per_person: 2,
                 rows_per_cell: 3,
                 measures,
+                members: false,
             });
         }
     }
@@ -1047,38 +1098,5 @@ mod tests {
             assert_eq!(all.len() as u64, expected.pairs);
             assert_eq!(tally(&b, &[all], 2), expected);
         }
-    }
-
-    /// The noise has mean 0 and the variance of the discrete Laplace distribution
-    /// (2q / (1 - q)^2 with q = exp(-1/scale)), and its histogram fits the law (chi-square).
-    #[test]
-    fn discrete_laplace_distribution() {
-        use rand::SeedableRng;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let scale = 3.0;
-        let n = 200_000;
-        let xs: Vec<i64> = (0..n).map(|_| discrete_laplace(&mut rng, scale)).collect();
-        let q: f64 = (-1.0f64 / scale).exp();
-        let var = 2.0 * q / (1.0 - q).powi(2);
-        let mean = xs.iter().sum::<i64>() as f64 / n as f64;
-        let emp_var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 5.0 * (var / n as f64).sqrt(), "mean {mean}");
-        assert!(
-            (emp_var / var - 1.0).abs() < 0.03,
-            "variance {emp_var} vs {var}"
-        );
-        // Chi-square over the bins -10..=10 plus two tails.
-        let p = |x: i64| (1.0 - q) / (1.0 + q) * q.powi(x.abs() as i32);
-        let mut chi = 0.0;
-        for x in -10..=10 {
-            let obs = xs.iter().filter(|&&v| v == x).count() as f64;
-            let exp = p(x) * n as f64;
-            chi += (obs - exp).powi(2) / exp;
-        }
-        let tail: f64 = 1.0 - (-10..=10).map(p).sum::<f64>();
-        let obs_tail = xs.iter().filter(|&&v| v.abs() > 10).count() as f64;
-        chi += (obs_tail - tail * n as f64).powi(2) / (tail * n as f64);
-        // 21 degrees of freedom: the 99.9% quantile is about 46.8.
-        assert!(chi < 46.8, "chi-square {chi}");
     }
 }

@@ -87,6 +87,7 @@ pub fn native_example_a(t: &MemTable) -> Vec<(u64, u64)> {
         cells_per_person: 1,
         rows_per_cell: 1000,
         measures: Vec::new(),
+        members: false,
     };
     let totals = tally(&bounds, &[pairs], 1);
     totals.count.into_iter().zip(totals.persons).collect()
@@ -143,7 +144,7 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
     )?;
     let manifest = Manifest::from_toml(EXAMPLE_A_MANIFEST).map_err(anyhow::Error::msg)?;
     let cache = std::env::temp_dir().join("dataop-sandbox-bench-cache");
-    let rt = Runtime::new(Limits::default(), Some(&cache))?;
+    let rt = Runtime::new(Limits::default(), Some((&cache, b"dataop bench")))?;
     let module = rt
         .load(EXAMPLE_A_WAT.as_bytes())
         .map_err(|o| anyhow::anyhow!("{o}"))?;
@@ -151,6 +152,7 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         name: "outpatients".into(),
         source: table.clone(),
         allowed_columns: vec!["age".into(), "district".into()],
+        grade: 1,
     }];
     let single = RunOptions {
         instances: 1,

@@ -16,16 +16,12 @@ use crate::source::{DatasetInput, MemTable, TableSource};
 /// pseudonymized by the server at ingest with the platform key).
 pub const TRIAL_PSEUDONYM_KEY: &[u8] = b"dataop-sandbox-trial-data";
 
-fn cache_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join("dataop-sandbox-cache")
-}
-
 /// `dataop sandbox check MODULE MANIFEST`: validates the module and the manifest and prints
 /// (as JSON) the module's hash, imports, exports and declared outputs.
 pub fn check_command(module: &Path, manifest: &Path, out: &mut dyn Write) -> anyhow::Result<i32> {
     let wasm = std::fs::read(module)?;
     let toml = std::fs::read_to_string(manifest)?;
-    let rt = Runtime::new(Limits::default(), Some(&cache_dir()))?;
+    let rt = Runtime::new(Limits::default(), None)?;
     match rt.check(&wasm, &toml) {
         Ok(report) => {
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -91,9 +87,10 @@ pub fn run_command(
             name,
             source: open_data(Path::new(path))?,
             allowed_columns: allowed,
+            grade: 1,
         });
     }
-    let rt = Runtime::new(Limits::default(), Some(&cache_dir()))?;
+    let rt = Runtime::new(Limits::default(), None)?;
     let module = match rt.load(&wasm) {
         Ok(m) => m,
         Err(outcome) => {
@@ -106,9 +103,6 @@ pub fn run_command(
         writeln!(out, "{}", output.to_json())?;
     }
     writeln!(out, "{}", result.report.to_json())?;
-    if !result.log.is_empty() {
-        writeln!(out, "--- guest log (operator only) ---\n{}", result.log)?;
-    }
     if result.report.outcome.is_finished() {
         Ok(0)
     } else {

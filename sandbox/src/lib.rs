@@ -5,22 +5,28 @@
 //! - [`source`]: the reader trait the runtime reads rows through ([`source::TableSource`]).
 //! - [`manifest`]: the job manifest (TOML) and the platform [`manifest::Limits`].
 //! - [`runtime`]: the wasmtime [`runtime::Runtime`]: validation, caching, runs, outcomes.
-//! - [`aggregate`]: host-side aggregation, thresholds, noise and the released output.
+//! - [`aggregate`]: host-side aggregation, thresholds, dominance, noise and the released output.
+//! - [`noise`]: the exact discrete Laplace and Gaussian samplers.
 //!
 //! The ABI between the host and the guest is described in `ABI.md`.
 
 pub mod aggregate;
 pub mod bench;
+mod cache;
 pub mod cli;
 pub mod columnar;
 pub mod demo;
+mod driver;
 pub mod manifest;
+pub mod noise;
+mod purity;
 pub mod runtime;
 pub mod source;
 
 pub use aggregate::{AggregateOutput, AggregateStats, CellOutput, Output};
 pub use manifest::{Limits, Manifest};
 pub use runtime::{
-    CancelToken, CheckReport, JobModule, Outcome, RunOptions, RunReport, RunResult, Runtime,
+    CancelToken, CheckReport, JobModule, OperatorReport, Outcome, RunOptions, RunReport, RunResult,
+    Runtime,
 };
 pub use source::{DatasetInput, MemColumn, MemTable, TableSource};

@@ -1,25 +1,36 @@
-//! The job manifest (TOML) and its resolution against the datasets of a run.
+//! The job manifest (TOML, ABI v2) and its resolution against the datasets of a run.
+//!
+//! The manifest declares everything the host needs to drive the guest's pure functions: the
+//! columns of each dataset (the parameters of its row functions, in order), the optional
+//! per-person stage, and the aggregates (the only outputs) with their domains, bounds and
+//! privacy settings. [`plan`] binds it to the run's inputs and applies the platform's
+//! [`Limits`] and per-grade [`ReleasePolicy`] before anything runs.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::{ColumnRole, ColumnType, Storage};
+use crate::noise::Scale;
 use crate::source::DatasetInput;
 
 /// The ABI version this host implements.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// A job manifest, as written in TOML (see `ABI.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// ABI version the job was written for (must be 1).
+    /// ABI version the job was written for (must be 2).
     pub abi: u32,
     /// Name of the job.
     pub name: String,
     /// The datasets the job reads.
     pub datasets: Vec<DatasetDecl>,
+    /// The per-person stage's inputs: per dataset, the rows kept and the measures summed per
+    /// person (none: no per-person stage).
+    #[serde(default)]
+    pub person: Vec<PersonDecl>,
     /// The aggregates the job contributes to (the only outputs).
     pub aggregates: Vec<AggregateDecl>,
 }
@@ -28,10 +39,30 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetDecl {
-    /// Name under which the guest opens the dataset.
+    /// Name of the dataset in the manifest and in export names.
     pub name: String,
-    /// Columns the guest may read.
+    /// Columns the guest's row functions receive, in this order.
     pub columns: Vec<String>,
+}
+
+/// One input of the per-person stage: a dataset's rows, filtered and measured per row by the
+/// guest (`person.<dataset>.keep`, `person.<dataset>.<measure>`), counted and summed per person
+/// by the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonDecl {
+    /// The dataset.
+    pub dataset: String,
+    /// A person's kept rows are counted up to this bound (and their sums clamped to it).
+    #[serde(default = "default_person_rows")]
+    pub max_rows: u32,
+    /// Measures summed per person.
+    #[serde(default)]
+    pub measures: Vec<MeasureDecl>,
+}
+
+fn default_person_rows() -> u32 {
+    100
 }
 
 /// An output table: cells keyed by dimensions, with counts, distinct persons and measures.
@@ -40,13 +71,19 @@ pub struct DatasetDecl {
 pub struct AggregateDecl {
     /// Name of the aggregate.
     pub name: String,
+    /// The dataset whose rows contribute (row stage), one contribution per kept row.
+    pub dataset: Option<String>,
+    /// One contribution per person from the per-person stage instead of rows.
+    #[serde(default)]
+    pub per_person: bool,
     /// The dimensions of the group key (none: one cell).
     #[serde(default)]
     pub dimensions: Vec<DimensionDecl>,
     /// Measures summed and averaged per cell.
     #[serde(default)]
     pub measures: Vec<MeasureDecl>,
-    /// Minimum number of distinct persons per released cell (raised to the platform floor).
+    /// Minimum number of distinct persons per released cell (raised to the platform floor and
+    /// to the grade's minimum).
     pub k: Option<u64>,
     /// Differential privacy budget of this aggregate (none: no noise).
     pub epsilon: Option<f64>,
@@ -63,14 +100,14 @@ fn default_cells_per_person() -> u32 {
 }
 
 fn default_rows_per_person_cell() -> u32 {
-    1000
+    100
 }
 
 /// One dimension of a group key: the codes of a category column, or integer bins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DimensionDecl {
-    /// Name of the dimension in the output.
+    /// Name of the dimension in the output and in export names.
     pub name: String,
     /// Dataset of `column` (may be left out when the job reads one dataset).
     pub dataset: Option<String>,
@@ -86,7 +123,7 @@ pub struct DimensionDecl {
 pub struct MeasureDecl {
     /// Name of the measure.
     pub name: String,
-    /// Decimal digits of the values the guest emits (value × 10^scale), 0..=6.
+    /// Decimal digits of the values the guest returns (value × 10^scale), 0..=6.
     #[serde(default)]
     pub scale: u32,
     /// Lower clamp bound.
@@ -95,9 +132,27 @@ pub struct MeasureDecl {
     pub max: f64,
 }
 
+/// Largest absolute measure bound in fixed point (so sums of bounded values fit `i64` and
+/// noise scales stay within the sampler's exact range).
+pub const MAX_MEASURE_FIXED: f64 = 1e12;
+
+/// Whether `s` may name a dataset, aggregate, dimension or measure: it becomes part of an
+/// export name, so lower-case ASCII letters, digits and `_`, starting with a letter.
+fn is_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 impl Manifest {
     /// Parses a manifest from TOML and checks what can be checked without the data.
     pub fn from_toml(text: &str) -> Result<Self, String> {
+        if let Ok(v) = toml::from_str::<toml::Table>(text)
+            && v.get("abi").and_then(toml::Value::as_integer) == Some(1)
+        {
+            return Err(retired());
+        }
         let m: Manifest = toml::from_str(text).map_err(|e| format!("manifest: {e}"))?;
         m.check()?;
         Ok(m)
@@ -105,6 +160,9 @@ impl Manifest {
 
     /// Checks the manifest alone (names, bounds, ABI version).
     pub fn check(&self) -> Result<(), String> {
+        if self.abi == 1 {
+            return Err(retired());
+        }
         if self.abi != ABI_VERSION {
             return Err(format!(
                 "manifest: ABI version {} is not supported (this host implements {ABI_VERSION})",
@@ -117,13 +175,45 @@ impl Manifest {
         if self.aggregates.is_empty() {
             return Err("manifest: no aggregate is declared".into());
         }
-        unique(self.datasets.iter().map(|d| d.name.as_str()), "dataset")?;
-        unique(self.aggregates.iter().map(|a| a.name.as_str()), "aggregate")?;
+        let names = |it: &mut dyn Iterator<Item = &str>, what: &str| -> Result<(), String> {
+            unique(it, what)
+        };
+        names(
+            &mut self.datasets.iter().map(|d| d.name.as_str()),
+            "dataset",
+        )?;
+        names(
+            &mut self.aggregates.iter().map(|a| a.name.as_str()),
+            "aggregate",
+        )?;
+        names(
+            &mut self.person.iter().map(|p| p.dataset.as_str()),
+            "per-person input",
+        )?;
         for d in &self.datasets {
             unique(d.columns.iter().map(String::as_str), "column")?;
         }
+        let declared = |n: &str| self.datasets.iter().any(|d| d.name == n);
+        for p in &self.person {
+            let at = |m: String| format!("per-person input `{}`: {m}", p.dataset);
+            if !declared(&p.dataset) {
+                return Err(at("the dataset is not declared".into()));
+            }
+            if p.max_rows == 0 {
+                return Err(at("max_rows must be at least 1".into()));
+            }
+            unique(p.measures.iter().map(|m| m.name.as_str()), "measure").map_err(at)?;
+            for m in &p.measures {
+                check_measure(m).map_err(at)?;
+            }
+        }
         for a in &self.aggregates {
             let at = |m: String| format!("aggregate `{}`: {m}", a.name);
+            if a.name == "person" {
+                return Err(at(
+                    "the name `person` is reserved for the per-person stage".into()
+                ));
+            }
             unique(
                 a.dimensions
                     .iter()
@@ -132,13 +222,44 @@ impl Manifest {
                 "dimension or measure",
             )
             .map_err(at)?;
+            if a.dimensions
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain(a.measures.iter().map(|m| m.name.as_str()))
+                .any(|n| n == "keep")
+            {
+                return Err(at("the name `keep` is reserved for the row filter".into()));
+            }
+            match (&a.dataset, a.per_person) {
+                (Some(d), false) if declared(d) => {}
+                (Some(d), false) => return Err(at(format!("dataset `{d}` is not declared"))),
+                (None, true) if !self.person.is_empty() => {
+                    if a.max_cells_per_person != 1 || a.max_rows_per_person_cell != 1 {
+                        return Err(at(
+                            "a per-person aggregate takes one contribution per person: set max_cells_per_person = 1 and max_rows_per_person_cell = 1"
+                                .into(),
+                        ));
+                    }
+                }
+                (None, true) => {
+                    return Err(at(
+                        "per_person needs the per-person stage: declare [[person]] inputs".into(),
+                    ));
+                }
+                _ => {
+                    return Err(at(
+                        "give either `dataset` (one contribution per row) or `per_person = true`"
+                            .into(),
+                    ));
+                }
+            }
             if a.max_cells_per_person == 0 || a.max_rows_per_person_cell == 0 {
                 return Err(at("per-person bounds must be at least 1".into()));
             }
             if let Some(e) = a.epsilon
-                && !(e.is_finite() && e > 0.0 && e <= 100.0)
+                && !e.is_finite()
             {
-                return Err(at(format!("epsilon {e} must be in (0, 100]")));
+                return Err(at(format!("epsilon {e} is not a number")));
             }
             for d in &a.dimensions {
                 match (&d.column, &d.bins) {
@@ -160,34 +281,63 @@ impl Manifest {
                 }
             }
             for m in &a.measures {
-                if m.scale > crate::columnar::MAX_DECIMAL_SCALE {
-                    return Err(at(format!("measure `{}`: scale above 6", m.name)));
-                }
-                let f = 10f64.powi(m.scale as i32);
-                let ok = |x: f64| x.is_finite() && (x * f).abs() < 1e15;
-                if !(ok(m.min) && ok(m.max) && m.min <= m.max) {
-                    return Err(at(format!(
-                        "measure `{}`: needs finite bounds min <= max below 10^15",
-                        m.name
-                    )));
-                }
+                check_measure(m).map_err(at)?;
             }
         }
         Ok(())
     }
 }
 
+/// The refusal of an ABI v1 manifest or module.
+pub(crate) fn retired() -> String {
+    "ABI v1 is retired: this platform runs ABI v2 jobs (pure exported functions, no imports; see sandbox/ABI.md)".into()
+}
+
+fn check_measure(m: &MeasureDecl) -> Result<(), String> {
+    if !is_name(&m.name) {
+        return Err(format!(
+            "measure `{}`: names use a-z, 0-9 and _, start with a letter, at most 64 bytes",
+            m.name
+        ));
+    }
+    if m.scale > crate::columnar::MAX_DECIMAL_SCALE {
+        return Err(format!("measure `{}`: scale above 6", m.name));
+    }
+    let f = 10f64.powi(m.scale as i32);
+    let ok = |x: f64| x.is_finite() && (x * f).abs() <= MAX_MEASURE_FIXED;
+    if !(ok(m.min) && ok(m.max) && m.min <= m.max) {
+        return Err(format!(
+            "measure `{}`: needs finite bounds min <= max of at most 10^12 in fixed point",
+            m.name
+        ));
+    }
+    Ok(())
+}
+
 fn unique<'a>(names: impl Iterator<Item = &'a str>, what: &str) -> Result<(), String> {
     let mut seen = HashSet::new();
     for n in names {
-        if n.is_empty() {
-            return Err(format!("manifest: a {what} has an empty name"));
+        if !is_name(n) {
+            return Err(format!(
+                "manifest: {what} `{n}`: names use a-z, 0-9 and _, start with a letter, at most 64 bytes"
+            ));
         }
         if !seen.insert(n) {
             return Err(format!("manifest: {what} `{n}` is declared twice"));
         }
     }
     Ok(())
+}
+
+/// What the platform requires of a release from a dataset of one sensitivity grade.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReleasePolicy {
+    /// Smallest k.
+    pub min_k: u64,
+    /// Whether every aggregate must be released with differential privacy.
+    pub dp_required: bool,
+    /// Largest epsilon of one aggregate.
+    pub max_epsilon: f64,
 }
 
 /// Platform limits that apply to every run.
@@ -197,48 +347,127 @@ pub struct Limits {
     pub k_floor: u64,
     /// Largest number of cells (product of dimension sizes) of one aggregate.
     pub max_groups: u64,
-    /// Largest number of (person, cell) pairs the host keeps per aggregate.
+    /// Largest number of cells of all aggregates together.
+    pub max_total_cells: u64,
+    /// Largest number of aggregates of one manifest.
+    pub max_aggregates: usize,
+    /// Largest number of dimensions, and of measures, of one aggregate or per-person input.
+    pub max_fields: usize,
+    /// Largest number of columns of one dataset (the parameters of its row functions).
+    pub max_columns: usize,
+    /// Largest number of per-person inputs.
+    pub max_person_inputs: usize,
+    /// Largest `max_cells_per_person` a manifest may ask for.
+    pub max_cells_per_person: u32,
+    /// Largest `max_rows_per_person_cell` (and per-person `max_rows`) a manifest may ask for.
+    pub max_rows_per_person_cell: u32,
+    /// Epsilon of one aggregate must lie in this range.
+    pub epsilon_range: (f64, f64),
+    /// Largest number of (person, cell) pairs and per-person records the host keeps, all
+    /// aggregates together (the run's host-buffer budget).
     pub max_person_cells: u64,
     /// Largest number of contributions per run.
     pub max_contributions: u64,
-    /// Largest number of guest log bytes per run.
-    pub max_log_bytes: u64,
     /// Largest module size in bytes.
     pub max_module_bytes: usize,
-    /// Largest linear memory of one instance, in bytes.
+    /// Largest number of functions (and of exports) of a module.
+    pub max_functions: u32,
+    /// Largest memory of one instance (linear memory and tables together), in bytes.
     pub max_memory_bytes: usize,
-    /// Largest table size, in elements.
-    pub max_table_elements: usize,
     /// Wall-clock time limit of a run.
     pub timeout: std::time::Duration,
-    /// Largest batch the host hands out, in rows.
-    pub max_batch_rows: u32,
+    /// Rows the host hands to the guest's functions at a time.
+    pub batch_rows: u32,
+    /// Without noise, a cell's sums and means are withheld when one person makes up more than
+    /// this share of the cell's total of a measure (absolute values).
+    pub dominance_share: f64,
+    /// The release policy of each grade, 1 to 4.
+    pub grades: [ReleasePolicy; 4],
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let open = ReleasePolicy {
+            min_k: 10,
+            dp_required: false,
+            max_epsilon: 10.0,
+        };
         Limits {
             k_floor: 10,
             max_groups: 100_000,
+            max_total_cells: 400_000,
+            max_aggregates: 16,
+            max_fields: 8,
+            max_columns: 16,
+            max_person_inputs: 4,
+            max_cells_per_person: 16,
+            max_rows_per_person_cell: 1000,
+            epsilon_range: (0.01, 10.0),
             max_person_cells: 50_000_000,
             max_contributions: 1_000_000_000,
-            max_log_bytes: 64 * 1024,
-            max_module_bytes: 16 * 1024 * 1024,
+            max_module_bytes: 4 * 1024 * 1024,
+            max_functions: 10_000,
             max_memory_bytes: 256 * 1024 * 1024,
-            max_table_elements: 100_000,
             timeout: std::time::Duration::from_secs(600),
-            max_batch_rows: 65_536,
+            batch_rows: 4096,
+            dominance_share: 0.5,
+            grades: [
+                open,
+                open,
+                ReleasePolicy {
+                    min_k: 10,
+                    dp_required: true,
+                    max_epsilon: 2.0,
+                },
+                ReleasePolicy {
+                    min_k: 20,
+                    dp_required: true,
+                    max_epsilon: 0.5,
+                },
+            ],
         }
     }
 }
 
-/// A column the guest may read, resolved against its dataset.
+impl Limits {
+    /// The release policy of `grade` (1 to 4; anything else is treated as the strictest).
+    pub fn policy(&self, grade: u8) -> ReleasePolicy {
+        self.grades[usize::from(grade.clamp(1, 4)) - 1]
+    }
+}
+
+/// The wasm value type of a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wasm {
+    /// `i32` (dates, category codes).
+    I32,
+    /// `i64` (integers, decimals, counts and sums).
+    I64,
+}
+
+impl Wasm {
+    /// The type's WAT name.
+    pub(crate) fn wat(self) -> &'static str {
+        match self {
+            Wasm::I32 => "i32",
+            Wasm::I64 => "i64",
+        }
+    }
+
+    /// Bytes per value.
+    pub(crate) fn width(self) -> usize {
+        match self {
+            Wasm::I32 => 4,
+            Wasm::I64 => 8,
+        }
+    }
+}
+
+/// A column the guest's row functions receive, resolved against its dataset.
 #[derive(Debug, Clone)]
 pub(crate) struct PlanColumn {
-    pub name: String,
     pub index: usize,
-    pub storage: Storage,
-    pub kind: i32,
+    pub wasm: Wasm,
 }
 
 /// A dataset resolved against the run's inputs.
@@ -266,40 +495,91 @@ pub(crate) struct PlanMeasure {
     pub hi: i64,
 }
 
+impl PlanMeasure {
+    fn of(m: &MeasureDecl) -> Self {
+        let f = 10f64.powi(m.scale as i32);
+        PlanMeasure {
+            name: m.name.clone(),
+            scale: m.scale,
+            lo: (m.min * f).round() as i64,
+            hi: (m.max * f).round() as i64,
+        }
+    }
+
+    /// The largest absolute value, at least 1.
+    pub(crate) fn magnitude(&self) -> u128 {
+        u128::from(self.lo.unsigned_abs().max(self.hi.unsigned_abs()).max(1))
+    }
+}
+
+/// Where an aggregate's contributions come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Stage {
+    /// The rows of dataset `.0`, one contribution per kept row.
+    Rows(usize),
+    /// The per-person stage, one contribution per kept person.
+    Persons,
+}
+
+/// The exact noise scales of an aggregate under epsilon (see `ABI.md` §4).
+#[derive(Debug, Clone)]
+pub(crate) struct Noise {
+    pub epsilon: f64,
+    pub count: Scale,
+    pub persons: Scale,
+    pub sums: Vec<Scale>,
+}
+
 /// An aggregate ready to receive contributions.
 #[derive(Debug, Clone)]
 pub(crate) struct PlanAggregate {
     pub name: String,
+    pub stage: Stage,
     pub dims: Vec<PlanDimension>,
     pub measures: Vec<PlanMeasure>,
     pub cells: u64,
     pub k: u64,
-    pub epsilon: Option<f64>,
+    pub noise: Option<Noise>,
     pub max_cells_per_person: u32,
     pub max_rows_per_person_cell: u32,
+}
+
+/// A per-person input ready to be summed.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanPerson {
+    pub dataset: usize,
+    pub max_rows: u32,
+    pub measures: Vec<PlanMeasure>,
 }
 
 /// A manifest bound to the inputs of a run: everything the host needs, checked.
 #[derive(Clone)]
 pub(crate) struct Plan {
     pub datasets: Vec<PlanDataset>,
+    pub person: Vec<PlanPerson>,
     pub aggregates: Vec<PlanAggregate>,
 }
 
-/// Column kind codes returned by `dataop.column_kind` (see `ABI.md`).
-pub(crate) fn kind_code(ty: &ColumnType) -> i32 {
+impl Plan {
+    /// The parameters of the per-person stage's functions: per input, the person's row count
+    /// then each measure's sum (all `i64`).
+    pub(crate) fn person_params(&self) -> usize {
+        self.person.iter().map(|p| 1 + p.measures.len()).sum()
+    }
+}
+
+/// The wasm type of a column handed to a guest, if it may be handed at all.
+fn wasm_type(ty: &ColumnType) -> Option<Wasm> {
     match ty {
-        ColumnType::Integer => 1,
-        ColumnType::Decimal { .. } => 2,
-        ColumnType::Date => 3,
-        ColumnType::Category { .. } => 4,
-        ColumnType::Text => 0,
+        ColumnType::Integer | ColumnType::Decimal { .. } => Some(Wasm::I64),
+        ColumnType::Date | ColumnType::Category { .. } => Some(Wasm::I32),
+        ColumnType::Text => None,
     }
 }
 
 /// Why a manifest cannot run on the given inputs.
 pub(crate) enum PlanError {
-    /// Refused before the run (column rules, missing datasets, …).
+    /// Refused before the run (column rules, missing datasets, policy, …).
     Refused(String),
     /// An aggregate has more cells than the platform allows.
     TooManyGroups(String),
@@ -307,7 +587,8 @@ pub(crate) enum PlanError {
 
 /// Binds `m` to `inputs`: every declared dataset must be given, every declared column must
 /// exist, be allowed, and be neither an identifier, nor the privacy unit, nor text; every
-/// dataset needs exactly one privacy-unit column.
+/// dataset needs exactly one privacy-unit column; the platform's caps and the release policy
+/// of the datasets' grades apply.
 pub(crate) fn plan(
     m: &Manifest,
     inputs: &[DatasetInput],
@@ -315,6 +596,20 @@ pub(crate) fn plan(
 ) -> Result<Plan, PlanError> {
     m.check().map_err(PlanError::Refused)?;
     let refuse = |s: String| PlanError::Refused(s);
+    if m.aggregates.len() > limits.max_aggregates {
+        return Err(refuse(format!(
+            "manifest: {} aggregates, more than the limit of {}",
+            m.aggregates.len(),
+            limits.max_aggregates
+        )));
+    }
+    if m.person.len() > limits.max_person_inputs {
+        return Err(refuse(format!(
+            "manifest: {} per-person inputs, more than the limit of {}",
+            m.person.len(),
+            limits.max_person_inputs
+        )));
+    }
     let mut datasets = Vec::new();
     for d in &m.datasets {
         let input = inputs.iter().find(|i| i.name == d.name).ok_or_else(|| {
@@ -323,6 +618,14 @@ pub(crate) fn plan(
                 d.name
             ))
         })?;
+        if d.columns.len() > limits.max_columns {
+            return Err(refuse(format!(
+                "dataset `{}`: {} columns, more than the limit of {}",
+                d.name,
+                d.columns.len(),
+                limits.max_columns
+            )));
+        }
         let specs = input.source.columns();
         let pus: Vec<usize> = specs
             .iter()
@@ -352,18 +655,13 @@ pub(crate) fn plan(
                 }
                 _ => {}
             }
-            if spec.ty == ColumnType::Text {
-                return Err(at("text columns are never handed to a job"));
-            }
+            let wasm = wasm_type(&spec.ty)
+                .filter(|_| spec.storage() != Storage::Text)
+                .ok_or_else(|| at("text columns are never handed to a job"))?;
             if !input.allowed_columns.iter().any(|a| a == name) {
                 return Err(at("not allowed by the agreement"));
             }
-            columns.push(PlanColumn {
-                name: name.clone(),
-                index,
-                storage: spec.storage(),
-                kind: kind_code(&spec.ty),
-            });
+            columns.push(PlanColumn { index, wasm });
         }
         datasets.push(PlanDataset {
             name: d.name.clone(),
@@ -372,9 +670,55 @@ pub(crate) fn plan(
             privacy_unit: pus[0],
         });
     }
+    let index_of = |n: &str| datasets.iter().position(|d| d.name == n);
+    let mut person = Vec::new();
+    for p in &m.person {
+        let at = |s: String| refuse(format!("per-person input `{}`: {s}", p.dataset));
+        if p.max_rows > limits.max_rows_per_person_cell {
+            return Err(at(format!(
+                "max_rows {} is above the platform's limit of {}",
+                p.max_rows, limits.max_rows_per_person_cell
+            )));
+        }
+        if p.measures.len() > limits.max_fields {
+            return Err(at(format!(
+                "{} measures, more than the limit of {}",
+                p.measures.len(),
+                limits.max_fields
+            )));
+        }
+        person.push(PlanPerson {
+            dataset: index_of(&p.dataset).expect("checked by Manifest::check"),
+            max_rows: p.max_rows,
+            measures: p.measures.iter().map(PlanMeasure::of).collect(),
+        });
+    }
     let mut aggregates = Vec::new();
+    let mut total_cells: u64 = 0;
     for a in &m.aggregates {
         let at = |s: String| refuse(format!("aggregate `{}`: {s}", a.name));
+        let stage = match &a.dataset {
+            Some(d) => Stage::Rows(index_of(d).expect("checked by Manifest::check")),
+            None => Stage::Persons,
+        };
+        if a.dimensions.len() > limits.max_fields || a.measures.len() > limits.max_fields {
+            return Err(at(format!(
+                "more than {} dimensions or measures",
+                limits.max_fields
+            )));
+        }
+        if a.max_cells_per_person > limits.max_cells_per_person {
+            return Err(at(format!(
+                "max_cells_per_person {} is above the platform's limit of {}",
+                a.max_cells_per_person, limits.max_cells_per_person
+            )));
+        }
+        if a.max_rows_per_person_cell > limits.max_rows_per_person_cell {
+            return Err(at(format!(
+                "max_rows_per_person_cell {} is above the platform's limit of {}",
+                a.max_rows_per_person_cell, limits.max_rows_per_person_cell
+            )));
+        }
         let mut dims = Vec::new();
         let mut cells: u64 = 1;
         for d in &a.dimensions {
@@ -384,12 +728,15 @@ pub(crate) fn plan(
                     .collect::<Vec<_>>()
             } else {
                 let column = d.column.as_deref().unwrap_or_default();
-                let ds = match &d.dataset {
-                    Some(n) => datasets.iter().find(|x| &x.name == n).ok_or_else(|| {
+                let ds = match (&d.dataset, stage) {
+                    (Some(n), _) => datasets.iter().find(|x| &x.name == n).ok_or_else(|| {
                         at(format!("dimension `{}`: unknown dataset `{n}`", d.name))
                     })?,
-                    None if datasets.len() == 1 => &datasets[0],
-                    None => return Err(at(format!("dimension `{}`: name its dataset", d.name))),
+                    (None, Stage::Rows(i)) => &datasets[i],
+                    (None, Stage::Persons) if datasets.len() == 1 => &datasets[0],
+                    (None, Stage::Persons) => {
+                        return Err(at(format!("dimension `{}`: name its dataset", d.name)));
+                    }
                 };
                 let spec = ds
                     .input
@@ -422,32 +769,89 @@ pub(crate) fn plan(
                 a.name, limits.max_groups
             )));
         }
-        let measures = a
-            .measures
+        total_cells = total_cells.saturating_add(cells);
+        if total_cells > limits.max_total_cells {
+            return Err(PlanError::TooManyGroups(format!(
+                "the aggregates have more than {} cells together",
+                limits.max_total_cells
+            )));
+        }
+        // The strictest grade among the datasets the aggregate reads decides its policy.
+        let read: Vec<usize> = match stage {
+            Stage::Rows(i) => vec![i],
+            Stage::Persons => person.iter().map(|p| p.dataset).collect(),
+        };
+        let (grade, name) = read
             .iter()
-            .map(|m| {
-                let f = 10f64.powi(m.scale as i32);
-                PlanMeasure {
-                    name: m.name.clone(),
-                    scale: m.scale,
-                    lo: (m.min * f).round() as i64,
-                    hi: (m.max * f).round() as i64,
+            .map(|&i| (datasets[i].input.grade, datasets[i].name.as_str()))
+            .max_by_key(|(g, _)| *g)
+            .unwrap_or((1, ""));
+        let policy = limits.policy(grade);
+        let measures: Vec<PlanMeasure> = a.measures.iter().map(PlanMeasure::of).collect();
+        let noise = match a.epsilon {
+            None if policy.dp_required => {
+                return Err(at(format!(
+                    "dataset `{name}` is of grade {grade}: the release policy of grade {grade} requires differential privacy (set epsilon, at most {})",
+                    policy.max_epsilon
+                )));
+            }
+            None => None,
+            Some(e) => {
+                let (lo, hi) = limits.epsilon_range;
+                if !(lo..=hi).contains(&e) {
+                    return Err(at(format!(
+                        "epsilon {e} is outside the platform's range [{lo}, {hi}]"
+                    )));
                 }
-            })
-            .collect();
+                if e > policy.max_epsilon {
+                    return Err(at(format!(
+                        "epsilon {e} is above {}, the largest the release policy of grade {grade} allows (dataset `{name}`)",
+                        policy.max_epsilon
+                    )));
+                }
+                Some(noise_scales(a, &measures, e).map_err(at)?)
+            }
+        };
         aggregates.push(PlanAggregate {
             name: a.name.clone(),
+            stage,
             dims,
             measures,
             cells,
-            k: a.k.unwrap_or(limits.k_floor).max(limits.k_floor),
-            epsilon: a.epsilon,
+            k: a.k.unwrap_or(0).max(limits.k_floor).max(policy.min_k),
+            noise,
             max_cells_per_person: a.max_cells_per_person,
             max_rows_per_person_cell: a.max_rows_per_person_cell,
         });
     }
     Ok(Plan {
         datasets,
+        person,
         aggregates,
+    })
+}
+
+/// The exact scales of the noise of each released value: the budget is split equally between
+/// the count, the distinct persons and each sum, so value `i` gets `t = Δ_i · (2 + m) / ε`.
+fn noise_scales(
+    a: &AggregateDecl,
+    measures: &[PlanMeasure],
+    epsilon: f64,
+) -> Result<Noise, String> {
+    let parts = 2 + measures.len() as u128;
+    let l = u128::from(a.max_cells_per_person);
+    let c = u128::from(a.max_rows_per_person_cell);
+    let scale = |sensitivity: u128| {
+        Scale::laplace(sensitivity * parts, epsilon)
+            .map_err(|e| format!("the noise of epsilon {epsilon} cannot be drawn exactly: {e}"))
+    };
+    Ok(Noise {
+        epsilon,
+        count: scale(l * c)?,
+        persons: scale(l)?,
+        sums: measures
+            .iter()
+            .map(|x| scale(l * c * x.magnitude()))
+            .collect::<Result<_, _>>()?,
     })
 }

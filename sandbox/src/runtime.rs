@@ -1,67 +1,36 @@
-//! The wasmtime runtime: one shared engine, module validation and caching, the `dataop` host
-//! functions (ABI v1, see `ABI.md`), resource limits, parallel runs and typed outcomes.
+//! The wasmtime runtime: one shared engine, module validation (purity) and authenticated
+//! caching, the host-generated driver, resource limits, parallel runs and typed outcomes
+//! (ABI v2, see `ABI.md`).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, ExternType, InstancePre, Linker, Memory, Module, OptLevel,
-    ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline, ValType,
+    Config, Engine, Extern, ExternType, Instance, Memory, Module, OptLevel, ResourceLimiter, Store,
+    Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
-use crate::aggregate::{AggregateStats, Bounds, Output, Partial, finalize, tally};
+use crate::aggregate::{AggregateStats, Bounds, CellMembers, Output, Partial, finalize, tally};
+use crate::cache::CompileCache;
 use crate::columnar::NULL_PSEUDONYM;
-use crate::manifest::{Limits, Manifest, Plan, PlanError, plan};
+use crate::driver::{self, Driver, Feeds, OUT_OF_DOMAIN};
+use crate::manifest::{Limits, Manifest, Plan, PlanError, Stage, Wasm, plan};
 use crate::source::DatasetInput;
-
-/// The functions a module may import, all from the `dataop` namespace, with their parameter
-/// counts (every parameter is `i32`; `log` returns nothing, the others return `i32`).
-pub const IMPORTS: &[(&str, usize, bool)] = &[
-    ("dataset", 2, true),
-    ("column", 3, true),
-    ("column_kind", 1, true),
-    ("aggregate", 2, true),
-    ("next_batch", 2, true),
-    ("read", 3, true),
-    ("emit", 6, true),
-    ("log", 2, false),
-];
-
-/// The namespace of every import.
-pub const NAMESPACE: &str = "dataop";
-
-/// The entry point every module exports: `() -> i32`, 0 meaning success.
-pub const MAIN_EXPORT: &str = "dataop_main";
 
 /// Interval of the epoch ticker that enforces deadlines and cancellation.
 const TICK: Duration = Duration::from_millis(2);
 
-/// Error codes of guest violations (the run stops with [`Outcome::GuestViolation`]).
-pub mod codes {
-    /// A pointer/length pair outside the guest's memory.
-    pub const BAD_POINTER: u32 = 1;
-    /// A dataset, column or aggregate not declared in the manifest.
-    pub const UNDECLARED: u32 = 2;
-    /// A column that can never be read (identifier, privacy unit, text).
-    pub const FORBIDDEN: u32 = 3;
-    /// A group key outside the declared domain of its dimension.
-    pub const KEY_OUTSIDE_DOMAIN: u32 = 4;
-    /// A contribution for a row outside the current batch.
-    pub const ROW_OUTSIDE_BATCH: u32 = 5;
-    /// A handle that was never returned by the host.
-    pub const BAD_HANDLE: u32 = 6;
-    /// Another bad argument (negative count, buffer too small, name not UTF-8, …).
-    pub const BAD_ARGUMENT: u32 = 7;
-}
-
-/// How a run ended. Every way has a reason a person can read ([`Outcome::describe`]).
+/// How a run ended. Every way has a reason a person can read ([`Outcome::describe`]); the
+/// reasons may carry what the guest chose (trap messages name its functions), so they are for
+/// platform staff: an operator is shown [`Outcome::kind`] and a fixed message for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
@@ -74,27 +43,18 @@ pub enum Outcome {
     },
     /// The wall-clock deadline passed.
     OutOfTime,
-    /// The guest asked for more memory or table space than allowed.
+    /// The module asked for more memory or table space than allowed.
     OutOfMemory,
-    /// An aggregate has more cells, or more (person, cell) pairs, than allowed.
+    /// An aggregate has more cells, or the run more (person, cell) pairs, than allowed.
     TooManyGroups {
         /// Which limit.
         reason: String,
     },
-    /// The guest emitted more contributions than allowed.
+    /// More rows were kept than the platform allows per run.
     TooManyContributions,
-    /// The guest logged more bytes than allowed.
-    LogLimit,
     /// The run was cancelled.
     Cancelled,
-    /// The guest broke an ABI rule.
-    GuestViolation {
-        /// The error code (see [`codes`]).
-        code: u32,
-        /// What it did.
-        reason: String,
-    },
-    /// The guest trapped or its main function returned non-zero.
+    /// A guest function trapped.
     GuestTrap {
         /// The trap message.
         message: String,
@@ -112,24 +72,36 @@ impl Outcome {
         matches!(self, Outcome::Finished)
     }
 
-    /// A one-line human-readable description.
+    /// The kind of outcome, as serialized (`finished`, `refused`, `out_of_time`, …): the only
+    /// part of an outcome an operator sees.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Finished => "finished",
+            Outcome::Refused { .. } => "refused",
+            Outcome::OutOfTime => "out_of_time",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::TooManyGroups { .. } => "too_many_groups",
+            Outcome::TooManyContributions => "too_many_contributions",
+            Outcome::Cancelled => "cancelled",
+            Outcome::GuestTrap { .. } => "guest_trap",
+            Outcome::HostError { .. } => "host_error",
+        }
+    }
+
+    /// A one-line description with the details (for platform staff).
     pub fn describe(&self) -> String {
         match self {
             Outcome::Finished => "finished".into(),
             Outcome::Refused { reason } => format!("refused: {reason}"),
             Outcome::OutOfTime => "out of time: the deadline passed".into(),
             Outcome::OutOfMemory => {
-                "out of memory: the job asked for more memory than allowed".into()
+                "out of memory: the module asked for more memory than allowed".into()
             }
             Outcome::TooManyGroups { reason } => format!("too many groups: {reason}"),
             Outcome::TooManyContributions => {
-                "too many contributions: the job emitted more than allowed".into()
+                "too many contributions: more rows were kept than allowed".into()
             }
-            Outcome::LogLimit => "log limit: the job logged more bytes than allowed".into(),
             Outcome::Cancelled => "cancelled".into(),
-            Outcome::GuestViolation { code, reason } => {
-                format!("ABI violation (code {code}): {reason}")
-            }
             Outcome::GuestTrap { message } => format!("guest trap: {message}"),
             Outcome::HostError { message } => format!("host error: {message}"),
         }
@@ -142,7 +114,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Why a host function stopped the guest (carried through wasmtime as the trap's error).
+/// Why the host stopped the guest (carried through wasmtime as the trap's error).
 #[derive(Debug, thiserror::Error)]
 enum Stop {
     #[error("deadline passed")]
@@ -153,20 +125,6 @@ enum Stop {
     Aborted,
     #[error("memory limit")]
     OutOfMemory,
-    #[error("too many groups: {0}")]
-    TooManyGroups(String),
-    #[error("too many contributions")]
-    TooManyContributions,
-    #[error("log limit")]
-    LogLimit,
-    #[error("violation {0}: {1}")]
-    Violation(u32, String),
-    #[error("host error: {0}")]
-    Host(String),
-}
-
-fn violation(code: u32, msg: impl Into<String>) -> wasmtime::Error {
-    wasmtime::Error::new(Stop::Violation(code, msg.into()))
 }
 
 /// A token that cancels the runs it is handed to.
@@ -200,6 +158,9 @@ pub struct RunOptions {
     /// A seed for the noise generator, for tests only (None: seeded from the OS, as required
     /// for a real release).
     pub noise_seed: Option<u64>,
+    /// Keep the persons of every released cell without noise ([`RunResult::members`]), for the
+    /// platform's differencing guard.
+    pub members: bool,
 }
 
 impl Default for RunOptions {
@@ -208,11 +169,13 @@ impl Default for RunOptions {
             instances: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cancel: CancelToken::new(),
             noise_seed: None,
+            members: false,
         }
     }
 }
 
-/// The report of a run, for the operator and the audit log.
+/// The report of a run, for platform staff and the audit log. Its exact figures depend on
+/// what the guest chose; an operator gets [`RunReport::for_operator`] instead.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
     /// How the run ended.
@@ -225,16 +188,16 @@ pub struct RunReport {
     pub instances: usize,
     /// Wall-clock time of the run, in milliseconds.
     pub elapsed_ms: f64,
-    /// Rows handed to the guest, all datasets and instances together.
+    /// Rows read, all datasets and instances together.
     pub rows_read: u64,
-    /// Contributions emitted.
+    /// Contributions (kept rows and kept persons).
     pub contributions: u64,
     /// Contributions of rows without a privacy unit (ignored).
     pub contributions_without_person: u64,
-    /// Largest linear memory of one instance, in bytes.
+    /// Kept rows dropped because a key was outside its dimension's domain.
+    pub contributions_out_of_domain: u64,
+    /// Largest memory of one instance (linear memories and tables), in bytes.
     pub memory_peak_bytes: u64,
-    /// Bytes the guest logged.
-    pub log_bytes: u64,
     /// Cells released, all aggregates together.
     pub cells_released: u64,
     /// Cells suppressed, all aggregates together.
@@ -245,32 +208,60 @@ pub struct RunReport {
     pub aggregates: Vec<AggregateStats>,
 }
 
+/// What an operator is shown of a run: the outcome's kind and coarse figures that the guest
+/// cannot steer beyond the released table itself (ABI v2, guarantee 8).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperatorReport {
+    /// The outcome's kind ([`Outcome::kind`]).
+    pub outcome: &'static str,
+    /// Rows read (the datasets' sizes: the host reads every row whatever the guest does).
+    pub rows_read: u64,
+    /// Cells released (as the released table shows).
+    pub cells_released: u64,
+    /// Cells suppressed (as the released table shows).
+    pub cells_suppressed: u64,
+    /// Elapsed time rounded up to whole seconds.
+    pub elapsed_s: u64,
+}
+
 impl RunReport {
     /// The report as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
+
+    /// The coarse view an operator may see.
+    pub fn for_operator(&self) -> OperatorReport {
+        let finished = self.outcome.is_finished();
+        OperatorReport {
+            outcome: self.outcome.kind(),
+            rows_read: self.rows_read,
+            cells_released: if finished { self.cells_released } else { 0 },
+            cells_suppressed: if finished { self.cells_suppressed } else { 0 },
+            elapsed_s: (self.elapsed_ms / 1000.0).ceil().max(1.0) as u64,
+        }
+    }
 }
 
-/// The result of a run: the released output (only when finished), the report, and the guest's
-/// log (for the platform operator only: a log can carry raw values, it is never released).
+/// The result of a run: the released output (only when finished), the report (platform
+/// staff), and, when asked for, the persons of each released cell (platform only).
 #[derive(Debug, Clone)]
 pub struct RunResult {
     /// The released tables (None unless the outcome is [`Outcome::Finished`]).
     pub output: Option<Output>,
     /// The report.
     pub report: RunReport,
-    /// The guest's log.
-    pub log: String,
+    /// Per aggregate, the persons of each cell released without noise (when
+    /// [`RunOptions::members`] is set).
+    pub members: Vec<CellMembers>,
 }
 
-/// A validated, compiled module ready to instantiate.
+/// A validated, compiled guest module ready to instantiate.
 pub struct JobModule {
     sha256: String,
     size: usize,
-    imports: Vec<String>,
-    exports: Vec<String>,
-    pre: InstancePre<HostState>,
+    exports: Vec<(String, Vec<ValType>, Vec<ValType>)>,
+    module: Module,
 }
 
 impl fmt::Debug for JobModule {
@@ -292,51 +283,73 @@ impl JobModule {
         self.size
     }
 
-    /// The imports, as `namespace::name`.
-    pub fn imports(&self) -> &[String] {
-        &self.imports
+    /// The exported functions, by name.
+    pub fn exports(&self) -> Vec<String> {
+        self.exports.iter().map(|e| e.0.clone()).collect()
     }
 
-    /// The exports, by name.
-    pub fn exports(&self) -> &[String] {
-        &self.exports
+    fn export(&self, name: &str) -> Option<&(String, Vec<ValType>, Vec<ValType>)> {
+        self.exports.iter().find(|e| e.0 == name)
     }
 }
 
-/// The memory and table limiter of one instance.
+/// The memory and table limiter of one instance: every memory and table of the store
+/// (the guest's and the driver's) counts against one budget.
 struct Limiter {
-    max_memory: usize,
-    max_table: usize,
+    max_bytes: usize,
+    used: usize,
     peak: usize,
     hit: bool,
+}
+
+/// Bytes a table element is charged.
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl Limiter {
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = (self.used + desired).saturating_sub(current);
+        if total > self.max_bytes {
+            self.hit = true;
+            return Err(wasmtime::Error::new(Stop::OutOfMemory));
+        }
+        self.used = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.hit = true;
-            return Err(wasmtime::Error::new(Stop::OutOfMemory));
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
+        self.grow(current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_table {
-            self.hit = true;
-            return Err(wasmtime::Error::new(Stop::OutOfMemory));
-        }
-        Ok(true)
+        self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn memories(&self) -> usize {
+        2
+    }
+
+    fn tables(&self) -> usize {
+        2
+    }
+
+    fn instances(&self) -> usize {
+        2
     }
 }
 
@@ -346,53 +359,108 @@ struct Shared {
     abort: AtomicBool,
     deadline: Instant,
     contributions: AtomicU64,
-    log_bytes: AtomicU64,
     limits: Limits,
-    /// Per dataset, the first row not yet handed to an instance: instances take their batches
-    /// from here, so a core that gets less time takes fewer rows and no instance waits for a
-    /// slow one at the end.
+    /// Per dataset, the first row not yet handed to an instance.
     cursors: Vec<AtomicU64>,
 }
 
-/// The current batch of one dataset in one instance.
-#[derive(Default)]
-struct Batch {
-    start: u64,
-    rows: usize,
-    persons: Vec<u64>,
+impl Shared {
+    fn check(&self) -> Result<(), Outcome> {
+        if self.cancel.is_cancelled() {
+            Err(Outcome::Cancelled)
+        } else if self.abort.load(Ordering::Relaxed) {
+            Err(Outcome::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Err(Outcome::OutOfTime)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn count(&self, n: usize) -> Result<(), Outcome> {
+        let total = self.contributions.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > self.limits.max_contributions {
+            Err(Outcome::TooManyContributions)
+        } else {
+            Ok(())
+        }
+    }
 }
 
-/// The per-instance state the host functions work on.
-pub struct HostState {
-    plan: Arc<Plan>,
+/// The store state of one instance.
+struct StoreState {
     shared: Arc<Shared>,
-    memory: Option<Memory>,
     limiter: Limiter,
-    batches: Vec<Batch>,
-    partials: Vec<Partial>,
-    contributions: Vec<u64>,
-    without_person: u64,
-    rows_read: u64,
-    log: Vec<u8>,
-    measures: Vec<i64>,
 }
 
-/// The runtime: one engine shared by all jobs, an on-disk cache of compiled modules, and the
-/// platform limits.
+/// The guest and its driver instantiated in one store.
+struct Pair {
+    store: Store<StoreState>,
+    memory: Memory,
+    loops: Vec<TypedFunc<i32, i32>>,
+}
+
+/// One person-stage input's totals: per person, the count of kept rows and each measure's sum.
+#[derive(Default)]
+struct PersonTotals {
+    index: FxHashMap<u64, u32>,
+    values: Vec<i128>,
+}
+
+impl PersonTotals {
+    fn add(&mut self, stride: usize, person: u64, measures: &[i64]) {
+        let next = self.index.len() as u32;
+        let i = *self.index.entry(person).or_insert(next) as usize;
+        if i == self.values.len() / stride {
+            self.values.resize(self.values.len() + stride, 0);
+        }
+        let v = &mut self.values[i * stride..(i + 1) * stride];
+        v[0] += 1;
+        for (s, &m) in v[1..].iter_mut().zip(measures) {
+            *s += i128::from(m);
+        }
+    }
+
+    fn merge(&mut self, stride: usize, other: PersonTotals) {
+        for (person, i) in other.index {
+            let i = i as usize;
+            let next = self.index.len() as u32;
+            let j = *self.index.entry(person).or_insert(next) as usize;
+            if j == self.values.len() / stride {
+                self.values.resize(self.values.len() + stride, 0);
+            }
+            for k in 0..stride {
+                self.values[j * stride + k] += other.values[i * stride + k];
+            }
+        }
+    }
+}
+
+/// What one instance's scan returned.
+#[derive(Default)]
+struct Scan {
+    partials: Vec<Partial>,
+    persons: Vec<PersonTotals>,
+    rows_read: u64,
+    without_person: u64,
+    out_of_domain: u64,
+    memory_peak: usize,
+}
+
+/// The runtime: one engine shared by all jobs, an authenticated on-disk cache of compiled
+/// modules, and the platform limits.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
-    cache_dir: Option<PathBuf>,
-    engine_tag: String,
+    cache: Option<CompileCache>,
     limits: Limits,
     modules: Mutex<HashMap<String, Arc<JobModule>>>,
+    drivers: Mutex<HashMap<String, Module>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
-            .field("cache_dir", &self.cache_dir)
             .field("limits", &self.limits)
             .finish()
     }
@@ -404,410 +472,6 @@ impl Drop for Runtime {
     }
 }
 
-/// Reads `len` bytes at `ptr` of guest memory, or a violation.
-fn guest_slice(data: &[u8], ptr: i32, len: usize) -> wasmtime::Result<&[u8]> {
-    let start = ptr as u32 as usize;
-    start
-        .checked_add(len)
-        .filter(|&end| end <= data.len())
-        .map(|end| &data[start..end])
-        .ok_or_else(|| {
-            violation(
-                codes::BAD_POINTER,
-                format!("{len} bytes at {start} are outside the guest memory"),
-            )
-        })
-}
-
-fn guest_slice_mut(data: &mut [u8], ptr: i32, len: usize) -> wasmtime::Result<&mut [u8]> {
-    let start = ptr as u32 as usize;
-    match start.checked_add(len) {
-        Some(end) if end <= data.len() => Ok(&mut data[start..end]),
-        _ => Err(violation(
-            codes::BAD_POINTER,
-            format!("{len} bytes at {start} are outside the guest memory"),
-        )),
-    }
-}
-
-fn guest_str(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<String> {
-    if !(0..=4096).contains(&len) {
-        return Err(violation(
-            codes::BAD_ARGUMENT,
-            format!("name length {len} is not in 0..=4096"),
-        ));
-    }
-    let bytes = guest_slice(data, ptr, len as usize)?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| violation(codes::BAD_ARGUMENT, "a name is not UTF-8"))
-}
-
-fn memory_of(caller: &Caller<'_, HostState>) -> wasmtime::Result<Memory> {
-    caller
-        .data()
-        .memory
-        .ok_or_else(|| violation(codes::BAD_ARGUMENT, "the module has no memory"))
-}
-
-fn dataset_index(state: &HostState, ds: i32) -> wasmtime::Result<usize> {
-    usize::try_from(ds)
-        .ok()
-        .filter(|&d| d < state.plan.datasets.len())
-        .ok_or_else(|| violation(codes::BAD_HANDLE, format!("{ds} is not a dataset handle")))
-}
-
-fn column_handle(state: &HostState, col: i32) -> wasmtime::Result<(usize, usize)> {
-    let (ds, idx) = ((col >> 16) as usize, (col & 0xffff) as usize);
-    if col >= 0 && ds < state.plan.datasets.len() && idx < state.plan.datasets[ds].columns.len() {
-        Ok((ds, idx))
-    } else {
-        Err(violation(
-            codes::BAD_HANDLE,
-            format!("{col} is not a column handle"),
-        ))
-    }
-}
-
-fn define_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        NAMESPACE,
-        "dataset",
-        |caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let mem = memory_of(&caller)?;
-            let name = guest_str(mem.data(&caller), ptr, len)?;
-            caller
-                .data()
-                .plan
-                .datasets
-                .iter()
-                .position(|d| d.name == name)
-                .map(|i| i as i32)
-                .ok_or_else(|| {
-                    violation(
-                        codes::UNDECLARED,
-                        format!("dataset `{name}` is not declared in the manifest"),
-                    )
-                })
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "column",
-        |caller: Caller<'_, HostState>, ds: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let mem = memory_of(&caller)?;
-            let name = guest_str(mem.data(&caller), ptr, len)?;
-            let state = caller.data();
-            let d = dataset_index(state, ds)?;
-            let dataset = &state.plan.datasets[d];
-            if let Some(i) = dataset.columns.iter().position(|c| c.name == name) {
-                return Ok(((d << 16) | i) as i32);
-            }
-            let spec = dataset
-                .input
-                .source
-                .columns()
-                .iter()
-                .find(|c| c.name == name);
-            Err(match spec.map(|s| s.role) {
-                Some(crate::columnar::ColumnRole::Identifier) => violation(
-                    codes::FORBIDDEN,
-                    format!(
-                        "column `{name}` of `{}` is an identifier column: it can never be read",
-                        dataset.name
-                    ),
-                ),
-                Some(crate::columnar::ColumnRole::PrivacyUnit) => violation(
-                    codes::FORBIDDEN,
-                    format!(
-                        "column `{name}` of `{}` is the privacy unit: it is never handed to a job",
-                        dataset.name
-                    ),
-                ),
-                Some(_) => violation(
-                    codes::UNDECLARED,
-                    format!(
-                        "column `{name}` of `{}` is not declared in the manifest",
-                        dataset.name
-                    ),
-                ),
-                None => violation(
-                    codes::UNDECLARED,
-                    format!("dataset `{}` has no column `{name}`", dataset.name),
-                ),
-            })
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "column_kind",
-        |caller: Caller<'_, HostState>, col: i32| -> wasmtime::Result<i32> {
-            let state = caller.data();
-            let (d, i) = column_handle(state, col)?;
-            Ok(state.plan.datasets[d].columns[i].kind)
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "aggregate",
-        |caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let mem = memory_of(&caller)?;
-            let name = guest_str(mem.data(&caller), ptr, len)?;
-            caller
-                .data()
-                .plan
-                .aggregates
-                .iter()
-                .position(|a| a.name == name)
-                .map(|i| i as i32)
-                .ok_or_else(|| {
-                    violation(
-                        codes::UNDECLARED,
-                        format!("aggregate `{name}` is not declared in the manifest"),
-                    )
-                })
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "next_batch",
-        |mut caller: Caller<'_, HostState>, ds: i32, max_rows: i32| -> wasmtime::Result<i32> {
-            let state = caller.data_mut();
-            let d = dataset_index(state, ds)?;
-            if max_rows < 1 {
-                return Err(violation(
-                    codes::BAD_ARGUMENT,
-                    format!("next_batch: max_rows {max_rows} is below 1"),
-                ));
-            }
-            let shared = &state.shared;
-            if shared.cancel.is_cancelled() {
-                return Err(wasmtime::Error::new(Stop::Cancelled));
-            }
-            if shared.abort.load(Ordering::Relaxed) {
-                return Err(wasmtime::Error::new(Stop::Aborted));
-            }
-            if Instant::now() >= shared.deadline {
-                return Err(wasmtime::Error::new(Stop::OutOfTime));
-            }
-            let dataset = &state.plan.datasets[d];
-            let rows = dataset.input.source.rows();
-            let want = (max_rows as u64).min(u64::from(shared.limits.max_batch_rows));
-            let cursor = &shared.cursors[d];
-            let start = if cursor.load(Ordering::Relaxed) >= rows {
-                rows
-            } else {
-                cursor.fetch_add(want, Ordering::Relaxed).min(rows)
-            };
-            let n = want.min(rows - start) as usize;
-            let batch = &mut state.batches[d];
-            batch.start = start;
-            batch.rows = n;
-            if dataset
-                .input
-                .source
-                .pseudonyms(dataset.privacy_unit)
-                .is_none()
-            {
-                batch.persons.resize(n, 0);
-                dataset
-                    .input
-                    .source
-                    .read_pseudonyms(dataset.privacy_unit, start, &mut batch.persons)
-                    .map_err(|e| {
-                        wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", dataset.name)))
-                    })?;
-            }
-            state.rows_read += n as u64;
-            Ok(n as i32)
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "read",
-        |mut caller: Caller<'_, HostState>,
-         col: i32,
-         dst: i32,
-         cap: i32|
-         -> wasmtime::Result<i32> {
-            let mem = memory_of(&caller)?;
-            let (data, state) = mem.data_and_store_mut(&mut caller);
-            let (d, i) = column_handle(state, col)?;
-            let dataset = &state.plan.datasets[d];
-            let column = &dataset.columns[i];
-            let batch = &state.batches[d];
-            let need = batch.rows * column.storage.width();
-            if (cap as u32 as usize) < need {
-                return Err(violation(
-                    codes::BAD_ARGUMENT,
-                    format!(
-                        "read of `{}`: a buffer of {cap} bytes cannot hold {need}",
-                        column.name
-                    ),
-                ));
-            }
-            let out = guest_slice_mut(data, dst, need)?;
-            dataset
-                .input
-                .source
-                .read_raw(column.index, batch.start, batch.rows, out)
-                .map_err(|e| {
-                    wasmtime::Error::new(Stop::Host(format!("reading `{}`: {e}", column.name)))
-                })?;
-            Ok(batch.rows as i32)
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "emit",
-        |mut caller: Caller<'_, HostState>,
-         agg: i32,
-         ds: i32,
-         n: i32,
-         rows_ptr: i32,
-         keys_ptr: i32,
-         measures_ptr: i32|
-         -> wasmtime::Result<i32> {
-            let mem = memory_of(&caller)?;
-            let (data, state) = mem.data_and_store_mut(&mut caller);
-            emit(data, state, agg, ds, n, rows_ptr, keys_ptr, measures_ptr)
-        },
-    )?;
-    linker.func_wrap(
-        NAMESPACE,
-        "log",
-        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let mem = memory_of(&caller)?;
-            let (data, state) = mem.data_and_store_mut(&mut caller);
-            if len < 0 {
-                return Err(violation(codes::BAD_ARGUMENT, "log: negative length"));
-            }
-            let total = state
-                .shared
-                .log_bytes
-                .fetch_add(len as u64, Ordering::Relaxed)
-                + len as u64;
-            if total > state.shared.limits.max_log_bytes {
-                return Err(wasmtime::Error::new(Stop::LogLimit));
-            }
-            let bytes = guest_slice(data, ptr, len as usize)?;
-            state.log.extend_from_slice(bytes);
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn emit(
-    data: &[u8],
-    state: &mut HostState,
-    agg: i32,
-    ds: i32,
-    n: i32,
-    rows_ptr: i32,
-    keys_ptr: i32,
-    measures_ptr: i32,
-) -> wasmtime::Result<i32> {
-    let plan = Arc::clone(&state.plan);
-    let a = usize::try_from(agg)
-        .ok()
-        .filter(|&a| a < plan.aggregates.len())
-        .ok_or_else(|| {
-            violation(
-                codes::BAD_HANDLE,
-                format!("{agg} is not an aggregate handle"),
-            )
-        })?;
-    let d = dataset_index(state, ds)?;
-    if n < 0 {
-        return Err(violation(
-            codes::BAD_ARGUMENT,
-            format!("emit: negative count {n}"),
-        ));
-    }
-    let n = n as usize;
-    let total = state
-        .shared
-        .contributions
-        .fetch_add(n as u64, Ordering::Relaxed)
-        + n as u64;
-    if total > state.shared.limits.max_contributions {
-        return Err(wasmtime::Error::new(Stop::TooManyContributions));
-    }
-    let aggregate = &plan.aggregates[a];
-    let dims = aggregate.dims.len();
-    let m = aggregate.measures.len();
-    let rows = guest_slice(data, rows_ptr, n * 4)?;
-    let keys = guest_slice(data, keys_ptr, n * dims * 4)?;
-    let meas = guest_slice(data, measures_ptr, n * m * 8)?;
-    let batch = &state.batches[d];
-    // The batch's privacy units, in place when the source holds them in memory.
-    let dataset = &plan.datasets[d];
-    let persons = match dataset.input.source.pseudonyms(dataset.privacy_unit) {
-        Some(_) if batch.rows == 0 => &[],
-        Some(all) => usize::try_from(batch.start)
-            .ok()
-            .and_then(|s| all.get(s..)?.get(..batch.rows))
-            .ok_or_else(|| {
-                wasmtime::Error::new(Stop::Host(format!(
-                    "the privacy unit of `{}` is shorter than the table",
-                    dataset.name
-                )))
-            })?,
-        None => &batch.persons[..batch.rows],
-    };
-    let partial = &mut state.partials[a];
-    state.measures.resize(m, 0);
-    for j in 0..n {
-        let row = u32::from_le_bytes(rows[j * 4..j * 4 + 4].try_into().expect("4 bytes")) as usize;
-        if row >= batch.rows {
-            return Err(violation(
-                codes::ROW_OUTSIDE_BATCH,
-                format!(
-                    "emit: row {row} is outside the current batch of {} rows of `{}`",
-                    batch.rows, plan.datasets[d].name
-                ),
-            ));
-        }
-        let mut cell: u64 = 0;
-        for (k, dim) in aggregate.dims.iter().enumerate() {
-            let o = (j * dims + k) * 4;
-            let key = u32::from_le_bytes(keys[o..o + 4].try_into().expect("4 bytes"));
-            let size = dim.labels.len() as u64;
-            if u64::from(key) >= size {
-                return Err(violation(
-                    codes::KEY_OUTSIDE_DOMAIN,
-                    format!(
-                        "emit: key {key} is outside the {size} values of dimension `{}` of `{}`",
-                        dim.name, aggregate.name
-                    ),
-                ));
-            }
-            cell = cell * size + u64::from(key);
-        }
-        for (k, x) in aggregate.measures.iter().enumerate() {
-            let o = (j * m + k) * 8;
-            let v = i64::from_le_bytes(meas[o..o + 8].try_into().expect("8 bytes"));
-            state.measures[k] = v.clamp(x.lo, x.hi);
-        }
-        let person = persons[row];
-        if person == NULL_PSEUDONYM {
-            state.without_person += 1;
-            continue;
-        }
-        partial.add(person, cell as u32, &state.measures);
-    }
-    state.contributions[a] += n as u64;
-    if partial.len() as u64 > state.shared.limits.max_person_cells {
-        return Err(wasmtime::Error::new(Stop::TooManyGroups(format!(
-            "aggregate `{}` holds more than {} (person, cell) pairs",
-            aggregate.name, state.shared.limits.max_person_cells
-        ))));
-    }
-    Ok(n as i32)
-}
-
 /// What `sandbox check` reports about a module and a manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
@@ -815,48 +479,54 @@ pub struct CheckReport {
     pub sha256: String,
     /// Size of the module in bytes.
     pub size: usize,
-    /// Imports as `namespace::name`.
-    pub imports: Vec<String>,
-    /// Export names.
+    /// Exported function names.
     pub exports: Vec<String>,
     /// The manifest (datasets, columns, and the declared outputs: aggregates).
     pub manifest: Manifest,
 }
 
-/// What one instance returned.
-struct InstanceEnd {
-    stop: Option<Outcome>,
-    aborted: bool,
-    partials: Vec<Partial>,
-    contributions: Vec<u64>,
-    without_person: u64,
-    rows_read: u64,
-    memory_peak: usize,
-    log: Vec<u8>,
+fn val(w: Wasm) -> ValType {
+    match w {
+        Wasm::I32 => ValType::I32,
+        Wasm::I64 => ValType::I64,
+    }
+}
+
+fn same(a: &[ValType], b: &[ValType]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
+}
+
+fn wat_types(t: &[ValType]) -> String {
+    let names: Vec<String> = t.iter().map(|v| v.to_string()).collect();
+    format!("({})", names.join(" "))
 }
 
 impl Runtime {
-    /// A runtime with the given limits, caching compiled modules in `cache_dir` (created if
-    /// needed) when given. Starts the epoch ticker thread.
-    pub fn new(limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+    /// A runtime with the given limits. With `cache`, compiled modules are kept in that
+    /// directory (created if needed), each file authenticated with an HMAC under `key` (a
+    /// secret of the data dir): a file that does not carry a valid tag for this module and this
+    /// engine is ignored and the module compiled again. Starts the epoch ticker thread.
+    pub fn new(limits: Limits, cache: Option<(&Path, &[u8])>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
+            .cranelift_nan_canonicalization(true)
             .max_wasm_stack(1 << 20)
-            .parallel_compilation(false);
+            .parallel_compilation(false)
+            .wasm_shared_everything_threads(false)
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .wasm_gc(false)
+            .wasm_stack_switching(false)
+            .wasm_relaxed_simd(false)
+            .wasm_custom_page_sizes(false)
+            .wasm_wide_arithmetic(false);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut linker = Linker::new(&engine);
-        define_imports(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let engine_tag = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            format!("{:016x}", h.finish())
+        let cache = match cache {
+            Some((dir, key)) => Some(CompileCache::open(dir, key, &engine)?),
+            None => None,
         };
-        if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir)?;
-        }
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -872,11 +542,10 @@ impl Runtime {
         }
         Ok(Runtime {
             engine,
-            linker,
-            cache_dir: cache_dir.map(Path::to_path_buf),
-            engine_tag,
+            cache,
             limits,
             modules: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
             ticker_stop,
         })
     }
@@ -888,7 +557,7 @@ impl Runtime {
 
     /// Validates, hashes and compiles a module (binary or WAT text), or returns it from the
     /// in-memory or on-disk cache. Refuses (with [`Outcome::Refused`]) modules that are too big,
-    /// malformed, import anything but the `dataop` functions, or lack the required exports.
+    /// malformed, import anything, or are not pure (see [`crate::purity`]).
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<JobModule>, Outcome> {
         let refuse = |reason: String| Outcome::Refused { reason };
         if wasm.len() > self.limits.max_module_bytes {
@@ -902,67 +571,37 @@ impl Runtime {
         if let Some(m) = self.modules.lock().expect("module cache").get(&sha256) {
             return Ok(Arc::clone(m));
         }
-        let module = self
-            .compile_cached(wasm, &sha256)
-            .map_err(|e| refuse(format!("malformed module: {e}")))?;
-        let mut imports = Vec::new();
-        for imp in module.imports() {
-            let full = format!("{}::{}", imp.module(), imp.name());
-            if imp.module() != NAMESPACE {
-                return Err(refuse(format!(
-                    "import `{full}` is not allowed: a job may import only the `{NAMESPACE}` functions (no WASI, clock, randomness, files or network)"
-                )));
-            }
-            let Some(&(_, params, returns)) = IMPORTS.iter().find(|(n, _, _)| *n == imp.name())
-            else {
-                return Err(refuse(format!(
-                    "import `{full}` is not a function of the dataop ABI v1"
-                )));
-            };
-            let ExternType::Func(ft) = imp.ty() else {
-                return Err(refuse(format!("import `{full}` must be a function")));
-            };
-            let ok = ft.params().len() == params
-                && ft.params().all(|p| matches!(p, ValType::I32))
-                && ft.results().len() == usize::from(returns)
-                && ft.results().all(|r| matches!(r, ValType::I32));
-            if !ok {
-                return Err(refuse(format!(
-                    "import `{full}` has the wrong signature (see ABI.md)"
-                )));
-            }
-            imports.push(full);
+        let binary =
+            wat::parse_bytes(wasm).map_err(|e| refuse(format!("malformed module: {e}")))?;
+        if binary.len() > self.limits.max_module_bytes {
+            return Err(refuse(format!(
+                "the module has {} bytes, more than the limit of {}",
+                binary.len(),
+                self.limits.max_module_bytes
+            )));
         }
-        let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
-        match module.get_export("memory") {
-            Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => {}
-            _ => {
-                return Err(refuse(
-                    "the module must export a 32-bit linear memory named `memory`".into(),
-                ));
-            }
+        crate::purity::check(&binary, self.limits.max_functions).map_err(refuse)?;
+        let module = match &self.cache {
+            Some(cache) => cache.compile(&self.engine, &binary, &sha256),
+            None => Module::new(&self.engine, &binary),
         }
-        match module.get_export(MAIN_EXPORT) {
-            Some(ExternType::Func(f))
-                if f.params().len() == 0
-                    && f.results().len() == 1
-                    && f.results().all(|r| matches!(r, ValType::I32)) => {}
-            _ => {
-                return Err(refuse(format!(
-                    "the module must export a function `{MAIN_EXPORT}: () -> i32`"
-                )));
-            }
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| refuse(format!("cannot link the module: {e}")))?;
+        .map_err(|e| refuse(format!("malformed module: {e}")))?;
+        let exports = module
+            .exports()
+            .filter_map(|e| match e.ty() {
+                ExternType::Func(f) => Some((
+                    e.name().to_string(),
+                    f.params().collect(),
+                    f.results().collect(),
+                )),
+                _ => None,
+            })
+            .collect();
         let job = Arc::new(JobModule {
             sha256: sha256.clone(),
             size: wasm.len(),
-            imports,
             exports,
-            pre,
+            module,
         });
         self.modules
             .lock()
@@ -971,56 +610,209 @@ impl Runtime {
         Ok(job)
     }
 
-    fn compile_cached(&self, wasm: &[u8], sha256: &str) -> wasmtime::Result<Module> {
-        let Some(dir) = &self.cache_dir else {
-            return Module::new(&self.engine, wasm);
-        };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
-        if path.exists() {
-            // SAFETY: files in the cache directory are written only by `compile_cached` below,
-            // from `Module::serialize` of this engine configuration (the name carries the
-            // module's hash and the engine's compatibility hash); the directory belongs to the
-            // platform, never to job authors.
-            if let Ok(m) = unsafe { Module::deserialize_file(&self.engine, &path) } {
-                return Ok(m);
-            }
-        }
-        let module = Module::new(&self.engine, wasm)?;
-        if let Ok(bytes) = module.serialize() {
-            // A name of its own for each write, so that two threads of one process compiling
-            // the same module never write into one file while the other renames it into place.
-            static WRITES: AtomicU64 = AtomicU64::new(0);
-            let tmp = dir.join(format!(
-                ".{sha256}-{}.{}.{}.tmp",
-                self.engine_tag,
-                std::process::id(),
-                WRITES.fetch_add(1, Ordering::Relaxed)
-            ));
-            if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
-        Ok(module)
-    }
-
-    /// Validates a module and a manifest and lists imports, exports and declared outputs.
+    /// Validates a module and a manifest together ([`Runtime::load`], [`Manifest::from_toml`],
+    /// [`Runtime::check_exports`]).
     pub fn check(&self, wasm: &[u8], manifest_toml: &str) -> Result<CheckReport, Outcome> {
         let manifest =
             Manifest::from_toml(manifest_toml).map_err(|reason| Outcome::Refused { reason })?;
         let module = self.load(wasm)?;
+        self.check_exports(&module, &manifest)?;
         Ok(CheckReport {
             sha256: module.sha256.clone(),
             size: module.size,
-            imports: module.imports.clone(),
-            exports: module.exports.clone(),
+            exports: module.exports(),
             manifest,
         })
     }
 
+    /// Checks that `module` exports every function `manifest` needs with the right number of
+    /// parameters and result type (the parameter types follow the columns' types, which only
+    /// the data knows: they are checked when the run binds the manifest to its datasets).
+    pub fn check_exports(&self, module: &JobModule, manifest: &Manifest) -> Result<(), Outcome> {
+        let columns = |d: &str| {
+            manifest
+                .datasets
+                .iter()
+                .find(|x| x.name == d)
+                .map_or(0, |x| x.columns.len())
+        };
+        let person_params: usize = manifest.person.iter().map(|p| 1 + p.measures.len()).sum();
+        let mut needed: Vec<(String, usize, ValType)> = Vec::new();
+        for a in &manifest.aggregates {
+            let n = a.dataset.as_deref().map_or(person_params, columns);
+            for d in &a.dimensions {
+                needed.push((format!("{}.{}", a.name, d.name), n, ValType::I32));
+            }
+            for m in &a.measures {
+                needed.push((format!("{}.{}", a.name, m.name), n, ValType::I64));
+            }
+            needed.push((format!("{}.keep", a.name), n, ValType::I32));
+        }
+        for p in &manifest.person {
+            let n = columns(&p.dataset);
+            for m in &p.measures {
+                needed.push((format!("person.{}.{}", p.dataset, m.name), n, ValType::I64));
+            }
+            needed.push((format!("person.{}.keep", p.dataset), n, ValType::I32));
+        }
+        for (name, n, result) in needed {
+            match module.export(&name) {
+                None if name.ends_with(".keep") => {}
+                None => {
+                    return Err(Outcome::Refused {
+                        reason: format!("the module does not export the function `{name}`"),
+                    });
+                }
+                Some((_, params, results)) => {
+                    if params.len() != n || !same(results, std::slice::from_ref(&result)) {
+                        return Err(Outcome::Refused {
+                            reason: format!(
+                                "export `{name}` must take {n} parameters (the declared columns, in order) and return {result}"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver of `plan` for `module`: every function it calls checked against the plan's
+    /// types, its module compiled once per text.
+    fn bind(
+        &self,
+        module: &JobModule,
+        plan: &Plan,
+    ) -> Result<(Driver, Vec<Feeds>, Module), Outcome> {
+        let loops = driver::loops(plan, &|n| module.export(n).is_some());
+        let mut feeds = Vec::new();
+        let mut list = Vec::new();
+        for (feed, l) in loops {
+            let params: Vec<ValType> = l.params.iter().map(|w| val(*w)).collect();
+            let calls = l
+                .keep
+                .iter()
+                .chain(l.keys.iter().map(|k| &k.0))
+                .map(|n| (n, ValType::I32))
+                .chain(l.measures.iter().map(|n| (n, ValType::I64)));
+            for (name, result) in calls {
+                let ok = module.export(name).is_some_and(|(_, p, r)| {
+                    same(p, &params) && same(r, std::slice::from_ref(&result))
+                });
+                if !ok {
+                    return Err(Outcome::Refused {
+                        reason: format!(
+                            "the module must export `{name}` with the type {} -> {result}",
+                            wat_types(&params)
+                        ),
+                    });
+                }
+            }
+            feeds.push(feed);
+            list.push(l);
+        }
+        let driver = driver::driver(list, self.limits.batch_rows as usize);
+        let key = hex::encode(Sha256::digest(driver.wat.as_bytes()));
+        let cached = self
+            .drivers
+            .lock()
+            .expect("driver cache")
+            .get(&key)
+            .cloned();
+        let compiled = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, &driver.wat).map_err(|e| Outcome::HostError {
+                    message: format!("the driver does not compile: {e}"),
+                })?;
+                self.drivers
+                    .lock()
+                    .expect("driver cache")
+                    .insert(key, m.clone());
+                m
+            }
+        };
+        Ok((driver, feeds, compiled))
+    }
+
+    fn instantiate(
+        &self,
+        module: &JobModule,
+        driver: &Driver,
+        compiled: &Module,
+        shared: &Arc<Shared>,
+    ) -> Result<Pair, Outcome> {
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                shared: Arc::clone(shared),
+                limiter: Limiter {
+                    max_bytes: self.limits.max_memory_bytes,
+                    used: 0,
+                    peak: 0,
+                    hit: false,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let shared = &ctx.data().shared;
+            if shared.cancel.is_cancelled() {
+                Err(wasmtime::Error::new(Stop::Cancelled))
+            } else if shared.abort.load(Ordering::Relaxed) {
+                Err(wasmtime::Error::new(Stop::Aborted))
+            } else if Instant::now() >= shared.deadline {
+                Err(wasmtime::Error::new(Stop::OutOfTime))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        let guest =
+            Instance::new(&mut store, &module.module, &[]).map_err(|e| classify(&e, &store))?;
+        let mut imports: Vec<Extern> = Vec::new();
+        for l in &driver.loops {
+            let names = l
+                .keep
+                .iter()
+                .chain(l.keys.iter().map(|k| &k.0))
+                .chain(l.measures.iter());
+            for name in names {
+                let f = guest
+                    .get_func(&mut store, name)
+                    .ok_or_else(|| Outcome::HostError {
+                        message: format!("export `{name}` vanished"),
+                    })?;
+                imports.push(f.into());
+            }
+        }
+        let host =
+            Instance::new(&mut store, compiled, &imports).map_err(|e| classify(&e, &store))?;
+        let memory = host
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| Outcome::HostError {
+                message: "the driver has no memory".into(),
+            })?;
+        let loops = driver
+            .loops
+            .iter()
+            .map(|l| host.get_typed_func::<i32, i32>(&mut store, &l.export))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Outcome::HostError {
+                message: format!("driver: {e}"),
+            })?;
+        Ok(Pair {
+            store,
+            memory,
+            loops,
+        })
+    }
+
     /// Runs `module` under `manifest` on `inputs`: binds the manifest to the inputs (refusing
-    /// undeclared, disallowed or forbidden columns before anything runs), splits the rows over
-    /// `opts.instances` instances, merges their contributions exactly, then applies per-person
-    /// bounds, thresholds and noise. Never panics on any module or argument.
+    /// undeclared, disallowed or forbidden columns and what the release policy forbids before
+    /// anything runs), splits the rows over `opts.instances` instances, merges their
+    /// contributions exactly, runs the per-person stage, then applies per-person bounds,
+    /// thresholds, dominance and noise. Never panics on any module or argument.
     pub fn run(
         &self,
         module: &JobModule,
@@ -1039,305 +831,477 @@ impl Runtime {
             rows_read: 0,
             contributions: 0,
             contributions_without_person: 0,
+            contributions_out_of_domain: 0,
             memory_peak_bytes: 0,
-            log_bytes: 0,
             cells_released: 0,
             cells_suppressed: 0,
             epsilon_spent: 0.0,
             aggregates: Vec::new(),
         };
-        let finish =
-            |mut report: RunReport, outcome: Outcome, output: Option<Output>, log: String| {
-                report.outcome = outcome;
-                report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-                RunResult {
-                    output,
-                    report,
-                    log,
-                }
-            };
-        let plan = match plan(manifest, inputs, &self.limits) {
-            Ok(p) => Arc::new(p),
-            Err(PlanError::Refused(reason)) => {
-                return finish(report, Outcome::Refused { reason }, None, String::new());
-            }
-            Err(PlanError::TooManyGroups(reason)) => {
-                return finish(
-                    report,
-                    Outcome::TooManyGroups { reason },
-                    None,
-                    String::new(),
-                );
-            }
+        let result = self.run_inner(
+            module,
+            manifest,
+            inputs,
+            opts,
+            instances,
+            &mut report,
+            started,
+        );
+        let (output, members, outcome) = match result {
+            Ok((output, members)) => (Some(output), members, Outcome::Finished),
+            Err(o) => (None, Vec::new(), o),
         };
+        report.outcome = outcome;
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        RunResult {
+            output,
+            report,
+            members,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_inner(
+        &self,
+        module: &JobModule,
+        manifest: &Manifest,
+        inputs: &[DatasetInput],
+        opts: &RunOptions,
+        instances: usize,
+        report: &mut RunReport,
+        started: Instant,
+    ) -> Result<(Output, Vec<CellMembers>), Outcome> {
+        let plan = plan(manifest, inputs, &self.limits).map_err(|e| match e {
+            PlanError::Refused(reason) => Outcome::Refused { reason },
+            PlanError::TooManyGroups(reason) => Outcome::TooManyGroups { reason },
+        })?;
+        let (driver, feeds, compiled) = self.bind(module, &plan)?;
         let shared = Arc::new(Shared {
             cancel: opts.cancel.clone(),
             abort: AtomicBool::new(false),
             deadline: started + self.limits.timeout,
             contributions: AtomicU64::new(0),
-            log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
             cursors: plan.datasets.iter().map(|_| AtomicU64::new(0)).collect(),
         });
-        let ends: Vec<InstanceEnd> = if instances == 1 {
-            vec![self.run_instance(module, &plan, &shared)]
+        let scan_one = || -> Result<Scan, Outcome> {
+            let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
+            let scan = scan(&mut pair, &plan, &driver, &feeds, &shared);
+            if scan.is_err() {
+                shared.abort.store(true, Ordering::Relaxed);
+            }
+            scan.map(|mut s| {
+                s.memory_peak = pair.store.data().limiter.peak;
+                s
+            })
+        };
+        let scans: Vec<Result<Scan, Outcome>> = if instances == 1 {
+            vec![scan_one()]
         } else {
             std::thread::scope(|s| {
-                let handles: Vec<_> = (0..instances)
-                    .map(|_| {
-                        let (plan, shared) = (&plan, &shared);
-                        s.spawn(move || self.run_instance(module, plan, shared))
-                    })
-                    .collect();
+                let handles: Vec<_> = (0..instances).map(|_| s.spawn(scan_one)).collect();
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| InstanceEnd {
-                            stop: Some(Outcome::HostError {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Outcome::HostError {
                                 message: "an instance thread panicked".into(),
-                            }),
-                            aborted: false,
-                            partials: Vec::new(),
-                            contributions: Vec::new(),
-                            without_person: 0,
-                            rows_read: 0,
-                            memory_peak: 0,
-                            log: Vec::new(),
+                            })
                         })
                     })
                     .collect()
             })
         };
-        let mut log = Vec::new();
-        let mut failure = None;
-        let mut cancelled = false;
         let mut partials: Vec<Vec<Partial>> = plan.aggregates.iter().map(|_| Vec::new()).collect();
-        let mut contributions = vec![0u64; plan.aggregates.len()];
-        for end in ends {
-            report.rows_read += end.rows_read;
-            report.contributions_without_person += end.without_person;
-            report.memory_peak_bytes = report.memory_peak_bytes.max(end.memory_peak as u64);
-            log.extend_from_slice(&end.log);
-            match end.stop {
-                Some(Outcome::Cancelled) => cancelled = true,
-                Some(o) if failure.is_none() => failure = Some(o),
-                _ => {}
+        let mut persons: Vec<PersonTotals> = plan
+            .person
+            .iter()
+            .map(|_| PersonTotals::default())
+            .collect();
+        let mut failure: Option<Outcome> = None;
+        for s in scans {
+            match s {
+                Err(o) => {
+                    // A cancellation caused by another instance's failure is not the cause.
+                    if failure.is_none() || failure == Some(Outcome::Cancelled) {
+                        failure = Some(o);
+                    }
+                }
+                Ok(s) => {
+                    report.rows_read += s.rows_read;
+                    report.contributions_without_person += s.without_person;
+                    report.contributions_out_of_domain += s.out_of_domain;
+                    report.memory_peak_bytes = report.memory_peak_bytes.max(s.memory_peak as u64);
+                    for (i, p) in s.partials.into_iter().enumerate() {
+                        partials[i].push(p);
+                    }
+                    for (i, p) in s.persons.into_iter().enumerate() {
+                        persons[i].merge(1 + plan.person[i].measures.len(), p);
+                    }
+                }
             }
-            if end.aborted || failure.is_some() || cancelled {
-                continue;
-            }
-            for (i, p) in end.partials.into_iter().enumerate() {
+        }
+        if opts.cancel.is_cancelled() {
+            return Err(Outcome::Cancelled);
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if plan.aggregates.iter().any(|a| a.stage == Stage::Persons) {
+            let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
+            let stage = person_stage(&mut pair, &plan, &driver, &feeds, &shared, &persons)?;
+            report.contributions_out_of_domain += stage.out_of_domain;
+            for (i, p) in stage.partials.into_iter().enumerate() {
                 partials[i].push(p);
             }
-            for (i, c) in end.contributions.iter().enumerate() {
-                contributions[i] += c;
-            }
         }
+        drop(persons);
         report.contributions = shared.contributions.load(Ordering::Relaxed);
-        report.log_bytes = log.len() as u64;
-        let log = String::from_utf8_lossy(&log).into_owned();
-        if let Some(f) = failure {
-            return finish(report, f, None, log);
-        }
-        if cancelled {
-            return finish(report, Outcome::Cancelled, None, log);
-        }
         let mut rng = match opts.noise_seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_os_rng(),
         };
         let mut tables = Vec::new();
-        for ((agg, partials), n) in plan.aggregates.iter().zip(partials).zip(contributions) {
-            // The instances' threads are done: their cores merge and tally the partitions.
-            let totals = tally(&Bounds::of(agg), &partials, instances);
+        let mut members = Vec::new();
+        let mut pairs: u64 = 0;
+        for (agg, partials) in plan.aggregates.iter().zip(partials) {
+            shared.check()?;
+            let keep_members = opts.members && agg.noise.is_none();
+            let totals = tally(&Bounds::of(agg, keep_members), &partials, instances);
             drop(partials);
+            pairs += totals.pairs;
             let cap = self.limits.max_person_cells;
-            if totals.pairs > cap {
-                let reason = format!(
-                    "aggregate `{}` holds more than {cap} (person, cell) pairs",
-                    agg.name
-                );
-                return finish(report, Outcome::TooManyGroups { reason }, None, log);
+            if pairs > cap {
+                return Err(Outcome::TooManyGroups {
+                    reason: format!("the run holds more than {cap} (person, cell) pairs"),
+                });
             }
-            let (table, stats) = finalize(agg, totals, n, &mut rng);
+            let (table, stats, cells) =
+                finalize(agg, totals, self.limits.dominance_share, &mut rng);
             report.cells_released += stats.cells_released;
             report.cells_suppressed += stats.cells_suppressed;
             report.epsilon_spent += stats.epsilon_spent;
             report.aggregates.push(stats);
             tables.push(table);
+            members.push(cells);
         }
         let output = Output {
             job: manifest.name.clone(),
             abi: crate::manifest::ABI_VERSION,
             aggregates: tables,
         };
-        finish(report, Outcome::Finished, Some(output), log)
+        Ok((output, members))
     }
 
-    /// Instantiates the module and calls its entry point, returning when it has started (for
-    /// the start-latency benchmark): the time from instantiation to the first guest instruction.
+    /// Instantiates the module and its driver and makes the first call into wasm, for the
+    /// start-latency benchmark: the time from instantiation to the first guest instruction.
     pub fn start_latency(
         &self,
         module: &JobModule,
         manifest: &Manifest,
         inputs: &[DatasetInput],
     ) -> Result<Duration, Outcome> {
-        let plan = match plan(manifest, inputs, &self.limits) {
-            Ok(p) => Arc::new(p),
-            Err(PlanError::Refused(reason)) => return Err(Outcome::Refused { reason }),
-            Err(PlanError::TooManyGroups(reason)) => return Err(Outcome::TooManyGroups { reason }),
-        };
+        let plan = plan(manifest, inputs, &self.limits).map_err(|e| match e {
+            PlanError::Refused(reason) => Outcome::Refused { reason },
+            PlanError::TooManyGroups(reason) => Outcome::TooManyGroups { reason },
+        })?;
+        let (driver, _, compiled) = self.bind(module, &plan)?;
         let shared = Arc::new(Shared {
             cancel: CancelToken::new(),
             abort: AtomicBool::new(false),
             deadline: Instant::now() + self.limits.timeout,
             contributions: AtomicU64::new(0),
-            log_bytes: AtomicU64::new(0),
             limits: self.limits.clone(),
-            // Every row already handed out: the guest returns at its first `next_batch`.
-            cursors: plan
-                .datasets
-                .iter()
-                .map(|d| AtomicU64::new(d.input.source.rows()))
-                .collect(),
+            cursors: Vec::new(),
         });
         let t = Instant::now();
-        let (mut store, main) = self.instantiate(module, &plan, &shared)?;
-        // The guest's first instruction runs inside this call.
-        let _ = main.call(&mut store, ());
-        Ok(t.elapsed())
-    }
-
-    fn instantiate(
-        &self,
-        module: &JobModule,
-        plan: &Arc<Plan>,
-        shared: &Arc<Shared>,
-    ) -> Result<(Store<HostState>, TypedFunc<(), i32>), Outcome> {
-        let state = HostState {
-            plan: Arc::clone(plan),
-            shared: Arc::clone(shared),
-            memory: None,
-            limiter: Limiter {
-                max_memory: self.limits.max_memory_bytes,
-                max_table: self.limits.max_table_elements,
-                peak: 0,
-                hit: false,
-            },
-            batches: plan.datasets.iter().map(|_| Batch::default()).collect(),
-            partials: plan
-                .aggregates
-                .iter()
-                .map(|a| Partial::new(a.measures.len(), a.cells))
-                .collect(),
-            contributions: vec![0; plan.aggregates.len()],
-            without_person: 0,
-            rows_read: 0,
-            log: Vec::new(),
-            measures: Vec::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let shared = &ctx.data().shared;
-            if shared.cancel.is_cancelled() {
-                Err(wasmtime::Error::new(Stop::Cancelled))
-            } else if shared.abort.load(Ordering::Relaxed) {
-                Err(wasmtime::Error::new(Stop::Aborted))
-            } else if Instant::now() >= shared.deadline {
-                Err(wasmtime::Error::new(Stop::OutOfTime))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&e, &store))?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| Outcome::Refused {
-                reason: "the module exports no memory".into(),
-            })?;
-        store.data_mut().memory = Some(memory);
-        let main = instance
-            .get_typed_func::<(), i32>(&mut store, MAIN_EXPORT)
-            .map_err(|e| Outcome::Refused {
-                reason: format!("{MAIN_EXPORT}: {e}"),
-            })?;
-        Ok((store, main))
-    }
-
-    fn run_instance(
-        &self,
-        module: &JobModule,
-        plan: &Arc<Plan>,
-        shared: &Arc<Shared>,
-    ) -> InstanceEnd {
-        let mut end = InstanceEnd {
-            stop: None,
-            aborted: false,
-            partials: Vec::new(),
-            contributions: Vec::new(),
-            without_person: 0,
-            rows_read: 0,
-            memory_peak: 0,
-            log: Vec::new(),
-        };
-        let (mut store, main) = match self.instantiate(module, plan, shared) {
-            Ok(x) => x,
-            Err(o) => {
-                shared.abort.store(true, Ordering::Relaxed);
-                end.stop = Some(o);
-                return end;
-            }
-        };
-        let result = main.call(&mut store, ());
-        let stop = match result {
-            Ok(0) => None,
-            Ok(code) => Some(Outcome::GuestTrap {
-                message: format!("{MAIN_EXPORT} returned {code}"),
-            }),
-            Err(e) => {
-                if matches!(e.downcast_ref::<Stop>(), Some(Stop::Aborted)) {
-                    end.aborted = true;
-                    None
-                } else {
-                    Some(classify(&e, &store))
-                }
-            }
-        };
-        let state = store.into_data();
-        if stop.is_some() {
-            shared.abort.store(true, Ordering::Relaxed);
+        let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
+        if let Some(f) = pair.loops.first() {
+            let _ = f.call(&mut pair.store, 0);
         }
-        end.stop = stop;
-        end.partials = state.partials;
-        end.contributions = state.contributions;
-        end.without_person = state.without_person;
-        end.rows_read = state.rows_read;
-        end.memory_peak = state.limiter.peak;
-        end.log = state.log;
-        end
+        Ok(t.elapsed())
     }
 }
 
+/// Calls loop `li` of the driver over the `n` rows placed in its memory; the kept rows'
+/// numbers, cells and measures.
+fn call_loop<'a>(
+    pair: &'a mut Pair,
+    driver: &Driver,
+    li: usize,
+    n: usize,
+) -> Result<(&'a [u8], &'a [u8], &'a [u8]), Outcome> {
+    let kept = pair.loops[li]
+        .call(&mut pair.store, n as i32)
+        .map_err(|e| classify(&e, &pair.store))?;
+    let kept = usize::try_from(kept).unwrap_or(0).min(n);
+    let m = driver.loops[li].measures.len();
+    let data = pair.memory.data(&pair.store);
+    Ok((
+        &data[driver.out_rows..driver.out_rows + 4 * kept],
+        &data[driver.out_cells..driver.out_cells + 4 * kept],
+        &data[driver.out_measures..driver.out_measures + 8 * kept * m],
+    ))
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
+}
+
+fn i64_at(b: &[u8], i: usize) -> i64 {
+    i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+}
+
+/// One instance's share of the row stage: batches taken from the shared cursors until every
+/// dataset is read, each batch's columns written into the driver's memory once and every loop
+/// over that dataset called on it.
+fn scan(
+    pair: &mut Pair,
+    plan: &Plan,
+    driver: &Driver,
+    feeds: &[Feeds],
+    shared: &Shared,
+) -> Result<Scan, Outcome> {
+    let mut out = Scan {
+        partials: plan
+            .aggregates
+            .iter()
+            .map(|a| Partial::new(a.measures.len(), a.cells))
+            .collect(),
+        persons: plan
+            .person
+            .iter()
+            .map(|_| PersonTotals::default())
+            .collect(),
+        ..Scan::default()
+    };
+    let mut persons_buf: Vec<u64> = Vec::new();
+    let mut measures: Vec<i64> = Vec::new();
+    let b = driver.rows as u64;
+    for (d, dataset) in plan.datasets.iter().enumerate() {
+        let on_d: Vec<usize> = feeds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| match f {
+                Feeds::Aggregate(a) => plan.aggregates[*a].stage == Stage::Rows(d),
+                Feeds::Person(p) => plan.person[*p].dataset == d,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let Some(&first) = on_d.first() else {
+            continue;
+        };
+        let source = &dataset.input.source;
+        let rows = source.rows();
+        loop {
+            shared.check()?;
+            let cursor = &shared.cursors[d];
+            let start = if cursor.load(Ordering::Relaxed) >= rows {
+                rows
+            } else {
+                cursor.fetch_add(b, Ordering::Relaxed).min(rows)
+            };
+            let n = b.min(rows - start) as usize;
+            if n == 0 {
+                break;
+            }
+            let data = pair.memory.data_mut(&mut pair.store);
+            for (c, &off) in dataset.columns.iter().zip(&driver.columns[first]) {
+                let w = c.wasm.width();
+                source
+                    .read_raw(c.index, start, n, &mut data[off..off + n * w])
+                    .map_err(|e| Outcome::HostError {
+                        message: format!("reading `{}`: {e}", dataset.name),
+                    })?;
+            }
+            let persons: &[u64] = match source.pseudonyms(dataset.privacy_unit) {
+                Some(all) => usize::try_from(start)
+                    .ok()
+                    .and_then(|s| all.get(s..)?.get(..n))
+                    .ok_or_else(|| Outcome::HostError {
+                        message: format!(
+                            "the privacy unit of `{}` is shorter than the table",
+                            dataset.name
+                        ),
+                    })?,
+                None => {
+                    persons_buf.resize(n, 0);
+                    source
+                        .read_pseudonyms(dataset.privacy_unit, start, &mut persons_buf)
+                        .map_err(|e| Outcome::HostError {
+                            message: format!("reading `{}`: {e}", dataset.name),
+                        })?;
+                    &persons_buf
+                }
+            };
+            out.rows_read += n as u64;
+            for &li in &on_d {
+                let (rws, cells, meas) = call_loop(pair, driver, li, n)?;
+                let kept = rws.len() / 4;
+                shared.count(kept)?;
+                match feeds[li] {
+                    Feeds::Aggregate(a) => {
+                        let agg = &plan.aggregates[a];
+                        let m = agg.measures.len();
+                        measures.resize(m, 0);
+                        let partial = &mut out.partials[a];
+                        for j in 0..kept {
+                            let cell = u32_at(cells, j);
+                            if cell == OUT_OF_DOMAIN {
+                                out.out_of_domain += 1;
+                                continue;
+                            }
+                            let person = persons[u32_at(rws, j) as usize];
+                            if person == NULL_PSEUDONYM {
+                                out.without_person += 1;
+                                continue;
+                            }
+                            for (k, x) in agg.measures.iter().enumerate() {
+                                measures[k] = i64_at(meas, j * m + k).clamp(x.lo, x.hi);
+                            }
+                            partial.add(person, cell, &measures);
+                        }
+                    }
+                    Feeds::Person(p) => {
+                        let input = &plan.person[p];
+                        let m = input.measures.len();
+                        measures.resize(m, 0);
+                        let totals = &mut out.persons[p];
+                        for j in 0..kept {
+                            let person = persons[u32_at(rws, j) as usize];
+                            if person == NULL_PSEUDONYM {
+                                out.without_person += 1;
+                                continue;
+                            }
+                            for (k, x) in input.measures.iter().enumerate() {
+                                measures[k] = i64_at(meas, j * m + k).clamp(x.lo, x.hi);
+                            }
+                            totals.add(1 + m, person, &measures);
+                        }
+                    }
+                }
+            }
+            let held: u64 = out.partials.iter().map(|p| p.len() as u64).sum::<u64>()
+                + out
+                    .persons
+                    .iter()
+                    .map(|p| p.index.len() as u64)
+                    .sum::<u64>();
+            if held > shared.limits.max_person_cells {
+                return Err(Outcome::TooManyGroups {
+                    reason: format!(
+                        "the run holds more than {} (person, cell) pairs",
+                        shared.limits.max_person_cells
+                    ),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the per-person stage returned.
+struct PersonStage {
+    partials: Vec<Partial>,
+    out_of_domain: u64,
+}
+
+/// The per-person stage: each person's bounded totals (per input: rows kept, then each
+/// measure's sum) are handed, a batch of persons at a time, to the per-person aggregates'
+/// loops; each kept person makes one contribution.
+fn person_stage(
+    pair: &mut Pair,
+    plan: &Plan,
+    driver: &Driver,
+    feeds: &[Feeds],
+    shared: &Shared,
+    totals: &[PersonTotals],
+) -> Result<PersonStage, Outcome> {
+    let mut out = PersonStage {
+        partials: plan
+            .aggregates
+            .iter()
+            .map(|a| Partial::new(a.measures.len(), a.cells))
+            .collect(),
+        out_of_domain: 0,
+    };
+    let mut everyone: Vec<u64> = totals
+        .iter()
+        .flat_map(|t| t.index.keys().copied())
+        .collect();
+    everyone.sort_unstable();
+    everyone.dedup();
+    let loops: Vec<(usize, usize)> = feeds
+        .iter()
+        .enumerate()
+        .filter_map(|(li, f)| match f {
+            Feeds::Aggregate(a) if plan.aggregates[*a].stage == Stage::Persons => Some((li, *a)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(first, _)) = loops.first() else {
+        return Ok(out);
+    };
+    let offsets = driver.columns[first].clone();
+    let mut measures: Vec<i64> = Vec::new();
+    for batch in everyone.chunks(driver.rows) {
+        shared.check()?;
+        let data = pair.memory.data_mut(&mut pair.store);
+        let mut param = 0;
+        for (input, t) in plan.person.iter().zip(totals) {
+            let stride = 1 + input.measures.len();
+            let c = i128::from(input.max_rows);
+            for k in 0..stride {
+                let off = offsets[param + k];
+                for (r, person) in batch.iter().enumerate() {
+                    let v = match t.index.get(person) {
+                        None => 0,
+                        Some(&i) => {
+                            let raw = t.values[i as usize * stride + k];
+                            if k == 0 {
+                                raw.min(c)
+                            } else {
+                                let x = &input.measures[k - 1];
+                                raw.clamp(i128::from(x.lo) * c, i128::from(x.hi) * c)
+                            }
+                        }
+                    };
+                    let v = i64::try_from(v).expect("bounded by max_rows × 10^12");
+                    data[off + r * 8..off + r * 8 + 8].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            param += stride;
+        }
+        for &(li, a) in &loops {
+            let (rws, cells, meas) = call_loop(pair, driver, li, batch.len())?;
+            let kept = rws.len() / 4;
+            shared.count(kept)?;
+            let agg = &plan.aggregates[a];
+            let m = agg.measures.len();
+            measures.resize(m, 0);
+            for j in 0..kept {
+                let cell = u32_at(cells, j);
+                if cell == OUT_OF_DOMAIN {
+                    out.out_of_domain += 1;
+                    continue;
+                }
+                for (k, x) in agg.measures.iter().enumerate() {
+                    measures[k] = i64_at(meas, j * m + k).clamp(x.lo, x.hi);
+                }
+                out.partials[a].add(batch[u32_at(rws, j) as usize], cell, &measures);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Maps a wasmtime error to an outcome.
-fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> Outcome {
+fn classify(e: &wasmtime::Error, store: &Store<StoreState>) -> Outcome {
     if let Some(stop) = e.downcast_ref::<Stop>() {
         return match stop {
             Stop::OutOfTime => Outcome::OutOfTime,
             Stop::Cancelled | Stop::Aborted => Outcome::Cancelled,
             Stop::OutOfMemory => Outcome::OutOfMemory,
-            Stop::TooManyGroups(r) => Outcome::TooManyGroups { reason: r.clone() },
-            Stop::TooManyContributions => Outcome::TooManyContributions,
-            Stop::LogLimit => Outcome::LogLimit,
-            Stop::Violation(code, r) => Outcome::GuestViolation {
-                code: *code,
-                reason: r.clone(),
-            },
-            Stop::Host(m) => Outcome::HostError { message: m.clone() },
         };
     }
     if store.data().limiter.hit {

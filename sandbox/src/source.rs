@@ -285,6 +285,9 @@ pub struct DatasetInput {
     /// Names of the columns the caller allows this job to read (the manifest may declare only
     /// these; identifier and privacy-unit columns are refused even when listed).
     pub allowed_columns: Vec<String>,
+    /// The dataset's sensitivity grade, 1 (lowest) to 4: its release policy applies
+    /// ([`crate::manifest::Limits::grades`]).
+    pub grade: u8,
 }
 
 impl std::fmt::Debug for DatasetInput {
@@ -293,6 +296,7 @@ impl std::fmt::Debug for DatasetInput {
             .field("name", &self.name)
             .field("rows", &self.source.rows())
             .field("allowed_columns", &self.allowed_columns)
+            .field("grade", &self.grade)
             .finish()
     }
 }

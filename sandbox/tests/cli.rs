@@ -40,7 +40,7 @@ fn check_and_run_on_csv_trial_data() {
     assert_eq!(check_command(&module, &manifest, &mut out).unwrap(), 0);
     let text = String::from_utf8(out).unwrap();
     assert!(
-        text.contains("dataop::next_batch") && text.contains("visits_by_district"),
+        text.contains("\"visits_by_district.district\"") && text.contains("\"abi\": 2"),
         "{text}"
     );
 
@@ -55,7 +55,7 @@ fn check_and_run_on_csv_trial_data() {
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
-        "abi = 2\nname = \"x\"\ndatasets = []\naggregates = []\n",
+        "abi = 3\nname = \"x\"\ndatasets = []\naggregates = []\n",
     )
     .unwrap();
     let mut out = Vec::new();
@@ -63,5 +63,9 @@ fn check_and_run_on_csv_trial_data() {
         run_command(&module, &bad, &[csv.display().to_string()], &mut out).unwrap(),
         1
     );
-    assert!(String::from_utf8(out).unwrap().contains("ABI version 2"));
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("ABI version 3 is not supported")
+    );
 }

@@ -1,34 +1,29 @@
-/* (d) Distinct patients aged 65 and over by district, seen in the outpatient or the inpatient
- * dataset: both datasets contribute to one aggregate and the host counts each person once,
- * because pseudonyms are the same in every dataset. The job never sees the pseudonyms. */
+/* (d) Patients aged 65 and over seen in both the outpatient and the inpatient dataset, by
+ * their number of outpatient visits (1, 2-4, 5 or more), through the per-person stage: the
+ * host links each person's rows across the two datasets by pseudonym (which the job never
+ * sees), counts the rows each dataset's `keep` function kept, and hands the person's counts
+ * to the per-person functions, which place the person in a cell. */
 #include "dataop.h"
 
-#define B 8192
-static int64_t age[B];
-static uint32_t district[B];
-static uint32_t rows[B];
-static uint32_t keys[B];
-
-static void scan(int32_t ds, int32_t agg) {
-    int32_t c_age = DATAOP_COLUMN(ds, "age");
-    int32_t c_district = DATAOP_COLUMN(ds, "district");
-    int32_t n;
-    while ((n = dataop_next_batch(ds, B)) > 0) {
-        dataop_read(c_age, age, sizeof age);
-        dataop_read(c_district, district, sizeof district);
-        int32_t k = 0;
-        for (int32_t i = 0; i < n; i++) {
-            rows[k] = (uint32_t)i;
-            keys[k] = district[i];
-            k += (age[i] >= 65) & (district[i] != DATAOP_NULL_CATEGORY);
-        }
-        dataop_emit(agg, ds, k, rows, keys, 0);
-    }
+/* Rows of both datasets: `age`, `district`, in that order. */
+DATAOP_PERSON_KEEP(outpatients, int64_t age, int32_t district) {
+    (void)district;
+    return age >= 65 && age != DATAOP_NULL_I64;
 }
 
-DATAOP_MAIN {
-    int32_t agg = DATAOP_AGGREGATE("patients_by_district");
-    scan(DATAOP_DATASET("outpatients"), agg);
-    scan(DATAOP_DATASET("inpatients"), agg);
-    return 0;
+DATAOP_PERSON_KEEP(inpatients, int64_t age, int32_t district) {
+    (void)district;
+    return age >= 65 && age != DATAOP_NULL_I64;
+}
+
+/* Per person: the outpatient rows kept, then the inpatient rows kept (no measures). */
+#define PERSON int64_t outpatient_visits, int64_t inpatient_stays
+
+DATAOP_KEEP(patients_in_both, PERSON) {
+    return outpatient_visits > 0 && inpatient_stays > 0;
+}
+
+DATAOP_KEY(patients_in_both, outpatient_visits, PERSON) {
+    (void)inpatient_stays;
+    return outpatient_visits >= 5 ? 2 : outpatient_visits >= 2 ? 1 : 0;
 }
