@@ -130,7 +130,7 @@ fn whole_path_from_upload_to_signed_download() {
     assert_eq!(s, 200);
     let sha = hex::encode(Sha256::digest(WAT.as_bytes()));
     assert!(html.contains(&sha), "module hash shown");
-    assert!(html.contains("dataop::emit") && html.contains("visits_by_district"));
+    assert!(html.contains("visits_by_district.district") && html.contains("visits_by_district"));
     assert!(html.contains("各区老年门诊负担分析"));
     let bindings = between(&html, "class=\"bindings\"", "</dd>");
     assert!(
@@ -151,14 +151,19 @@ fn whole_path_from_upload_to_signed_download() {
     // cell, suppressed ones marked.
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(!page.contains("http-equiv=\"refresh\""));
-    assert!(page.contains("rows_read"), "run report shown");
+    // The operator's summary is coarse (ABI v2, 8): no exact report, memory or contributions.
+    assert!(page.contains("run-report"), "report summary shown");
     assert!(
-        page.contains("run-report") && page.contains("MiB"),
-        "report summary shown"
+        !page.contains("rows_read") && !page.contains("MiB") && page.contains("≤ 1 s"),
+        "{page}"
     );
     assert!(!page.contains("output-table"));
     let (_, review) = app.get_text(&reg, &format!("/jobs/{job}"));
     assert!(review.contains("output-table"));
+    assert!(
+        review.contains("rows_read") && review.contains("MiB"),
+        "staff see the report"
+    );
     assert!(review.contains(&format!("/jobs/{job}/release")));
     assert_eq!(
         app.get(&alpha, &format!("/jobs/{job}/output.csv"))
@@ -496,8 +501,8 @@ fn every_refusal_at_submission_names_its_rule() {
             "columns = [\"age\", \"district\", \"person_id\", \"nope\"]",
         );
     let wasi = WAT.replace(
-        "(import \"dataop\" \"dataset\"",
-        "(import \"wasi_snapshot_preview1\" \"fd_write\" (func (param i32 i32 i32 i32) (result i32)))\n  (import \"dataop\" \"dataset\"",
+        "(module\n",
+        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\" (func (param i32 i32 i32 i32) (result i32)))\n",
     );
     let (s, body) = api_submit(&app, &tok, &wasi, &bad);
     assert_eq!(s, 422, "{body}");
@@ -1150,7 +1155,15 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
     assert_eq!(job_state(&app, lost), "failed");
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{lost}"));
-    assert!(html.contains("host error"));
+    assert!(
+        !html.contains("host error"),
+        "details for platform staff only"
+    );
+    let (_, staff) = app.get_text(
+        &app.logged_in("regulator", DEMO_PASSWORD),
+        &format!("/jobs/{lost}"),
+    );
+    assert!(staff.contains("host error"));
     assert!(
         html.contains("平台无法运行该任务（主机错误）"),
         "the outcome in words"
@@ -1419,11 +1432,9 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     let (_, html) = app.get_text(&alpha, &format!("/jobs/{noisy}"));
     assert!(html.contains("<dt>ε</dt><dd>0.5</dd>"), "{html}");
 
-    // A guest that traps: the reason in the page language, the sandbox's words as detail.
-    let trapping = WAT.replace(
-        "(local $n i32) (local $i i32) (local $k i32) (local $d i32)",
-        "(local $n i32) (local $i i32) (local $k i32) (local $d i32) unreachable",
-    );
+    // A guest that traps: the reason in the page language; the sandbox's words (which name the
+    // guest's functions: guest-chosen text) as detail for platform staff only (ABI v2, 8).
+    let trapping = WAT.replace("(local.get $district)))", "unreachable))");
     let (_, body) = api_submit(&app, &tok, &trapping, MANIFEST);
     let (failed, c) = ids(&body);
     approve(&app, c);
@@ -1431,11 +1442,25 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     assert_eq!(job_state(&app, failed), "failed");
     let (_, zh) = app.get_text(&alpha, &format!("/jobs/{failed}"));
     assert!(zh.contains("任务运行出错（trap）而中止。"), "{zh}");
-    assert!(zh.contains("技术细节： guest trap"), "{zh}");
+    assert!(!zh.contains("guest trap") && !zh.contains("wasm"), "{zh}");
     let en = english(&format!("/jobs/{failed}"));
     assert!(en.contains("The job stopped on an error (trap)."));
-    assert!(en.contains("Technical detail: guest trap"));
-    // Its email names the outcome in both languages, the sandbox's words after them.
+    assert!(!en.contains("Technical detail"));
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let (_, staff) = app.get_text(&reg, &format!("/jobs/{failed}"));
+    assert!(staff.contains("技术细节： guest trap"), "{staff}");
+    let api: serde_json::Value = app
+        .client()
+        .get(app.url(&format!("/api/v1/jobs/{failed}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["report"]["outcome"], "guest_trap");
+    assert!(!api.to_string().contains("guest trap:"), "{api}");
+    assert!(api["report"].get("contributions").is_none(), "{api}");
+    // Its email names the outcome in both languages, and nothing the guest chose.
     {
         use dataop::schema::mail_outbox;
         let mut conn = app.conn();
@@ -1446,9 +1471,8 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
             .first(&mut *conn)
             .unwrap();
         assert!(
-            body.contains(
-                "任务运行出错（trap）而中止。 / The job stopped on an error (trap). (guest trap"
-            ),
+            body.contains("任务运行出错（trap）而中止。 / The job stopped on an error (trap).")
+                && !body.contains("guest trap"),
             "{body}"
         );
     }

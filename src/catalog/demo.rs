@@ -36,7 +36,10 @@ fn fields() -> DatasetFields {
             numbers and names are replaced by pseudonyms at ingest."
             .into(),
         category: model::Category::MedicalServices.as_str().into(),
-        grade: 3,
+        // Grade 2: synthetic, pseudonymized at ingest, so the demo's example jobs release
+        // k-anonymous tables without noise; grades 3 and 4 require differential privacy
+        // (the sandbox's release policy).
+        grade: 2,
         open_type: model::OpenType::Conditional.as_str().into(),
         sharing_type: model::SharingType::Conditional.as_str().into(),
         update_frequency: model::UpdateFrequency::Monthly.as_str().into(),

@@ -65,7 +65,9 @@ pub(crate) fn submit_demo(
     module: &str,
     purpose: &str,
 ) -> anyhow::Result<ops::Submitted> {
-    let rt = state.sandbox.runtime(&state.config.data_dir)?;
+    let rt = state
+        .sandbox
+        .runtime(&state.config.data_dir, &state.secrets)?;
     let sub = submit::Submission {
         module: module.as_bytes().to_vec(),
         manifest: EXAMPLE_MANIFEST.to_owned(),

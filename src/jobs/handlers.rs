@@ -285,7 +285,7 @@ async fn do_submit(
     let u = user.clone();
     let reviewer = super::reviewer_role(state);
     db(state, move |conn| {
-        let rt = st.sandbox.runtime(&st.config.data_dir)?;
+        let rt = st.sandbox.runtime(&st.config.data_dir, &st.secrets)?;
         let checked = match submit::check(
             conn,
             &rt,
@@ -388,21 +388,55 @@ pub async fn api_status(
     let id = path.into_inner();
     let u = user.clone();
     let j = db(&state, move |conn| load_visible(conn, &u, id)).await?;
+    let staff = super::sees_all(&user);
     let report: serde_json::Value = j
         .report
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok())
+        .map(|r| if staff { r } else { operator_report(&r) })
         .unwrap_or(serde_json::Value::Null);
+    let reason = match sandbox_failure(&j) {
+        Some(kind) if !staff => ops::outcome_both(kind, ""),
+        _ => j.reason.clone(),
+    };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": j.id,
         "state": j.state,
         "final": j.st().is_final(),
         "rows_done": j.rows_done,
         "rows_total": j.rows_total,
-        "reason": j.reason,
+        "reason": reason,
         "report": report,
         "output": (j.st() == RunState::Released).then(|| format!("/api/v1/jobs/{id}/output")),
     })))
+}
+
+/// What an operator may see of a stored run report (`RunReport::for_operator`): the
+/// outcome's kind and coarse figures, never the exact figures or messages the guest can steer.
+fn operator_report(report: &serde_json::Value) -> serde_json::Value {
+    let finished = report["outcome"]["kind"] == "finished";
+    let cells = |k: &str| {
+        if finished {
+            report[k].as_u64().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    serde_json::json!({
+        "outcome": report["outcome"]["kind"],
+        "rows_read": report["rows_read"],
+        "cells_released": cells("cells_released"),
+        "cells_suppressed": cells("cells_suppressed"),
+        "elapsed_s": (report["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0).ceil().max(1.0) as u64,
+    })
+}
+
+/// The sandbox outcome kind of a run that the sandbox ended without finishing, if so (its
+/// stored reason then holds the sandbox's details, for platform staff only).
+fn sandbox_failure(job: &Job) -> Option<&str> {
+    (!job.reason.starts_with("jobs.why.") && job.outcome != "finished" && !job.reason.is_empty())
+        .then_some(job.outcome.as_str())
+        .filter(|k| ops::outcome_key(k).is_some())
 }
 
 /// The figures of a run report a person reads first.
@@ -412,8 +446,9 @@ pub struct ReportSummary {
     pub outcome: String,
     /// The sandbox's outcome kind (`finished`, `out_of_time`, …).
     pub outcome_kind: String,
-    /// Wall-clock time, milliseconds.
-    pub elapsed_ms: String,
+    /// Wall-clock time: milliseconds for platform staff, whole seconds (rounded up) for the
+    /// operator.
+    pub elapsed: String,
     /// Instances the rows were split across.
     pub instances: String,
     /// Largest linear memory of one instance, MiB.
@@ -430,7 +465,26 @@ pub struct ReportSummary {
     pub epsilon_spent: Option<String>,
 }
 
-fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
+fn summary(report: &serde_json::Value, lang: Lang, staff: bool) -> ReportSummary {
+    if !staff {
+        let r = operator_report(report);
+        let kind = r["outcome"].as_str().unwrap_or("").to_owned();
+        return ReportSummary {
+            outcome: ops::outcome_key(&kind)
+                .map(|k| crate::i18n::t(lang, k).to_owned())
+                .unwrap_or_else(|| kind.clone()),
+            outcome_kind: kind,
+            elapsed: format!("≤ {} s", r["elapsed_s"]),
+            rows_read: r["rows_read"].to_string(),
+            cells_released: r["cells_released"].to_string(),
+            cells_suppressed: r["cells_suppressed"].to_string(),
+            epsilon_spent: report["epsilon_spent"]
+                .as_f64()
+                .filter(|e| *e > 0.0)
+                .map(|e| e.to_string()),
+            ..ReportSummary::default()
+        };
+    }
     let f = |k: &str| match &report[k] {
         serde_json::Value::Null => String::new(),
         v => v.to_string(),
@@ -441,9 +495,9 @@ fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
             .map(|k| crate::i18n::t(lang, k).to_owned())
             .unwrap_or_else(|| kind.clone()),
         outcome_kind: kind,
-        elapsed_ms: report["elapsed_ms"]
+        elapsed: report["elapsed_ms"]
             .as_f64()
-            .map(|v| format!("{v:.1}"))
+            .map(|v| format!("{v:.1} ms"))
             .unwrap_or_default(),
         instances: f("instances"),
         memory_mib: report["memory_peak_bytes"]
@@ -473,16 +527,20 @@ pub struct ReasonView {
 /// The reason of a run in `lang`: the platform's reasons are message keys, an outcome of a
 /// known kind (the sandbox's, or a host error while preparing the run) is translated with its
 /// technical text kept as detail, and the reviewer's words are shown as written.
-fn reason_view(job: &Job, lang: Lang) -> Option<ReasonView> {
+/// The details of a sandbox outcome are shown to platform staff (`staff`) only: they may carry
+/// what the guest chose.
+fn reason_view(job: &Job, lang: Lang, staff: bool) -> Option<ReasonView> {
     if job.reason.is_empty() {
         return None;
     }
-    let kind = (!job.reason.starts_with("jobs.why.") && job.outcome != "finished")
-        .then_some(job.outcome.as_str());
-    Some(match kind.and_then(ops::outcome_key) {
+    Some(match sandbox_failure(job).and_then(ops::outcome_key) {
         Some(key) => ReasonView {
             text: crate::i18n::t(lang, key).to_owned(),
-            detail: job.reason.clone(),
+            detail: if staff {
+                job.reason.clone()
+            } else {
+                String::new()
+            },
         },
         None => ReasonView {
             text: job.reason_text(lang),
@@ -638,6 +696,7 @@ struct ShowPage {
     operator: bool,
     reviewer: bool,
     platform_admin: bool,
+    staff: bool,
     show_output: bool,
     tables: Vec<Table>,
     chart: Option<Chart>,
@@ -701,14 +760,17 @@ pub async fn show(
         .as_ref()
         .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         .unwrap_or_default();
-    let summary = parsed.as_ref().map(|r| summary(r, lang));
+    let staff = super::sees_all(&user);
+    let summary = parsed.as_ref().map(|r| summary(r, lang, staff));
+    let report = if staff { report } else { String::new() };
     render(&ShowPage {
         refresh: matches!(
             st,
             RunState::AwaitingApproval | RunState::Queued | RunState::Running
         ),
         state_: st,
-        reason: reason_view(&job, lang),
+        reason: reason_view(&job, lang, staff),
+        staff,
         page,
         computation,
         operator,

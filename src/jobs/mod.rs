@@ -61,13 +61,25 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// The runtime (created on first call).
-    pub fn runtime(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<Runtime>> {
+    /// The runtime (created on first call). Compiled modules are cached under the data dir,
+    /// authenticated with a key derived from the data dir's session secret.
+    pub fn runtime(
+        &self,
+        data_dir: &std::path::Path,
+        secrets: &crate::secrets::Secrets,
+    ) -> anyhow::Result<Arc<Runtime>> {
         if let Some(rt) = self.runtime.get() {
             return Ok(Arc::clone(rt));
         }
         let cache: PathBuf = data_dir.join("cache").join("modules");
-        let rt = Arc::new(Runtime::new(Limits::default(), Some(&cache))?);
+        let key = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(b"dataop compiled module cache key\0");
+            h.update(&secrets.session_key);
+            h.finalize()
+        };
+        let rt = Arc::new(Runtime::new(Limits::default(), Some((&cache, &key[..])))?);
         Ok(Arc::clone(self.runtime.get_or_init(|| rt)))
     }
 }

@@ -180,6 +180,14 @@ pub struct VersionUsed {
     pub obtained_at: NaiveDateTime,
     /// Its directory relative to the data dir.
     pub storage_path: String,
+    /// The dataset's sensitivity grade (1–4) when the run started: its release policy applies.
+    #[serde(default = "strictest_grade")]
+    pub grade: i32,
+}
+
+/// The grade assumed for runs recorded before grades were: the strictest.
+fn strictest_grade() -> i32 {
+    4
 }
 
 /// A dataset as a run's provenance names it: its catalog titles and its provider.

@@ -219,7 +219,8 @@ pub fn submit(
                 .values((
                     job_modules::sha256.eq(&checked.module_sha256),
                     job_modules::size.eq(checked.size as i64),
-                    job_modules::imports.eq(serde_json::json!(checked.imports).to_string()),
+                    // ABI v2 modules import nothing.
+                    job_modules::imports.eq("[]"),
                     job_modules::exports.eq(serde_json::json!(checked.exports).to_string()),
                     job_modules::created_at.eq(now),
                 ))
@@ -879,6 +880,11 @@ pub fn outcome_key(kind: &str) -> Option<&'static str> {
 /// then the sandbox's own technical words.
 pub fn outcome_both(kind: &str, detail: &str) -> String {
     match outcome_key(kind) {
+        Some(key) if detail.is_empty() => format!(
+            "{} / {}",
+            crate::i18n::t(crate::i18n::Lang::Zh, key),
+            crate::i18n::t(crate::i18n::Lang::En, key)
+        ),
         Some(key) => format!(
             "{} / {} ({detail})",
             crate::i18n::t(crate::i18n::Lang::Zh, key),

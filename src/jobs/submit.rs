@@ -93,8 +93,6 @@ pub struct Checked {
     pub module_sha256: String,
     /// Module size.
     pub size: usize,
-    /// Module imports.
-    pub imports: Vec<String>,
     /// Module exports.
     pub exports: Vec<String>,
     /// Manifest dataset name → catalog dataset id.
@@ -226,6 +224,11 @@ pub fn check(
     let Some(manifest) = manifest else {
         return Ok(Err(problems));
     };
+    if let Some(m) = &module
+        && let Err(outcome) = rt.check_exports(m, &manifest)
+    {
+        problems.push(Problem::new("module").arg("reason", outcome.describe()));
+    }
     let floor = rt.limits().k_floor;
     for a in &manifest.aggregates {
         if let Some(k) = a.k
@@ -350,8 +353,7 @@ pub fn check(
             manifest,
             module_sha256: module.sha256().to_owned(),
             size: module.size(),
-            imports: module.imports().to_vec(),
-            exports: module.exports().to_vec(),
+            exports: module.exports(),
             bindings,
             agreement,
             epsilon,
@@ -368,19 +370,22 @@ mod tests {
     #[test]
     fn epsilon_is_the_exact_sum_of_declared_values() {
         let m = Manifest::from_toml(
-            r#"abi = 1
+            r#"abi = 2
 name = "x"
 [[datasets]]
 name = "d"
 columns = ["a"]
 [[aggregates]]
 name = "one"
+dataset = "d"
 epsilon = 0.1
 [[aggregates]]
 name = "two"
+dataset = "d"
 epsilon = 0.2
 [[aggregates]]
 name = "three"
+dataset = "d"
 "#,
         )
         .unwrap();

@@ -35,7 +35,7 @@ use crate::AppState;
 use crate::db::{self, Backend, DbConnection};
 use crate::errors::AppError;
 use crate::mail::{self, Notice};
-use crate::schema::{agreements, dataset_versions, job_meters, jobs};
+use crate::schema::{agreements, dataset_versions, datasets, job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
 use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, Runtime, TableSource};
@@ -243,7 +243,8 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     }
     let mut used = Vec::new();
     for (name, dataset_id) in c.binding_map() {
-        let v: Option<(i64, i32, i64, NaiveDateTime, String)> = dataset_versions::table
+        let v: Option<(i64, i32, i64, NaiveDateTime, String, i32)> = dataset_versions::table
+            .inner_join(datasets::table)
             .filter(dataset_versions::dataset_id.eq(dataset_id))
             .order(dataset_versions::version_no.desc())
             .select((
@@ -252,10 +253,11 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
                 dataset_versions::row_count,
                 dataset_versions::created_at,
                 dataset_versions::storage_path,
+                datasets::grade,
             ))
             .first(conn)
             .optional()?;
-        let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
+        let Some((version_id, version_no, rows, obtained_at, storage_path, grade)) = v else {
             fail(conn, &j, RunAction::Fail, ops::NO_DATA, "", now)?;
             return Ok(Start::Stopped);
         };
@@ -267,6 +269,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
             rows,
             obtained_at,
             storage_path,
+            grade,
         });
     }
     let total: i64 = used.iter().map(|v| v.rows).sum();
@@ -290,7 +293,9 @@ fn prepare(
     used: &[VersionUsed],
     read: &Arc<AtomicU64>,
 ) -> anyhow::Result<Prepared> {
-    let rt = state.sandbox.runtime(&state.config.data_dir)?;
+    let rt = state
+        .sandbox
+        .runtime(&state.config.data_dir, &state.secrets)?;
     let wasm = std::fs::read(model::module_path(&state.config.data_dir, &c.module_sha256))?;
     let manifest = Manifest::from_toml(&c.manifest).map_err(|e| anyhow::anyhow!(e))?;
     let mut inputs = Vec::new();
@@ -309,6 +314,7 @@ fn prepare(
             .map(|c| c.name.clone())
             .collect();
         inputs.push(DatasetInput {
+            grade: u8::try_from(v.grade).unwrap_or(4),
             name: v.name.clone(),
             source: Arc::new(Counted {
                 inner: reader,
@@ -426,19 +432,15 @@ fn finish(
         if j.st() != RunState::Running || j.lease_owner.as_deref() != Some(owner) {
             return Ok(());
         }
-        let (outcome, report, output, log) = match &result {
+        let (outcome, report, output) = match &result {
             Ok(r) => (
                 r.report.outcome.clone(),
                 Some(r.report.to_json()),
                 r.output.as_ref().map(|o| o.to_json()),
-                Some(r.log.clone()),
             ),
-            Err(o) => (o.clone(), None, None, None),
+            Err(o) => (o.clone(), None, None),
         };
-        let kind = serde_json::to_value(&outcome)
-            .ok()
-            .and_then(|v| v["kind"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = outcome.kind().to_owned();
         let finished = outcome.is_finished() && output.is_some();
         let action = if finished {
             RunAction::Finish
@@ -457,7 +459,7 @@ fn finish(
                 }),
                 jobs::report.eq(&report),
                 jobs::output.eq(&output),
-                jobs::guest_log.eq(&log),
+                jobs::guest_log.eq(None::<String>),
                 jobs::rows_done.eq(if finished { j.rows_total } else { j.rows_done }),
             ))
             .execute(conn)?;
@@ -496,7 +498,8 @@ fn finish(
         let args = [
             ("id", id.to_string()),
             ("name", c.name.clone()),
-            ("reason", ops::outcome_both(&kind, &outcome.describe())),
+            // The outcome's kind only: its details may carry what the guest chose.
+            ("reason", ops::outcome_both(&kind, "")),
         ];
         let notice = Notice {
             template: if finished {
