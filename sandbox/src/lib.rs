@@ -6,6 +6,7 @@
 //! - [`manifest`]: the job manifest (TOML) and the platform [`manifest::Limits`].
 //! - [`runtime`]: the wasmtime [`runtime::Runtime`]: validation, caching, runs, outcomes.
 //! - [`aggregate`]: host-side aggregation, thresholds, noise and the released output.
+//! - [`noise`]: exact discrete Laplace and discrete Gaussian samplers.
 //!
 //! The ABI between the host and the guest is described in `ABI.md`.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod columnar;
 pub mod demo;
 pub mod manifest;
+pub mod noise;
 pub mod runtime;
 pub mod source;
 
