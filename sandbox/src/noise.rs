@@ -10,13 +10,16 @@
 //! f64 is exactly m·2^e, so t = Δ/ε = Δ·2^−e/m is an exact rational.
 //!
 //! # Why not OpenDP
-//! OpenDP's Rust crate (`opendp` 0.16) has the same CKS samplers (`sample_discrete_laplace`,
-//! `sample_discrete_gaussian` over `dashu::RBig`), but they draw their randomness from a global
-//! `fill_bytes` (OpenSSL's `RAND_priv_bytes`, or rand 0.7's `thread_rng` without the
-//! `use-openssl` feature): no RNG can be passed in, so a run cannot be made reproducible from a
-//! seed, which the runtime's tests need. It also brings rand 0.7, statrs, num 0.3, bitvec and
-//! its own proc-macro crate into the sandbox. The algorithms are short (a page of the paper),
-//! so they are written here against `num-bigint` (already in the workspace's dependency graph).
+//! OpenDP's Rust crate (`opendp` 0.16) has the same CKS samplers
+//! (`opendp::traits::samplers::sample_discrete_laplace` and `sample_discrete_gaussian`, over
+//! `dashu::RBig`) and builds here with `default-features = false` and no feature at all (about
+//! 85 CPU-seconds cold: rand 0.7, statrs 0.13 with nalgebra 0.19, num 0.3, dashu, bitvec and
+//! two proc-macro crates). But its samplers take no RNG: they draw from a global `fill_bytes`,
+//! which is OpenSSL's `RAND_priv_bytes` with the `use-openssl` feature (a vendored OpenSSL built
+//! from C source) and otherwise rand 0.7's `thread_rng`, which OpenDP itself documents as not
+//! secure. A run could not be reproduced from a seed in tests, nor use the runtime's RNG. The
+//! algorithms are a page of the paper, so they are written here against `num-bigint` (already
+//! in the workspace's dependency graph).
 //!
 //! # Randomness
 //! The samplers take any [`RngCore`]. Releases must use a CSPRNG seeded from the OS
@@ -118,7 +121,8 @@ fn dyadic(x: f64) -> Option<(u64, i32)> {
 /// An exact discrete Laplace scale t = Δ/ε, checked: only scales the sampler handles exactly,
 /// 2^[`LAPLACE_MIN_LOG2`] ≤ t ≤ 2^[`LAPLACE_MAX_LOG2`], can be built.
 ///
-/// Adding [`discrete_laplace`] noise of scale Δ/ε to an integer query of sensitivity Δ is ε-DP.
+/// Adding [`discrete_laplace`] noise of scale Δ/ε to an integer query of L1 sensitivity Δ is
+/// ε-DP (the geometric mechanism of Ghosh, Roughgarden and Sundararajan 2009).
 /// To split ε equally over n queries, build each scale with sensitivity n·Δ: t = nΔ/ε exactly,
 /// where ε/n in f64 would be rounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +170,9 @@ pub struct Variance {
 
 impl Variance {
     /// σ² = sensitivity² / (2ρ), rho taken exactly from its f64 bits: adding
-    /// [`discrete_gaussian`] noise with this σ² to an integer query of L2 sensitivity Δ is
-    /// ρ-zCDP (CKS20, Theorem 14), which implies (ε, δ)-DP for every δ > 0 with
-    /// ε = ρ + 2·sqrt(ρ·ln(1/δ)).
+    /// [`discrete_gaussian`] noise with this σ² to an integer query of sensitivity Δ (L2, for
+    /// a vector of independent draws) is ρ-zCDP (CKS20), which implies (ε, δ)-DP for
+    /// every δ > 0 with ε = ρ + 2·sqrt(ρ·ln(1/δ)) (Bun and Steinke 2016).
     ///
     /// Err(reason) when rho is not finite and > 0, when the sensitivity is 0, or when σ² is
     /// outside [2^−40, 2^200].
