@@ -161,7 +161,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn start(base: &str) -> Browser {
+    /// A session on a new chromedriver; fails naming the Debian packages when either program
+    /// is missing.
+    fn start() -> Browser {
         let chromium = on_path("chromium").unwrap_or_else(|| {
             panic!(
                 "chromium not found on PATH: the browser tests need Debian's packages \
@@ -202,7 +204,7 @@ impl Browser {
         Browser {
             rt,
             client: Some(client),
-            base: base.to_owned(),
+            base: String::new(),
             lang: Lang::Zh,
             downloads,
             _driver: driver,
@@ -498,6 +500,14 @@ impl Browser {
         }
     }
 
+    /// Waits until the page shows a status badge reading `label`.
+    fn badge(&self, label: &str) {
+        self.find(&format!(
+            "//main//span[contains(concat(' ', @class, ' '), ' badge ') and normalize-space()={}]",
+            xpath_literal(label)
+        ));
+    }
+
     /// Logs in through the header's login link.
     fn log_in(&self, user: &str, password: &str) {
         self.link(self.t("common.login"));
@@ -594,8 +604,7 @@ const PASSWORD: &str = "browser-test-pass-1";
 
 /// The enterprise registers, the platform verifies it, it applies to the demo call with an
 /// attachment; the regulator assigns the expert, the expert files an opinion, the regulator
-/// approves; the notice shows it and, after its period, the admission. Returns the
-/// application's number.
+/// approves; the notice shows it and, after its period, the admission.
 fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     let titles = titles(app, b.lang);
     let credit_code =
@@ -630,7 +639,11 @@ fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     b.log_in("platform", DEMO_PASSWORD);
     b.nav("common.nav_orgs");
     b.press_in_row(co.name, b.t("accounts.action_verify"));
-    b.wait_for(b.t("accounts.org_status_verified"));
+    b.find(&format!(
+        "//tr[td[normalize-space()={}]]//span[normalize-space()={}]",
+        xpath_literal(co.name),
+        xpath_literal(b.t("accounts.org_status_verified"))
+    ));
     b.log_out();
 
     // The enterprise applies to the demo call.
@@ -669,7 +682,7 @@ fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     }
     b.tick(b.t("admission.declaration"));
     b.press(b.t("admission.action_submit"));
-    b.wait_for(b.t("admission.app_state.submitted"));
+    b.badge(b.t("admission.app_state.submitted"));
     b.log_out();
 
     // The regulator assigns the expert.
@@ -679,7 +692,10 @@ fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     assert_eq!(b.path(), format!("/applications/{application}"));
     b.choose(b.t("admission.assign_expert"), "陈专家");
     b.press(b.t("admission.action_assign"));
-    b.wait_for("陈专家");
+    b.find(&format!(
+        "//tr[td[normalize-space()='陈专家'] and td[normalize-space()={}]]",
+        xpath_literal(b.t("admission.assignment_state.assigned"))
+    ));
     b.log_out();
 
     // The expert reads it and files an opinion.
@@ -688,11 +704,10 @@ fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     b.link_in_row(co.name);
     b.wait_for(&format!("{}-security-report.pdf", co.user));
     let opinion = format!("{}：安全措施充分，同意准入。", co.name);
-    b.rt.block_on(
-        b.control(b.t("admission.recommendation_label"))
-            .select_by_value("approve"),
-    )
-    .expect("the recommendation");
+    b.choose(
+        b.t("admission.recommendation_label"),
+        b.t("admission.recommendation.approve"),
+    );
     b.fill(b.t("admission.opinion"), &opinion);
     b.press(b.t("admission.action_file_opinion"));
     b.wait_for(&opinion);
@@ -705,7 +720,7 @@ fn admission(b: &Browser, app: &TestApp, co: &Company, files: &Path) {
     b.wait_for(&opinion);
     b.fill(b.t("admission.approval_note"), "材料齐全 / complete");
     b.press(b.t("admission.action_approve"));
-    b.wait_for(b.t("admission.app_state.notice"));
+    b.badge(b.t("admission.app_state.notice"));
     b.log_out();
 
     // Anyone sees the notice; once its period has passed, the admission.
@@ -765,7 +780,7 @@ fn agreement(b: &Browser, app: &TestApp, co: &Company) {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     b.press(b.t("agreements.submit"));
-    b.wait_for(b.t("agreements.state.awaiting_operator"));
+    b.badge(b.t("agreements.state.awaiting_operator"));
     b.log_out();
 
     b.log_in(co.user, PASSWORD);
@@ -774,14 +789,14 @@ fn agreement(b: &Browser, app: &TestApp, co: &Company) {
     b.wait_for_any(&[&titles.dataset_both[0], &titles.dataset_both[1]]);
     b.fill(b.t("agreements.sign_name"), co.name);
     b.press(b.t("agreements.sign"));
-    b.wait_for(b.t("agreements.state.awaiting_seal"));
+    b.badge(b.t("agreements.state.awaiting_seal"));
     b.log_out();
 
     b.log_in("regulator", DEMO_PASSWORD);
     b.nav("agreements.nav_admin");
     b.link(&number);
     b.press(b.t("agreements.seal"));
-    b.wait_for(b.t("agreements.state.in_force"));
+    b.badge(b.t("agreements.state.in_force"));
     let hash = b.find("//dt[normalize-space()='SHA-256']/following-sibling::dd[1]");
     let hash = b.rt.block_on(hash.text()).unwrap();
     assert_eq!(hash.len(), 64, "{hash}");
@@ -835,7 +850,7 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
         .expect("the job's id");
     if needs_approval {
         // The reviewer approves the new computation from the review queue.
-        b.wait_for(b.t("jobs.state.awaiting_approval"));
+        b.badge(b.t("jobs.state.awaiting_approval"));
         let computation = b.find(&format!(
             "//dt[normalize-space()={}]/following-sibling::dd[1]",
             xpath_literal(b.t("jobs.computation"))
@@ -854,13 +869,13 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
         ));
         b.navigate("the pending computation", || b.click(&pending));
         b.press(b.t("jobs.approve"));
-        b.wait_for(b.t("jobs.cstate.approved"));
+        b.badge(b.t("jobs.cstate.approved"));
         b.log_out();
         b.log_in("alpha", DEMO_PASSWORD);
         b.nav("jobs.nav_mine");
         b.link(&format!("#{job}"));
     }
-    b.wait_for(b.t("jobs.state.queued"));
+    b.badge(b.t("jobs.state.queued"));
 
     // A worker takes it: the page's script sees the new state and shows the running page.
     let claimed = worker::claim(
@@ -871,7 +886,7 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
     )
     .unwrap();
     assert_eq!(claimed, Some(job));
-    b.wait_for(b.t("jobs.state.running"));
+    b.badge(b.t("jobs.state.running"));
     b.page_is_clean("the reload on the run's start");
 
     // The progress the worker writes moves the bar and the count, without a reload.
@@ -898,7 +913,7 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
 
     // The worker (taking over the lease) runs it to the end: the page shows it finished.
     assert!(worker::run_once(app.state(), "browser-test").unwrap());
-    b.wait_for(b.t("jobs.state.finished"));
+    b.badge(b.t("jobs.state.finished"));
     b.page_is_clean("the reload on the run's end");
     b.log_out();
 
@@ -907,7 +922,7 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
     b.nav("jobs.nav_admin");
     b.link(&format!("#{job}"));
     b.press(b.t("jobs.release"));
-    b.wait_for(b.t("jobs.state.released"));
+    b.badge(b.t("jobs.state.released"));
     b.log_out();
 
     // alpha downloads the CSV.
@@ -933,9 +948,10 @@ fn job(b: &Browser, app: &TestApp, needs_approval: bool) {
 
 #[test]
 fn every_role_s_main_story_in_chinese_then_english() {
+    let mut b = Browser::start();
     let app = TestApp::builder().demo_data().start();
+    b.base = app.base.clone();
     let files = tempfile::tempdir().unwrap();
-    let mut b = Browser::start(&app.base);
     b.open_site();
     assert_eq!(b.js("return document.documentElement.lang"), json!("zh-CN"));
     let companies = [
