@@ -4,8 +4,10 @@
 //! job, and a worker process killed in the middle of a run leaves a job that another process
 //! takes over once the lease has expired.
 //!
-//! These are the deployments where workers run on other machines, so they need PostgreSQL:
-//! without `DATAOP_TEST_POSTGRES_URL` they print why and pass without running.
+//! These are the deployments where workers run on other machines, so they need PostgreSQL: the
+//! target is built only with the `postgres-tests` feature
+//! (`cargo test --features postgres-tests --test jobs_processes`, run by `.ci/run`), and each
+//! test fails, naming the variable, without `DATAOP_TEST_POSTGRES_URL`.
 //!
 //! The job is example (a) of the sandbox with a busy loop in front (`SPIN` iterations in each
 //! instance), so a run lasts long enough to be caught and killed while it runs.
@@ -53,16 +55,14 @@ fn spinning_module(spin: u64) -> String {
     )
 }
 
-/// Whether the tests can run; prints why not otherwise.
-fn postgres(test: &str) -> bool {
+/// Fails the test, naming the variable, when no PostgreSQL server is configured.
+fn require_postgres() {
     let set = std::env::var("DATAOP_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty());
-    if !set {
-        eprintln!(
-            "{test}: skipped: worker processes on other machines share PostgreSQL; set \
-             DATAOP_TEST_POSTGRES_URL"
-        );
-    }
-    set
+    assert!(
+        set,
+        "worker processes on other machines share PostgreSQL: set DATAOP_TEST_POSTGRES_URL \
+         (e.g. postgres://dataop:dataop@localhost/dataop; .ci/run does)"
+    );
 }
 
 fn world() -> TestApp {
@@ -231,9 +231,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 #[test]
 fn a_run_queued_through_the_server_wakes_a_worker_process_at_once() {
-    if !postgres("a_run_queued_through_the_server_wakes_a_worker_process_at_once") {
-        return;
-    }
+    require_postgres();
     let app = world();
     let tok = app.api_token("alpha");
     let (first, computation) = submit(&app, &tok, WAT);
@@ -260,9 +258,7 @@ fn a_run_queued_through_the_server_wakes_a_worker_process_at_once() {
 
 #[test]
 fn worker_processes_never_run_the_same_job() {
-    if !postgres("worker_processes_never_run_the_same_job") {
-        return;
-    }
+    require_postgres();
     const RUNS: usize = 30;
     let app = world();
     let tok = app.api_token("alpha");
@@ -335,9 +331,7 @@ fn worker_processes_never_run_the_same_job() {
 
 #[test]
 fn a_killed_worker_process_leaves_its_job_to_another() {
-    if !postgres("a_killed_worker_process_leaves_its_job_to_another") {
-        return;
-    }
+    require_postgres();
     let app = world();
     let tok = app.api_token("alpha");
     let (job, computation) = submit(&app, &tok, &spinning_module(SPIN));
