@@ -3,7 +3,7 @@
 //! QUIT), with the 8BITMIME, SMTPUTF8 and SIZE extensions. It keeps every message it accepts,
 //! with its envelope, in memory; it stops (and frees its port) when dropped.
 //!
-//! ```ignore
+//! ```text
 //! let smtp = SmtpServer::start(0);
 //! // … configure `smtp://127.0.0.1:{smtp.port()}` and send …
 //! let got = smtp.wait_for(1);
