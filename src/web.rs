@@ -5,7 +5,7 @@
 //! A page template is a struct with a `page: Page` field and `crate::impl_page!(Struct)`;
 //! templates then use `t("domain.key")`, `lang`, `user`, `csrf` directly:
 //!
-//! ```ignore
+//! ```text
 //! #[derive(askama::Template)]
 //! #[template(path = "catalog/list.html")]
 //! struct ListPage { page: Page, items: Vec<Item> }

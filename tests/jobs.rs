@@ -1170,6 +1170,87 @@ fn a_job_whose_worker_died_is_picked_up_when_its_lease_expires() {
     );
 }
 
+/// Example (a) spinning `spin` iterations before it reads the data.
+fn spinning_module(spin: u64) -> String {
+    // ABI v2 functions run per row: example (a)'s key function counts to spin / 3,000 on each of
+    // the world's 3,000 rows first, about `spin` steps per run.
+    let key = "(local.get $district)))";
+    assert!(WAT.contains(key), "example (a) changed");
+    WAT.replace(
+        key,
+        &format!(
+            "(local $spin i64)
+    (block $spun
+      (loop $spinning
+        (br_if $spun (i64.ge_u (local.get $spin) (i64.const {})))
+        (local.set $spin (i64.add (local.get $spin) (i64.const 1)))
+        (br $spinning)))
+    {key}",
+            spin / 3000
+        ),
+    )
+}
+
+#[test]
+fn a_running_job_keeps_its_lease_and_stops_when_cancelled() {
+    use dataop::schema::jobs;
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    // About 30 s of spinning: the run only ends early if it is cancelled.
+    let (_, body) = api_submit(&app, &tok, &spinning_module(30_000_000_000), MANIFEST);
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    let lease = |app: &TestApp| -> Option<chrono::NaiveDateTime> {
+        jobs::table
+            .find(job)
+            .select(jobs::lease_expires_at)
+            .first(&mut *app.conn())
+            .unwrap()
+    };
+    std::thread::scope(|s| {
+        let state = app.state();
+        let worker = s.spawn(move || worker::run_once(state, "test-worker").unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while job_state(&app, job) != "running" {
+            assert!(std::time::Instant::now() < deadline, "the run starts");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let first = lease(&app).expect("a running job has a lease");
+        while lease(&app) == Some(first) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease is renewed while the sandbox runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+        let page = format!("/jobs/{job}");
+        let cancelled = std::time::Instant::now();
+        assert_eq!(
+            post(&app, &alpha, &page, &format!("{page}/cancel"), &[]),
+            303
+        );
+        assert!(worker.join().unwrap(), "the worker ran the job");
+        assert!(
+            cancelled.elapsed() < std::time::Duration::from_secs(10),
+            "the sandbox was stopped, not left to spin: {:?}",
+            cancelled.elapsed()
+        );
+    });
+    assert_eq!(job_state(&app, job), "cancelled");
+    let (report, output): (Option<String>, Option<String>) = jobs::table
+        .find(job)
+        .select((jobs::report, jobs::output))
+        .first(&mut *app.conn())
+        .unwrap();
+    assert_eq!(
+        (report, output),
+        (None, None),
+        "a cancelled run records no result"
+    );
+}
+
 #[test]
 fn two_workers_never_run_the_same_job() {
     let app = world();

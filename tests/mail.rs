@@ -1,38 +1,20 @@
 //! Email over HTTP: a workflow step (the platform verifying an organisation) queues a
-//! bilingual message that reaches a real SMTP server (Debian's python3-aiosmtpd, started
-//! here), or an `.eml` file without one; a server that is down never fails the step, the
-//! message is retried with backoff and finally marked failed; an administrator retries it.
+//! bilingual message that reaches a real SMTP server (the test support's, on a real socket), or
+//! an `.eml` file without one; a server that is down never fails the step, the message is
+//! retried with backoff and finally marked failed; an administrator retries it.
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::smtp::SmtpServer;
 use common::{DEMO_PASSWORD, TestApp};
 use dataop::accounts::credit_code;
 use dataop::schema::{audit_log, mail_outbox, organisations};
 use diesel::prelude::*;
-
-/// The Python interpreter that has `aiosmtpd` (the PATH's `python3` may be another one).
-fn python_with_aiosmtpd() -> String {
-    for candidate in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.to_owned();
-        }
-    }
-    panic!(
-        "these tests need a real SMTP server: install Debian's python3-aiosmtpd \
-         (apt-get install python3-aiosmtpd; .ci/run does it)"
-    );
-}
+use mailparse::MailHeaderMap as _;
 
 /// A free local port (nothing listens on it once this returns).
 fn free_port() -> u16 {
@@ -43,80 +25,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An aiosmtpd server on 127.0.0.1:`port` storing what it receives in a maildir.
-struct SmtpServer {
-    child: Child,
-    maildir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    fn start(port: u16) -> SmtpServer {
-        let python = python_with_aiosmtpd();
-        let maildir = tempfile::tempdir().unwrap();
-        let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("box"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aiosmtpd");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start");
-            std::thread::sleep(Duration::from_millis(100));
+/// A message decoded by the `mailparse` crate (a decoder independent of the platform's mail
+/// builder): `(subject, to, body)`, the body being the content of its `text/plain` part.
+fn decode(raw: &[u8]) -> (String, String, String) {
+    let mail = mailparse::parse_mail(raw).expect("a well-formed message");
+    let header = |name: &str| {
+        mail.headers
+            .get_first_value(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+    };
+    let mut parts = vec![&mail];
+    let plain = loop {
+        let part = parts.pop().expect("a text/plain part");
+        if part.ctype.mimetype == "text/plain" {
+            break part;
         }
-        SmtpServer { child, maildir }
-    }
-
-    /// The files of the messages received so far.
-    fn received(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.maildir.path().join("box/new"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    /// Waits (at most 10 s) until `n` messages have arrived.
-    fn wait_for(&self, n: usize) -> Vec<PathBuf> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.received();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A message file decoded by Python's standard `email` parser (an independent decoder):
-/// `(subject, to, rcpt_to, body)`.
-fn decode(path: &Path) -> (String, String, String, String) {
-    let script = "import email, email.policy, json, sys\n\
-        m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)\n\
-        print(json.dumps([str(m['Subject']), str(m['To']), str(m.get('X-RcptTo', '')), \
-        m.get_body(('plain',)).get_content()]))";
-    let out = Command::new(python_with_aiosmtpd())
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
-    (v[0].clone(), v[1].clone(), v[2].clone(), v[3].clone())
+        parts.extend(part.subparts.iter().rev());
+    };
+    (
+        header("Subject"),
+        header("To"),
+        plain.get_body().expect("a decodable body"),
+    )
 }
 
 const ORG_NAME: &str = "伽马数据科技有限公司";
@@ -191,8 +121,8 @@ fn outbox(app: &TestApp) -> Vec<(i64, String, i32, String, Option<String>)> {
 
 #[test]
 fn verification_email_reaches_a_real_smtp_server() {
-    let port = free_port();
-    let smtp = SmtpServer::start(port);
+    let smtp = SmtpServer::start(0);
+    let port = smtp.port();
     let app = TestApp::builder()
         .demo()
         .config(move |c| c.smtp_url = Some(format!("smtp://127.0.0.1:{port}")))
@@ -208,13 +138,17 @@ fn verification_email_reaches_a_real_smtp_server() {
         1,
         "one message (user and organisation share the address)"
     );
-    let (subject, to, rcpt, body) = decode(&got[0]);
+    assert_eq!(got[0].rcpt_to, [ORG_EMAIL], "the envelope's recipient");
+    assert_eq!(
+        got[0].mail_from, "noreply@localhost",
+        "the envelope's sender"
+    );
+    let (subject, to, body) = decode(&got[0].data);
     assert_eq!(
         subject,
         "贵单位已通过核验 / Your organisation has been verified"
     );
     assert_eq!(to, ORG_EMAIL);
-    assert!(rcpt.contains(ORG_EMAIL), "{rcpt}");
     assert!(body.contains(&format!("{ORG_NAME}：")), "{body}");
     assert!(body.contains(&code), "{body}");
     assert!(body.contains("Dear 伽马数据科技有限公司"), "{body}");
@@ -267,7 +201,7 @@ fn without_smtp_each_message_is_an_eml_file_listed_in_the_outbox() {
         "an encoded UTF-8 subject: {text}"
     );
     assert!(text.contains(&format!("To: {ORG_EMAIL}")), "{text}");
-    let (subject, to, _, body) = decode(&path);
+    let (subject, to, body) = decode(&raw);
     assert_eq!(
         subject,
         "贵单位已通过核验 / Your organisation has been verified"
@@ -408,6 +342,7 @@ fn a_server_that_is_down_never_fails_the_step_and_the_message_is_retried_then_fa
     dataop::scheduler::tick(app.state());
     let got = smtp.wait_for(1);
     assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, [ORG_EMAIL]);
     let (_, state, attempts, error, _) = outbox(&app)[0].clone();
     assert_eq!((state.as_str(), attempts, error.as_str()), ("sent", 6, ""));
     let r = app.post_form_from(&platform, &page, &format!("{page}/retry"), &[]);

@@ -12,10 +12,10 @@
 //! * Every write goes through [`db::write_transaction`], which serializes this process's
 //!   SQLite writers (a deferred transaction that read before another writer committed could
 //!   not upgrade its lock).
-//! * **Run.** The sandbox runs on its own thread; every quarter second the worker writes the
-//!   progress and renews its lease with an update that requires the run to be still `running`
-//!   under its lease. When that fails (cancelled, or taken over) the sandbox is cancelled and
-//!   the result discarded.
+//! * **Run.** The sandbox runs on the worker's thread; beside it, every quarter second, a lease
+//!   keeper thread writes the progress and renews the lease with an update that requires the
+//!   run to be still `running` under its lease. When that fails (cancelled, or taken over) the
+//!   sandbox is cancelled and the result discarded.
 //! * **Finish.** In one transaction, only if the lease is still held: the outcome, report,
 //!   output (withheld until review), guest log and metering are stored, and the operator and
 //!   the reviewer are told.
@@ -370,44 +370,77 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
         cancel: cancel.clone(),
         ..RunOptions::default()
     };
-    let result = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        s.spawn(move || {
-            let r = match rt.load(&wasm) {
-                Ok(module) => Ok(rt.run(&module, &manifest, &inputs, &opts)),
-                Err(outcome) => Err(outcome),
-            };
-            let _ = tx.send(r);
-        });
-        loop {
-            match rx.recv_timeout(PROGRESS_EVERY) {
-                Ok(r) => return Some(r),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+    // The sandbox runs on this thread, so a short run waits for no thread to be scheduled; the
+    // lease keeper runs beside it and is told to stop when the run returns (it is not waited
+    // for: the finish requires the lease anyway).
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let keeper = LeaseKeeper {
+        pool: state.pool.clone(),
+        clock: state.clock.clone(),
+        id,
+        owner: owner.to_owned(),
+        lease,
+        read: Arc::clone(&read),
+        cancel: cancel.clone(),
+    };
+    std::thread::Builder::new()
+        .name(format!("lease-{id}"))
+        .spawn(move || keeper.keep(&stopped))?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match rt.load(&wasm) {
+        Ok(module) => Ok(rt.run(&module, &manifest, &inputs, &opts)),
+        Err(outcome) => Err(outcome),
+    }));
+    drop(stop);
+    let result = result.map_err(|_| anyhow::anyhow!("the sandbox run panicked"))?;
+    finish(state, &mut conn, id, owner, &c, &used, result).map_err(to_anyhow)?;
+    Ok(true)
+}
+
+/// Writes a running job's progress and renews its lease every [`PROGRESS_EVERY`] until told to
+/// stop; cancels the run when the update finds it no longer `running` under this lease.
+struct LeaseKeeper {
+    pool: db::DbPool,
+    clock: crate::calendar::Clock,
+    id: i64,
+    owner: String,
+    lease: chrono::Duration,
+    read: Arc<AtomicU64>,
+    cancel: CancelToken,
+}
+
+impl LeaseKeeper {
+    fn keep(self, stopped: &std::sync::mpsc::Receiver<()>) {
+        // A connection of its own, taken at the first renewal: most runs end before it.
+        let mut conn = None;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(PROGRESS_EVERY)
+        {
+            if conn.is_none() {
+                conn = self.pool.get_timeout(PROGRESS_EVERY).ok();
             }
-            let now = state.clock.now();
-            let done = read.load(Ordering::Relaxed) as i64;
-            let kept = db::write_transaction(&mut conn, |conn| {
+            let Some(conn) = conn.as_mut() else {
+                continue;
+            };
+            let now = self.clock.now();
+            let done = self.read.load(Ordering::Relaxed) as i64;
+            let kept = db::write_transaction(conn, |conn| {
                 diesel::update(
                     jobs::table
-                        .filter(jobs::id.eq(id))
+                        .filter(jobs::id.eq(self.id))
                         .filter(jobs::state.eq(RunState::Running.as_str()))
-                        .filter(jobs::lease_owner.eq(owner)),
+                        .filter(jobs::lease_owner.eq(&self.owner)),
                 )
                 .set((
                     jobs::rows_done.eq(done),
-                    jobs::lease_expires_at.eq(now + lease),
+                    jobs::lease_expires_at.eq(now + self.lease),
                 ))
                 .execute(conn)
             });
             if matches!(kept, Ok(0)) {
-                cancel.cancel();
+                self.cancel.cancel();
             }
         }
-    });
-    let result = result.ok_or_else(|| anyhow::anyhow!("the sandbox thread panicked"))?;
-    finish(state, &mut conn, id, owner, &c, &used, result).map_err(to_anyhow)?;
-    Ok(true)
+    }
 }
 
 fn to_anyhow(e: AppError) -> anyhow::Error {

@@ -146,7 +146,7 @@ fn entry_hash(e: &Entry) -> String {
 /// Call it with the connection of the transaction that makes the change, so the change and its
 /// record commit together, and open that transaction with [`crate::db::write_transaction`]:
 ///
-/// ```ignore
+/// ```text
 /// crate::db::write_transaction(conn, |conn| {
 ///     let id = insert_dataset(conn, &new)?;
 ///     audit::record(conn, &user.actor(), "dataset.create", "dataset", &id.to_string(),

@@ -11,6 +11,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::process::Output;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
