@@ -50,7 +50,11 @@ fn world() -> World {
     let (outpatients, other) = {
         let mut conn = app.conn();
         let (outpatients, org, user): (i64, i64, i64) = datasets::table
-            .select((datasets::id, datasets::provider_org_id, datasets::created_by))
+            .select((
+                datasets::id,
+                datasets::provider_org_id,
+                datasets::created_by,
+            ))
             .first(&mut *conn)
             .unwrap();
         let other = dataop::catalog::model::insert_dataset(
@@ -283,7 +287,11 @@ fn an_amendment_keeps_the_work_on_kept_datasets_and_stops_it_on_removed_ones() {
             "run {job}"
         );
     }
-    assert_eq!(w.run(queued).0, "withheld", "its finished output is withheld");
+    assert_eq!(
+        w.run(queued).0,
+        "withheld",
+        "its finished output is withheld"
+    );
     assert_eq!(w.computation(approved).0, "revoked");
     assert_eq!(w.computation(pending).0, "rejected");
     let (_, page) = app.get_text(&w.alpha, &format!("/jobs/{again}"));

@@ -171,10 +171,11 @@ fn rows(app: &TestApp, dataset: i64) -> Vec<(i32, String)> {
 
 /// The version directories of the dataset, by number.
 fn dirs(app: &TestApp, dataset: i64) -> Vec<i32> {
-    let mut out: Vec<i32> = std::fs::read_dir(app.data_dir.path().join(format!("datasets/{dataset}")))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-        .collect();
+    let mut out: Vec<i32> =
+        std::fs::read_dir(app.data_dir.path().join(format!("datasets/{dataset}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .collect();
     out.sort();
     out
 }
@@ -193,13 +194,22 @@ fn a_server_killed_between_the_rename_and_the_commit_leaves_no_wedged_dataset() 
     let dir = tempfile::tempdir().unwrap();
 
     // The upload dies right after its directory went into place.
-    let mut doomed = Server::start(&app, dir.path(), "doomed", "catalog::version_in_place=return");
+    let mut doomed = Server::start(
+        &app,
+        dir.path(),
+        "doomed",
+        "catalog::version_in_place=return",
+    );
     let provider = doomed.logged_in("provider");
     let r = doomed.upload(&provider, dataset, demo_csv(50));
     assert!(r.is_err(), "the server answered instead of dying: {r:?}");
     let status = doomed.wait_exit();
     assert!(!status.success(), "{status}");
-    assert_eq!(dirs(&app, dataset), vec![1, 2], "the directory went into place");
+    assert_eq!(
+        dirs(&app, dataset),
+        vec![1, 2],
+        "the directory went into place"
+    );
     assert_eq!(
         rows(&app, dataset),
         vec![(1, "published".into()), (2, "incomplete".into())],
@@ -249,5 +259,9 @@ fn a_server_killed_between_the_rename_and_the_commit_leaves_no_wedged_dataset() 
         assert_eq!(n, 1);
     }
     let out = app.cli(&["audit", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

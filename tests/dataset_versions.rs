@@ -93,7 +93,11 @@ fn csv(rows: u64, drop: &[&str]) -> Vec<u8> {
     let mut s = String::new();
     for line in text.lines() {
         let cells: Vec<&str> = line.split(',').collect();
-        assert_eq!(cells.len(), header.len(), "no quoted commas in the demo CSV");
+        assert_eq!(
+            cells.len(),
+            header.len(),
+            "no quoted commas in the demo CSV"
+        );
         s.push_str(&keep.iter().map(|i| cells[*i]).collect::<Vec<_>>().join(","));
         s.push('\n');
     }
@@ -138,7 +142,10 @@ impl World {
         assert_eq!(state, "finished", "run {job}");
         let v: serde_json::Value = serde_json::from_str(&versions).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
-        (v[0]["version_no"].as_i64().unwrap(), v[0]["rows"].as_i64().unwrap())
+        (
+            v[0]["version_no"].as_i64().unwrap(),
+            v[0]["rows"].as_i64().unwrap(),
+        )
     }
 
     /// Uploads `body` as the provider; the preview page's path.
@@ -167,12 +174,7 @@ impl World {
     /// Publishes (or discards) the version whose preview is `preview`; the status.
     fn decide(&self, preview: &str, action: &str) -> u16 {
         self.app
-            .post_form_from(
-                &self.provider,
-                preview,
-                &format!("{preview}/{action}"),
-                &[],
-            )
+            .post_form_from(&self.provider, preview, &format!("{preview}/{action}"), &[])
             .status()
             .as_u16()
     }
@@ -251,7 +253,11 @@ fn an_upload_is_a_draft_until_its_provider_publishes_it() {
         .path()
         .join(format!("datasets/{}/2", w.dataset));
     assert!(!dir.exists());
-    assert_eq!(w.decide(&preview, "publish"), 409, "a discarded draft stays so");
+    assert_eq!(
+        w.decide(&preview, "publish"),
+        409,
+        "a discarded draft stays so"
+    );
 
     // Published, the next run reads it, and the job page names the version.
     let preview = w.upload(csv(400, &[]));
@@ -264,7 +270,12 @@ fn an_upload_is_a_draft_until_its_provider_publishes_it() {
     assert_eq!(w.read_by(job), (3, 400));
     let (_, page) = app.get_text(&platform, &format!("/jobs/{job}"));
     let sources = &page[page.find("sources-table").expect("sources on the job page")..];
-    assert!(sources.contains("<td>3</td>"), "version 3 named");
+    let v3: i64 = preview.rsplit('/').next().unwrap().parse().unwrap();
+    let link = format!("/provider/datasets/{}/versions/{v3}\">3</a>", w.dataset);
+    assert!(
+        sources.contains(&link),
+        "version 3 named, linked to its preview"
+    );
 
     // Every step is in the audit chain.
     let out = app.cli(&["audit", "verify"]);
@@ -337,7 +348,10 @@ fn a_new_schema_version_waits_for_the_operator_to_accept_it() {
     assert!(w.outbox_has("agreements.mail.schema_accepted"));
     let (_, html) = app.get_text(&alpha, &page);
     assert!(!html.contains("schema-pending"));
-    assert!(html.contains("确认新的结构版本"), "the history names the acceptance");
+    assert!(
+        html.contains("确认新的结构版本"),
+        "the history names the acceptance"
+    );
     assert_eq!(
         app.post_form_from(&alpha, &page, &accept, &[])
             .status()

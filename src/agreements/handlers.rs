@@ -926,49 +926,49 @@ pub async fn show(
     let u = user.clone();
     let (a, ds, rects, requests, history, (previous, superseded_by, schemas), cal) =
         db(&state, move |conn| {
-        let a = load_visible(conn, &u, id)?;
-        let ds = model::datasets_of(conn, id)?;
-        let rects = model::rectifications_of(conn, id)?;
-        let requests = model::requests_of(conn, id)?;
-        let history: Vec<Entry> = audit_log::table
-            .filter(audit_log::object_type.eq("agreement"))
-            .filter(audit_log::object_id.eq(id.to_string()))
-            .order(audit_log::id)
-            .limit(1000)
-            .select(Entry::as_select())
-            .load(conn)?;
-        let previous = match a.previous_id {
-            Some(p) => agreements::table
-                .find(p)
+            let a = load_visible(conn, &u, id)?;
+            let ds = model::datasets_of(conn, id)?;
+            let rects = model::rectifications_of(conn, id)?;
+            let requests = model::requests_of(conn, id)?;
+            let history: Vec<Entry> = audit_log::table
+                .filter(audit_log::object_type.eq("agreement"))
+                .filter(audit_log::object_id.eq(id.to_string()))
+                .order(audit_log::id)
+                .limit(1000)
+                .select(Entry::as_select())
+                .load(conn)?;
+            let previous = match a.previous_id {
+                Some(p) => agreements::table
+                    .find(p)
+                    .select((agreements::id, agreements::number))
+                    .first(conn)
+                    .optional()?,
+                None => None,
+            };
+            let superseded_by = agreements::table
+                .inner_join(agreement_signatures::table)
+                .filter(agreements::previous_id.eq(id))
+                .filter(agreement_signatures::sealed_at.is_not_null())
                 .select((agreements::id, agreements::number))
                 .first(conn)
-                .optional()?,
-            None => None,
-        };
-        let superseded_by = agreements::table
-            .inner_join(agreement_signatures::table)
-            .filter(agreements::previous_id.eq(id))
-            .filter(agreement_signatures::sealed_at.is_not_null())
-            .select((agreements::id, agreements::number))
-            .first(conn)
-            .optional()?;
-        let cal = Calendar::load(conn)?;
-        let schemas = if a.st().is_running() {
-            super::schemas::pending(conn, &a)?
-        } else {
-            Vec::new()
-        };
-        Ok((
-            a,
-            ds,
-            rects,
-            requests,
-            history,
-            (previous, superseded_by, schemas),
-            cal,
-        ))
-    })
-    .await?;
+                .optional()?;
+            let cal = Calendar::load(conn)?;
+            let schemas = if a.st().is_running() {
+                super::schemas::pending(conn, &a)?
+            } else {
+                Vec::new()
+            };
+            Ok((
+                a,
+                ds,
+                rects,
+                requests,
+                history,
+                (previous, superseded_by, schemas),
+                cal,
+            ))
+        })
+        .await?;
     let st = a.st();
     let rects = rects
         .into_iter()

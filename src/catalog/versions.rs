@@ -149,33 +149,41 @@ pub fn add_version<R: Read>(
     });
     // Step 3: the row completes, with its audit entry and mail; or, when the files could not
     // be placed or the row was abandoned meanwhile, nothing of it stays.
-    let completed = placed.map_err(|e| AppError::Internal(e.into())).and_then(|()| {
-        crate::db::write_transaction(&mut conn, |conn| {
-            move_version(conn, &reserved, VersionAction::Complete, None, crate::db::now())?;
-            audit::record(
-                conn,
-                actor,
-                "dataset.version_upload",
-                "dataset_version",
-                &reserved.id.to_string(),
-                serde_json::json!({
-                    "dataset_id": dataset_id,
-                    "version_no": reserved.version_no,
-                    "rows": rows,
-                    "bytes": bytes,
-                    "sha256": sha256,
-                }),
-            )?;
-            notify_provider(
-                conn,
-                provider_org,
-                "catalog.mail.version_uploaded",
-                &reserved,
-                &[],
-            )?;
-            Ok(())
-        })
-    });
+    let completed = placed
+        .map_err(|e| AppError::Internal(e.into()))
+        .and_then(|()| {
+            crate::db::write_transaction(&mut conn, |conn| {
+                move_version(
+                    conn,
+                    &reserved,
+                    VersionAction::Complete,
+                    None,
+                    crate::db::now(),
+                )?;
+                audit::record(
+                    conn,
+                    actor,
+                    "dataset.version_upload",
+                    "dataset_version",
+                    &reserved.id.to_string(),
+                    serde_json::json!({
+                        "dataset_id": dataset_id,
+                        "version_no": reserved.version_no,
+                        "rows": rows,
+                        "bytes": bytes,
+                        "sha256": sha256,
+                    }),
+                )?;
+                notify_provider(
+                    conn,
+                    provider_org,
+                    "catalog.mail.version_uploaded",
+                    &reserved,
+                    &[],
+                )?;
+                Ok(())
+            })
+        });
     match completed {
         Ok(()) => Ok(Ok(Added {
             id: reserved.id,
@@ -398,7 +406,8 @@ pub struct SchemaDiff {
 impl SchemaDiff {
     /// Compares `new` with `old`.
     pub fn between(old: &[SchemaColumn], new: &[SchemaColumn]) -> Self {
-        let find = |list: &[SchemaColumn], name: &str| list.iter().find(|c| c.name == name).cloned();
+        let find =
+            |list: &[SchemaColumn], name: &str| list.iter().find(|c| c.name == name).cloned();
         SchemaDiff {
             added: new
                 .iter()

@@ -246,8 +246,15 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     let mut used = Vec::new();
     for (name, dataset_id) in c.binding_map() {
         let schema_no = crate::agreements::schemas::accepted(conn, a.id, dataset_id)?;
-        let v = crate::catalog::model::published_of_schema(conn, dataset_id, schema_no)?
-            .map(|v| (v.id, v.version_no, v.row_count, v.created_at, v.storage_path));
+        let v = crate::catalog::model::published_of_schema(conn, dataset_id, schema_no)?.map(|v| {
+            (
+                v.id,
+                v.version_no,
+                v.row_count,
+                v.created_at,
+                v.storage_path,
+            )
+        });
         let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
             fail(conn, &j, RunAction::Fail, ops::NO_DATA, "", now)?;
             return Ok(Start::Stopped);
