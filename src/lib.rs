@@ -18,6 +18,7 @@ pub mod errors;
 pub mod i18n;
 pub mod jobs;
 pub mod mail;
+pub mod reactions;
 pub mod routes;
 pub mod scheduler;
 pub mod schema;

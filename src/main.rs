@@ -249,6 +249,9 @@ fn config_for(
 }
 
 fn main() -> ExitCode {
+    // Fail points (`fail::fail_point!`) act only when the FAILPOINTS environment variable names
+    // them: the process tests use it to kill the server at chosen moments.
+    let _failpoints = fail::FailScenario::setup();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DATAOP_LOG")
@@ -434,6 +437,8 @@ fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
 fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let state = actix_web::web::Data::new(dataop::AppState::open(config)?);
+    dataop::catalog::versions::reconcile(&state.pool, &state.config.data_dir)
+        .map_err(|e| anyhow::anyhow!("reconciling dataset versions: {e}"))?;
     if demo {
         dataop::demo::seed(&state)?;
     }

@@ -125,6 +125,11 @@ diesel::table! {
         storage_path -> Text,
         uploaded_by -> BigInt,
         created_at -> Timestamp,
+        state -> Text,
+        schema_no -> Integer,
+        summary -> Text,
+        decided_by -> Nullable<BigInt>,
+        decided_at -> Nullable<Timestamp>,
     }
 }
 
@@ -445,7 +450,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The schema version of a dataset an agreement's operator accepted
+    /// (migrations/*/2026-12-04-000010_dataset_versions).
+    agreement_schemas (agreement_id, dataset_id) {
+        agreement_id -> BigInt,
+        dataset_id -> BigInt,
+        schema_no -> Integer,
+        accepted_by -> Nullable<BigInt>,
+        accepted_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(agreement_signatures -> agreements (agreement_id));
+diesel::joinable!(agreement_schemas -> agreements (agreement_id));
 diesel::joinable!(agreement_exits -> agreements (agreement_id));
 diesel::joinable!(agreement_datasets -> agreements (agreement_id));
 diesel::joinable!(rectifications -> agreements (agreement_id));
@@ -629,6 +647,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     agreement_signatures,
     agreement_exits,
     agreement_datasets,
+    agreement_schemas,
     rectifications,
     termination_requests,
     trainings,

@@ -202,6 +202,18 @@ fn upload(app: &App, client: &Client, id: i64, csv: Vec<u8>) -> reqwest::blockin
         .unwrap()
 }
 
+/// Publishes the draft version whose preview an upload's response redirects to.
+fn publish(app: &App, client: &Client, uploaded: &reqwest::blocking::Response) {
+    let preview = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    let csrf = app.csrf(client, &preview);
+    let res = client
+        .post(app.url(&format!("{preview}/publish")))
+        .form(&[("csrf", csrf)])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}
+
 const HEADER: &str = "person_id,patient_name,sex,age,visit_date,total_cost\n";
 const IDS: [&str; 3] = [
     "11010519491231002X",
@@ -257,6 +269,7 @@ fn good_upload_becomes_a_pseudonymized_version() {
     let sha = hex::encode(Sha256::digest(&csv));
     let res = upload(&app, &client, id, csv.clone());
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    publish(&app, &client, &res);
     let page = client
         .get(app.url(&format!("/provider/datasets/{id}")))
         .send()
@@ -267,11 +280,10 @@ fn good_upload_becomes_a_pseudonymized_version() {
     assert!(page.contains("<td>500</td>"));
     assert!(page.contains(&sha));
 
-    // A second upload is version 2.
-    assert_eq!(
-        upload(&app, &client, id, good_csv(10)).status(),
-        StatusCode::SEE_OTHER
-    );
+    // A second upload is version 2 (listed once published).
+    let res = upload(&app, &client, id, good_csv(10));
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    publish(&app, &client, &res);
     let api: serde_json::Value = client
         .get(app.url(&format!("/api/v1/datasets/{id}")))
         .send()

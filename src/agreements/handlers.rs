@@ -591,6 +591,25 @@ pub async fn request_termination(
     Ok(back(id, "agreements.flash.requested"))
 }
 
+/// `POST /agreements/{id}/schemas/{dataset}/accept`: the operator accepts the newest schema
+/// version of one of the agreement's datasets.
+pub async fn accept_schema(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+    form: web::Form<NoteForm>,
+) -> Result<HttpResponse, AppError> {
+    page.check_csrf(&form.csrf)?;
+    let (id, dataset_id) = path.into_inner();
+    let now = ops::stamp(state.clock.now());
+    db(&state, move |conn| {
+        super::schemas::accept(conn, &user, id, dataset_id, now)
+    })
+    .await?;
+    Ok(back(id, "agreements.flash.schema_accepted"))
+}
+
 /// `POST /admin/agreements/{id}/termination-requests/{tid}/decide` (`decision` = `approve` or
 /// `refuse`).
 pub async fn decide_request(
@@ -800,6 +819,7 @@ struct ShowPage {
     history: Vec<EventView>,
     previous: Option<(i64, String)>,
     superseded_by: Option<(i64, String)>,
+    schemas: Vec<super::schemas::Pending>,
     regulator: bool,
     operator: bool,
     today: String,
@@ -821,6 +841,16 @@ impl ShowPage {
     }
     fn pending_request(&self) -> bool {
         self.requests.iter().any(|r| r.pending)
+    }
+    fn schema_text(&self, p: &super::schemas::Pending) -> String {
+        self.page.t_args(
+            "agreements.schema_pending",
+            &[
+                ("dataset", p.title.clone()),
+                ("accepted", p.accepted.to_string()),
+                ("current", p.current.to_string()),
+            ],
+        )
     }
     fn trial_text(&self) -> String {
         if self.a.trial_months == 0 {
@@ -894,46 +924,51 @@ pub async fn show(
     let id = path.into_inner();
     let today = state.clock.today();
     let u = user.clone();
-    let (a, ds, rects, requests, history, previous, superseded_by, cal) = db(&state, move |conn| {
-        let a = load_visible(conn, &u, id)?;
-        let ds = model::datasets_of(conn, id)?;
-        let rects = model::rectifications_of(conn, id)?;
-        let requests = model::requests_of(conn, id)?;
-        let history: Vec<Entry> = audit_log::table
-            .filter(audit_log::object_type.eq("agreement"))
-            .filter(audit_log::object_id.eq(id.to_string()))
-            .order(audit_log::id)
-            .limit(1000)
-            .select(Entry::as_select())
-            .load(conn)?;
-        let previous = match a.previous_id {
-            Some(p) => agreements::table
-                .find(p)
+    let (a, ds, rects, requests, history, (previous, superseded_by, schemas), cal) =
+        db(&state, move |conn| {
+            let a = load_visible(conn, &u, id)?;
+            let ds = model::datasets_of(conn, id)?;
+            let rects = model::rectifications_of(conn, id)?;
+            let requests = model::requests_of(conn, id)?;
+            let history: Vec<Entry> = audit_log::table
+                .filter(audit_log::object_type.eq("agreement"))
+                .filter(audit_log::object_id.eq(id.to_string()))
+                .order(audit_log::id)
+                .limit(1000)
+                .select(Entry::as_select())
+                .load(conn)?;
+            let previous = match a.previous_id {
+                Some(p) => agreements::table
+                    .find(p)
+                    .select((agreements::id, agreements::number))
+                    .first(conn)
+                    .optional()?,
+                None => None,
+            };
+            let superseded_by = agreements::table
+                .inner_join(agreement_signatures::table)
+                .filter(agreements::previous_id.eq(id))
+                .filter(agreement_signatures::sealed_at.is_not_null())
                 .select((agreements::id, agreements::number))
                 .first(conn)
-                .optional()?,
-            None => None,
-        };
-        let superseded_by = agreements::table
-            .inner_join(agreement_signatures::table)
-            .filter(agreements::previous_id.eq(id))
-            .filter(agreement_signatures::sealed_at.is_not_null())
-            .select((agreements::id, agreements::number))
-            .first(conn)
-            .optional()?;
-        let cal = Calendar::load(conn)?;
-        Ok((
-            a,
-            ds,
-            rects,
-            requests,
-            history,
-            previous,
-            superseded_by,
-            cal,
-        ))
-    })
-    .await?;
+                .optional()?;
+            let cal = Calendar::load(conn)?;
+            let schemas = if a.st().is_running() {
+                super::schemas::pending(conn, &a)?
+            } else {
+                Vec::new()
+            };
+            Ok((
+                a,
+                ds,
+                rects,
+                requests,
+                history,
+                (previous, superseded_by, schemas),
+                cal,
+            ))
+        })
+        .await?;
     let st = a.st();
     let rects = rects
         .into_iter()
@@ -984,6 +1019,7 @@ pub async fn show(
         history,
         previous,
         superseded_by,
+        schemas,
         today: today.to_string(),
     })
 }

@@ -30,6 +30,7 @@ pub mod machine;
 pub mod model;
 pub mod ops;
 pub mod queues;
+pub mod schemas;
 pub mod seal;
 
 use actix_web::web;
@@ -129,6 +130,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/agreements/{id}/disposal",
             web::post().to(h::file_disposal),
+        )
+        .route(
+            "/agreements/{id}/schemas/{dataset}/accept",
+            web::post().to(h::accept_schema),
         )
         .route("/admin/agreements", web::get().to(h::admin_list))
         .route(

@@ -567,8 +567,10 @@ pub fn operator_return(
 }
 
 /// The regulator seals: the term starts (an amendment keeps the term of the version it
-/// amends), the canonical text is hashed and signed, and a sealed amendment supersedes the
-/// version it amends.
+/// amends), the canonical text is hashed and signed, the schema version of each dataset it
+/// reads is recorded ([`super::schemas::record_at_seal`]), and a sealed amendment supersedes
+/// the version it amends: the operator's work under it carries over for the datasets the
+/// amendment keeps and stops for those it removes ([`crate::reactions::agreement_amended`]).
 pub fn seal(
     conn: &mut DbConnection,
     user: &CurrentUser,
@@ -621,6 +623,7 @@ pub fn seal(
                 agreement_signatures::public_key.eq(key.public_hex()),
             ))
             .execute(conn)?;
+        super::schemas::record_at_seal(conn, &a, previous.as_ref().map(|(p, _)| p), now)?;
         if let Some((prev, prev_to)) = &previous {
             set_state(conn, prev.id, *prev_to, now)?;
             record(
@@ -629,6 +632,27 @@ pub fn seal(
                 "supersede",
                 prev.id,
                 serde_json::json!({ "by": a.number }),
+            )?;
+            let before: Vec<i64> = model::datasets_of(conn, prev.id)?
+                .into_iter()
+                .map(|d| d.dataset_id)
+                .collect();
+            let after: Vec<i64> = model::datasets_of(conn, a.id)?
+                .into_iter()
+                .map(|d| d.dataset_id)
+                .collect();
+            let (kept, removed) = before.into_iter().partition(|d| after.contains(d));
+            crate::reactions::agreement_amended(
+                conn,
+                &user.actor(),
+                &crate::reactions::Amendment {
+                    previous_id: prev.id,
+                    agreement_id: a.id,
+                    number: a.number.clone(),
+                    kept,
+                    removed,
+                },
+                now,
             )?;
         }
         record(

@@ -114,7 +114,8 @@ fn column_forms() -> Vec<ColumnForm> {
 }
 
 /// Creates the outpatient-visits dataset of the organisation of user `provider_username`
-/// with its schema, and ingests [`DEMO_ROWS`] generated rows as its first version. Does
+/// with its schema, and ingests [`DEMO_ROWS`] generated rows as its first version, published.
+/// Does
 /// nothing that is already done (safe to run at every start).
 pub fn seed(state: &AppState, provider_username: &str) -> anyhow::Result<()> {
     seed_rows(state, provider_username, DEMO_ROWS)
@@ -189,6 +190,16 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
         )
         .map_err(|e| anyhow::anyhow!("demo ingest failed: {e}"))?
         .map_err(|e| anyhow::anyhow!("demo data refused: {e}"))?;
+        let mut conn = state.pool.get()?;
+        versions::publish_as(
+            &mut conn,
+            &actor,
+            (user.id, user.org_id),
+            &state.config.data_dir,
+            (dataset_id, added.id),
+            crate::db::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("demo version not published: {e}"))?;
         tracing::info!(
             rows = added.rows,
             version = added.version_no,

@@ -263,8 +263,16 @@ fn column_view(page: &Page, c: &Column) -> ColumnView {
 /// A version as listed to its provider.
 #[derive(Debug, Clone)]
 pub struct VersionView {
+    /// Row id.
+    pub id: i64,
     /// Number.
     pub no: i32,
+    /// Its state's message key.
+    pub state_key: &'static str,
+    /// Its state's badge class.
+    pub badge: &'static str,
+    /// Its schema version (published versions).
+    pub schema_no: Option<i32>,
     /// Rows.
     pub rows: i64,
     /// Upload size, human-readable.
@@ -278,8 +286,13 @@ pub struct VersionView {
 }
 
 fn version_view(v: &Version, by: String) -> VersionView {
+    let st = v.st();
     VersionView {
+        id: v.id,
         no: v.version_no,
+        state_key: st.label_key(),
+        badge: st.badge(),
+        schema_no: (st == super::machine::VersionState::Published).then_some(v.schema_no),
         rows: v.row_count,
         size: human_bytes(v.byte_count.max(0) as u64),
         sha256: v.sha256.clone(),
@@ -445,7 +458,7 @@ pub async fn catalog_show(
             d,
             p,
             model::columns_of(conn, id)?,
-            model::versions_of(conn, id)?,
+            model::published_versions_of(conn, id)?,
         ))
     })
     .await?;
@@ -577,7 +590,7 @@ pub async fn api_show(req: HttpRequest, path: web::Path<i64>) -> Result<HttpResp
             d,
             p,
             model::columns_of(conn, id)?,
-            model::versions_of(conn, id)?,
+            model::published_versions_of(conn, id)?,
         ))
     })
     .await?;
@@ -591,6 +604,7 @@ pub async fn api_show(req: HttpRequest, path: web::Path<i64>) -> Result<HttpResp
                 "rows": v.row_count,
                 "bytes": v.byte_count,
                 "sha256": v.sha256,
+                "schema_no": v.schema_no,
                 "created_at": v.created_at.and_utc().to_rfc3339(),
             })
         })
@@ -1269,8 +1283,8 @@ fn bad_multipart(_: actix_multipart::MultipartError) -> AppError {
 }
 
 /// `POST /provider/datasets/{id}/versions` (multipart: `csrf`, then `file`): streams the CSV
-/// to disk within the size limit, ingests it, and either records a new version or shows the
-/// refusal with the rows in error.
+/// to disk within the size limit, ingests it, and either records a new draft version (and
+/// shows its preview) or shows the refusal with the rows in error.
 pub async fn upload_version(
     req: HttpRequest,
     page: Page,
@@ -1368,8 +1382,8 @@ pub async fn upload_version(
     })
     .await??;
     match outcome {
-        Ok(_) => Ok(redirect_with_flash(
-            &format!("/provider/datasets/{id}#versions"),
+        Ok(added) => Ok(redirect_with_flash(
+            &format!("/provider/datasets/{id}/versions/{}", added.id),
             "ok",
             "catalog.flash_version_added",
         )),

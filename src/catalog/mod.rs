@@ -4,7 +4,9 @@
 //! * [`model`]: vocabularies (category, open type, ...) and the catalog tables' queries.
 //! * [`forms`]: the provider's forms and their validation.
 //! * [`ingest`]: streaming CSV validation and pseudonymization into a columnar version.
-//! * [`versions`]: upload → version (move into place, record, audit).
+//! * [`versions`]: upload → draft version (move into place, record, audit), publish, discard,
+//!   and the reconciliation at start; [`machine`]: the version's workflow; [`summary`]: the
+//!   value summaries of the preview ([`version_pages`]).
 //! * [`handlers`]: one handler per action; [`demo`]: the demo dataset.
 //!
 //! No route returns data rows: pages and the API show metadata, schema and version facts only.
@@ -13,7 +15,10 @@ pub mod demo;
 pub mod forms;
 pub mod handlers;
 pub mod ingest;
+pub mod machine;
 pub mod model;
+pub mod summary;
+pub mod version_pages;
 pub mod versions;
 
 use actix_web::web;
@@ -57,5 +62,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/provider/datasets/{id}/versions",
             web::post().to(h::upload_version),
+        )
+        .route(
+            "/provider/datasets/{id}/versions/{vid}",
+            web::get().to(version_pages::preview),
+        )
+        .route(
+            "/provider/datasets/{id}/versions/{vid}/publish",
+            web::post().to(version_pages::publish),
+        )
+        .route(
+            "/provider/datasets/{id}/versions/{vid}/discard",
+            web::post().to(version_pages::discard),
         );
 }

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::IngestColumn;
+use super::machine::VersionState;
 use crate::db::DbConnection;
 use crate::schema::{dataset_columns, dataset_versions, datasets, organisations, users};
 
@@ -593,6 +594,29 @@ pub struct Version {
     pub uploaded_by: i64,
     /// When (UTC).
     pub created_at: NaiveDateTime,
+    /// [`VersionState`] code.
+    pub state: String,
+    /// Its schema version within the dataset (set when it is published).
+    pub schema_no: i32,
+    /// JSON array of [`super::summary::ColumnSummary`] (empty for versions uploaded before
+    /// summaries were kept).
+    pub summary: String,
+    /// Who published or discarded it.
+    pub decided_by: Option<i64>,
+    /// When.
+    pub decided_at: Option<NaiveDateTime>,
+}
+
+impl Version {
+    /// The state (an unknown stored code reads as discarded: never read by a job).
+    pub fn st(&self) -> VersionState {
+        VersionState::parse(&self.state).unwrap_or(VersionState::Discarded)
+    }
+
+    /// The value summaries of its columns.
+    pub fn summaries(&self) -> Vec<super::summary::ColumnSummary> {
+        serde_json::from_str(&self.summary).unwrap_or_default()
+    }
 }
 
 /// A new version row.
@@ -615,6 +639,10 @@ pub struct NewVersion {
     pub uploaded_by: i64,
     /// When.
     pub created_at: NaiveDateTime,
+    /// [`VersionState`] code (a new version is `incomplete` until its files are in place).
+    pub state: String,
+    /// JSON of its value summaries.
+    pub summary: String,
 }
 
 /// The versions of a dataset, newest first, with the uploader's name.
@@ -628,6 +656,84 @@ pub fn versions_of(
         .order(dataset_versions::version_no.desc())
         .select((Version::as_select(), users::display_name))
         .load(conn)
+}
+
+/// The published versions of a dataset, newest first, with the uploader's name (what the
+/// public catalog lists).
+pub fn published_versions_of(
+    conn: &mut DbConnection,
+    dataset_id: i64,
+) -> QueryResult<Vec<(Version, String)>> {
+    dataset_versions::table
+        .inner_join(users::table)
+        .filter(dataset_versions::dataset_id.eq(dataset_id))
+        .filter(dataset_versions::state.eq(VersionState::Published.as_str()))
+        .order(dataset_versions::version_no.desc())
+        .select((Version::as_select(), users::display_name))
+        .load(conn)
+}
+
+/// A version with its uploader's name.
+pub fn find_version(conn: &mut DbConnection, id: i64) -> QueryResult<Option<(Version, String)>> {
+    dataset_versions::table
+        .inner_join(users::table)
+        .filter(dataset_versions::id.eq(id))
+        .select((Version::as_select(), users::display_name))
+        .first(conn)
+        .optional()
+}
+
+/// The versions of every dataset in `state`, oldest first.
+pub fn versions_in(conn: &mut DbConnection, state: VersionState) -> QueryResult<Vec<Version>> {
+    dataset_versions::table
+        .filter(dataset_versions::state.eq(state.as_str()))
+        .order(dataset_versions::id.asc())
+        .select(Version::as_select())
+        .load(conn)
+}
+
+/// The storage path of every version row (whatever its state).
+pub fn storage_paths(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    dataset_versions::table
+        .select(dataset_versions::storage_path)
+        .load(conn)
+}
+
+/// The newest published version of a dataset (of any schema).
+pub fn newest_published(conn: &mut DbConnection, dataset_id: i64) -> QueryResult<Option<Version>> {
+    dataset_versions::table
+        .filter(dataset_versions::dataset_id.eq(dataset_id))
+        .filter(dataset_versions::state.eq(VersionState::Published.as_str()))
+        .order(dataset_versions::version_no.desc())
+        .select(Version::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The newest published version of schema version `schema_no` of a dataset: what a job reads
+/// under an agreement that accepted that schema.
+pub fn published_of_schema(
+    conn: &mut DbConnection,
+    dataset_id: i64,
+    schema_no: i32,
+) -> QueryResult<Option<Version>> {
+    dataset_versions::table
+        .filter(dataset_versions::dataset_id.eq(dataset_id))
+        .filter(dataset_versions::state.eq(VersionState::Published.as_str()))
+        .filter(dataset_versions::schema_no.eq(schema_no))
+        .order(dataset_versions::version_no.desc())
+        .select(Version::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The highest schema version published for a dataset (`None` before its first publication).
+pub fn current_schema_no(conn: &mut DbConnection, dataset_id: i64) -> QueryResult<Option<i32>> {
+    dataset_versions::table
+        .filter(dataset_versions::dataset_id.eq(dataset_id))
+        .filter(dataset_versions::state.eq(VersionState::Published.as_str()))
+        .select(diesel::dsl::max(dataset_versions::schema_no))
+        .first(conn)
 }
 
 /// The number the next version of a dataset gets.

@@ -1,23 +1,40 @@
-//! Turning an uploaded CSV file into a dataset version: ingest, then move the finished
-//! directory into place and record it, in one transaction with its audit entry.
+//! Turning an uploaded CSV file into a dataset version, and the version's workflow
+//! ([`super::machine`]): draft → published or discarded.
 //!
 //! Versions live at `<data_dir>/datasets/<dataset_id>/<version_no>/` in the
-//! `dataop-columnar/1` layout of [`dataop_sandbox::columnar`]; the ingest writes into
-//! `<data_dir>/tmp/` (same file system) and the directory is renamed only once the whole file
-//! has been accepted, so a refused file leaves nothing behind.
+//! `dataop-columnar/1` layout of [`dataop_sandbox::columnar`]. The ingest writes into
+//! `<data_dir>/tmp/` (same file system), so a refused file leaves nothing behind. A whole
+//! version then goes into place in three steps, so its files and its row agree whatever
+//! moment the process dies:
+//!
+//! 1. its row is committed as `incomplete`, reserving its number (never read by anyone);
+//! 2. its directory is renamed into place;
+//! 3. the row moves to `draft`, with its audit entry and the provider's mail.
+//!
+//! A process killed after step 1 leaves an `incomplete` row (with or without its directory):
+//! [`reconcile`], run when the server starts, abandons it and removes its files. A directory
+//! without any row (left by a release that renamed before it committed) is removed there too,
+//! and by the next upload that needs its place.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use diesel::RunQueryDsl as _;
+use chrono::NaiveDateTime;
+use dataop_sandbox::columnar::{ColumnRole, ColumnSpec, ColumnType, VersionReader};
+use diesel::prelude::*;
 
 use super::ingest::{self, IngestError, PseudonymKey};
-use super::model::{self, NewVersion};
+use super::machine::{self, VersionAction, VersionState};
+use super::model::{self, NewVersion, Version};
+use super::summary;
+use crate::auth::{CurrentUser, Role};
 use crate::db::{Backend, DbConnection, DbPool};
 use crate::errors::AppError;
+use crate::mail::{self, Notice};
+use crate::schema::dataset_versions;
 use crate::supervision::audit::{self, Actor};
 
-/// A version that was added.
+/// A version that was added (as a draft).
 #[derive(Debug, Clone)]
 pub struct Added {
     /// Row id of the version.
@@ -35,12 +52,18 @@ pub fn work_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tmp")
 }
 
+/// Where the versions' directories are.
+fn versions_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("datasets")
+}
+
 /// The directory of a version, relative to the data dir.
 pub fn storage_path(dataset_id: i64, version_no: i32) -> String {
     format!("datasets/{dataset_id}/{version_no}")
 }
 
-/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`.
+/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`; the
+/// version is a draft until its provider publishes it ([`publish`]).
 ///
 /// Returns `Ok(Err(_))` when the file is refused (the refusal is audited, nothing is kept) and
 /// `Err(_)` for internal failures. Blocking: call it off the async executor.
@@ -55,9 +78,10 @@ pub fn add_version<R: Read>(
     dataset_id: i64,
     input: R,
 ) -> Result<Result<Added, IngestError>, AppError> {
-    let columns = {
+    let (columns, provider_org) = {
         let mut conn = pool.get()?;
-        model::columns_of(&mut conn, dataset_id)?
+        let (d, _) = model::find_dataset(&mut conn, dataset_id)?.ok_or_else(AppError::not_found)?;
+        (model::columns_of(&mut conn, dataset_id)?, d.provider_org_id)
     };
     if columns.is_empty() {
         return Err(AppError::invalid("catalog.err_no_columns"));
@@ -84,15 +108,13 @@ pub fn add_version<R: Read>(
     let rows = ingested.rows;
     let bytes = ingested.bytes;
     let sha256 = ingested.sha256.clone();
+    let summaries = summary::of_version(ingested.dir()).map_err(anyhow::Error::from)?;
+    let summary_json = serde_json::to_string(&summaries).map_err(anyhow::Error::from)?;
     let mut conn = pool.get()?;
-    let mut moved: Option<PathBuf> = None;
-    let result = crate::db::write_transaction(&mut conn, |conn| -> Result<Added, AppError> {
+    // Step 1: the row reserves the number.
+    let reserved = crate::db::write_transaction(&mut conn, |conn| -> Result<Version, AppError> {
         lock_dataset(conn, dataset_id)?;
         let version_no = model::next_version_no(conn, dataset_id)?;
-        let rel = storage_path(dataset_id, version_no);
-        let dest = data_dir.join(&rel);
-        ingested.persist(&dest)?;
-        moved = Some(dest);
         let id = model::insert_version(
             conn,
             &NewVersion {
@@ -101,38 +123,459 @@ pub fn add_version<R: Read>(
                 row_count: rows as i64,
                 byte_count: bytes as i64,
                 sha256: sha256.clone(),
-                storage_path: rel,
+                storage_path: storage_path(dataset_id, version_no),
                 uploaded_by: user_id,
                 created_at: crate::db::now(),
+                state: VersionState::Incomplete.as_str().to_owned(),
+                summary: summary_json.clone(),
             },
         )?;
+        Ok(model::find_version(conn, id)?
+            .ok_or_else(AppError::not_found)?
+            .0)
+    })?;
+    // Step 2: the files go into place. A directory already there has no row of its own (this
+    // row holds the number): it is what a killed server of an older release left.
+    let dest = data_dir.join(&reserved.storage_path);
+    let placed = remove_dir_if_present(&dest).and_then(|()| ingested.persist(&dest));
+    fail::fail_point!("catalog::version_in_place", |_| -> Result<
+        Result<Added, IngestError>,
+        AppError,
+    > {
+        // Why it is here: tests/catalog_kill.rs kills the server between the rename of a
+        // version's directory and the commit that completes its row, and checks that the
+        // next start reconciles both (only active when FAILPOINTS names it).
+        std::process::abort()
+    });
+    // Step 3: the row completes, with its audit entry and mail; or, when the files could not
+    // be placed or the row was abandoned meanwhile, nothing of it stays.
+    let completed = placed
+        .map_err(|e| AppError::Internal(e.into()))
+        .and_then(|()| {
+            crate::db::write_transaction(&mut conn, |conn| {
+                move_version(
+                    conn,
+                    &reserved,
+                    VersionAction::Complete,
+                    None,
+                    crate::db::now(),
+                )?;
+                audit::record(
+                    conn,
+                    actor,
+                    "dataset.version_upload",
+                    "dataset_version",
+                    &reserved.id.to_string(),
+                    serde_json::json!({
+                        "dataset_id": dataset_id,
+                        "version_no": reserved.version_no,
+                        "rows": rows,
+                        "bytes": bytes,
+                        "sha256": sha256,
+                    }),
+                )?;
+                notify_provider(
+                    conn,
+                    provider_org,
+                    "catalog.mail.version_uploaded",
+                    &reserved,
+                    &[],
+                )?;
+                Ok(())
+            })
+        });
+    match completed {
+        Ok(()) => Ok(Ok(Added {
+            id: reserved.id,
+            version_no: reserved.version_no,
+            rows,
+            sha256,
+        })),
+        Err(e) => {
+            let _ = remove_dir_if_present(&dest);
+            let _ = crate::db::write_transaction(&mut conn, |conn| {
+                abandon(conn, &reserved, &Actor::system())
+            });
+            Err(e)
+        }
+    }
+}
+
+/// Removes a directory tree if it exists.
+fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Moves a version by `action` from the state it had when read (a version changed meanwhile
+/// is a 409), recording who decided a publication or discard and when. Returns the new state.
+fn move_version(
+    conn: &mut DbConnection,
+    v: &Version,
+    action: VersionAction,
+    decided_by: Option<i64>,
+    now: NaiveDateTime,
+) -> Result<VersionState, AppError> {
+    let to = machine::apply(v.st(), action).map_err(|r| AppError::conflict(r.0))?;
+    let target = dataset_versions::table
+        .filter(dataset_versions::id.eq(v.id))
+        .filter(dataset_versions::state.eq(&v.state));
+    let n = if decided_by.is_some() {
+        diesel::update(target)
+            .set((
+                dataset_versions::state.eq(to.as_str()),
+                dataset_versions::decided_by.eq(decided_by),
+                dataset_versions::decided_at.eq(now),
+            ))
+            .execute(conn)?
+    } else {
+        diesel::update(target)
+            .set(dataset_versions::state.eq(to.as_str()))
+            .execute(conn)?
+    };
+    if n == 0 {
+        return Err(AppError::conflict("catalog.refuse.version_changed"));
+    }
+    Ok(to)
+}
+
+/// Abandons an incomplete version (its upload died before its files were in place); audited
+/// as the system's. Its files are removed by the caller after the commit.
+fn abandon(conn: &mut DbConnection, v: &Version, actor: &Actor) -> Result<(), AppError> {
+    move_version(conn, v, VersionAction::Abandon, None, crate::db::now())?;
+    audit::record(
+        conn,
+        actor,
+        "dataset.version_abandon",
+        "dataset_version",
+        &v.id.to_string(),
+        serde_json::json!({ "dataset_id": v.dataset_id, "version_no": v.version_no }),
+    )?;
+    Ok(())
+}
+
+fn notify_provider(
+    conn: &mut DbConnection,
+    org_id: i64,
+    template: &str,
+    v: &Version,
+    more: &[(&str, String)],
+) -> QueryResult<()> {
+    let title: String = crate::schema::datasets::table
+        .find(v.dataset_id)
+        .select(crate::schema::datasets::title_zh)
+        .first(conn)?;
+    let mut args = vec![
+        ("dataset", title),
+        ("version", v.version_no.to_string()),
+        (
+            "url",
+            format!("/provider/datasets/{}/versions/{}", v.dataset_id, v.id),
+        ),
+    ];
+    args.extend(more.iter().cloned());
+    mail::to_org(
+        conn,
+        org_id,
+        &Notice {
+            template,
+            args: &args,
+            object_type: "dataset_version",
+            object_id: v.id.to_string(),
+        },
+    )
+}
+
+/// What [`reconcile`] put right.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Incomplete versions abandoned.
+    pub abandoned: usize,
+    /// Directories removed (of abandoned or discarded versions, or without any row).
+    pub removed: usize,
+}
+
+/// Makes the versions' files and rows agree after a process died in the middle of an upload
+/// or a discard (run when the server starts): an `incomplete` row is abandoned and its
+/// directory removed; a discarded version's directory, and a directory under `datasets/` that
+/// no row names, are removed.
+pub fn reconcile(pool: &DbPool, data_dir: &Path) -> Result<Reconciled, AppError> {
+    let mut done = Reconciled::default();
+    let mut conn = pool.get()?;
+    for v in model::versions_in(&mut conn, VersionState::Incomplete)? {
+        crate::db::write_transaction(&mut conn, |conn| abandon(conn, &v, &Actor::system()))?;
+        done.abandoned += 1;
+    }
+    let discarded: Vec<String> = model::versions_in(&mut conn, VersionState::Discarded)?
+        .into_iter()
+        .map(|v| v.storage_path)
+        .collect();
+    for rel in discarded {
+        let dir = data_dir.join(rel);
+        if dir.exists() {
+            remove_dir_if_present(&dir).map_err(anyhow::Error::from)?;
+            done.removed += 1;
+        }
+    }
+    let known: std::collections::HashSet<String> =
+        model::storage_paths(&mut conn)?.into_iter().collect();
+    let root = versions_root(data_dir);
+    let Ok(datasets) = std::fs::read_dir(&root) else {
+        return Ok(done);
+    };
+    for d in datasets.flatten() {
+        let Ok(versions) = std::fs::read_dir(d.path()) else {
+            continue;
+        };
+        for v in versions.flatten() {
+            let rel = format!(
+                "datasets/{}/{}",
+                d.file_name().to_string_lossy(),
+                v.file_name().to_string_lossy()
+            );
+            if !known.contains(&rel) {
+                remove_dir_if_present(&v.path()).map_err(anyhow::Error::from)?;
+                done.removed += 1;
+            }
+        }
+    }
+    if done != Reconciled::default() {
+        tracing::warn!(
+            abandoned = done.abandoned,
+            removed = done.removed,
+            "dataset versions reconciled after an interrupted upload or discard"
+        );
+    }
+    Ok(done)
+}
+
+/// The schema of a version as jobs and agreements see it: each column's name, type (with its
+/// category codes) and role, in file order.
+pub fn schema_of(data_dir: &Path, v: &Version) -> Result<Vec<SchemaColumn>, AppError> {
+    let reader = VersionReader::open(&data_dir.join(&v.storage_path))
+        .map_err(|e| AppError::Internal(e.into()))?;
+    Ok(reader.meta().columns.iter().map(SchemaColumn::of).collect())
+}
+
+/// One column of a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaColumn {
+    /// Name.
+    pub name: String,
+    /// Type, with its category codes or decimal scale.
+    pub ty: ColumnType,
+    /// Role.
+    pub role: ColumnRole,
+}
+
+impl SchemaColumn {
+    fn of(c: &ColumnSpec) -> Self {
+        SchemaColumn {
+            name: c.name.clone(),
+            ty: c.ty.clone(),
+            role: c.role,
+        }
+    }
+
+    /// The type's code (`integer`, `decimal`, `date`, `category`, `text`).
+    pub fn type_code(&self) -> &'static str {
+        match self.ty {
+            ColumnType::Integer => "integer",
+            ColumnType::Decimal { .. } => "decimal",
+            ColumnType::Date => "date",
+            ColumnType::Category { .. } => "category",
+            ColumnType::Text => "text",
+        }
+    }
+}
+
+/// How a schema differs from another: the names of the columns added, removed, and changed
+/// (type, role or category codes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaDiff {
+    /// Columns only in the new schema.
+    pub added: Vec<String>,
+    /// Columns only in the old schema.
+    pub removed: Vec<String>,
+    /// Columns in both with another type, role or domain.
+    pub changed: Vec<String>,
+}
+
+impl SchemaDiff {
+    /// Compares `new` with `old`.
+    pub fn between(old: &[SchemaColumn], new: &[SchemaColumn]) -> Self {
+        let find =
+            |list: &[SchemaColumn], name: &str| list.iter().find(|c| c.name == name).cloned();
+        SchemaDiff {
+            added: new
+                .iter()
+                .filter(|c| find(old, &c.name).is_none())
+                .map(|c| c.name.clone())
+                .collect(),
+            removed: old
+                .iter()
+                .filter(|c| find(new, &c.name).is_none())
+                .map(|c| c.name.clone())
+                .collect(),
+            changed: new
+                .iter()
+                .filter(|c| find(old, &c.name).is_some_and(|o| o != **c))
+                .map(|c| c.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether the schemas are the same (column order aside).
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The version `version_id` of dataset `dataset_id`, for its provider's organisation `org_id`
+/// (404 when it is not that dataset's, 403 for another organisation's dataset).
+fn own_version(
+    conn: &mut DbConnection,
+    org_id: i64,
+    dataset_id: i64,
+    version_id: i64,
+) -> Result<(model::Dataset, Version), AppError> {
+    let (d, _) = model::find_dataset(conn, dataset_id)?.ok_or_else(AppError::not_found)?;
+    if d.provider_org_id != org_id {
+        return Err(AppError::forbidden());
+    }
+    let (v, _) = model::find_version(conn, version_id)?.ok_or_else(AppError::not_found)?;
+    if v.dataset_id != dataset_id {
+        return Err(AppError::not_found());
+    }
+    Ok((d, v))
+}
+
+/// What a publication did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The schema version the version belongs to.
+    pub schema_no: i32,
+    /// Whether it opened a new schema version (agreements in force must accept it before
+    /// their jobs read it).
+    pub new_schema: bool,
+}
+
+/// The provider publishes a draft: it joins the schema version of the newest published version
+/// when its schema is the same, else opens the next schema version, which the operators of the
+/// agreements in force on the dataset are asked to accept ([`crate::reactions`]).
+pub fn publish(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    data_dir: &Path,
+    dataset_id: i64,
+    version_id: i64,
+    now: NaiveDateTime,
+) -> Result<Published, AppError> {
+    user.require(&[Role::Provider])?;
+    publish_as(
+        conn,
+        &user.actor(),
+        (user.id, user.org_id),
+        data_dir,
+        (dataset_id, version_id),
+        now,
+    )
+}
+
+/// [`publish`] by `actor`, user `by` = (user id, organisation id) of the provider (the demo
+/// seed publishes its version this way).
+pub fn publish_as(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    by: (i64, i64),
+    data_dir: &Path,
+    (dataset_id, version_id): (i64, i64),
+    now: NaiveDateTime,
+) -> Result<Published, AppError> {
+    crate::db::write_transaction(conn, |conn| {
+        let (d, v) = own_version(conn, by.1, dataset_id, version_id)?;
+        machine::apply(v.st(), VersionAction::Publish).map_err(|r| AppError::conflict(r.0))?;
+        lock_dataset(conn, dataset_id)?;
+        let schema = schema_of(data_dir, &v)?;
+        let (schema_no, new_schema) = match model::newest_published(conn, dataset_id)? {
+            None => (1, false),
+            Some(cur) if SchemaDiff::between(&schema_of(data_dir, &cur)?, &schema).is_empty() => {
+                (cur.schema_no, false)
+            }
+            Some(_) => (
+                model::current_schema_no(conn, dataset_id)?.unwrap_or(0) + 1,
+                true,
+            ),
+        };
+        move_version(conn, &v, VersionAction::Publish, Some(by.0), now)?;
+        diesel::update(dataset_versions::table.find(v.id))
+            .set(dataset_versions::schema_no.eq(schema_no))
+            .execute(conn)?;
         audit::record(
             conn,
             actor,
-            "dataset.version_upload",
+            "dataset.version_publish",
             "dataset_version",
-            &id.to_string(),
+            &v.id.to_string(),
             serde_json::json!({
                 "dataset_id": dataset_id,
-                "version_no": version_no,
-                "rows": rows,
-                "bytes": bytes,
-                "sha256": sha256,
+                "version_no": v.version_no,
+                "schema_no": schema_no,
+                "new_schema": new_schema,
             }),
         )?;
-        Ok(Added {
-            id,
-            version_no,
-            rows,
-            sha256: sha256.clone(),
+        notify_provider(
+            conn,
+            d.provider_org_id,
+            "catalog.mail.version_published",
+            &v,
+            &[("schema", schema_no.to_string())],
+        )?;
+        if new_schema {
+            crate::reactions::schema_published(conn, actor, dataset_id, schema_no)?;
+        }
+        Ok(Published {
+            schema_no,
+            new_schema,
         })
-    });
-    if result.is_err()
-        && let Some(dir) = moved
-    {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result.map(Ok)
+    })
+}
+
+/// The provider discards a draft: it is never read, and its files are removed (after the
+/// commit; [`reconcile`] removes them if the process dies first).
+pub fn discard(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    data_dir: &Path,
+    dataset_id: i64,
+    version_id: i64,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    user.require(&[Role::Provider])?;
+    let v = crate::db::write_transaction(conn, |conn| -> Result<Version, AppError> {
+        let (d, v) = own_version(conn, user.org_id, dataset_id, version_id)?;
+        move_version(conn, &v, VersionAction::Discard, Some(user.id), now)?;
+        audit::record(
+            conn,
+            &user.actor(),
+            "dataset.version_discard",
+            "dataset_version",
+            &v.id.to_string(),
+            serde_json::json!({ "dataset_id": dataset_id, "version_no": v.version_no }),
+        )?;
+        notify_provider(
+            conn,
+            d.provider_org_id,
+            "catalog.mail.version_discarded",
+            &v,
+            &[],
+        )?;
+        Ok(v)
+    })?;
+    remove_dir_if_present(&data_dir.join(&v.storage_path)).map_err(anyhow::Error::from)?;
+    Ok(())
 }
 
 /// Serializes version numbering of one dataset on PostgreSQL (SQLite writers are already

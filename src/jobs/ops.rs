@@ -770,13 +770,15 @@ pub fn file_usage(
     })
 }
 
-/// Stops one run because its agreement ended: a waiting, queued or running run is cancelled
-/// (a worker running it notices at its next lease renewal), a finished output is withheld.
-/// Whether it was stopped (a run that changed meanwhile is left alone).
+/// Stops one run because its agreement ended, or no longer covers its data (`reason`, a
+/// message key): a waiting, queued or running run is cancelled (a worker running it notices at
+/// its next lease renewal), a finished output is withheld. Whether it was stopped (a run that
+/// changed meanwhile is left alone).
 fn stop_one(
     conn: &mut DbConnection,
     actor: &Actor,
     j: &Job,
+    reason: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let Ok(to) = machine::apply_run(j.st(), RunAction::AgreementEnded) else {
@@ -789,7 +791,7 @@ fn stop_one(
     )
     .set((
         jobs::state.eq(to.as_str()),
-        jobs::reason.eq(AGREEMENT_ENDED),
+        jobs::reason.eq(reason),
         jobs::finished_at.eq(j.finished_at.unwrap_or(now)),
         jobs::lease_owner.eq(None::<String>),
         jobs::lease_expires_at.eq(None::<NaiveDateTime>),
@@ -808,7 +810,7 @@ fn stop_one(
         },
         "job",
         j.id,
-        serde_json::json!({ "from": j.state, "reason": "agreement_ended" }),
+        serde_json::json!({ "from": j.state, "reason": reason }),
     )?;
     if to == RunState::Withheld {
         let name: String = computations::table
@@ -823,7 +825,7 @@ fn stop_one(
             &[
                 ("id", j.id.to_string()),
                 ("name", name),
-                ("reasons", reason_both(AGREEMENT_ENDED)),
+                ("reasons", reason_both(reason)),
             ],
         )?;
     }
@@ -832,6 +834,9 @@ fn stop_one(
 
 /// The reason recorded on runs stopped because their agreement ended (a message key).
 pub const AGREEMENT_ENDED: &str = "jobs.why.agreement_ended";
+/// The reason recorded on runs and approvals stopped because an amendment of their agreement
+/// removed a dataset they use (a message key).
+pub const AGREEMENT_AMENDED: &str = "jobs.why.agreement_amended";
 /// The reason recorded when the privacy budget no longer covers a run (a message key).
 pub const BUDGET_EXHAUSTED: &str = "jobs.why.budget_exhausted";
 /// The reason recorded when a bound dataset has no version (a message key).
@@ -912,11 +917,122 @@ pub fn stop_for_agreement(
         .load(conn)?;
     let mut stopped = 0;
     for j in &open {
-        if stop_one(conn, actor, j, now)? {
+        if stop_one(conn, actor, j, AGREEMENT_ENDED, now)? {
             stopped += 1;
         }
     }
     Ok(stopped)
+}
+
+/// The reaction to a sealed amendment ([`crate::reactions::agreement_amended`], inside the
+/// seal's transaction): a computation whose datasets the amendment all keeps moves to it with
+/// its approval and its open runs; one that uses a removed dataset loses its approval (pending:
+/// rejected, approved: revoked) and its open runs are stopped, with the reason
+/// [`AGREEMENT_AMENDED`]; the operator is told by mail what stopped.
+pub fn carry_over_amendment(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    am: &crate::reactions::Amendment,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let under: Vec<Computation> = computations::table
+        .filter(computations::agreement_id.eq(am.previous_id))
+        .order(computations::id.asc())
+        .select(Computation::as_select())
+        .load(conn)?;
+    let mut stopped_runs = 0u64;
+    let mut stopped: Vec<(i64, String)> = Vec::new();
+    let mut org = None;
+    for c in &under {
+        if !c.binding_map().values().any(|d| am.removed.contains(d)) {
+            diesel::update(computations::table.find(c.id))
+                .set(computations::agreement_id.eq(am.agreement_id))
+                .execute(conn)?;
+            record(
+                conn,
+                actor,
+                "carry_over",
+                "computation",
+                c.id,
+                serde_json::json!({ "from": am.previous_id, "to": am.agreement_id }),
+            )?;
+            continue;
+        }
+        org = Some(c.org_id);
+        let open: Vec<Job> = jobs::table
+            .filter(jobs::computation_id.eq(c.id))
+            .filter(jobs::state.eq_any(OPEN))
+            .select(Job::as_select())
+            .load(conn)?;
+        for j in &open {
+            if stop_one(conn, actor, j, AGREEMENT_AMENDED, now)? {
+                stopped_runs += 1;
+            }
+        }
+        let action = match c.st() {
+            ComputationState::Pending => ComputationAction::Reject,
+            _ => ComputationAction::Revoke,
+        };
+        if let Ok(to) = machine::apply_computation(c.st(), action) {
+            let n = diesel::update(
+                computations::table
+                    .filter(computations::id.eq(c.id))
+                    .filter(computations::state.eq(&c.state)),
+            )
+            .set((
+                computations::state.eq(to.as_str()),
+                computations::reviewed_by.eq(actor.user_id),
+                computations::reviewed_at.eq(now),
+                computations::review_note.eq(AGREEMENT_AMENDED),
+            ))
+            .execute(conn)?;
+            if n > 0 {
+                record(
+                    conn,
+                    actor,
+                    if to == ComputationState::Revoked {
+                        "revoke"
+                    } else {
+                        "reject"
+                    },
+                    "computation",
+                    c.id,
+                    serde_json::json!({
+                        "reason": "agreement_amended",
+                        "amendment": am.number,
+                        "runs_stopped": open.iter().map(|j| j.id).collect::<Vec<_>>(),
+                    }),
+                )?;
+                stopped.push((c.id, c.name.clone()));
+            }
+        }
+    }
+    if let Some(org_id) = org {
+        mail::to_org(
+            conn,
+            org_id,
+            &Notice {
+                template: "jobs.mail.amended",
+                args: &[
+                    ("number", am.number.clone()),
+                    (
+                        "names",
+                        stopped
+                            .iter()
+                            .map(|(_, n)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    ("computations", stopped.len().to_string()),
+                    ("runs", stopped_runs.to_string()),
+                    ("reasons", reason_both(AGREEMENT_AMENDED)),
+                ],
+                object_type: "agreement",
+                object_id: am.agreement_id.to_string(),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The scheduler's sweep: stops the open runs under agreements that no longer run (a safety

@@ -8,7 +8,8 @@
 //!   SQLite the database's single writer makes the conditional update atomic.
 //! * **Start.** In the claim's transaction, the agreement is checked again (ended: the run is
 //!   cancelled, never started), and the privacy budget (exhausted: the run fails); the newest
-//!   version of each bound dataset is pinned in the run.
+//!   published version of each bound dataset, of the schema version its agreement accepted
+//!   ([`crate::agreements::schemas`]), is pinned in the run.
 //! * Every write goes through [`db::write_transaction`], which serializes this process's
 //!   SQLite writers (a deferred transaction that read before another writer committed could
 //!   not upgrade its lock).
@@ -35,7 +36,7 @@ use crate::AppState;
 use crate::db::{self, Backend, DbConnection};
 use crate::errors::AppError;
 use crate::mail::{self, Notice};
-use crate::schema::{agreements, dataset_versions, datasets, job_meters, jobs};
+use crate::schema::{agreements, job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
 use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, Runtime, TableSource};
@@ -213,7 +214,8 @@ fn fail(
 
 /// Checks a just-claimed run before it starts (inside the claim's transaction): stops it when
 /// its workers died too often, its agreement ended, its budget is spent or a dataset has no
-/// version; otherwise pins the newest version of each bound dataset.
+/// published version (of the schema its agreement accepted); otherwise pins the newest such
+/// version of each bound dataset.
 fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, AppError> {
     let now = state.clock.now();
     let j = ops::load_job(conn, id)?;
@@ -243,21 +245,18 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
     }
     let mut used = Vec::new();
     for (name, dataset_id) in c.binding_map() {
-        let v: Option<(i64, i32, i64, NaiveDateTime, String, i32)> = dataset_versions::table
-            .inner_join(datasets::table)
-            .filter(dataset_versions::dataset_id.eq(dataset_id))
-            .order(dataset_versions::version_no.desc())
-            .select((
-                dataset_versions::id,
-                dataset_versions::version_no,
-                dataset_versions::row_count,
-                dataset_versions::created_at,
-                dataset_versions::storage_path,
-                datasets::grade,
-            ))
-            .first(conn)
-            .optional()?;
-        let Some((version_id, version_no, rows, obtained_at, storage_path, grade)) = v else {
+        let schema_no = crate::agreements::schemas::accepted(conn, a.id, dataset_id)?;
+        let v = crate::catalog::model::published_of_schema(conn, dataset_id, schema_no)?.map(|v| {
+            (
+                v.id,
+                v.version_no,
+                v.row_count,
+                v.created_at,
+                v.storage_path,
+            )
+        });
+        let grade = crate::catalog::model::find_dataset(conn, dataset_id)?.map_or(4, |(d, _)| d.grade);
+        let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
             fail(conn, &j, RunAction::Fail, ops::NO_DATA, "", now)?;
             return Ok(Start::Stopped);
         };

@@ -1,0 +1,171 @@
+//! The workflow of a dataset version, with its one transition function.
+//!
+//! ```text
+//! incomplete --complete--> draft --publish--> published
+//!     |                      |
+//!     +--abandon--+          +--discard--+
+//!                 v                      v
+//!             discarded              discarded
+//! ```
+//!
+//! * `incomplete`: the row reserves the version's number while its files are moved into place
+//!   (the upload's last step); a server that died there leaves it to [`super::versions::reconcile`],
+//!   which abandons it at the next start.
+//! * `draft`: whole, shown only on its preview page (provider's organisation, platform staff).
+//! * `published`: read by jobs (of the schema version their agreement accepted).
+//! * `discarded`: never read; its files are removed.
+
+use serde::Serialize;
+
+/// A refused transition: the message key saying why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(pub &'static str);
+
+/// The state of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// Its files are being moved into place.
+    Incomplete,
+    /// Uploaded whole; waits for its provider to publish or discard it.
+    Draft,
+    /// Read by jobs.
+    Published,
+    /// Discarded by its provider, or abandoned incomplete.
+    Discarded,
+}
+
+impl VersionState {
+    /// Every state.
+    pub const ALL: [VersionState; 4] = [
+        Self::Incomplete,
+        Self::Draft,
+        Self::Published,
+        Self::Discarded,
+    ];
+
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incomplete => "incomplete",
+            Self::Draft => "draft",
+            Self::Published => "published",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// Parses a stored code.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The message key of its label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            Self::Incomplete => "catalog.vstate.incomplete",
+            Self::Draft => "catalog.vstate.draft",
+            Self::Published => "catalog.vstate.published",
+            Self::Discarded => "catalog.vstate.discarded",
+        }
+    }
+
+    /// The CSS badge class of the state.
+    pub fn badge(self) -> &'static str {
+        match self {
+            Self::Published => "badge-ok",
+            Self::Incomplete | Self::Draft => "badge-pending",
+            Self::Discarded => "badge-disabled",
+        }
+    }
+}
+
+/// What can happen to a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAction {
+    /// Its files are in place (the upload's last step).
+    Complete,
+    /// The upload died before its files were in place (found at start).
+    Abandon,
+    /// The provider publishes it from its preview.
+    Publish,
+    /// The provider discards it.
+    Discard,
+}
+
+impl VersionAction {
+    /// Every action.
+    pub const ALL: [VersionAction; 4] =
+        [Self::Complete, Self::Abandon, Self::Publish, Self::Discard];
+}
+
+/// The one transition function of versions.
+pub fn apply(state: VersionState, action: VersionAction) -> Result<VersionState, Refusal> {
+    use VersionAction as A;
+    use VersionState as S;
+    match (state, action) {
+        (S::Incomplete, A::Complete) => Ok(S::Draft),
+        (S::Incomplete, A::Abandon) | (S::Draft, A::Discard) => Ok(S::Discarded),
+        (S::Draft, A::Publish) => Ok(S::Published),
+        (S::Discarded, _) => Err(Refusal("catalog.refuse.version_discarded")),
+        (S::Incomplete, _) => Err(Refusal("catalog.refuse.version_incomplete")),
+        (S::Published, A::Publish | A::Discard) => Err(Refusal("catalog.refuse.version_published")),
+        (S::Draft | S::Published, A::Complete | A::Abandon) => {
+            Err(Refusal("catalog.refuse.version_complete"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use VersionAction as A;
+    use VersionState as S;
+
+    /// The table of legal transitions, written independently of [`apply`].
+    fn legal(s: VersionState, a: VersionAction) -> Option<VersionState> {
+        Some(match (s, a) {
+            (S::Incomplete, A::Complete) => S::Draft,
+            (S::Incomplete, A::Abandon) => S::Discarded,
+            (S::Draft, A::Publish) => S::Published,
+            (S::Draft, A::Discard) => S::Discarded,
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn every_version_transition() {
+        let mut legal_count = 0;
+        for s in S::ALL {
+            for a in A::ALL {
+                match (apply(s, a), legal(s, a)) {
+                    (Ok(got), Some(want)) => {
+                        assert_eq!(got, want, "{s:?} {a:?}");
+                        legal_count += 1;
+                    }
+                    (Err(Refusal(key)), None) => {
+                        assert!(key.starts_with("catalog.refuse."), "{s:?} {a:?}");
+                    }
+                    (got, want) => panic!("{s:?} {a:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        assert_eq!(legal_count, 4);
+        assert_eq!(
+            apply(S::Published, A::Discard),
+            Err(Refusal("catalog.refuse.version_published"))
+        );
+        assert_eq!(
+            apply(S::Discarded, A::Publish),
+            Err(Refusal("catalog.refuse.version_discarded"))
+        );
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in S::ALL {
+            assert_eq!(S::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(S::parse("nonsense"), None);
+    }
+}
