@@ -366,9 +366,7 @@ struct Shared {
 
 impl Shared {
     fn check(&self) -> Result<(), Outcome> {
-        if self.cancel.is_cancelled() {
-            Err(Outcome::Cancelled)
-        } else if self.abort.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() || self.abort.load(Ordering::Relaxed) {
             Err(Outcome::Cancelled)
         } else if Instant::now() >= self.deadline {
             Err(Outcome::OutOfTime)
@@ -1023,6 +1021,10 @@ impl Runtime {
     }
 }
 
+/// The kept rows of one driver call: their numbers (`u32`), cells (`u32`) and measures (`i64`,
+/// row-major), little-endian, in the driver's memory.
+type Kept<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// Calls loop `li` of the driver over the `n` rows placed in its memory; the kept rows'
 /// numbers, cells and measures.
 fn call_loop<'a>(
@@ -1030,7 +1032,7 @@ fn call_loop<'a>(
     driver: &Driver,
     li: usize,
     n: usize,
-) -> Result<(&'a [u8], &'a [u8], &'a [u8]), Outcome> {
+) -> Result<Kept<'a>, Outcome> {
     let kept = pair.loops[li]
         .call(&mut pair.store, n as i32)
         .map_err(|e| classify(&e, &pair.store))?;
