@@ -3,8 +3,9 @@
 //!
 //! Versions live at `<data_dir>/datasets/<dataset_id>/<version_no>/` in the
 //! `dataop-columnar/1` layout of [`dataop_sandbox::columnar`]; the ingest writes into
-//! `<data_dir>/tmp/` (same file system) and the directory is renamed only once the whole file
-//! has been accepted, so a refused file leaves nothing behind.
+//! process's scratch directory under `<data_dir>/tmp/` (same file system, see
+//! [`crate::scratch`]) and the directory is renamed only once the whole file has been accepted,
+//! so a refused file leaves nothing behind.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -30,17 +31,13 @@ pub struct Added {
     pub sha256: String,
 }
 
-/// Where the catalog keeps its scratch files (uploads in progress, ingests in progress).
-pub fn work_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("tmp")
-}
-
 /// The directory of a version, relative to the data dir.
 pub fn storage_path(dataset_id: i64, version_no: i32) -> String {
     format!("datasets/{dataset_id}/{version_no}")
 }
 
-/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`.
+/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`, with
+/// its work files in `scratch` (the process's [`crate::scratch::Scratch`] directory).
 ///
 /// Returns `Ok(Err(_))` when the file is refused (the refusal is audited, nothing is kept) and
 /// `Err(_)` for internal failures. Blocking: call it off the async executor.
@@ -48,6 +45,7 @@ pub fn storage_path(dataset_id: i64, version_no: i32) -> String {
 pub fn add_version<R: Read>(
     pool: &DbPool,
     data_dir: &Path,
+    scratch: &Path,
     key: &PseudonymKey,
     limit_bytes: u64,
     actor: &Actor,
@@ -63,7 +61,7 @@ pub fn add_version<R: Read>(
         return Err(AppError::invalid("catalog.err_no_columns"));
     }
     let specs: Vec<_> = columns.iter().map(model::Column::to_ingest).collect();
-    let ingested = match ingest::ingest(input, &specs, key, limit_bytes, &work_dir(data_dir)) {
+    let ingested = match ingest::ingest(input, &specs, key, limit_bytes, scratch) {
         Ok(i) => i,
         Err(IngestError::Io(e)) => return Err(AppError::Internal(e.into())),
         Err(refused) => {

@@ -298,7 +298,12 @@ async fn do_submit(
             Ok(c) => c,
             Err(problems) => return Ok(Err(problems)),
         };
-        model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
+        model::store_module(
+            &st.config.data_dir,
+            &st.scratch,
+            &checked.module_sha256,
+            &sub.module,
+        )?;
         let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now())?;
         if submitted.queued {
             super::worker::announce_queued(&st, conn);

@@ -261,8 +261,14 @@ pub fn module_path(data_dir: &Path, sha256: &str) -> PathBuf {
 }
 
 /// Stores a checked module under its hash (once: a module already stored is left as it is;
-/// written to a temporary name and renamed, so a reader never sees half a file).
-pub fn store_module(data_dir: &Path, sha256: &str, wasm: &[u8]) -> std::io::Result<()> {
+/// written in the process's scratch directory and renamed, so a reader never sees half a file
+/// and a killed process leaves nothing next to the modules).
+pub fn store_module(
+    data_dir: &Path,
+    scratch: &crate::scratch::Scratch,
+    sha256: &str,
+    wasm: &[u8],
+) -> std::io::Result<()> {
     let path = module_path(data_dir, sha256);
     if path.exists() {
         return Ok(());
@@ -270,9 +276,12 @@ pub fn store_module(data_dir: &Path, sha256: &str, wasm: &[u8]) -> std::io::Resu
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, wasm)?;
-    std::fs::rename(&tmp, &path)
+    let tmp = scratch.file("module", ".wasm");
+    let written = std::fs::write(&tmp, wasm).and_then(|()| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Loads a computation.
