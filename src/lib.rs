@@ -16,6 +16,7 @@ pub mod db;
 pub mod demo;
 pub mod errors;
 pub mod i18n;
+pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod routes;

@@ -331,6 +331,26 @@ pub fn job_rows(
     states: Option<&[&str]>,
     limit: i64,
 ) -> QueryResult<Vec<JobRow>> {
+    rows_before(conn, org_id, states, None, limit)
+}
+
+/// A page of an organisation's runs, newest first: at most `limit` with an id below `before`.
+pub fn org_job_page(
+    conn: &mut DbConnection,
+    org_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
+    rows_before(conn, Some(org_id), None, before, limit)
+}
+
+fn rows_before(
+    conn: &mut DbConnection,
+    org_id: Option<i64>,
+    states: Option<&[&str]>,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
     let mut q = jobs::table
         .inner_join(computations::table)
         .inner_join(organisations::table)
@@ -348,6 +368,9 @@ pub fn job_rows(
     }
     if let Some(states) = states {
         q = q.filter(jobs::state.eq_any(states.to_vec()));
+    }
+    if let Some(before) = before {
+        q = q.filter(jobs::id.lt(before));
     }
     Ok(q.load::<(Job, String, String, String)>(conn)?
         .into_iter()
