@@ -63,7 +63,7 @@ pub fn add_version<R: Read>(
     let specs: Vec<_> = columns.iter().map(model::Column::to_ingest).collect();
     let ingested = match ingest::ingest(input, &specs, key, limit_bytes, scratch) {
         Ok(i) => i,
-        Err(IngestError::Io(e)) => return Err(AppError::Internal(e.into())),
+        Err(IngestError::Io(e)) => return Err(e.into()),
         Err(refused) => {
             let mut conn = pool.get()?;
             crate::db::write_transaction(&mut conn, |conn| {
