@@ -5,6 +5,12 @@
 //! it: a JSON body `{"error": {"status", "code", "message"}}` under `/api`, otherwise an HTML
 //! page in the site layout (a 401 on a page redirects to the login form instead). Internal
 //! errors are logged and answered with a 500 that reveals nothing.
+//!
+//! A write that fails for want of a resource, not because of a bug, says so ([`Shortage`]):
+//! a full disk (the data dir's file system, or the database's) answers 507 Insufficient
+//! Storage, and a database or file system that cannot be written (a read-only mount, a
+//! PostgreSQL standby or `default_transaction_read_only`) answers 503 Service Unavailable.
+//! Both are logged as warnings and clear up by themselves once the cause is gone.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -81,11 +87,14 @@ impl AppError {
             Self::Http { status, key, args } => {
                 (*status, key.clone(), i18n::t_args(lang, key, args))
             }
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "common.error_internal".into(),
-                i18n::t(lang, "common.error_internal").to_owned(),
-            ),
+            Self::Internal(e) => match Shortage::of_any(e) {
+                Some(s) => s.error(&format_args!("{e:#}")).message(lang),
+                None => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "common.error_internal".into(),
+                    i18n::t(lang, "common.error_internal").to_owned(),
+                ),
+            },
         }
     }
 }
@@ -118,9 +127,88 @@ impl ResponseError for AppError {
     }
 }
 
+/// A resource the server lacks to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortage {
+    /// No space left on the data dir's or the database's storage: 507.
+    StorageFull,
+    /// The database (or the data dir) accepts no writes: 503.
+    ReadOnly,
+}
+
+impl Shortage {
+    /// Which shortage made an I/O operation fail, if one did.
+    pub fn of_io(e: &std::io::Error) -> Option<Self> {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge => {
+                Some(Self::StorageFull)
+            }
+            ErrorKind::ReadOnlyFilesystem => Some(Self::ReadOnly),
+            _ => None,
+        }
+    }
+
+    /// Which shortage made a database statement fail, if one did: SQLite's `SQLITE_FULL` and
+    /// `SQLITE_READONLY` (reported by their messages), PostgreSQL's disk-full errors and
+    /// read-only transactions (SQLSTATE 25006).
+    pub fn of_db(e: &diesel::result::Error) -> Option<Self> {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let Error::DatabaseError(kind, info) = e else {
+            return None;
+        };
+        let message = info.message();
+        if matches!(kind, DatabaseErrorKind::ReadOnlyTransaction)
+            || message.contains("attempt to write a readonly database")
+        {
+            Some(Self::ReadOnly)
+        } else if message.contains("database or disk is full")
+            || message.contains("No space left on device")
+        {
+            Some(Self::StorageFull)
+        } else {
+            None
+        }
+    }
+
+    /// Which shortage is behind an error or any of its causes, if one is.
+    pub fn of_any(e: &anyhow::Error) -> Option<Self> {
+        e.chain().find_map(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(Self::of_io)
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<diesel::result::Error>()
+                        .and_then(Self::of_db)
+                })
+        })
+    }
+
+    /// The answer to a request that met the shortage (logged as a warning with its cause).
+    pub fn error(self, cause: &dyn std::fmt::Display) -> AppError {
+        tracing::warn!(shortage = ?self, "a write failed: {cause}");
+        if self == Self::ReadOnly {
+            crate::db::note_read_only();
+        }
+        match self {
+            Self::StorageFull => AppError::http(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "common.error_storage_full",
+            ),
+            Self::ReadOnly => {
+                AppError::http(StatusCode::SERVICE_UNAVAILABLE, "common.error_read_only")
+            }
+        }
+    }
+}
+
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
-        Self::Internal(e)
+        match Shortage::of_any(&e) {
+            Some(s) => s.error(&format_args!("{e:#}")),
+            None => Self::Internal(e),
+        }
     }
 }
 
@@ -128,7 +216,10 @@ impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
         match e {
             diesel::result::Error::NotFound => Self::not_found(),
-            other => Self::Internal(other.into()),
+            other => match Shortage::of_db(&other) {
+                Some(s) => s.error(&other),
+                None => Self::Internal(other.into()),
+            },
         }
     }
 }
@@ -153,7 +244,10 @@ impl From<askama::Error> for AppError {
 
 impl From<std::io::Error> for AppError {
     fn from(e: std::io::Error) -> Self {
-        Self::Internal(e.into())
+        match Shortage::of_io(&e) {
+            Some(s) => s.error(&e),
+            None => Self::Internal(e.into()),
+        }
     }
 }
 
@@ -167,6 +261,8 @@ pub fn key_for_status(status: StatusCode) -> &'static str {
         405 => "common.error_method",
         413 => "common.error_too_large",
         429 => "common.error_too_many",
+        503 => "common.error_read_only",
+        507 => "common.error_storage_full",
         s if s >= 500 => "common.error_internal",
         _ => "common.error_bad_request",
     }

@@ -16,12 +16,14 @@ pub mod db;
 pub mod demo;
 pub mod errors;
 pub mod i18n;
+pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod reactions;
 pub mod routes;
 pub mod scheduler;
 pub mod schema;
+pub mod scratch;
 pub mod secrets;
 pub mod supervision;
 pub mod web;
@@ -51,12 +53,16 @@ pub struct AppState {
     pub sandbox: jobs::Sandbox,
     /// Wakes this process's idle job workers when a run is queued.
     pub queue_bell: jobs::QueueBell,
+    /// This process's scratch directory under `<data_dir>/tmp/`.
+    pub scratch: scratch::Scratch,
 }
 
 impl AppState {
-    /// Creates the data dir, loads or creates the secrets, opens and migrates the database.
+    /// Creates the data dir, removes the scratch files of stopped processes, loads or creates
+    /// the secrets, opens and migrates the database.
     pub fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
+        let scratch = scratch::Scratch::open(&config.data_dir)?;
         let secrets = Secrets::load_or_create(&config)?;
         let seal = agreements::seal::SealKey::load_or_create(&config.data_dir)?;
         let pool = db::connect(&config.database_url)?;
@@ -74,6 +80,7 @@ impl AppState {
             seal,
             sandbox: jobs::Sandbox::default(),
             queue_bell: jobs::QueueBell::default(),
+            scratch,
         })
     }
 }

@@ -132,6 +132,10 @@ enum JobCommand {
         /// `NAME=DATASET_ID`: binds a manifest dataset to a catalog dataset (repeatable).
         #[arg(long)]
         dataset: Vec<String>,
+        /// The submission's `Idempotency-Key` (default: a random one). Running the command
+        /// again with the same key within 24 hours answers the run it recorded.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Print a job's state, progress and report (JSON).
     Status {
@@ -391,6 +395,7 @@ fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
             manifest,
             purpose,
             dataset,
+            idempotency_key,
         } => {
             cli::submit(
                 &api.server,
@@ -399,6 +404,7 @@ fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
                 &manifest,
                 &purpose,
                 &dataset,
+                idempotency_key.as_deref(),
                 &mut out,
             )?;
         }

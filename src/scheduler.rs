@@ -17,6 +17,7 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 const JOBS: &[Job] = &[
     ("sessions.purge", crate::accounts::session::purge_expired),
     ("login_failures.purge", crate::auth::throttle::purge),
+    ("idempotency_keys.purge", crate::idempotency::purge),
     ("admission", crate::admission::tick),
     ("agreements", crate::agreements::tick),
     ("jobs", crate::jobs::tick),

@@ -613,6 +613,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (id) {
+        id -> BigInt,
+        scope -> Text,
+        key -> Text,
+        request_hash -> Text,
+        status -> Integer,
+        response -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(trainings -> users (user_id));
 diesel::joinable!(computations -> organisations (org_id));
 diesel::joinable!(computations -> agreements (agreement_id));

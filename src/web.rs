@@ -509,11 +509,43 @@ pub async fn home(page: Page) -> Result<HttpResponse, AppError> {
     render(&HomePage { page })
 }
 
-/// `GET /healthz`: answers `ok` when the server runs.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
+/// `GET /healthz`: `ok` (200) when the database accepts writes and the data dir's file system
+/// has room; otherwise the reason, with 503 (the database cannot be written or reached) or
+/// 507 (the data dir's file system is full).
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let probe = {
+        let pool = state.pool.clone();
+        web::block(move || -> Result<(), String> {
+            let mut conn = pool
+                .get()
+                .map_err(|e| format!("the database cannot be reached: {e}"))?;
+            crate::db::probe_write(&mut conn).map_err(|e| {
+                if errors::Shortage::of_db(&e) == Some(errors::Shortage::ReadOnly) {
+                    crate::db::note_read_only();
+                }
+                format!("the database cannot be written: {e}")
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the check could not run: {e}")))
+    };
+    let free = crate::scratch::available_bytes(state.scratch.dir());
+    let (status, body) = match (probe, free) {
+        (Err(reason), _) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        (Ok(()), Ok(free)) if free < crate::scratch::RESERVE_BYTES => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the data dir's file system is full: {free} bytes free"),
+        ),
+        (Ok(()), Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the data dir cannot be read: {e}"),
+        ),
+        (Ok(()), Ok(_)) => (StatusCode::OK, "ok".to_owned()),
+    };
+    HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
-        .body("ok")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
 }
 
 /// Query of the language switch.

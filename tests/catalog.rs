@@ -317,8 +317,8 @@ fn good_upload_becomes_a_pseudonymized_version() {
         ps[0],
         dataop_sandbox::columnar::pseudonym(&app.state().secrets.pseudonym_key, IDS[0])
     );
-    // Nothing left in the scratch directory.
-    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
+    // Nothing left in the process's scratch directory.
+    assert!(files_under(app.state().scratch.dir()).is_empty());
 }
 
 #[test]
@@ -357,7 +357,7 @@ fn file_with_bad_rows_is_refused_whole() {
         .unwrap();
     assert!(api["versions"].as_array().unwrap().is_empty());
     assert!(files_under(&app.versions_dir()).is_empty());
-    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
+    assert!(files_under(app.state().scratch.dir()).is_empty());
 
     // A wrong header is refused too.
     let res = upload(&app, &client, id, b"a,b\n1,2\n".to_vec());
@@ -375,7 +375,7 @@ fn oversize_upload_is_refused() {
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.text().unwrap().contains("2.0 KiB"));
     assert!(files_under(&app.versions_dir()).is_empty());
-    assert!(files_under(&app.data_dir().join("tmp")).is_empty());
+    assert!(files_under(app.state().scratch.dir()).is_empty());
     // A small file still goes through.
     assert_eq!(
         upload(&app, &client, id, good_csv(5)).status(),

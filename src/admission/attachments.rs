@@ -148,11 +148,15 @@ pub async fn upload(
         .map(std::path::Path::to_path_buf)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("attachment path has no parent")))?;
     let written = full.clone();
+    let tmp = state.scratch.file("attachment", ".part");
+    state.scratch.ensure_room(bytes.len() as u64)?;
     web::block(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        let tmp = written.with_extension("part");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &written)
+        let stored = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &written));
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        stored
     })
     .await??;
     let u = user.clone();

@@ -166,12 +166,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
         return Ok(());
     }
     drop(conn);
-    let work = versions::work_dir(&state.config.data_dir);
-    std::fs::create_dir_all(&work)?;
-    let csv_path = work.join(format!(
-        "demo-outpatients-{}.csv",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let csv_path = state.scratch.file("demo-outpatients", ".csv");
     let result = (|| -> anyhow::Result<()> {
         let mut out = BufWriter::new(std::fs::File::create(&csv_path)?);
         outpatients::write_csv(&mut out, DEMO_SEED, rows)?;
@@ -181,6 +176,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
         let added = versions::add_version(
             &state.pool,
             &state.config.data_dir,
+            state.scratch.dir(),
             &key,
             u64::MAX,
             &actor,

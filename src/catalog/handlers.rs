@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use actix_multipart::Multipart;
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use futures_util::TryStreamExt as _;
@@ -1298,9 +1298,13 @@ pub async fn upload_version(
     let org = user.org_id;
     db(&state, move |conn| owned(conn, org, id)).await?;
     let limit = state.config.upload_limit_bytes;
-    let work = versions::work_dir(&state.config.data_dir);
-    std::fs::create_dir_all(&work)?;
-    let file_path = work.join(format!("upload-{}.csv", uuid::Uuid::new_v4().simple()));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    state.scratch.ensure_room(declared.min(limit))?;
+    let file_path = state.scratch.file("upload", ".csv");
     let _cleanup = RemoveOnDrop(file_path.clone());
     let mut csrf_ok = false;
     let mut size: Option<u64> = None;
@@ -1367,11 +1371,13 @@ pub async fn upload_version(
     let uid = user.id;
     let st = state.clone();
     let path_for_ingest = file_path.clone();
+    state.scratch.ensure_room(size.unwrap_or(0))?;
     let outcome = web::block(move || {
         let file = std::fs::File::open(&path_for_ingest)?;
         versions::add_version(
             &st.pool,
             &st.config.data_dir,
+            st.scratch.dir(),
             &key,
             limit,
             &actor,

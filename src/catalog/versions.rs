@@ -2,8 +2,9 @@
 //! ([`super::machine`]): draft → published or discarded.
 //!
 //! Versions live at `<data_dir>/datasets/<dataset_id>/<version_no>/` in the
-//! `dataop-columnar/1` layout of [`dataop_sandbox::columnar`]. The ingest writes into
-//! `<data_dir>/tmp/` (same file system), so a refused file leaves nothing behind. A whole
+//! `dataop-columnar/1` layout of [`dataop_sandbox::columnar`]. The ingest writes into the
+//! process's scratch directory under `<data_dir>/tmp/` (same file system, see
+//! [`crate::scratch`]), so a refused file leaves nothing behind. A whole
 //! version then goes into place in three steps, so its files and its row agree whatever
 //! moment the process dies:
 //!
@@ -47,11 +48,6 @@ pub struct Added {
     pub sha256: String,
 }
 
-/// Where the catalog keeps its scratch files (uploads in progress, ingests in progress).
-pub fn work_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("tmp")
-}
-
 /// Where the versions' directories are.
 fn versions_root(data_dir: &Path) -> PathBuf {
     data_dir.join("datasets")
@@ -62,7 +58,8 @@ pub fn storage_path(dataset_id: i64, version_no: i32) -> String {
     format!("datasets/{dataset_id}/{version_no}")
 }
 
-/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`; the
+/// Ingests `input` as the next version of dataset `dataset_id`, uploaded by `user_id`, with
+/// its work files in `scratch` (the process's [`crate::scratch::Scratch`] directory); the
 /// version is a draft until its provider publishes it ([`publish`]).
 ///
 /// Returns `Ok(Err(_))` when the file is refused (the refusal is audited, nothing is kept) and
@@ -71,6 +68,7 @@ pub fn storage_path(dataset_id: i64, version_no: i32) -> String {
 pub fn add_version<R: Read>(
     pool: &DbPool,
     data_dir: &Path,
+    scratch: &Path,
     key: &PseudonymKey,
     limit_bytes: u64,
     actor: &Actor,
@@ -87,9 +85,9 @@ pub fn add_version<R: Read>(
         return Err(AppError::invalid("catalog.err_no_columns"));
     }
     let specs: Vec<_> = columns.iter().map(model::Column::to_ingest).collect();
-    let ingested = match ingest::ingest(input, &specs, key, limit_bytes, &work_dir(data_dir)) {
+    let ingested = match ingest::ingest(input, &specs, key, limit_bytes, scratch) {
         Ok(i) => i,
-        Err(IngestError::Io(e)) => return Err(AppError::Internal(e.into())),
+        Err(IngestError::Io(e)) => return Err(e.into()),
         Err(refused) => {
             let mut conn = pool.get()?;
             crate::db::write_transaction(&mut conn, |conn| {

@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -124,9 +125,45 @@ impl ManageConnection for Manager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// A PostgreSQL session opened while the database was read-only (a standby, or
+    /// `default_transaction_read_only = on`) stays read-only after the database accepts
+    /// writes again; for ten minutes after a write was refused as read-only, such sessions are
+    /// dropped when they come back to the pool, so that new ones see the database as it is
+    /// now and writes work again without a restart.
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        let DbConnection::Pg(c) = conn else {
+            return false;
+        };
+        let since = chrono::Utc::now().timestamp() - READ_ONLY_SEEN.load(Ordering::Relaxed);
+        if since > READ_ONLY_WATCH_SECS {
+            return false;
+        }
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+            "current_setting('transaction_read_only')",
+        ))
+        .get_result::<String>(c)
+        .map_or(true, |v| v == "on")
     }
+}
+
+/// When (Unix seconds) a write was last refused because the database is read-only.
+static READ_ONLY_SEEN: AtomicI64 = AtomicI64::new(i64::MIN / 2);
+/// How long after such a refusal pooled PostgreSQL sessions are checked on their return.
+const READ_ONLY_WATCH_SECS: i64 = 600;
+
+/// Notes that the database refused a write as read-only (see [`Manager::has_broken`]).
+pub fn note_read_only() {
+    READ_ONLY_SEEN.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+}
+
+/// Whether the database accepts writes now: a statement that writes nothing but needs write
+/// access (an `UPDATE` of no row of the migrations table) in a write transaction.
+pub fn probe_write(conn: &mut DbConnection) -> QueryResult<()> {
+    write_transaction(conn, |c| {
+        diesel::sql_query("UPDATE __diesel_schema_migrations SET version = version WHERE 1 = 0")
+            .execute(c)
+            .map(|_| ())
+    })
 }
 
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL; \

@@ -1,5 +1,6 @@
 //! `dataop job submit|status|wait|output`: the API from the shell (`--server URL --token
-//! TOKEN`, the token from `POST /api/v1/tokens` or the account page).
+//! TOKEN`, the token from `POST /api/v1/tokens` or the account page). A submission is sent
+//! with an `Idempotency-Key` and retried with it when its answer is lost ([`submit`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -40,7 +41,18 @@ fn json_or_error(r: Response) -> anyhow::Result<serde_json::Value> {
     }
 }
 
+/// Attempts of one submission before `dataop job submit` gives up.
+pub const SUBMIT_ATTEMPTS: u32 = 5;
+/// The wait before the first retry; doubled before each next one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Submits a module and manifest; prints the answer (JSON) and returns the run's id.
+///
+/// The request carries an `Idempotency-Key` (`key`, or a random one), so when the connection
+/// fails or the server answers 5xx it is sent again with the same key, up to
+/// [`SUBMIT_ATTEMPTS`] times with a doubling wait: a run recorded by an attempt whose answer
+/// was lost is answered again, never submitted twice.
+#[allow(clippy::too_many_arguments)]
 pub fn submit(
     server: &str,
     token: &str,
@@ -48,29 +60,66 @@ pub fn submit(
     manifest: &Path,
     purpose: &str,
     bindings: &[String],
+    key: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i64> {
     let wasm = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let toml =
         std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
-    let mut form = multipart::Form::new()
-        .part("module", multipart::Part::bytes(wasm).file_name("module"))
-        .part(
-            "manifest",
-            multipart::Part::bytes(toml).file_name("manifest.toml"),
-        )
-        .text("purpose", purpose.to_owned());
+    let mut fields = Vec::new();
     for b in bindings {
         let (name, id) = b
             .split_once('=')
             .context("--dataset takes NAME=DATASET_ID")?;
-        form = form.text(format!("dataset.{name}"), id.to_owned());
+        fields.push((format!("dataset.{name}"), id.to_owned()));
     }
-    let r = client()?
-        .post(url(server, "/api/v1/jobs"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()?;
+    let form = || {
+        let mut form = multipart::Form::new()
+            .part(
+                "module",
+                multipart::Part::bytes(wasm.clone()).file_name("module"),
+            )
+            .part(
+                "manifest",
+                multipart::Part::bytes(toml.clone()).file_name("manifest.toml"),
+            )
+            .text("purpose", purpose.to_owned());
+        for (name, value) in &fields {
+            form = form.text(name.clone(), value.clone());
+        }
+        form
+    };
+    let key = key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let client = client()?;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    let r = loop {
+        let sent = client
+            .post(url(server, "/api/v1/jobs"))
+            .bearer_auth(token)
+            .header(crate::idempotency::HEADER, &key)
+            .multipart(form())
+            .send();
+        let failure = match sent {
+            Ok(r) if !r.status().is_server_error() => break r,
+            Ok(r) if attempt >= SUBMIT_ATTEMPTS => break r,
+            Ok(r) => format!("the server answered {}", r.status()),
+            Err(e) if attempt >= SUBMIT_ATTEMPTS => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "submitting failed {SUBMIT_ATTEMPTS} times (Idempotency-Key {key})"
+                )));
+            }
+            Err(e) => format!("{e}"),
+        };
+        eprintln!(
+            "submission attempt {attempt} failed ({failure}); retrying in {} ms with the same \
+             Idempotency-Key {key}",
+            backoff.as_millis()
+        );
+        std::thread::sleep(backoff);
+        backoff *= 2;
+        attempt += 1;
+    };
     let body = json_or_error(r)?;
     writeln!(out, "{body}")?;
     body["id"].as_i64().context("no job id in the answer")

@@ -86,6 +86,7 @@ pub(crate) fn submit_demo(
     .map_err(|p| anyhow::anyhow!("demo job refused: {p:?}"))?;
     model::store_module(
         &state.config.data_dir,
+        &state.scratch,
         &checked.module_sha256,
         module.as_bytes(),
     )?;

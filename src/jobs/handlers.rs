@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
 use crate::i18n::Lang;
+use crate::idempotency;
 use crate::web::{Page, db, lang_of, redirect_with_flash, render, render_status};
 
 /// Runs listed per page.
@@ -274,11 +275,13 @@ async fn read_submission(mut payload: Multipart) -> Result<(Submission, String),
     Ok((sub, csrf))
 }
 
-/// Checks and records a submission; the failed rules on refusal.
+/// Checks and records a submission (with the answer under `claim`'s idempotency key, in the
+/// same transaction); the failed rules on refusal.
 async fn do_submit(
     state: &web::Data<AppState>,
     user: &CurrentUser,
     sub: Submission,
+    claim: Option<idempotency::Claim>,
 ) -> Result<Result<ops::Submitted, Vec<Problem>>, AppError> {
     user.require(&[Role::Enterprise])?;
     let st = state.clone();
@@ -298,8 +301,24 @@ async fn do_submit(
             Ok(c) => c,
             Err(problems) => return Ok(Err(problems)),
         };
-        model::store_module(&st.config.data_dir, &checked.module_sha256, &sub.module)?;
-        let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, st.clock.now())?;
+        model::store_module(
+            &st.config.data_dir,
+            &st.scratch,
+            &checked.module_sha256,
+            &sub.module,
+        )?;
+        let now = crate::db::to_micros(st.clock.now());
+        let submitted = crate::db::write_transaction(conn, |conn| {
+            let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, now)?;
+            if let Some(claim) = &claim {
+                let answer = idempotency::Recorded {
+                    status: StatusCode::CREATED.as_u16(),
+                    body: submitted_json(&submitted),
+                };
+                idempotency::record(conn, claim, &answer, now)?;
+            }
+            Ok::<_, AppError>(submitted)
+        })?;
         if submitted.queued {
             super::worker::announce_queued(&st, conn);
         }
@@ -323,7 +342,7 @@ pub async fn submit_form(
         module: Vec::new(),
         ..sub.clone()
     };
-    match do_submit(&state, &user, sub).await? {
+    match do_submit(&state, &user, sub, None).await? {
         Ok(s) => Ok(redirect_with_flash(
             &format!("/jobs/{}", s.job_id),
             "ok",
@@ -342,8 +361,59 @@ pub async fn submit_form(
     }
 }
 
+/// The API's answer to a recorded submission.
+fn submitted_json(s: &ops::Submitted) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.job_id,
+        "computation": s.computation_id,
+        "state": if s.queued { "queued" } else { "awaiting_approval" },
+        "url": format!("/jobs/{}", s.job_id),
+    })
+}
+
+/// The idempotency hash of a submission: what it asks for, not how it was encoded.
+fn submission_hash(sub: &Submission) -> String {
+    let bindings = serde_json::to_string(&sub.bindings).unwrap_or_default();
+    idempotency::request_hash(
+        "POST /api/v1/jobs",
+        &[
+            &sub.module,
+            sub.manifest.as_bytes(),
+            sub.purpose.as_bytes(),
+            bindings.as_bytes(),
+        ],
+    )
+}
+
+/// The answer already recorded under `claim`, if any (422 when the key was used for another
+/// request).
+async fn recorded_answer(
+    state: &web::Data<AppState>,
+    claim: &Option<idempotency::Claim>,
+) -> Result<Option<HttpResponse>, AppError> {
+    let Some(claim) = claim.clone() else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    match db(state, move |conn| {
+        Ok(idempotency::prior(conn, &claim, now)?)
+    })
+    .await?
+    {
+        idempotency::Prior::None => Ok(None),
+        idempotency::Prior::Same(answer) => Ok(Some(answer.replay())),
+        idempotency::Prior::Different => Err(idempotency::reused()),
+    }
+}
+
 /// `POST /api/v1/jobs` (multipart, bearer token): 201 with the run, or 422 naming every
 /// failed rule.
+///
+/// With an `Idempotency-Key` header (see [`crate::idempotency`]), the run and the answer are
+/// recorded together under the key, within the caller's organisation: the same key with the
+/// same submission answers the recorded 201 again (header `Idempotent-Replayed: true`, the
+/// same run), even when both requests arrive at once; with another submission it answers
+/// 422. A refusal is not recorded.
 pub async fn api_submit(
     req: HttpRequest,
     user: CurrentUser,
@@ -353,15 +423,25 @@ pub async fn api_submit(
     if !user.via_token {
         return Err(AppError::unauthorized());
     }
+    user.require(&[Role::Enterprise])?;
+    let key = idempotency::Key::from_request(&req)?;
     let (sub, _) = read_submission(payload).await?;
+    let claim = key.map(|key| idempotency::Claim {
+        scope: idempotency::org_scope(user.org_id),
+        key,
+        request_hash: submission_hash(&sub),
+    });
+    if let Some(answer) = recorded_answer(&state, &claim).await? {
+        return Ok(answer);
+    }
     let lang = lang_of(&req);
-    match do_submit(&state, &user, sub).await? {
-        Ok(s) => Ok(HttpResponse::Created().json(serde_json::json!({
-            "id": s.job_id,
-            "computation": s.computation_id,
-            "state": if s.queued { "queued" } else { "awaiting_approval" },
-            "url": format!("/jobs/{}", s.job_id),
-        }))),
+    let submitted = match do_submit(&state, &user, sub, claim.clone()).await {
+        Ok(s) => s,
+        // A request with the same key committed first: this one was rolled back.
+        Err(e) => return recorded_answer(&state, &claim).await?.ok_or(e),
+    };
+    match submitted {
+        Ok(s) => Ok(HttpResponse::Created().json(submitted_json(&s))),
         Err(problems) => {
             let list: Vec<_> = problems
                 .iter()
@@ -377,6 +457,74 @@ pub async fn api_submit(
             })))
         }
     }
+}
+
+/// Runs listed per page of `GET /api/v1/jobs` by default, and at most.
+const API_PAGE: i64 = 50;
+const API_MAX_PAGE: i64 = 200;
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+pub struct ApiListQuery {
+    /// Only runs with a smaller id (the `next` link of the previous page).
+    #[serde(default)]
+    before: String,
+    /// Runs per page (1 to 200, default 50).
+    #[serde(default)]
+    limit: String,
+}
+
+/// `GET /api/v1/jobs?before=ID&limit=N` (bearer token): the runs of the caller's organisation,
+/// newest first, a page at a time; `next` links to the following page (`null` on the last).
+pub async fn api_list(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    query: web::Query<ApiListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let bad = |field: &str| AppError::bad_request("jobs.err.api_query").arg("field", field);
+    let before = match query.before.as_str() {
+        "" => None,
+        b => Some(
+            b.parse::<i64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| bad("before"))?,
+        ),
+    };
+    let limit = match query.limit.as_str() {
+        "" => API_PAGE,
+        l => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=API_MAX_PAGE).contains(l))
+            .ok_or_else(|| bad("limit"))?,
+    };
+    let org = user.org_id;
+    let rows = db(&state, move |conn| {
+        Ok(model::org_job_page(conn, org, before, limit + 1)?)
+    })
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<_> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| {
+            serde_json::json!({
+                "id": r.job.id,
+                "computation": r.job.computation_id,
+                "name": r.name,
+                "state": r.job.state,
+                "final": r.job.st().is_final(),
+                "created_at": r.job.created_at.and_utc().to_rfc3339(),
+                "url": format!("/api/v1/jobs/{}", r.job.id),
+            })
+        })
+        .collect();
+    let next = more
+        .then(|| items.last().and_then(|j| j["id"].as_i64()))
+        .flatten()
+        .map(|id| format!("/api/v1/jobs?before={id}&limit={limit}"));
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next": next })))
 }
 
 /// `GET /api/v1/jobs/{id}`: the run's state, progress, reason and report.

@@ -167,6 +167,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/trainings", web::get().to(h::trainings))
         .route("/admin/trainings", web::post().to(h::record_training))
         .route("/api/v1/jobs", web::post().to(h::api_submit))
+        .route("/api/v1/jobs", web::get().to(h::api_list))
         .route("/api/v1/jobs/{id}", web::get().to(h::api_status))
         .route("/api/v1/jobs/{id}/output", web::get().to(h::download_json))
         .route(

@@ -269,8 +269,14 @@ pub fn module_path(data_dir: &Path, sha256: &str) -> PathBuf {
 }
 
 /// Stores a checked module under its hash (once: a module already stored is left as it is;
-/// written to a temporary name and renamed, so a reader never sees half a file).
-pub fn store_module(data_dir: &Path, sha256: &str, wasm: &[u8]) -> std::io::Result<()> {
+/// written in the process's scratch directory and renamed, so a reader never sees half a file
+/// and a killed process leaves nothing next to the modules).
+pub fn store_module(
+    data_dir: &Path,
+    scratch: &crate::scratch::Scratch,
+    sha256: &str,
+    wasm: &[u8],
+) -> std::io::Result<()> {
     let path = module_path(data_dir, sha256);
     if path.exists() {
         return Ok(());
@@ -278,9 +284,12 @@ pub fn store_module(data_dir: &Path, sha256: &str, wasm: &[u8]) -> std::io::Resu
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, wasm)?;
-    std::fs::rename(&tmp, &path)
+    let tmp = scratch.file("module", ".wasm");
+    let written = std::fs::write(&tmp, wasm).and_then(|()| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Loads a computation.
@@ -330,6 +339,26 @@ pub fn job_rows(
     states: Option<&[&str]>,
     limit: i64,
 ) -> QueryResult<Vec<JobRow>> {
+    rows_before(conn, org_id, states, None, limit)
+}
+
+/// A page of an organisation's runs, newest first: at most `limit` with an id below `before`.
+pub fn org_job_page(
+    conn: &mut DbConnection,
+    org_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
+    rows_before(conn, Some(org_id), None, before, limit)
+}
+
+fn rows_before(
+    conn: &mut DbConnection,
+    org_id: Option<i64>,
+    states: Option<&[&str]>,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<JobRow>> {
     let mut q = jobs::table
         .inner_join(computations::table)
         .inner_join(organisations::table)
@@ -347,6 +376,9 @@ pub fn job_rows(
     }
     if let Some(states) = states {
         q = q.filter(jobs::state.eq_any(states.to_vec()));
+    }
+    if let Some(before) = before {
+        q = q.filter(jobs::id.lt(before));
     }
     Ok(q.load::<(Job, String, String, String)>(conn)?
         .into_iter()
