@@ -515,7 +515,7 @@ pub async fn start(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     page.check_csrf(&Pairs(form.into_inner()).get("csrf"))?;
@@ -589,7 +589,7 @@ pub async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();

@@ -261,7 +261,7 @@ pub async fn object(
     page: Page,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
     let pairs = Pairs(form.into_inner());
@@ -374,7 +374,7 @@ pub async fn decide(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let (oid, segment) = path.into_inner();

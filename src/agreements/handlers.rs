@@ -308,7 +308,7 @@ pub async fn create_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: web::Form<Vec<(String, String)>>,
+    fields: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     let form = DraftForm::from_fields(fields.into_inner());
@@ -411,7 +411,7 @@ pub async fn update_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: web::Form<Vec<(String, String)>>,
+    fields: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     let form = DraftForm::from_fields(fields.into_inner());
@@ -478,7 +478,7 @@ pub async fn submit(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -494,7 +494,7 @@ pub async fn sign(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -514,7 +514,7 @@ pub async fn operator_return(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -538,7 +538,7 @@ pub async fn seal(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -557,7 +557,7 @@ pub async fn amend(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -577,7 +577,7 @@ pub async fn request_termination(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -598,7 +598,7 @@ pub async fn decide_request(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -627,7 +627,7 @@ pub async fn order_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -650,7 +650,7 @@ pub async fn answer_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -671,7 +671,7 @@ pub async fn decide_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -697,7 +697,7 @@ pub async fn terminate_for_violation(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -727,7 +727,7 @@ pub async fn file_disposal(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<DisposalForm>,
+    form: crate::input::Form<DisposalForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -1085,6 +1085,8 @@ struct VerifyPage {
     number: String,
     hash: String,
     verdict: Option<Verdict>,
+    /// What the visitor left out (the number, the hash or the text), asked for.
+    missing: Option<String>,
     public_key: String,
 }
 crate::impl_page!(VerifyPage);
@@ -1167,7 +1169,7 @@ pub struct VerifyQuery {
 pub async fn verify_form(
     page: Page,
     state: web::Data<AppState>,
-    q: web::Query<VerifyQuery>,
+    q: crate::input::Query<VerifyQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     let public_key = state.seal.public_hex();
@@ -1175,7 +1177,27 @@ pub async fn verify_form(
         q.number.chars().take(64).collect::<String>(),
         q.hash.chars().take(128).collect::<String>(),
     );
-    let verdict = if number.trim().is_empty() && hash.trim().is_empty() {
+    let missing = match (number.trim().is_empty(), hash.trim().is_empty()) {
+        (true, true) => None,
+        (true, false) => Some("agreements.verify.number_required"),
+        (false, true) => Some("agreements.verify.hash_required"),
+        (false, false) => None,
+    };
+    if let Some(key) = missing {
+        let missing = Some(page.t(key).to_owned());
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &VerifyPage {
+                page,
+                number,
+                hash,
+                verdict: None,
+                missing,
+                public_key,
+            },
+        );
+    }
+    let verdict = if number.trim().is_empty() {
         None
     } else {
         let (p, pk, n, h) = (
@@ -1196,6 +1218,7 @@ pub async fn verify_form(
         number,
         hash,
         verdict,
+        missing: None,
         public_key,
     })
 }
@@ -1213,7 +1236,7 @@ pub struct VerifyTextForm {
 pub async fn verify_text(
     page: Page,
     state: web::Data<AppState>,
-    form: web::Form<VerifyTextForm>,
+    form: crate::input::Form<VerifyTextForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let form = form.into_inner();
@@ -1225,6 +1248,27 @@ pub async fn verify_text(
     }
     let public_key = state.seal.public_hex();
     let number: String = form.number.chars().take(64).collect();
+    let missing = if number.trim().is_empty() {
+        Some("agreements.verify.number_required")
+    } else if form.text.trim().is_empty() {
+        Some("agreements.verify.text_required")
+    } else {
+        None
+    };
+    if let Some(key) = missing {
+        let missing = Some(page.t(key).to_owned());
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &VerifyPage {
+                page,
+                number,
+                hash: String::new(),
+                verdict: None,
+                missing,
+                public_key,
+            },
+        );
+    }
     let (p, pk, n, text) = (page.clone(), public_key.clone(), number.clone(), form.text);
     let verdict = db(&state, move |conn| {
         verdict(&p, conn, &pk, &n, &Claim::Text(text))
@@ -1235,6 +1279,7 @@ pub async fn verify_text(
         number,
         hash: String::new(),
         verdict: Some(verdict),
+        missing: None,
         public_key,
     })
 }
