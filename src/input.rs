@@ -390,9 +390,9 @@ pub fn field_too_large(name: &str, max: usize) -> AppError {
 
 /// A byte limit as messages show it: `16 KiB`, `2 MiB`, or bytes.
 pub fn human_limit(max: usize) -> String {
-    if max >= 1024 * 1024 && max % (1024 * 1024) == 0 {
+    if max >= 1024 * 1024 && max.is_multiple_of(1024 * 1024) {
         format!("{} MiB", max / (1024 * 1024))
-    } else if max >= 1024 && max % 1024 == 0 {
+    } else if max >= 1024 && max.is_multiple_of(1024) {
         format!("{} KiB", max / 1024)
     } else {
         format!("{max} bytes")

@@ -308,20 +308,26 @@ pub async fn create_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: crate::input::Form<Vec<(String, String)>>,
+    fields: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
-    let form = DraftForm::from_fields(fields.into_inner());
+    let (fields, input_problem) = fields.into_parts();
+    let form = DraftForm::from_fields(fields);
     page.check_csrf(&form.csrf)?;
     let app_id = path.into_inner();
     let adm = db(&state, move |conn| ops::admitted(conn, app_id)).await?;
     let approved = adm.datasets.iter().map(|d| d.0).collect();
-    match form.validate(&approved) {
-        Err(p) => {
-            let msg = problem_text(&page, &p);
+    let checked = match input_problem {
+        Some(p) => Err((p.status(), p.message(page.lang))),
+        None => form
+            .validate(&approved)
+            .map_err(|p| (StatusCode::UNPROCESSABLE_ENTITY, problem_text(&page, &p))),
+    };
+    match checked {
+        Err((status, msg)) => {
             let heading = page.t_args("agreements.draft_heading", &[("app", app_id.to_string())]);
             render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 &form_page(
                     page,
                     format!("/admin/applications/{app_id}/agreement"),
@@ -411,10 +417,11 @@ pub async fn update_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: crate::input::Form<Vec<(String, String)>>,
+    fields: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
-    let form = DraftForm::from_fields(fields.into_inner());
+    let (fields, input_problem) = fields.into_parts();
+    let form = DraftForm::from_fields(fields);
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
     let (a, adm) = db(&state, move |conn| {
@@ -426,12 +433,17 @@ pub async fn update_draft(
     })
     .await?;
     let approved = adm.datasets.iter().map(|d| d.0).collect();
-    match form.validate(&approved) {
-        Err(p) => {
-            let msg = problem_text(&page, &p);
+    let checked = match input_problem {
+        Some(p) => Err((p.status(), p.message(page.lang))),
+        None => form
+            .validate(&approved)
+            .map_err(|p| (StatusCode::UNPROCESSABLE_ENTITY, problem_text(&page, &p))),
+    };
+    match checked {
+        Err((status, msg)) => {
             let heading = page.t_args("agreements.edit_heading", &[("number", a.number)]);
             render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 &form_page(
                     page,
                     format!("/admin/agreements/{id}"),
