@@ -17,7 +17,9 @@ pub mod demo;
 pub mod errors;
 pub mod i18n;
 pub mod idempotency;
+pub mod input;
 pub mod jobs;
+pub mod listener;
 pub mod mail;
 pub mod reactions;
 pub mod routes;
@@ -30,7 +32,7 @@ pub mod web;
 
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, middleware};
+use actix_web::{App, middleware};
 
 pub use config::Config;
 pub use secrets::Secrets;
@@ -98,32 +100,37 @@ pub fn app_config(
 }
 
 /// Binds `state.config.bind` and returns the running server and the bound address
-/// (`workers` 0: one per core). Also starts the mail worker, which delivers queued messages
-/// within about a second and stops when the state is dropped.
+/// (`workers` 0: one per core). Connections go through [`listener::accept`] (an over-long
+/// request line is answered 414 there) to actix's HTTP/1 service. Also starts the mail worker,
+/// which delivers queued messages within about a second and stops when the state is dropped.
 pub fn start(
     state: actix_web::web::Data<AppState>,
     workers: usize,
 ) -> anyhow::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    use actix_service::{ServiceFactoryExt as _, fn_service, map_config};
     mail::delivery::spawn_worker(std::sync::Arc::downgrade(&state.clone().into_inner()))?;
-    let bind = state.config.bind.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
+    let listener = std::net::TcpListener::bind(&state.config.bind)?;
+    let addr = listener.local_addr()?;
+    let mut server = actix_server::Server::build();
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let server = server.listen("dataop", listener, move || {
+        let app = App::new()
             .wrap(middleware::from_fn(web::page_middleware))
             .wrap(middleware::DefaultHeaders::new()
                 .add(("X-Content-Type-Options", "nosniff"))
                 .add(("X-Frame-Options", "DENY"))
                 .add(("Referrer-Policy", "same-origin"))
                 .add(("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")))
-            .configure(app_config(state.clone()))
-    })
-    .bind(&bind)?;
-    if workers > 0 {
-        server = server.workers(workers);
-    }
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| anyhow::anyhow!("no address bound"))?;
+            .configure(app_config(state.clone()));
+        fn_service(listener::accept).and_then(
+            actix_http::HttpService::build()
+                .local_addr(addr)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1(map_config(app, |_| actix_web::dev::AppConfig::default()))
+                .map_err(|_| ()),
+        )
+    })?;
     Ok((server.run(), addr))
 }

@@ -110,6 +110,8 @@ diesel::table! {
         codes -> Text,
         role -> Text,
         nullable -> Bool,
+        min_value -> Nullable<BigInt>,
+        max_value -> Nullable<BigInt>,
     }
 }
 

@@ -207,7 +207,11 @@ impl Page {
                 key: key.to_owned(),
             })
         });
-        let path = req.path().to_owned();
+        let path = if req.path().len() > crate::listener::MAX_REQUEST_LINE {
+            "/".to_owned()
+        } else {
+            req.path().to_owned()
+        };
         let page = Page {
             lang: lang_of(req),
             nav: nav_for(user.as_ref().map(|u| u.role), &path),
@@ -297,10 +301,7 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Result<HttpRespon
         .body(t.render()?))
 }
 
-/// Whether `next` is a safe local redirect target (a path on this site).
-pub fn is_local_path(next: &str) -> bool {
-    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
-}
+pub use crate::input::is_local_path;
 
 /// A 303 redirect to `location`.
 pub fn redirect(location: &str) -> HttpResponse {
@@ -402,9 +403,21 @@ pub async fn page_middleware(
         None
     };
     let is_api = req.path() == "/api" || req.path().starts_with("/api/");
-    let res = next.call(req).await?;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let res = if uri_len > crate::listener::MAX_REQUEST_LINE {
+        tracing::info!(
+            "refused a request URI of {uri_len} bytes (limit {}): 414",
+            crate::listener::MAX_REQUEST_LINE
+        );
+        req.error_response(AppError::http(
+            StatusCode::URI_TOO_LONG,
+            "common.error_uri_too_long",
+        ))
+    } else {
+        next.call(req).await?.map_into_boxed_body()
+    };
     let mut res = match res.response().error() {
-        None => res.map_into_boxed_body(),
+        None => res,
         Some(err) => {
             let lang = lang_of(res.request());
             let (status, code, message) = match err.as_error::<AppError>() {
@@ -558,7 +571,7 @@ pub struct LangQuery {
 pub async fn set_lang(
     req: HttpRequest,
     code: web::Path<String>,
-    q: web::Query<LangQuery>,
+    q: crate::input::Query<LangQuery>,
 ) -> Result<HttpResponse, AppError> {
     let lang = Lang::from_code(&code).ok_or_else(AppError::not_found)?;
     let state = app_state(&req)?;

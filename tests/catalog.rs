@@ -697,3 +697,96 @@ fn demo_world_has_the_outpatient_dataset_ingested_once() {
         .unwrap();
     assert!(page.contains("<code>person_id</code>"));
 }
+
+#[test]
+fn cells_out_of_their_column_bounds_or_holding_nul_are_refused_naming_line_and_column() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    let columns: [&[(&str, &str)]; 3] = [
+        &[
+            ("name", "person_id"),
+            ("col_type", "text"),
+            ("role", "privacy_unit"),
+        ],
+        &[
+            ("name", "age"),
+            ("col_type", "integer"),
+            ("role", "quasi_identifier"),
+            ("min_value", "0"),
+            ("max_value", "150"),
+        ],
+        &[
+            ("name", "note"),
+            ("col_type", "text"),
+            ("role", "plain"),
+            ("nullable", "on"),
+        ],
+    ];
+    for c in columns {
+        let res = add_column(&app, &client, id, c);
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            res.text().unwrap()
+        );
+    }
+    // The bounds are kept and shown in the column's form.
+    let html = client
+        .get(app.url(&format!("/provider/datasets/{id}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(html.contains("min_value"), "the form offers bounds");
+    let res = add_column(
+        &app,
+        &client,
+        id,
+        &[
+            ("name", "weight"),
+            ("col_type", "integer"),
+            ("role", "plain"),
+            ("min_value", "10"),
+            ("max_value", "1"),
+        ],
+    );
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "bounds in order"
+    );
+
+    let mut csv = b"person_id,age,note\n".to_vec();
+    csv.extend_from_slice(b"330102198001011234,30,ok\n");
+    csv.extend_from_slice(b"330106200512120027,-5,ok\n");
+    csv.extend_from_slice(b"11010519491231002X,40,a\0b\n");
+    csv.extend_from_slice(b"11010519491231002X,151,\n");
+    csv.extend_from_slice(b"11010519491231002\0,150,\n");
+    let res = upload(&app, &client, id, csv);
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = res.text().unwrap();
+    for needle in [
+        "<td>3</td>",
+        "<td>4</td>",
+        "<td>5</td>",
+        "<td>6</td>",
+        "<code>age</code>",
+        "<code>note</code>",
+        "<code>person_id</code>",
+        "超出该列允许的范围 0 至 150",
+        "含有控制字符",
+    ] {
+        assert!(body.contains(needle), "{needle} missing");
+    }
+    assert!(!body.contains('\0'), "the NUL is not echoed");
+    assert!(files_under(&app.versions_dir()).is_empty());
+    // Within the bounds and without NUL, the same rows pass.
+    let ok = b"person_id,age,note\n330102198001011234,0,ok\n330106200512120027,150,\n".to_vec();
+    assert_eq!(
+        upload(&app, &client, id, ok).status(),
+        StatusCode::SEE_OTHER
+    );
+}

@@ -112,6 +112,36 @@ fn valid_email(s: &str) -> bool {
     }
 }
 
+/// Whether `s` reads as a phone number: digits with an optional leading `+` and spaces,
+/// hyphens or brackets between them, 7 to 15 digits (E.164 has at most 15).
+fn valid_phone(s: &str) -> bool {
+    let s = s.trim();
+    let body = s.strip_prefix('+').unwrap_or(s);
+    let digits = body.chars().filter(char::is_ascii_digit).count();
+    body.starts_with(|c: char| c.is_ascii_digit() || c == '(')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')'))
+        && (7..=15).contains(&digits)
+}
+
+/// The fields of the registration form.
+const FIELDS: [&str; 13] = [
+    "name",
+    "credit_code",
+    "legal_representative",
+    "contact_name",
+    "contact_phone",
+    "address",
+    "business_scope",
+    "email",
+    "username",
+    "display_name",
+    "password",
+    "password_confirm",
+    "csrf",
+];
+
 /// Checks the form; returns the normalized credit code and the field errors.
 fn validate(page: &Page, f: &RegisterForm) -> (String, Vec<(&'static str, String)>) {
     let mut errors = Vec::new();
@@ -132,7 +162,11 @@ fn validate(page: &Page, f: &RegisterForm) -> (String, Vec<(&'static str, String
         100,
     );
     limit(&mut errors, page, "contact_name", &f.contact_name, 1, 100);
-    limit(&mut errors, page, "contact_phone", &f.contact_phone, 5, 40);
+    if f.contact_phone.trim().is_empty() {
+        errors.push(("contact_phone", page.t("accounts.err_required").to_owned()));
+    } else if !valid_phone(&f.contact_phone) {
+        errors.push(("contact_phone", page.t("accounts.err_phone").to_owned()));
+    }
     limit(&mut errors, page, "address", &f.address, 2, 300);
     limit(
         &mut errors,
@@ -171,11 +205,19 @@ pub async fn register(
     req: HttpRequest,
     page: Page,
     state: web::Data<AppState>,
-    form: web::Form<RegisterForm>,
+    form: crate::input::FormAsTyped<RegisterForm>,
 ) -> Result<HttpResponse, AppError> {
+    let (form, problem) = form.into_parts();
     page.check_csrf(&form.csrf)?;
-    let form = form.into_inner();
-    let (code, errors) = validate(&page, &form);
+    let (code, mut errors) = validate(&page, &form);
+    if let Some(p) = problem {
+        let field = FIELDS
+            .iter()
+            .find(|f| **f == p.field)
+            .ok_or_else(|| AppError::invalid("accounts.register_has_errors"))?;
+        errors.retain(|(f, _)| f != field);
+        errors.push((field, p.message(page.lang)));
+    }
     let reshow = |page: Page, mut form: RegisterForm, errors| {
         form.password.clear();
         form.password_confirm.clear();

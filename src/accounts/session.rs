@@ -163,7 +163,10 @@ pub struct NextQuery {
 }
 
 /// `GET /login`.
-pub async fn login_form(page: Page, q: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
+pub async fn login_form(
+    page: Page,
+    q: crate::input::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
     if page.user.is_some() {
         return Ok(redirect("/"));
     }
@@ -197,10 +200,10 @@ pub async fn login(
     req: HttpRequest,
     page: Page,
     state: web::Data<AppState>,
-    form: web::Form<LoginForm>,
+    form: crate::input::FormAsTyped<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
+    let (form, problem) = form.into_parts();
     page.check_csrf(&form.csrf)?;
-    let form = form.into_inner();
     let addr = auth::source_addr(&req);
     let username = form.username.trim().to_owned();
     let next = if is_local_path(&form.next) {
@@ -219,6 +222,10 @@ pub async fn login(
             },
         )
     };
+    if let Some(p) = problem {
+        let (status, _, msg) = p.error.message(page.lang);
+        return reshow(page, status, msg);
+    }
     if username.is_empty() || form.password.is_empty() {
         let msg = page.t("accounts.err_login_empty").to_owned();
         return reshow(page, StatusCode::UNPROCESSABLE_ENTITY, msg);
@@ -275,7 +282,7 @@ pub async fn logout(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let sid = user.session_id.clone();
@@ -392,6 +399,8 @@ struct AccountPage {
     page: Page,
     org_status: String,
     tokens: Vec<TokenView>,
+    /// `scheme://host` of this site as the request reached it, for the curl example.
+    site: String,
 }
 crate::impl_page!(AccountPage);
 
@@ -405,8 +414,32 @@ fn fmt_time(t: chrono::NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// `scheme://host` of the site as `req` reached it (`Forwarded` / `X-Forwarded-*` from a proxy
+/// in front, else the `Host` header); a host with characters no host name has is replaced by
+/// the bound address.
+fn site_of(req: &HttpRequest, state: &AppState) -> String {
+    let info = req.connection_info();
+    let host = info.host();
+    let host = if !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    {
+        host
+    } else {
+        &state.config.bind
+    };
+    let scheme = if info.scheme() == "https" || state.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
 /// `GET /account`: the user's profile and API tokens.
 pub async fn account(
+    req: HttpRequest,
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
@@ -443,6 +476,7 @@ pub async fn account(
         page,
         org_status,
         tokens,
+        site: site_of(&req, &state),
     })
 }
 
@@ -461,7 +495,7 @@ pub async fn create_token(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let addr = auth::source_addr(&req);
@@ -495,7 +529,7 @@ pub async fn revoke_token(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();

@@ -515,7 +515,7 @@ pub async fn start(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     page.check_csrf(&Pairs(form.into_inner()).get("csrf"))?;
@@ -589,16 +589,22 @@ pub async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();
-    let pairs = Pairs(form.into_inner());
+    let (pairs, problem) = form.into_parts();
+    let pairs = Pairs(pairs);
     if pairs.0.len() > forms::MAX_PAIRS {
         return Err(AppError::bad_request("admission.err_form_too_big"));
     }
     page.check_csrf(&pairs.get("csrf"))?;
     let form = ApplicationForm::from_pairs(&pairs);
+    if let Some(problem) = problem {
+        let msg = problem.message(page.lang);
+        let p = build_page(&state, page, &user, id, Some(form), Some(msg), Vec::new()).await?;
+        return render_status(problem.status(), &p);
+    }
     let submit = form.op == "submit";
     let today = state.clock.today();
     let review_days = state.config.review_days;

@@ -249,7 +249,7 @@ pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     page.check_csrf(&super::forms::Pairs(form.into_inner()).get("csrf"))?;

@@ -18,6 +18,7 @@ use crate::catalog::handlers::Choice;
 use crate::catalog::model::{Category, Dataset, OpenType};
 use crate::db::DbConnection;
 use crate::errors::AppError;
+use crate::input::DateSpan;
 use crate::schema::{applications, calls, datasets, organisations};
 use crate::supervision::audit::{self, Actor};
 use crate::web::{Page, db, redirect_with_flash, render, render_status};
@@ -355,16 +356,26 @@ pub async fn new_form(
     render(&form_page(&state, page, "/admission/calls".into(), form, None).await?)
 }
 
-/// Checks the form and the offered datasets; `Err` is the message to show.
+/// Checks the form, its dates (within [`DateSpan::Planned`] of `today`) and the offered
+/// datasets; `Err` is the message to show.
 fn check(
     conn: &mut DbConnection,
     page: &Page,
     form: &CallForm,
+    today: chrono::NaiveDate,
 ) -> Result<Result<(model::CallFields, Vec<i64>), String>, AppError> {
     let (fields, ids) = match form.validate() {
         Ok(v) => v,
         Err(key) => return Ok(Err(page.t(key).to_owned())),
     };
+    for (label, d) in [
+        ("admission.field_opens_on", fields.opens_on),
+        ("admission.field_closes_on", fields.closes_on),
+    ] {
+        if let Err(msg) = DateSpan::Planned.check(page.lang, label, d, today) {
+            return Ok(Err(msg));
+        }
+    }
     let found: Vec<Dataset> = datasets::table
         .filter(datasets::id.eq_any(&ids))
         .select(Dataset::as_select())
@@ -386,18 +397,26 @@ pub async fn create(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
-    let pairs = Pairs(form.into_inner());
+    let (pairs, problem) = form.into_parts();
+    let pairs = Pairs(pairs);
     page.check_csrf(&pairs.get("csrf"))?;
     let form = CallForm::from_pairs(&pairs);
+    if let Some(problem) = problem {
+        let msg = problem.message(page.lang);
+        return render_status(
+            problem.status(),
+            &form_page(&state, page, "/admission/calls".into(), form, Some(msg)).await?,
+        );
+    }
     let p = page.clone();
     let f = form.clone();
     let today = state.clock.today();
     let outcome = db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
-            let (fields, ids) = match check(conn, &p, &f)? {
+            let (fields, ids) = match check(conn, &p, &f, today)? {
                 Ok(v) => v,
                 Err(msg) => return Ok(Err(msg)),
             };
@@ -479,20 +498,30 @@ pub async fn update(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let id = path.into_inner();
-    let pairs = Pairs(form.into_inner());
+    let (pairs, problem) = form.into_parts();
+    let pairs = Pairs(pairs);
     page.check_csrf(&pairs.get("csrf"))?;
     let form = CallForm::from_pairs(&pairs);
+    if let Some(problem) = problem {
+        let msg = problem.message(page.lang);
+        let action = format!("/admission/calls/{id}/edit");
+        return render_status(
+            problem.status(),
+            &form_page(&state, page, action, form, Some(msg)).await?,
+        );
+    }
     let p = page.clone();
     let f = form.clone();
+    let today = state.clock.today();
     let outcome = db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
             let c = model::find_call(conn, id)?.ok_or_else(AppError::not_found)?;
             c.state().apply(CallAction::Edit).map_err(conflict)?;
-            let (fields, ids) = match check(conn, &p, &f)? {
+            let (fields, ids) = match check(conn, &p, &f, today)? {
                 Ok(v) => v,
                 Err(msg) => return Ok(Err(msg)),
             };
@@ -594,7 +623,7 @@ pub async fn transition(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let (id, segment) = path.into_inner();

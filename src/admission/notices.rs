@@ -261,10 +261,11 @@ pub async fn object(
     page: Page,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    let pairs = Pairs(form.into_inner());
+    let (pairs, input_problem) = form.into_parts();
+    let pairs = Pairs(pairs);
     page.check_csrf(&pairs.get("csrf"))?;
     let form = ObjectionForm {
         name: pairs.get("name"),
@@ -272,7 +273,9 @@ pub async fn object(
         grounds: pairs.get("grounds"),
     };
     let refuse = |key: &str| page.t(key).to_owned();
-    let problem = if !verify_check(
+    let problem = if let Some(p) = input_problem {
+        Some(p.message(page.lang))
+    } else if !verify_check(
         &state.secrets.session_key,
         state.clock.now(),
         &pairs.get("check"),
@@ -374,7 +377,7 @@ pub async fn decide(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let (oid, segment) = path.into_inner();

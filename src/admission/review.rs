@@ -218,7 +218,7 @@ pub async fn return_app(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
@@ -259,7 +259,7 @@ pub async fn assign(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
@@ -322,7 +322,7 @@ pub async fn approve(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
@@ -375,7 +375,7 @@ pub async fn reject(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let pairs = Pairs(form.into_inner());
@@ -422,7 +422,7 @@ pub async fn opinion(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<Vec<(String, String)>>,
+    form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Expert])?;
     let id = path.into_inner();

@@ -308,20 +308,26 @@ pub async fn create_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: web::Form<Vec<(String, String)>>,
+    fields: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
-    let form = DraftForm::from_fields(fields.into_inner());
+    let (fields, input_problem) = fields.into_parts();
+    let form = DraftForm::from_fields(fields);
     page.check_csrf(&form.csrf)?;
     let app_id = path.into_inner();
     let adm = db(&state, move |conn| ops::admitted(conn, app_id)).await?;
     let approved = adm.datasets.iter().map(|d| d.0).collect();
-    match form.validate(&approved) {
-        Err(p) => {
-            let msg = problem_text(&page, &p);
+    let checked = match input_problem {
+        Some(p) => Err((p.status(), p.message(page.lang))),
+        None => form
+            .validate(&approved)
+            .map_err(|p| (StatusCode::UNPROCESSABLE_ENTITY, problem_text(&page, &p))),
+    };
+    match checked {
+        Err((status, msg)) => {
             let heading = page.t_args("agreements.draft_heading", &[("app", app_id.to_string())]);
             render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 &form_page(
                     page,
                     format!("/admin/applications/{app_id}/agreement"),
@@ -411,10 +417,11 @@ pub async fn update_draft(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    fields: web::Form<Vec<(String, String)>>,
+    fields: crate::input::FormAsTyped<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
-    let form = DraftForm::from_fields(fields.into_inner());
+    let (fields, input_problem) = fields.into_parts();
+    let form = DraftForm::from_fields(fields);
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
     let (a, adm) = db(&state, move |conn| {
@@ -426,12 +433,17 @@ pub async fn update_draft(
     })
     .await?;
     let approved = adm.datasets.iter().map(|d| d.0).collect();
-    match form.validate(&approved) {
-        Err(p) => {
-            let msg = problem_text(&page, &p);
+    let checked = match input_problem {
+        Some(p) => Err((p.status(), p.message(page.lang))),
+        None => form
+            .validate(&approved)
+            .map_err(|p| (StatusCode::UNPROCESSABLE_ENTITY, problem_text(&page, &p))),
+    };
+    match checked {
+        Err((status, msg)) => {
             let heading = page.t_args("agreements.edit_heading", &[("number", a.number)]);
             render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 &form_page(
                     page,
                     format!("/admin/agreements/{id}"),
@@ -478,7 +490,7 @@ pub async fn submit(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -494,7 +506,7 @@ pub async fn sign(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -514,7 +526,7 @@ pub async fn operator_return(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -538,7 +550,7 @@ pub async fn seal(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -557,7 +569,7 @@ pub async fn amend(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -577,7 +589,7 @@ pub async fn request_termination(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -617,7 +629,7 @@ pub async fn decide_request(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -646,7 +658,7 @@ pub async fn order_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -669,7 +681,7 @@ pub async fn answer_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -690,7 +702,7 @@ pub async fn decide_rectification(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -716,7 +728,7 @@ pub async fn terminate_for_violation(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
@@ -746,7 +758,7 @@ pub async fn file_disposal(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<DisposalForm>,
+    form: crate::input::Form<DisposalForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
@@ -1121,6 +1133,8 @@ struct VerifyPage {
     number: String,
     hash: String,
     verdict: Option<Verdict>,
+    /// What the visitor left out (the number, the hash or the text), asked for.
+    missing: Option<String>,
     public_key: String,
 }
 crate::impl_page!(VerifyPage);
@@ -1203,7 +1217,7 @@ pub struct VerifyQuery {
 pub async fn verify_form(
     page: Page,
     state: web::Data<AppState>,
-    q: web::Query<VerifyQuery>,
+    q: crate::input::Query<VerifyQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
     let public_key = state.seal.public_hex();
@@ -1211,7 +1225,27 @@ pub async fn verify_form(
         q.number.chars().take(64).collect::<String>(),
         q.hash.chars().take(128).collect::<String>(),
     );
-    let verdict = if number.trim().is_empty() && hash.trim().is_empty() {
+    let missing = match (number.trim().is_empty(), hash.trim().is_empty()) {
+        (true, true) => None,
+        (true, false) => Some("agreements.verify.number_required"),
+        (false, true) => Some("agreements.verify.hash_required"),
+        (false, false) => None,
+    };
+    if let Some(key) = missing {
+        let missing = Some(page.t(key).to_owned());
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &VerifyPage {
+                page,
+                number,
+                hash,
+                verdict: None,
+                missing,
+                public_key,
+            },
+        );
+    }
+    let verdict = if number.trim().is_empty() {
         None
     } else {
         let (p, pk, n, h) = (
@@ -1232,6 +1266,7 @@ pub async fn verify_form(
         number,
         hash,
         verdict,
+        missing: None,
         public_key,
     })
 }
@@ -1249,7 +1284,7 @@ pub struct VerifyTextForm {
 pub async fn verify_text(
     page: Page,
     state: web::Data<AppState>,
-    form: web::Form<VerifyTextForm>,
+    form: crate::input::Form<VerifyTextForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let form = form.into_inner();
@@ -1261,6 +1296,27 @@ pub async fn verify_text(
     }
     let public_key = state.seal.public_hex();
     let number: String = form.number.chars().take(64).collect();
+    let missing = if number.trim().is_empty() {
+        Some("agreements.verify.number_required")
+    } else if form.text.trim().is_empty() {
+        Some("agreements.verify.text_required")
+    } else {
+        None
+    };
+    if let Some(key) = missing {
+        let missing = Some(page.t(key).to_owned());
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &VerifyPage {
+                page,
+                number,
+                hash: String::new(),
+                verdict: None,
+                missing,
+                public_key,
+            },
+        );
+    }
     let (p, pk, n, text) = (page.clone(), public_key.clone(), number.clone(), form.text);
     let verdict = db(&state, move |conn| {
         verdict(&p, conn, &pk, &n, &Claim::Text(text))
@@ -1271,6 +1327,7 @@ pub async fn verify_text(
         number,
         hash: String::new(),
         verdict: Some(verdict),
+        missing: None,
         public_key,
     })
 }

@@ -250,12 +250,14 @@ pub fn revoke_all_for_users(conn: &mut DbConnection, user_ids: &[i64]) -> QueryR
 #[derive(Clone)]
 struct Resolved(Option<CurrentUser>);
 
-/// The bearer token of a request to `/api/...`, or the session cookie.
+/// The bearer token of a request to `/api/...` (the scheme in any case, RFC 7235), or the
+/// session cookie.
 fn presented_token(req: &HttpRequest) -> Option<(String, &'static str)> {
     if req.path().starts_with("/api/")
         && let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION)
         && let Ok(h) = h.to_str()
-        && let Some(t) = h.strip_prefix("Bearer ")
+        && let Some((scheme, t)) = h.trim_start().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some((t.trim().to_owned(), "api"));
     }

@@ -105,6 +105,8 @@ fn column_forms() -> Vec<ColumnForm> {
                 col_type: col_type.into(),
                 scale: scale.to_string(),
                 max_length: c.max_chars.to_string(),
+                min_value: c.min.map(|v| v.to_string()).unwrap_or_default(),
+                max_value: c.max.map(|v| v.to_string()).unwrap_or_default(),
                 codes,
                 role,
                 nullable: None,

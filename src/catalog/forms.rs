@@ -140,6 +140,10 @@ pub struct ColumnForm {
     pub scale: String,
     /// Longest text (text columns).
     pub max_length: String,
+    /// Smallest value (integer columns; empty: none).
+    pub min_value: String,
+    /// Largest value (integer columns; empty: none).
+    pub max_value: String,
     /// One code per line: `code|中文|English`.
     pub codes: String,
     /// Role code.
@@ -210,6 +214,8 @@ impl ColumnForm {
             col_type: c.col_type.clone(),
             scale: c.scale.to_string(),
             max_length: c.max_length.to_string(),
+            min_value: c.min_value.map(|v| v.to_string()).unwrap_or_default(),
+            max_value: c.max_value.map(|v| v.to_string()).unwrap_or_default(),
             codes,
             role: c.role.clone(),
             nullable: c.nullable.then(|| "on".to_owned()),
@@ -263,6 +269,24 @@ impl ColumnForm {
             ColType::Category => parse_codes(&self.codes)?,
             _ => Vec::new(),
         };
+        let bound = |s: &str| match s.trim() {
+            "" => Ok(None),
+            v => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n != i64::MIN)
+                .map(Some)
+                .ok_or("catalog.err_bound"),
+        };
+        let (min_value, max_value) = match ty {
+            ColType::Integer => (bound(&self.min_value)?, bound(&self.max_value)?),
+            _ => (None, None),
+        };
+        if let (Some(lo), Some(hi)) = (min_value, max_value)
+            && lo > hi
+        {
+            return Err("catalog.err_bounds_order");
+        }
         Ok(ColumnFields {
             position,
             name: name.to_owned(),
@@ -274,6 +298,8 @@ impl ColumnForm {
             codes: serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into()),
             role: role.as_str().to_owned(),
             nullable,
+            min_value,
+            max_value,
         })
     }
 }
@@ -345,5 +371,29 @@ mod tests {
             ..ColumnForm::default()
         };
         assert_eq!(g.validate(1).unwrap_err(), "catalog.err_scale");
+        let age = ColumnForm {
+            name: "age".into(),
+            col_type: "integer".into(),
+            role: "quasi_identifier".into(),
+            min_value: "0".into(),
+            max_value: " 150 ".into(),
+            ..ColumnForm::default()
+        };
+        let c = age.validate(1).unwrap();
+        assert_eq!((c.min_value, c.max_value), (Some(0), Some(150)));
+        let mut g = age.clone();
+        g.max_value = "-1".into();
+        assert_eq!(g.validate(1).unwrap_err(), "catalog.err_bounds_order");
+        let mut g = age.clone();
+        g.min_value = "zero".into();
+        assert_eq!(g.validate(1).unwrap_err(), "catalog.err_bound");
+        let mut g = age;
+        g.col_type = "text".into();
+        let c = g.validate(1).unwrap();
+        assert_eq!(
+            (c.min_value, c.max_value),
+            (None, None),
+            "only integers have bounds"
+        );
     }
 }

@@ -388,7 +388,7 @@ crate::impl_page!(ListPage);
 pub async fn catalog_list(
     req: HttpRequest,
     page: Page,
-    query: web::Query<ListQuery>,
+    query: crate::input::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let state = app_state(&req)?;
     let query = query.into_inner();
@@ -529,7 +529,7 @@ fn column_json(c: &Column) -> serde_json::Value {
 /// (`page`, `per_page` up to 100). Unknown filter values are a 400.
 pub async fn api_list(
     req: HttpRequest,
-    query: web::Query<ListQuery>,
+    query: crate::input::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let state = app_state(&req)?;
     let query = query.into_inner();
@@ -742,7 +742,7 @@ pub async fn create_dataset(
     req: HttpRequest,
     page: Page,
     user: CurrentUser,
-    form: web::Form<DatasetForm>,
+    form: crate::input::Form<DatasetForm>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
     let form = form.into_inner();
@@ -839,10 +839,7 @@ fn refusal_view(page: &Page, e: &IngestError) -> Refusal {
             errors
                 .iter()
                 .map(|e| {
-                    let reason = match e.reason.arg() {
-                        Some(n) => page.t_args(e.reason.message_key(), &[("n", n.to_string())]),
-                        None => page.t(e.reason.message_key()).to_owned(),
-                    };
+                    let reason = page.t_args(e.reason.message_key(), &e.reason.args());
                     (
                         e.line,
                         e.column.clone().unwrap_or_else(|| "—".into()),
@@ -997,7 +994,7 @@ pub async fn update_dataset(
     page: Page,
     user: CurrentUser,
     path: web::Path<i64>,
-    form: web::Form<DatasetForm>,
+    form: crate::input::Form<DatasetForm>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
     let id = path.into_inner();
@@ -1068,7 +1065,7 @@ pub async fn add_column(
     page: Page,
     user: CurrentUser,
     path: web::Path<i64>,
-    form: web::Form<ColumnForm>,
+    form: crate::input::Form<ColumnForm>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
     let id = path.into_inner();
@@ -1178,7 +1175,7 @@ pub async fn update_column(
     page: Page,
     user: CurrentUser,
     path: web::Path<(i64, i64)>,
-    form: web::Form<ColumnForm>,
+    form: crate::input::Form<ColumnForm>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
     let (id, cid) = path.into_inner();
@@ -1235,7 +1232,7 @@ pub async fn delete_column(
     page: Page,
     user: CurrentUser,
     path: web::Path<(i64, i64)>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
     page.check_csrf(&form.csrf)?;

@@ -62,6 +62,10 @@ pub struct IngestColumn {
     pub spec: ColumnSpec,
     /// Longest text accepted, in characters (text columns only).
     pub max_chars: u32,
+    /// Smallest value accepted (integer columns only).
+    pub min: Option<i64>,
+    /// Largest value accepted (integer columns only).
+    pub max: Option<i64>,
 }
 
 /// Why one cell or row was refused.
@@ -78,6 +82,13 @@ pub enum Reason {
     Required,
     /// Not a whole number in the 64-bit range.
     NotInteger,
+    /// A whole number outside the column's declared bounds.
+    OutOfRange {
+        /// The smallest value accepted, if declared.
+        min: Option<i64>,
+        /// The largest value accepted, if declared.
+        max: Option<i64>,
+    },
     /// Not a decimal number with at most `scale` decimals in range.
     NotDecimal {
         /// Declared number of decimals.
@@ -94,6 +105,8 @@ pub enum Reason {
     },
     /// Bytes that are not UTF-8.
     NotUtf8,
+    /// A control character (NUL, …) other than tab and line breaks.
+    ControlChar,
 }
 
 impl Reason {
@@ -103,22 +116,38 @@ impl Reason {
             Self::FieldCount { .. } => "catalog.ingest.reason.field_count",
             Self::Required => "catalog.ingest.reason.required",
             Self::NotInteger => "catalog.ingest.reason.not_integer",
+            Self::OutOfRange {
+                min: Some(_),
+                max: Some(_),
+            } => "catalog.ingest.reason.out_of_range",
+            Self::OutOfRange { min: Some(_), .. } => "catalog.ingest.reason.below_min",
+            Self::OutOfRange { .. } => "catalog.ingest.reason.above_max",
             Self::NotDecimal { .. } => "catalog.ingest.reason.not_decimal",
             Self::NotDate => "catalog.ingest.reason.not_date",
             Self::UnknownCode => "catalog.ingest.reason.unknown_code",
             Self::TooLong { .. } => "catalog.ingest.reason.too_long",
             Self::NotUtf8 => "catalog.ingest.reason.not_utf8",
+            Self::ControlChar => "catalog.ingest.reason.control_char",
         }
     }
 
-    /// The number the message refers to, if any (decimals, limit, expected fields).
-    pub fn arg(&self) -> Option<u64> {
-        match self {
+    /// The values the message refers to: `{n}` (decimals, limit, expected fields), `{min}` and
+    /// `{max}` (bounds).
+    pub fn args(&self) -> Vec<(&'static str, String)> {
+        let n = match self {
             Self::FieldCount { expected, .. } => Some(*expected as u64),
             Self::NotDecimal { scale } => Some(u64::from(*scale)),
             Self::TooLong { max } => Some(u64::from(*max)),
+            Self::OutOfRange { min, max } => {
+                return min
+                    .map(|v| ("min", v.to_string()))
+                    .into_iter()
+                    .chain(max.map(|v| ("max", v.to_string())))
+                    .collect();
+            }
             _ => None,
-        }
+        };
+        n.map(|n| ("n", n.to_string())).into_iter().collect()
     }
 }
 
@@ -130,11 +159,16 @@ impl fmt::Display for Reason {
             }
             Self::Required => f.write_str("a value is required"),
             Self::NotInteger => f.write_str("not a whole number"),
+            Self::OutOfRange { min, max } => {
+                let show = |b: &Option<i64>| b.map_or("…".to_owned(), |v| v.to_string());
+                write!(f, "outside {}..={}", show(min), show(max))
+            }
             Self::NotDecimal { scale } => write!(f, "not a number with at most {scale} decimals"),
             Self::NotDate => f.write_str("not a date YYYY-MM-DD"),
             Self::UnknownCode => f.write_str("not one of the declared codes"),
             Self::TooLong { max } => write!(f, "longer than {max} characters"),
             Self::NotUtf8 => f.write_str("not UTF-8 text"),
+            Self::ControlChar => f.write_str("holds a control character"),
         }
     }
 }
@@ -270,7 +304,7 @@ impl Drop for TempDir {
 
 /// How one column's raw value becomes a cell.
 enum Parser {
-    Integer,
+    Integer { min: i64, max: i64 },
     Decimal { scale: u32 },
     Date,
     Category(Codes),
@@ -393,7 +427,10 @@ impl Prepared {
         let spec = &column.spec;
         let pseudonymize = matches!(spec.role, ColumnRole::Identifier | ColumnRole::PrivacyUnit);
         let parser = match &spec.ty {
-            ColumnType::Integer => Parser::Integer,
+            ColumnType::Integer => Parser::Integer {
+                min: column.min.unwrap_or(i64::MIN),
+                max: column.max.unwrap_or(i64::MAX),
+            },
             ColumnType::Decimal { scale } => Parser::Decimal { scale: *scale },
             ColumnType::Date => Parser::Date,
             ColumnType::Category { codes } => Parser::Category(Codes::new(codes)),
@@ -438,8 +475,14 @@ impl Prepared {
             return Ok(());
         }
         match &self.parser {
-            Parser::Integer => {
+            Parser::Integer { min, max } => {
                 let n = parse_integer(v).ok_or(Reason::NotInteger)?;
+                if n < *min || n > *max {
+                    return Err(Reason::OutOfRange {
+                        min: (*min > i64::MIN).then_some(*min),
+                        max: (*max < i64::MAX).then_some(*max),
+                    });
+                }
                 if !self.pseudonymize {
                     out.data.extend_from_slice(&n.to_le_bytes());
                 }
@@ -468,9 +511,17 @@ impl Prepared {
                 // ASCII (most values) is UTF-8 with one character per byte; otherwise the
                 // cheap bound first: a string of n bytes has at most n characters.
                 let too_long = if v.is_ascii() {
+                    if v.iter()
+                        .any(|b| !crate::input::allowed_char(char::from(*b)))
+                    {
+                        return Err(Reason::ControlChar);
+                    }
                     v.len() > max
                 } else {
                     let s = std::str::from_utf8(v).map_err(|_| Reason::NotUtf8)?;
+                    if !s.chars().all(crate::input::allowed_char) {
+                        return Err(Reason::ControlChar);
+                    }
                     s.len() > max && s.chars().count() > max
                 };
                 if too_long {
@@ -1266,7 +1317,17 @@ fn collect(
 /// The first 40 characters of a raw value, for an error message.
 fn excerpt(raw: &[u8]) -> String {
     let s = String::from_utf8_lossy(raw);
-    let mut out: String = s.chars().take(40).collect();
+    let mut out: String = s
+        .chars()
+        .take(40)
+        .map(|c| {
+            if crate::input::allowed_char(c) {
+                c
+            } else {
+                '\u{FFFD}'
+            }
+        })
+        .collect();
     if s.chars().nth(40).is_some() {
         out.push('…');
     }
@@ -1286,6 +1347,8 @@ mod tests {
                 nullable,
             },
             max_chars: 10,
+            min: None,
+            max: None,
         }
     }
 
@@ -1498,6 +1561,8 @@ mod tests {
                 nullable: false,
             },
             max_chars: 100,
+            min: None,
+            max: None,
         };
         let columns = [
             text("pid", ColumnRole::PrivacyUnit),

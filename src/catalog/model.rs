@@ -460,6 +460,10 @@ pub struct Column {
     pub role: String,
     /// Whether an empty value is allowed.
     pub nullable: bool,
+    /// Smallest value of an integer column, if it declares one.
+    pub min_value: Option<i64>,
+    /// Largest value of an integer column, if it declares one.
+    pub max_value: Option<i64>,
 }
 
 impl Column {
@@ -505,13 +509,15 @@ impl Column {
                 nullable: self.nullable,
             },
             max_chars: self.max_length.max(1) as u32,
+            min: self.min_value,
+            max: self.max_value,
         }
     }
 }
 
 /// The fields of a column, as inserted or updated.
 #[derive(Debug, Clone, Default, Insertable, AsChangeset)]
-#[diesel(table_name = dataset_columns)]
+#[diesel(table_name = dataset_columns, treat_none_as_null = true)]
 pub struct ColumnFields {
     /// Position in the CSV.
     pub position: i32,
@@ -533,6 +539,10 @@ pub struct ColumnFields {
     pub role: String,
     /// Whether empty values are allowed.
     pub nullable: bool,
+    /// Smallest value (integer columns), if declared.
+    pub min_value: Option<i64>,
+    /// Largest value (integer columns), if declared.
+    pub max_value: Option<i64>,
 }
 
 /// The columns of a dataset in CSV order.

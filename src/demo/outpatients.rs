@@ -611,12 +611,18 @@ pub fn schema() -> Vec<IngestColumn> {
             nullable: false,
         },
         max_chars: 64,
+        min: None,
+        max: None,
     };
     vec![
         col("person_id", ColumnType::Text, ColumnRole::PrivacyUnit),
         col("patient_name", ColumnType::Text, ColumnRole::Identifier),
         col("district", codes(&DISTRICTS), ColumnRole::QuasiIdentifier),
-        col("age", ColumnType::Integer, ColumnRole::QuasiIdentifier),
+        IngestColumn {
+            min: Some(0),
+            max: Some(150),
+            ..col("age", ColumnType::Integer, ColumnRole::QuasiIdentifier)
+        },
         col("sex", codes(&SEXES), ColumnRole::QuasiIdentifier),
         col("visit_date", ColumnType::Date, ColumnRole::Plain),
         col("icd10_chapter", codes(&CHAPTERS), ColumnRole::Plain),

@@ -23,6 +23,7 @@ use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
 use crate::i18n::Lang;
 use crate::idempotency;
+use crate::input::{self, DateSpan};
 use crate::web::{Page, db, lang_of, redirect_with_flash, render, render_status};
 
 /// Runs listed per page.
@@ -237,42 +238,52 @@ async fn read_field(
 }
 
 /// Reads a submission (multipart: `module`, `manifest`, `purpose`, `dataset.<name>`, and
-/// `csrf` from browsers); the CSRF token read, if any.
-async fn read_submission(mut payload: Multipart) -> Result<(Submission, String), AppError> {
+/// `csrf` from browsers): the submission as typed, the CSRF token read, if any, and the first
+/// problem of its text fields (one over its limit, or text that is not allowed), which the
+/// caller answers without acting on the submission.
+async fn read_submission(
+    mut payload: Multipart,
+) -> Result<(Submission, String, Option<AppError>), AppError> {
     let mut sub = Submission::default();
     let mut csrf = String::new();
+    let mut problem = None;
     while let Some(mut field) = payload.try_next().await.map_err(bad_form)? {
         let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
-            "csrf" => {
-                let b = read_field(&mut field, 256, "jobs.err.form").await?;
-                csrf = String::from_utf8_lossy(&b).into_owned();
-            }
+        let (value, p) = match name.as_str() {
             "module" => {
                 sub.module =
                     read_field(&mut field, MAX_MODULE_BYTES, "jobs.err.module_large").await?;
+                continue;
             }
+            "csrf" => input::multipart_text_as_typed(&mut field, &name, 256).await?,
             "manifest" => {
-                let b =
-                    read_field(&mut field, MAX_MANIFEST_BYTES, "jobs.err.manifest_large").await?;
-                sub.manifest = String::from_utf8(b)
-                    .map_err(|_| AppError::invalid("jobs.err.manifest_utf8"))?;
+                input::multipart_text_as_typed(&mut field, &name, MAX_MANIFEST_BYTES).await?
             }
             "purpose" => {
-                let b = read_field(&mut field, MAX_PURPOSE_BYTES, "jobs.err.form").await?;
-                sub.purpose = String::from_utf8_lossy(&b).into_owned();
+                input::multipart_text_as_typed(&mut field, &name, MAX_PURPOSE_BYTES).await?
             }
             n if n.starts_with("dataset.") && sub.bindings.len() < MAX_BINDINGS => {
-                let b = read_field(&mut field, 64, "jobs.err.form").await?;
-                let v = String::from_utf8_lossy(&b).trim().to_owned();
-                if !v.is_empty() {
-                    sub.bindings.insert(n["dataset.".len()..].to_owned(), v);
-                }
+                input::multipart_text_as_typed(&mut field, &name, 64).await?
             }
             _ => return Err(AppError::bad_request("jobs.err.form")),
+        };
+        if problem.is_none() {
+            problem = p;
+        }
+        match name.as_str() {
+            "csrf" => csrf = value,
+            "manifest" => sub.manifest = value,
+            "purpose" => sub.purpose = value,
+            n => {
+                let v = value.trim();
+                if !v.is_empty() {
+                    sub.bindings
+                        .insert(n["dataset.".len()..].to_owned(), v.to_owned());
+                }
+            }
         }
     }
-    Ok((sub, csrf))
+    Ok((sub, csrf, problem))
 }
 
 /// Checks and records a submission (with the answer under `claim`'s idempotency key, in the
@@ -336,12 +347,17 @@ pub async fn submit_form(
     payload: Multipart,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
-    let (sub, csrf) = read_submission(payload).await?;
+    let (sub, csrf, problem) = read_submission(payload).await?;
     page.check_csrf(&csrf)?;
     let keep = Submission {
         module: Vec::new(),
         ..sub.clone()
     };
+    if let Some(e) = problem {
+        let (status, _, msg) = e.message(page.lang);
+        let p = new_page(&state, page, &user, &keep, vec![msg]).await?;
+        return render_status(status, &p);
+    }
     match do_submit(&state, &user, sub, None).await? {
         Ok(s) => Ok(redirect_with_flash(
             &format!("/jobs/{}", s.job_id),
@@ -425,7 +441,10 @@ pub async fn api_submit(
     }
     user.require(&[Role::Enterprise])?;
     let key = idempotency::Key::from_request(&req)?;
-    let (sub, _) = read_submission(payload).await?;
+    let (sub, _, problem) = read_submission(payload).await?;
+    if let Some(e) = problem {
+        return Err(e);
+    }
     let claim = key.map(|key| idempotency::Claim {
         scope: idempotency::org_scope(user.org_id),
         key,
@@ -958,7 +977,7 @@ pub async fn cancel(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
@@ -985,7 +1004,7 @@ pub async fn release(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     require_reviewer(&state, &user)?;
@@ -1009,7 +1028,7 @@ pub async fn withhold(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     require_reviewer(&state, &user)?;
@@ -1033,7 +1052,7 @@ pub async fn file_usage(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
@@ -1275,7 +1294,7 @@ pub async fn approve(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     require_reviewer(&state, &user)?;
@@ -1301,7 +1320,7 @@ pub async fn reject(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     require_reviewer(&state, &user)?;
@@ -1325,7 +1344,7 @@ pub async fn revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     require_reviewer(&state, &user)?;
@@ -1351,6 +1370,8 @@ struct TrainingsPage {
     today: NaiveDate,
     error: Option<String>,
     form: TrainingForm,
+    /// Whether the visitor records trainings (the platform admin) or only sees them.
+    can_record: bool,
 }
 crate::impl_page!(TrainingsPage);
 
@@ -1381,6 +1402,7 @@ async fn trainings_page(
 ) -> Result<TrainingsPage, AppError> {
     let rows = db(state, |conn| Ok(model::training_rows(conn)?)).await?;
     Ok(TrainingsPage {
+        can_record: page.has_role(&[Role::PlatformAdmin]),
         page,
         rows,
         today: state.clock.today(),
@@ -1389,13 +1411,14 @@ async fn trainings_page(
     })
 }
 
-/// `GET /admin/trainings`: training records (platform admin).
+/// `GET /admin/trainings`: training records. The platform admin records them; the regulator,
+/// who supervises staff training before operating (Hangzhou plan, point 5), sees them.
 pub async fn trainings(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    user.require(&[Role::PlatformAdmin])?;
+    user.require(&[Role::PlatformAdmin, Role::Regulator])?;
     let p = trainings_page(&state, page, None, TrainingForm::default()).await?;
     render(&p)
 }
@@ -1405,17 +1428,34 @@ pub async fn record_training(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<TrainingForm>,
+    form: crate::input::FormAsTyped<TrainingForm>,
 ) -> Result<HttpResponse, AppError> {
-    page.check_csrf(&form.csrf)?;
+    let (f, problem) = form.into_parts();
+    page.check_csrf(&f.csrf)?;
     user.require(&[Role::PlatformAdmin])?;
-    let f = form.into_inner();
     let parse = |s: &str| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok();
     let lang: Lang = page.lang;
-    let (Some(on), Some(until)) = (parse(&f.trained_on), parse(&f.expires_on)) else {
-        let msg = crate::i18n::t(lang, "jobs.err.training_dates").to_owned();
-        let p = trainings_page(&state, page, Some(msg), f).await?;
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
+    let today = state.clock.today();
+    if let Some(problem) = problem {
+        let p = trainings_page(&state, page, Some(problem.message(lang)), f).await?;
+        return render_status(problem.status(), &p);
+    }
+    let dates = match (parse(&f.trained_on), parse(&f.expires_on)) {
+        (Some(on), Some(until)) => DateSpan::Past
+            .check(lang, "jobs.trained_on", on, today)
+            .and_then(|on| {
+                DateSpan::Planned
+                    .check(lang, "jobs.expires_on", until, today)
+                    .map(|until| (on, until))
+            }),
+        _ => Err(crate::i18n::t(lang, "jobs.err.training_dates").to_owned()),
+    };
+    let (on, until) = match dates {
+        Ok(d) => d,
+        Err(msg) => {
+            let p = trainings_page(&state, page, Some(msg), f).await?;
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
+        }
     };
     let now = state.clock.now();
     let f2 = f.clone();

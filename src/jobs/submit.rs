@@ -22,7 +22,7 @@ use super::model::{self, MAX_MANIFEST_BYTES, MAX_TEXT};
 use crate::agreements::{self as agr, AgreementRef};
 use crate::catalog::model::{self as catalog, ColType};
 use crate::db::DbConnection;
-use crate::i18n::{Lang, t_args};
+use crate::i18n::{Lang, t, t_args};
 use crate::schema::{agreement_datasets, agreements, computations, datasets, jobs};
 use dataop_sandbox::{Manifest, Runtime};
 
@@ -62,6 +62,16 @@ impl Problem {
 
     fn arg(mut self, name: &'static str, value: impl ToString) -> Self {
         self.args.push((name, value.to_string()));
+        self
+    }
+
+    /// Placeholder `name` as the message `key` in the message's language.
+    fn translated(mut self, name: &'static str, key: &str) -> Self {
+        self.localized.push((
+            name,
+            t(Lang::Zh, key).to_owned(),
+            t(Lang::En, key).to_owned(),
+        ));
         self
     }
 
@@ -344,7 +354,7 @@ pub fn check(
             problems.push(
                 Problem::new("run_budget")
                     .arg("budget", a.run_budget)
-                    .arg("period", &a.run_period),
+                    .translated("period", &format!("agreements.period.{}", a.run_period)),
             );
         }
     }

@@ -358,7 +358,7 @@ pub async fn calendar(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    q: web::Query<CalendarQuery>,
+    q: crate::input::Query<CalendarQuery>,
 ) -> Result<HttpResponse, AppError> {
     user.require(EDITORS)?;
     let q = q.into_inner();
@@ -458,7 +458,7 @@ pub async fn add_day(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<DayForm>,
+    form: crate::input::Form<DayForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(EDITORS)?;
     let form = form.into_inner();
@@ -511,7 +511,7 @@ pub async fn add_range(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    form: web::Form<RangeForm>,
+    form: crate::input::Form<RangeForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(EDITORS)?;
     let form = form.into_inner();
@@ -566,7 +566,7 @@ pub async fn remove_day(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(EDITORS)?;
     page.check_csrf(form.csrf())?;
