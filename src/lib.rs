@@ -64,12 +64,13 @@ impl AppState {
             config.login_max_failures_account,
             config.login_max_failures_address,
         );
+        let clock = calendar::Clock::new(config.time_zone);
         Ok(Self {
             config,
             pool,
             secrets,
             throttle,
-            clock: calendar::Clock::default(),
+            clock,
             seal,
             sandbox: jobs::Sandbox::default(),
             queue_bell: jobs::QueueBell::default(),

@@ -126,7 +126,7 @@ pub async fn users_list(
                 status,
                 org_name,
                 last_login: last
-                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .map(|t| page.time_min(t))
                     .unwrap_or_default(),
             },
         )

@@ -783,8 +783,8 @@ pub struct EventView {
     pub actor: String,
     /// Label key of the action.
     pub action_key: String,
-    /// Details (JSON).
-    pub details: String,
+    /// Details, rendered as the audit page renders them.
+    pub details: Vec<crate::supervision::details::Detail>,
 }
 
 #[derive(Template)]
@@ -962,13 +962,13 @@ pub async fn show(
     let history = history
         .into_iter()
         .map(|e| EventView {
-            at: crate::web::fmt_datetime(e.at),
+            at: page.time(e.at),
             actor: e.actor_name,
             action_key: format!(
                 "agreements.event.{}",
                 e.action.trim_start_matches("agreement.")
             ),
-            details: e.details,
+            details: crate::supervision::details::render(page.lang, &e.details),
         })
         .collect();
     render(&ShowPage {
@@ -1144,9 +1144,7 @@ fn verdict(
                 ("regulator", a.regulator_name.clone()),
                 (
                     "at",
-                    (sealed_at + chrono::Duration::hours(8))
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string(),
+                    page.time_min(sealed_at),
                 ),
                 ("operator", a.operator_name.clone()),
                 ("state", state_label),

@@ -76,12 +76,12 @@ pub struct RowView {
     pub short_hash: String,
 }
 
-fn row_view(r: model::JobRow) -> RowView {
+fn row_view(page: &Page, r: model::JobRow) -> RowView {
     RowView {
         id: r.job.id,
         percent: r.job.percent(),
         state: r.job.st(),
-        created_at: crate::web::fmt_datetime(r.job.created_at),
+        created_at: page.time(r.job.created_at),
         short_hash: r.module_sha256.chars().take(12).collect(),
         name: r.name,
         org_name: r.org_name,
@@ -146,8 +146,8 @@ pub async fn list(
     .await?;
     render(&ListPage {
         budgets: budget_views(budgets, page.lang),
+        rows: rows.into_iter().map(|r| row_view(&page, r)).collect(),
         page,
-        rows: rows.into_iter().map(row_view).collect(),
         run_budgets,
         outstanding,
         operator,
@@ -410,8 +410,6 @@ pub async fn api_status(
 pub struct ReportSummary {
     /// How the run ended, in the page language.
     pub outcome: String,
-    /// The sandbox's outcome kind (`finished`, `out_of_time`, …).
-    pub outcome_kind: String,
     /// Wall-clock time, milliseconds.
     pub elapsed_ms: String,
     /// Instances the rows were split across.
@@ -439,8 +437,7 @@ fn summary(report: &serde_json::Value, lang: Lang) -> ReportSummary {
     ReportSummary {
         outcome: ops::outcome_key(&kind)
             .map(|k| crate::i18n::t(lang, k).to_owned())
-            .unwrap_or_else(|| kind.clone()),
-        outcome_kind: kind,
+            .unwrap_or(kind),
         elapsed_ms: report["elapsed_ms"]
             .as_f64()
             .map(|v| format!("{v:.1}"))
@@ -640,7 +637,7 @@ struct ShowPage {
     platform_admin: bool,
     show_output: bool,
     tables: Vec<Table>,
-    chart: Option<Chart>,
+    charts: Vec<Chart>,
     report: String,
     summary: Option<ReportSummary>,
     release: Option<ReleaseView>,
@@ -690,9 +687,11 @@ pub async fn show(
         })
         .await?;
     }
-    let chart = (st == RunState::Released)
-        .then(|| tables.first().map(output::chart))
-        .flatten();
+    let charts: Vec<Chart> = if st == RunState::Released {
+        tables.iter().map(output::chart).collect()
+    } else {
+        Vec::new()
+    };
     let parsed = job
         .report
         .as_deref()
@@ -709,14 +708,13 @@ pub async fn show(
         ),
         state_: st,
         reason: reason_view(&job, lang),
-        page,
         computation,
         operator,
         reviewer,
         platform_admin: user.role == Role::PlatformAdmin,
         show_output,
         tables,
-        chart,
+        charts,
         report,
         summary,
         release: release.map(|r| ReleaseView {
@@ -725,9 +723,10 @@ pub async fn show(
             json_sha256: r.json_sha256,
             json_signature: r.json_signature,
             public_key: r.public_key,
-            released_at: crate::web::fmt_datetime(r.released_at),
+            released_at: page.time(r.released_at),
         }),
-        usage: usage.map(|(b, t)| (b, crate::web::fmt_datetime(t))),
+        usage: usage.map(|(b, t)| (b, page.time(t))),
+        page,
         meters: meter_views(meters, &sources),
         sources,
         job,
@@ -782,7 +781,7 @@ pub async fn release(
     let id = path.into_inner();
     let st = state.clone();
     let result = db(&state, move |conn| {
-        ops::release(conn, &user, id, &st.seal, st.clock.today(), st.clock.now())
+        ops::release(conn, &user, id, &st.seal, st.clock.today(), st.clock.now(), st.clock.zone())
     })
     .await?;
     let (kind, key) = match result {
@@ -940,9 +939,9 @@ pub async fn admin_queue(
     })
     .await?;
     render(&AdminPage {
+        rows: to_review.into_iter().map(|r| row_view(&page, r)).collect(),
         page,
         pending,
-        rows: to_review.into_iter().map(row_view).collect(),
         outstanding,
         reviewer: super::is_reviewer(&state, &user),
     })
