@@ -968,7 +968,7 @@ pub async fn show(
                 "agreements.event.{}",
                 e.action.trim_start_matches("agreement.")
             ),
-            details: crate::supervision::details::render(page.lang, &e.details),
+            details: crate::supervision::details::render(page.lang, page.zone, &e.details),
         })
         .collect();
     render(&ShowPage {

@@ -8,6 +8,9 @@
 
 use serde_json::Value;
 
+use chrono::NaiveDateTime;
+use chrono_tz::Tz;
+
 use crate::i18n::{self, Lang};
 
 /// Longest value shown for one detail (characters); longer texts end with `…`.
@@ -105,9 +108,19 @@ fn label(lang: Lang, key: &str) -> String {
     }
 }
 
-fn scalar(v: &Value) -> String {
+/// A stored (UTC) timestamp written into details, if `s` is one.
+fn timestamp(s: &str) -> Option<NaiveDateTime> {
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.fZ"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+}
+
+fn scalar(v: &Value, zone: Tz) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => match timestamp(s) {
+            Some(t) => crate::web::fmt_datetime(zone, t),
+            None => s.clone(),
+        },
         Value::Null => "—".to_owned(),
         other => other.to_string(),
     }
@@ -123,19 +136,19 @@ fn shorten(s: String) -> String {
     }
 }
 
-fn push(out: &mut Vec<Detail>, lang: Lang, key: &str, path: &str, v: &Value) {
+fn push(out: &mut Vec<Detail>, (lang, zone): (Lang, Tz), key: &str, path: &str, v: &Value) {
     if out.len() >= MAX_LINES {
         return;
     }
     match v {
         Value::Object(map) => {
             for (k, inner) in map {
-                push(out, lang, k, &format!("{path}{} · ", label(lang, k)), inner);
+                push(out, (lang, zone), k, &format!("{path}{} · ", label(lang, k)), inner);
             }
         }
         Value::Array(items) if items.iter().any(Value::is_object) => {
             for (i, inner) in items.iter().enumerate() {
-                push(out, lang, key, &format!("{path}{} ", i + 1), inner);
+                push(out, (lang, zone), key, &format!("{path}{} ", i + 1), inner);
             }
         }
         _ => {
@@ -145,7 +158,7 @@ fn push(out: &mut Vec<Detail>, lang: Lang, key: &str, path: &str, v: &Value) {
             };
             let text = values
                 .iter()
-                .map(|x| scalar(x))
+                .map(|x| scalar(x, zone))
                 .collect::<Vec<_>>()
                 .join(", ");
             let links = linked_type(key)
@@ -153,7 +166,7 @@ fn push(out: &mut Vec<Detail>, lang: Lang, key: &str, path: &str, v: &Value) {
                     values
                         .iter()
                         .filter_map(|x| {
-                            let id = scalar(x);
+                            let id = scalar(x, zone);
                             object_href(t, &id).map(|h| (id, h))
                         })
                         .collect()
@@ -169,18 +182,18 @@ fn push(out: &mut Vec<Detail>, lang: Lang, key: &str, path: &str, v: &Value) {
     }
 }
 
-/// The details of an entry (its stored JSON) as lines in `lang`; text that is not a JSON
-/// object is one line labelled with the name of `details`.
-pub fn render(lang: Lang, details: &str) -> Vec<Detail> {
+/// The details of an entry (its stored JSON) as lines in `lang`, timestamps in `zone`; text
+/// that is not a JSON object is one line labelled with the name of `details`.
+pub fn render(lang: Lang, zone: Tz, details: &str) -> Vec<Detail> {
     let mut out = Vec::new();
     match serde_json::from_str::<Value>(details) {
         Ok(Value::Object(map)) => {
             for (k, v) in &map {
-                push(&mut out, lang, k, &format!("{} · ", label(lang, k)), v);
+                push(&mut out, (lang, zone), k, &format!("{} · ", label(lang, k)), v);
             }
         }
         Ok(Value::Null) => {}
-        Ok(other) => push(&mut out, lang, "details", "", &other),
+        Ok(other) => push(&mut out, (lang, zone), "details", "", &other),
         Err(_) if details.trim().is_empty() => {}
         Err(_) => out.push(Detail {
             label: i18n::t(lang, "supervision.details").to_owned(),
@@ -192,12 +205,12 @@ pub fn render(lang: Lang, details: &str) -> Vec<Detail> {
 }
 
 /// The details as one line of text (`label: value; label: value`), for the CSV export.
-pub fn one_line(lang: Lang, details: &str) -> String {
+pub fn one_line(lang: Lang, zone: Tz, details: &str) -> String {
     let sep = match lang {
         Lang::Zh => "：",
         Lang::En => ": ",
     };
-    render(lang, details)
+    render(lang, zone, details)
         .into_iter()
         .map(|d| format!("{}{sep}{}", d.label, d.value))
         .collect::<Vec<_>>()
@@ -210,9 +223,11 @@ mod tests {
 
     #[test]
     fn details_are_labelled_and_ids_linked() {
+        let z = chrono_tz::Asia::Shanghai;
         let d = render(
             Lang::En,
-            r#"{"application_id": 7, "runs": [3, 4], "reason": "late", "x": {"from": "a"}}"#,
+            z,
+            r#"{"application_id": 7, "runs": [3, 4], "reason": "late", "x": {"from": "a"}, "expires_at": "2026-12-04 12:04:00.5"}"#,
         );
         let app = d.iter().find(|l| l.value == "7").unwrap();
         assert_eq!(app.label, "Application");
@@ -220,11 +235,12 @@ mod tests {
         let runs = d.iter().find(|l| l.value == "3, 4").unwrap();
         assert_eq!(runs.links.len(), 2);
         assert!(d.iter().any(|l| l.label == "x · From" && l.value == "a"));
-        assert!(render(Lang::Zh, "").is_empty());
-        assert_eq!(render(Lang::Zh, "not json")[0].value, "not json");
+        assert!(d.iter().any(|l| l.value == "2026-12-04 20:04:00"), "in the zone");
+        assert!(render(Lang::Zh, z, "").is_empty());
+        assert_eq!(render(Lang::Zh, z, "not json")[0].value, "not json");
         assert_eq!(action_name(Lang::Zh, "agreement.seal"), "协议盖章");
         assert_eq!(action_name(Lang::Zh, "no.such"), "no.such");
-        assert!(one_line(Lang::Zh, r#"{"reason": "late"}"#).contains("：late"));
+        assert!(one_line(Lang::Zh, z, r#"{"reason": "late"}"#).contains("：late"));
     }
 
     #[test]

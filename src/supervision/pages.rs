@@ -199,7 +199,7 @@ fn view(e: Entry, lang: Lang, zone: Tz, orgs: &HashMap<i64, String>) -> EntryVie
         object: details::object_name(lang, &e.object_type),
         object_href: details::object_href(&e.object_type, &e.object_id),
         object_id: e.object_id,
-        details: details::render(lang, &e.details),
+        details: details::render(lang, zone, &e.details),
         action_code: e.action,
         hash: e.hash,
     }
@@ -315,7 +315,7 @@ pub async fn audit_csv(
             before = Some(last.id);
             written += batch.len() as i64;
             for e in batch {
-                let line = details::one_line(lang, &e.details);
+                let line = details::one_line(lang, zone, &e.details);
                 let v = view(e, lang, zone, &names);
                 w.write_record([
                     v.id.to_string(),
