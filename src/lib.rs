@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod detail;
 pub mod errors;
 pub mod i18n;
 pub mod jobs;

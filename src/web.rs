@@ -88,6 +88,8 @@ pub struct Page {
     pub path: String,
     /// The configured time zone every time on the page is shown in.
     pub zone: chrono_tz::Tz,
+    /// The action form just refused, shown again (see [`crate::detail`]).
+    pub refused: Option<crate::detail::Refused>,
 }
 
 /// Makes a template struct with a `page: Page` field expose the page context (`t`, `lang`,
@@ -218,6 +220,7 @@ impl Page {
             flash,
             path,
             zone: state.config.time_zone,
+            refused: None,
         };
         req.extensions_mut().insert(page.clone());
         Ok(page)
@@ -492,6 +495,7 @@ pub async fn page_middleware(
                         path: req.path().to_owned(),
                         zone: app_state(&req)
                             .map_or(crate::config::DEFAULT_TIME_ZONE, |s| s.config.time_zone),
+                        refused: None,
                     },
                 };
                 let body = ErrorPage {

@@ -184,3 +184,45 @@ fn agreement_history_is_rendered_like_the_audit_details() {
     assert!(history.contains("<dl class=\"details\">"));
     assert!(history.contains("<dt>申请</dt><dd><a href=\"/applications/"));
 }
+
+#[test]
+fn a_refused_action_form_shows_the_detail_page_again_with_what_was_typed() {
+    let app = world(chrono_tz::Asia::Shanghai);
+    let (id, ..) = sealed(&app);
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let page = format!("/agreements/{id}");
+    let action = format!("/admin/agreements/{id}/rectifications");
+    let text = "请于期限内补全数据访问日志 <审计>";
+    let r = app.post_form_from(&reg, &page, &action, &[("note", text), ("days", "ten")]);
+    assert_eq!(r.status().as_u16(), 422);
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("<h2>历史记录</h2>"),
+        "the agreement page, not a bare error page"
+    );
+    let form = &html[html.find(&format!("action=\"{action}\"")).expect("the form")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    assert!(form.contains("role=\"alert\""), "the error beside the form: {form}");
+    assert!(form.contains("工作日"), "the reason, in the page language: {form}");
+    assert!(
+        form.contains("请于期限内补全数据访问日志 &#60;审计&#62;"),
+        "what was typed, escaped: {form}"
+    );
+    assert!(form.contains("value=\"ten\""), "{form}");
+    // Other forms on the page stay empty, and a refusal that is not the reader's (403) stays
+    // a plain error page.
+    let other = format!("action=\"/admin/agreements/{id}/terminate\"");
+    let rest = &html[html.find(&other).unwrap()..];
+    assert!(!rest[..rest.find("</form>").unwrap()].contains("role=\"alert\""));
+    let r = app.post_form(&reg, &action, &[("note", text), ("days", "10"), ("csrf", "x")]);
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(!r.text().unwrap().contains("请于期限内"));
+    // The operator's termination request, refused as empty, likewise.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let action = format!("/agreements/{id}/termination-request");
+    let r = app.post_form_from(&alpha, &page, &action, &[("note", "  ")]);
+    assert_eq!(r.status().as_u16(), 422);
+    let html = r.text().unwrap();
+    let form = &html[html.find(&format!("action=\"{action}\"")).expect("the form")..];
+    assert!(form[..form.find("</form>").unwrap()].contains("role=\"alert\""));
+}

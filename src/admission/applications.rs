@@ -412,13 +412,13 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     let p = build_page(
         &state,
         page,
         &user,
-        path.into_inner(),
+        path.id,
         None,
         None,
         Vec::new(),

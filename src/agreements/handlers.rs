@@ -889,9 +889,9 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = path.id;
     let today = state.clock.today();
     let u = user.clone();
     let (a, ds, rects, requests, history, previous, superseded_by, cal) = db(&state, move |conn| {

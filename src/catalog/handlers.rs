@@ -942,10 +942,10 @@ pub async fn manage(
     req: HttpRequest,
     page: Page,
     user: CurrentUser,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
-    let data = manage_data(&req, &user, path.into_inner()).await?;
+    let data = manage_data(&req, &user, path.id).await?;
     render(&manage_page(
         &req,
         page,

@@ -54,8 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/provider/datasets/{id}/columns/{cid}/delete",
             web::post().to(h::delete_column),
         )
-        .route(
+        .service(crate::detail::action(
             "/provider/datasets/{id}/versions",
-            web::post().to(h::upload_version),
-        );
+            h::upload_version,
+            h::manage,
+        ));
 }

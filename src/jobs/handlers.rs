@@ -654,9 +654,9 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = path.id;
     let u = user.clone();
     let lang = page.lang;
     let (job, computation, release, usage, meters, sources) = db(&state, move |conn| {
@@ -988,12 +988,12 @@ pub async fn computation(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     if !super::sees_all(&user) {
         return Err(AppError::not_found());
     }
-    let id = path.into_inner();
+    let id = path.id;
     let lang = page.lang;
     let (c, org_name, info, history, record, bindings) = db(&state, move |conn| {
         use diesel::prelude::*;
