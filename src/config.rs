@@ -304,7 +304,11 @@ mod tests {
         assert_eq!(c.session_hours, 2);
         assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.local:25"));
         assert_eq!(c.mail_from, "平台 <noreply@example.org>");
-        assert_eq!(c.time_zone, chrono_tz::Asia::Shanghai, "Beijing time by default");
+        assert_eq!(
+            c.time_zone,
+            chrono_tz::Asia::Shanghai,
+            "Beijing time by default"
+        );
         std::fs::write(&path, "time_zone = \"Europe/Paris\"\n").unwrap();
         let c = Config::load(Overrides {
             config_file: Some(path.clone()),

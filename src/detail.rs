@@ -22,7 +22,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{
-    Error, FromRequest, Handler, HttpMessage, HttpRequest, Responder, Resource, ResponseError as _,
+    Error, FromRequest, Handler, HttpMessage, HttpRequest, Resource, Responder, ResponseError as _,
     guard, web,
 };
 use futures_util::StreamExt as _;
@@ -70,7 +70,19 @@ pub fn keep(req: &HttpRequest, name: &str, value: &str) {
 
 /// The POST route `path` answered by `handler`, whose refusals show the detail page of
 /// `show` again (see the module documentation).
-pub fn action<H, HA, S, SA>(path: &str, handler: H, show: S) -> Resource<impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<BoxBody>, Error = Error, InitError = ()>>
+pub fn action<H, HA, S, SA>(
+    path: &str,
+    handler: H,
+    show: S,
+) -> Resource<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = Error,
+        InitError = (),
+    >,
+>
 where
     H: Handler<HA>,
     HA: FromRequest + 'static,
@@ -106,7 +118,11 @@ where
     let typed = read_form(&mut req).await;
     let action = req.path().to_owned();
     let res = next.call(req).await?;
-    let Some(refusal) = res.response().error().and_then(|e| e.as_error::<AppError>()) else {
+    let Some(refusal) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<AppError>())
+    else {
         return Ok(res);
     };
     let status = refusal.status_code();

@@ -93,7 +93,10 @@ fn the_audit_page_names_actions_renders_details_filters_and_exports() {
     );
     assert!(html.contains("协议盖章"));
     assert!(!html.contains("{&quot;"), "no raw JSON");
-    assert!(html.contains("<dl class=\"details\">"), "details as label: value");
+    assert!(
+        html.contains("<dl class=\"details\">"),
+        "details as label: value"
+    );
     assert!(
         html.contains("<dt>申请</dt><dd><a href=\"/applications/"),
         "ids linked to their pages"
@@ -102,7 +105,10 @@ fn the_audit_page_names_actions_renders_details_filters_and_exports() {
         html.contains("href=\"/supervision/audit/verify\""),
         "chain verification"
     );
-    assert!(html.contains("href=\"/supervision/audit.csv?"), "CSV export");
+    assert!(
+        html.contains("href=\"/supervision/audit.csv?"),
+        "CSV export"
+    );
 
     // Filters: organisation, action, object, bounded page size.
     let alpha_org: i64 = {
@@ -146,8 +152,14 @@ fn the_audit_page_names_actions_renders_details_filters_and_exports() {
     assert_eq!(&header[0], "序号");
     assert_eq!(&header[5], "操作");
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    assert!(rows.iter().any(|r| &r[5] == "退出登录" && &r[6] == "user.logout"));
-    assert!(rows.iter().all(|r| &r[3] == "阿尔法健康科技有限公司"), "only alpha's");
+    assert!(
+        rows.iter()
+            .any(|r| &r[5] == "退出登录" && &r[6] == "user.logout")
+    );
+    assert!(
+        rows.iter().all(|r| &r[3] == "阿尔法健康科技有限公司"),
+        "only alpha's"
+    );
     english(&app, &reg);
     let text = app
         .get(&reg, "/supervision/audit.csv?action=user.")
@@ -200,10 +212,18 @@ fn a_refused_action_form_shows_the_detail_page_again_with_what_was_typed() {
         html.contains("<h2>历史记录</h2>"),
         "the agreement page, not a bare error page"
     );
-    let form = &html[html.find(&format!("action=\"{action}\"")).expect("the form")..];
+    let form = &html[html
+        .find(&format!("action=\"{action}\""))
+        .expect("the form")..];
     let form = &form[..form.find("</form>").unwrap()];
-    assert!(form.contains("role=\"alert\""), "the error beside the form: {form}");
-    assert!(form.contains("工作日"), "the reason, in the page language: {form}");
+    assert!(
+        form.contains("class=\"field-error\""),
+        "the error beside the form: {form}"
+    );
+    assert!(
+        form.contains("工作日"),
+        "the reason, in the page language: {form}"
+    );
     assert!(
         form.contains("请于期限内补全数据访问日志 &#60;审计&#62;"),
         "what was typed, escaped: {form}"
@@ -213,8 +233,12 @@ fn a_refused_action_form_shows_the_detail_page_again_with_what_was_typed() {
     // a plain error page.
     let other = format!("action=\"/admin/agreements/{id}/terminate\"");
     let rest = &html[html.find(&other).unwrap()..];
-    assert!(!rest[..rest.find("</form>").unwrap()].contains("role=\"alert\""));
-    let r = app.post_form(&reg, &action, &[("note", text), ("days", "10"), ("csrf", "x")]);
+    assert!(!rest[..rest.find("</form>").unwrap()].contains("field-error"));
+    let r = app.post_form(
+        &reg,
+        &action,
+        &[("note", text), ("days", "10"), ("csrf", "x")],
+    );
     assert_eq!(r.status().as_u16(), 403);
     assert!(!r.text().unwrap().contains("请于期限内"));
     // The operator's termination request, refused as empty, likewise.
@@ -223,6 +247,8 @@ fn a_refused_action_form_shows_the_detail_page_again_with_what_was_typed() {
     let r = app.post_form_from(&alpha, &page, &action, &[("note", "  ")]);
     assert_eq!(r.status().as_u16(), 422);
     let html = r.text().unwrap();
-    let form = &html[html.find(&format!("action=\"{action}\"")).expect("the form")..];
-    assert!(form[..form.find("</form>").unwrap()].contains("role=\"alert\""));
+    let form = &html[html
+        .find(&format!("action=\"{action}\""))
+        .expect("the form")..];
+    assert!(form[..form.find("</form>").unwrap()].contains("field-error"));
 }

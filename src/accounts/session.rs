@@ -401,7 +401,6 @@ impl AccountPage {
     }
 }
 
-
 /// `GET /account`: the user's profile and API tokens.
 pub async fn account(
     page: Page,

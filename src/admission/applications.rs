@@ -414,16 +414,7 @@ pub async fn show(
     state: web::Data<AppState>,
     path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let p = build_page(
-        &state,
-        page,
-        &user,
-        path.id,
-        None,
-        None,
-        Vec::new(),
-    )
-    .await?;
+    let p = build_page(&state, page, &user, path.id, None, None, Vec::new()).await?;
     render(&p)
 }
 

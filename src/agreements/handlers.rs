@@ -1142,10 +1142,7 @@ fn verdict(
             &[
                 ("number", a.number.clone()),
                 ("regulator", a.regulator_name.clone()),
-                (
-                    "at",
-                    page.time_min(sealed_at),
-                ),
+                ("at", page.time_min(sealed_at)),
                 ("operator", a.operator_name.clone()),
                 ("state", state_label),
             ],

@@ -37,8 +37,8 @@ use chrono::NaiveDate;
 use diesel::prelude::*;
 
 use crate::AppState;
-use crate::detail;
 use crate::db::DbConnection;
+use crate::detail;
 use crate::schema::{agreement_datasets, agreements};
 
 /// A running agreement that covers a dataset for an organisation.
@@ -114,11 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/agreements/{id}", web::get().to(h::show))
         .route("/agreements/{id}/print", web::get().to(h::print))
         .route("/agreements/{id}/canonical", web::get().to(h::canonical))
-        .service(detail::action(
-            "/agreements/{id}/sign",
-            h::sign,
-            h::show,
-        ))
+        .service(detail::action("/agreements/{id}/sign", h::sign, h::show))
         .service(detail::action(
             "/agreements/{id}/return",
             h::operator_return,

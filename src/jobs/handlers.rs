@@ -781,7 +781,15 @@ pub async fn release(
     let id = path.into_inner();
     let st = state.clone();
     let result = db(&state, move |conn| {
-        ops::release(conn, &user, id, &st.seal, st.clock.today(), st.clock.now(), st.clock.zone())
+        ops::release(
+            conn,
+            &user,
+            id,
+            &st.seal,
+            st.clock.today(),
+            st.clock.now(),
+            st.clock.zone(),
+        )
     })
     .await?;
     let (kind, key) = match result {

@@ -114,7 +114,9 @@ pub fn label_keys(
     tables: &mut [Table],
     lang: crate::i18n::Lang,
 ) -> QueryResult<()> {
-    name_keys(conn, c, tables, |l| format!("{} ({})", l.label(lang), l.code))
+    name_keys(conn, c, tables, |l| {
+        format!("{} ({})", l.label(lang), l.code)
+    })
 }
 
 /// Replaces each category code of the tables' keys by `name(code label)`, using the catalog

@@ -110,9 +110,13 @@ fn label(lang: Lang, key: &str) -> String {
 
 /// A stored (UTC) timestamp written into details, if `s` is one.
 fn timestamp(s: &str) -> Option<NaiveDateTime> {
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.fZ"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.fZ",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
 }
 
 fn scalar(v: &Value, zone: Tz) -> String {
@@ -143,7 +147,13 @@ fn push(out: &mut Vec<Detail>, (lang, zone): (Lang, Tz), key: &str, path: &str, 
     match v {
         Value::Object(map) => {
             for (k, inner) in map {
-                push(out, (lang, zone), k, &format!("{path}{} · ", label(lang, k)), inner);
+                push(
+                    out,
+                    (lang, zone),
+                    k,
+                    &format!("{path}{} · ", label(lang, k)),
+                    inner,
+                );
             }
         }
         Value::Array(items) if items.iter().any(Value::is_object) => {
@@ -189,7 +199,13 @@ pub fn render(lang: Lang, zone: Tz, details: &str) -> Vec<Detail> {
     match serde_json::from_str::<Value>(details) {
         Ok(Value::Object(map)) => {
             for (k, v) in &map {
-                push(&mut out, (lang, zone), k, &format!("{} · ", label(lang, k)), v);
+                push(
+                    &mut out,
+                    (lang, zone),
+                    k,
+                    &format!("{} · ", label(lang, k)),
+                    v,
+                );
             }
         }
         Ok(Value::Null) => {}
@@ -235,7 +251,10 @@ mod tests {
         let runs = d.iter().find(|l| l.value == "3, 4").unwrap();
         assert_eq!(runs.links.len(), 2);
         assert!(d.iter().any(|l| l.label == "x · From" && l.value == "a"));
-        assert!(d.iter().any(|l| l.value == "2026-12-04 20:04:00"), "in the zone");
+        assert!(
+            d.iter().any(|l| l.value == "2026-12-04 20:04:00"),
+            "in the zone"
+        );
         assert!(render(Lang::Zh, z, "").is_empty());
         assert_eq!(render(Lang::Zh, z, "not json")[0].value, "not json");
         assert_eq!(action_name(Lang::Zh, "agreement.seal"), "协议盖章");
@@ -247,7 +266,12 @@ mod tests {
     fn every_action_the_code_records_has_a_name() {
         for lang in Lang::ALL {
             let known: Vec<String> = known_actions(lang).into_iter().map(|(c, _)| c).collect();
-            for code in ["agreement.seal", "job.release", "user.login", "dataset.create"] {
+            for code in [
+                "agreement.seal",
+                "job.release",
+                "user.login",
+                "dataset.create",
+            ] {
                 assert!(known.iter().any(|k| k == code), "{code} in {lang:?}");
             }
         }
