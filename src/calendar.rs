@@ -14,32 +14,55 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, Utc, Weekday};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Utc, Weekday};
+use chrono_tz::Tz;
 use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::db::DbConnection;
 use crate::schema::calendar_days;
 
-/// The offset of China Standard Time: dates of deadlines are dates in Beijing.
-const CST_SECONDS: i32 = 8 * 3600;
-
-/// The platform clock: system time plus an offset that tests can move forward.
-#[derive(Debug, Clone, Default)]
+/// The platform clock: system time plus an offset that tests can move forward, and the
+/// configured time zone (`time_zone`) in which dates are counted and times are shown.
+#[derive(Debug, Clone)]
 pub struct Clock {
     offset_secs: Arc<AtomicI64>,
+    zone: Tz,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new(crate::config::DEFAULT_TIME_ZONE)
+    }
 }
 
 impl Clock {
+    /// A clock counting dates in `zone`.
+    pub fn new(zone: Tz) -> Self {
+        Clock {
+            offset_secs: Arc::default(),
+            zone,
+        }
+    }
+
     /// The current instant, UTC (as stored in timestamp columns).
     pub fn now(&self) -> NaiveDateTime {
         Utc::now().naive_utc() + Duration::seconds(self.offset_secs.load(Ordering::Relaxed))
     }
 
-    /// Today's date in China Standard Time.
+    /// Today's date in the configured time zone.
     pub fn today(&self) -> NaiveDate {
-        let cst = FixedOffset::east_opt(CST_SECONDS).expect("valid offset");
-        (self.now().and_utc().with_timezone(&cst)).date_naive()
+        self.local(self.now()).date()
+    }
+
+    /// The configured time zone.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// A stored (UTC) instant as the wall-clock time of the configured zone.
+    pub fn local(&self, t: NaiveDateTime) -> NaiveDateTime {
+        local(self.zone, t)
     }
 
     /// Moves the clock forward (tests and demos only: nothing in the server calls this).
@@ -47,6 +70,11 @@ impl Clock {
         self.offset_secs
             .fetch_add(by.num_seconds(), Ordering::Relaxed);
     }
+}
+
+/// A stored (UTC) instant as the wall-clock time of `zone`.
+pub fn local(zone: Tz, t: NaiveDateTime) -> NaiveDateTime {
+    t.and_utc().with_timezone(&zone).naive_local()
 }
 
 /// What a date in `calendar_days` is, overriding the weekday rule.

@@ -61,6 +61,9 @@ pub struct FileConfig {
     /// Milliseconds an idle worker waits before it looks at the queue again (runs queued in
     /// its own process wake it at once).
     pub job_poll_ms: Option<u64>,
+    /// The time zone every page, mail and download shows times in (an IANA name such as
+    /// `Asia/Shanghai`, the default); dates of deadlines are dates in this zone.
+    pub time_zone: Option<String>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -134,6 +137,8 @@ pub struct Config {
     pub job_lease_secs: u64,
     /// How long an idle worker waits before it looks at the queue again, in milliseconds.
     pub job_poll_ms: u64,
+    /// The time zone times are shown in, and deadline dates are counted in.
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl std::fmt::Debug for Config {
@@ -149,6 +154,7 @@ impl std::fmt::Debug for Config {
             .field("secure_cookies", &self.secure_cookies)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("mail_from", &self.mail_from)
+            .field("time_zone", &self.time_zone)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +169,9 @@ pub fn redact_url(url: &str) -> String {
     }
     url.to_owned()
 }
+
+/// The time zone when none is configured: Beijing time.
+pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
 
 /// The `From` address when none is configured.
 pub const DEFAULT_MAIL_FROM: &str = "dataop <noreply@localhost>";
@@ -232,6 +241,14 @@ impl Config {
             job_workers: file.job_workers.unwrap_or(2).min(64),
             job_lease_secs: file.job_lease_secs.unwrap_or(30).clamp(5, 3600),
             job_poll_ms: file.job_poll_ms.unwrap_or(300).clamp(10, 60_000),
+            time_zone: match file.time_zone.as_deref() {
+                None => DEFAULT_TIME_ZONE,
+                Some(name) => name.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "time_zone must be an IANA time zone name such as `Asia/Shanghai`, not `{name}`"
+                    )
+                })?,
+            },
         })
     }
 
@@ -287,6 +304,25 @@ mod tests {
         assert_eq!(c.session_hours, 2);
         assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.local:25"));
         assert_eq!(c.mail_from, "平台 <noreply@example.org>");
+        assert_eq!(
+            c.time_zone,
+            chrono_tz::Asia::Shanghai,
+            "Beijing time by default"
+        );
+        std::fs::write(&path, "time_zone = \"Europe/Paris\"\n").unwrap();
+        let c = Config::load(Overrides {
+            config_file: Some(path.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.time_zone, chrono_tz::Europe::Paris);
+        std::fs::write(&path, "time_zone = \"Mars/Olympus\"\n").unwrap();
+        let e = Config::load(Overrides {
+            config_file: Some(path.clone()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("Mars/Olympus"), "{e:#}");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(
             Config::load(Overrides {

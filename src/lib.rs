@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod detail;
 pub mod errors;
 pub mod i18n;
 pub mod idempotency;
@@ -73,12 +74,13 @@ impl AppState {
             config.login_max_failures_account,
             config.login_max_failures_address,
         );
+        let clock = calendar::Clock::new(config.time_zone);
         Ok(Self {
             config,
             pool,
             secrets,
             throttle,
-            clock: calendar::Clock::default(),
+            clock,
             seal,
             sandbox: jobs::Sandbox::default(),
             queue_bell: jobs::QueueBell::default(),

@@ -86,6 +86,10 @@ pub struct Page {
     pub flash: Option<Flash>,
     /// The current path (for the language switch's return link).
     pub path: String,
+    /// The configured time zone every time on the page is shown in.
+    pub zone: chrono_tz::Tz,
+    /// The action form just refused, shown again (see [`crate::detail`]).
+    pub refused: Option<crate::detail::Refused>,
 }
 
 /// Makes a template struct with a `page: Page` field expose the page context (`t`, `lang`,
@@ -219,6 +223,8 @@ impl Page {
             csrf,
             flash,
             path,
+            zone: state.config.time_zone,
+            refused: None,
         };
         req.extensions_mut().insert(page.clone());
         Ok(page)
@@ -263,6 +269,31 @@ impl Page {
     /// Whether the visitor is logged in with one of `roles`.
     pub fn has_role(&self, roles: &[Role]) -> bool {
         self.user.as_ref().is_some_and(|u| u.has_role(roles))
+    }
+
+    /// A stored (UTC) instant as the page shows it, in the configured zone:
+    /// `2026-11-23 21:44:29`.
+    pub fn time(&self, t: impl Instant) -> String {
+        fmt_datetime(self.zone, t.instant())
+    }
+
+    /// A stored (UTC) instant to the minute, in the configured zone: `2026-11-23 21:44`.
+    pub fn time_min(&self, t: impl Instant) -> String {
+        crate::calendar::local(self.zone, t.instant())
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    }
+
+    /// The sentence naming the zone of the page's times (shown once, in the footer).
+    pub fn zone_note(&self) -> String {
+        let now = chrono::Utc::now().with_timezone(&self.zone);
+        self.t_args(
+            "common.footer_zone",
+            &[
+                ("zone", self.zone.name().to_owned()),
+                ("offset", now.format("%:z").to_string()),
+            ],
+        )
     }
 
     /// Whether the visitor is a platform admin or regulator.
@@ -310,9 +341,34 @@ pub fn redirect(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// A stored (UTC) timestamp as pages show it: `2026-11-23 13:44:29`.
-pub fn fmt_datetime(t: chrono::NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+/// The UTF-8 byte order mark that CSV downloads start with, so that spreadsheet programs read
+/// them as UTF-8 (pandas skips it).
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A stored (UTC) instant, or a reference to one (templates pass both).
+pub trait Instant {
+    /// The instant.
+    fn instant(&self) -> chrono::NaiveDateTime;
+}
+
+impl Instant for chrono::NaiveDateTime {
+    fn instant(&self) -> chrono::NaiveDateTime {
+        *self
+    }
+}
+
+impl<T: Instant + ?Sized> Instant for &T {
+    fn instant(&self) -> chrono::NaiveDateTime {
+        (**self).instant()
+    }
+}
+
+/// A stored (UTC) timestamp as pages, mails and downloads show it, in `zone` (the configured
+/// `time_zone`): `2026-11-23 21:44:29`.
+pub fn fmt_datetime(zone: chrono_tz::Tz, t: chrono::NaiveDateTime) -> String {
+    crate::calendar::local(zone, t)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Whether a form value is longer than `max` characters (not bytes: Chinese text counts one
@@ -450,6 +506,9 @@ pub async fn page_middleware(
                         csrf: String::new(),
                         flash: None,
                         path: req.path().to_owned(),
+                        zone: app_state(&req)
+                            .map_or(crate::config::DEFAULT_TIME_ZONE, |s| s.config.time_zone),
+                        refused: None,
                     },
                 };
                 let body = ErrorPage {

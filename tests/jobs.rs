@@ -164,6 +164,11 @@ fn whole_path_from_upload_to_signed_download() {
         review.contains("rows_read") && review.contains("MiB"),
         "staff see the report"
     );
+    let outcome = between(&review, "<dd>已完成", "</dd>");
+    assert!(
+        !outcome.contains("finished"),
+        "the outcome in the page language only: {outcome}"
+    );
     assert!(review.contains(&format!("/jobs/{job}/release")));
     assert_eq!(
         app.get(&alpha, &format!("/jobs/{job}/output.csv"))
@@ -192,8 +197,9 @@ fn whole_path_from_upload_to_signed_download() {
             h("X-Dataop-Signature"),
             h("X-Dataop-Public-Key"),
         );
-        let body = r.text().unwrap();
-        let digest = hex::encode(Sha256::digest(body.as_bytes()));
+        let bytes = r.bytes().unwrap();
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let body = String::from_utf8(bytes.to_vec()).unwrap();
         assert_eq!(digest, sha_h);
         assert!(dataop::agreements::seal::verify_hex(
             &pk,
@@ -210,6 +216,31 @@ fn whole_path_from_upload_to_signed_download() {
         assert!(body.contains("市卫生健康委员会"), "provider");
         assert!(body.contains("DATAOP-"), "agreement number");
     }
+    // The CSV opens as it is in spreadsheets and pandas: a BOM, one header line, one table,
+    // category codes with their names.
+    let csv = app
+        .get(&alpha, &format!("/jobs/{job}/output.csv"))
+        .bytes()
+        .unwrap();
+    assert!(csv.starts_with(b"\xEF\xBB\xBF"), "UTF-8 byte order mark");
+    let csv = String::from_utf8(csv[3..].to_vec()).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("aggregate,district,suppressed,count,persons,"),
+        "{header}"
+    );
+    let width = header.split(',').count();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert!(
+        rows.iter().all(|r| r.len() == width),
+        "one rectangular table"
+    );
+    assert!(
+        rows.iter().any(|r| &r[1] == "330102 上城区"),
+        "the code with its name: {csv}"
+    );
     let api = app
         .client()
         .get(app.url(&format!("/api/v1/jobs/{job}")))
@@ -1376,11 +1407,8 @@ fn shell_commands_submit_wait_and_fetch_the_output() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature verified"));
-    assert!(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("# agreement: DATAOP-")
-    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with('\u{feff}') && written.contains(",DATAOP-"));
     // Refusals are printed rule by rule, with a failing exit status.
     let out = dataop(&app, &tok, &["job", "submit", m, t]);
     assert!(!out.status.success());
@@ -1427,13 +1455,9 @@ fn cells_below_k_are_marked_suppressed_everywhere() {
         .get(&alpha, &format!("/jobs/{job}/output.csv"))
         .text()
         .unwrap();
-    let data: Vec<&str> = csv
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .skip(1)
-        .collect();
+    let data: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(data.len(), 13, "every district listed");
-    assert!(data.iter().all(|l| l.ends_with(",true,,")), "{data:?}");
+    assert!(data.iter().all(|l| l.contains(",true,,,")), "{data:?}");
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(!page.contains("<rect"), "no bars for suppressed cells");
 }
@@ -1501,9 +1525,12 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
 
     // A run without noise says so instead of "ε 0.0"; the outcome is in words.
     assert!(zh.contains("<dt>ε</dt><dd>不加噪</dd>"), "{zh}");
-    assert!(zh.contains("<dd>已完成 <code class=\"muted\">finished</code></dd>"));
+    assert!(
+        zh.contains("<dd>已完成</dd>"),
+        "the outcome in the page language only"
+    );
     assert!(en.contains("<dt>ε</dt><dd>no noise</dd>"));
-    assert!(en.contains("<dd>Finished <code class=\"muted\">finished</code></dd>"));
+    assert!(en.contains("<dd>Finished</dd>"));
 
     // With noise the epsilon spent is shown.
     let (_, body) = api_submit(&app, &tok, WAT, &manifest_with_epsilon("0.5"));

@@ -125,9 +125,7 @@ pub async fn users_list(
                 role_key: Role::parse(&role).map(|r| r.label_key()).unwrap_or(role),
                 status,
                 org_name,
-                last_login: last
-                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_default(),
+                last_login: last.map(|t| page.time_min(t)).unwrap_or_default(),
             },
         )
         .collect();

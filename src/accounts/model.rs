@@ -342,6 +342,15 @@ pub fn find_org(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Organisa
         .optional()
 }
 
+/// Every organisation's id and name, by name (at most `limit`), e.g. for a filter.
+pub fn org_names(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<(i64, String)>> {
+    organisations::table
+        .order(organisations::name)
+        .limit(limit)
+        .select((organisations::id, organisations::name))
+        .load(conn)
+}
+
 /// Whether a login name is acceptable: 3–32 of `a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn valid_username(name: &str) -> bool {
     (3..=32).contains(&name.len())

@@ -410,10 +410,6 @@ impl AccountPage {
     }
 }
 
-fn fmt_time(t: chrono::NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
 /// `scheme://host` of the site as `req` reached it (`Forwarded` / `X-Forwarded-*` from a proxy
 /// in front, else the `Host` header); a host with characters no host name has is replaced by
 /// the bound address.
@@ -466,9 +462,9 @@ pub async fn account(
         .map(|r| TokenView {
             live: r.revoked_at.is_none() && r.expires_at > now,
             id: r.id,
-            created_at: fmt_time(r.created_at),
-            expires_at: fmt_time(r.expires_at),
-            revoked_at: r.revoked_at.map(fmt_time),
+            created_at: page.time_min(r.created_at),
+            expires_at: page.time_min(r.expires_at),
+            revoked_at: r.revoked_at.map(|t| page.time_min(t)),
             source_addr: r.source_addr,
         })
         .collect();
@@ -517,9 +513,9 @@ pub async fn create_token(
     })
     .await?;
     render(&TokenCreatedPage {
+        expires_at: page.time_min(expires_at),
         page,
         token,
-        expires_at: fmt_time(expires_at),
     })
 }
 

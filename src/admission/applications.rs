@@ -339,7 +339,7 @@ pub async fn build_page(
         events: events
             .iter()
             .map(|e| EventView {
-                at: e.at.format("%Y-%m-%d %H:%M").to_string(),
+                at: page.time_min(e.at),
                 actor: e.actor_name.clone(),
                 action: page.t(&format!("admission.event.{}", e.action)).to_owned(),
                 to_state: ApplicationState::parse(&e.to_state)
@@ -394,7 +394,7 @@ pub async fn build_page(
                     .map_or_else(|| o.state.clone(), |s| page.t(s.label_key()).to_owned()),
                 due: deadline_view(&page, cal.deadline(today, o.due_on)),
                 reasons: o.reasons.clone(),
-                filed_at: o.filed_at.format("%Y-%m-%d %H:%M").to_string(),
+                filed_at: page.time_min(o.filed_at),
             })
             .collect(),
         can_review: viewer == Viewer::Regulator && app_state.awaits_review(),
@@ -412,18 +412,9 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let p = build_page(
-        &state,
-        page,
-        &user,
-        path.into_inner(),
-        None,
-        None,
-        Vec::new(),
-    )
-    .await?;
+    let p = build_page(&state, page, &user, path.id, None, None, Vec::new()).await?;
     render(&p)
 }
 
@@ -461,7 +452,7 @@ pub fn app_lines(
             org: a.org_name.clone(),
             state: a.state.clone(),
             state_label: page.t(a.state().label_key()).to_owned(),
-            updated: a.updated_at.format("%Y-%m-%d %H:%M").to_string(),
+            updated: page.time_min(a.updated_at),
         });
     }
     Ok(out)

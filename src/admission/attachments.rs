@@ -5,7 +5,7 @@
 
 use actix_multipart::Multipart;
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::prelude::*;
 use futures_util::TryStreamExt as _;
 use sha2::{Digest, Sha256};
@@ -73,6 +73,7 @@ async fn small_field(field: &mut actix_multipart::Field) -> Result<String, AppEr
 /// `POST /applications/{id}/attachments` (multipart: `csrf`, `group`, then `file`): adds an
 /// evidence file to an editable application of the user's organisation.
 pub async fn upload(
+    req: HttpRequest,
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
@@ -103,7 +104,9 @@ pub async fn upload(
                 csrf_ok = true;
             }
             Some("group") => {
-                group = EvidenceGroup::parse(small_field(&mut field).await?.trim());
+                let value = small_field(&mut field).await?;
+                crate::detail::keep(&req, "group", &value);
+                group = EvidenceGroup::parse(value.trim());
             }
             Some("file") if csrf_ok && file.is_none() => {
                 let name = clean_name(

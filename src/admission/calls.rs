@@ -196,9 +196,9 @@ pub async fn public_show(
     page: Page,
     user: MaybeUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = path.id;
     let today = state.clock.today();
     let enterprise = user.0.filter(|u| u.role == Role::Enterprise);
     let org = enterprise.as_ref().map(|u| u.org_id);
@@ -251,10 +251,10 @@ pub async fn manage_show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
-    let id = path.into_inner();
+    let id = path.id;
     let today = state.clock.today();
     let (c, ds, apps) = db(&state, move |conn| {
         let c = model::find_call(conn, id)?.ok_or_else(AppError::not_found)?;

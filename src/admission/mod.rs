@@ -40,7 +40,11 @@ use machine::{ApplicationAction, ApplicationState, CallAction, CallState, Object
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/calls", web::get().to(calls::public_list))
         .route("/calls/{id}", web::get().to(calls::public_show))
-        .route("/calls/{id}/apply", web::post().to(applications::start))
+        .service(crate::detail::action(
+            "/calls/{id}/apply",
+            applications::start,
+            calls::public_show,
+        ))
         .route("/notices", web::get().to(notices::list))
         .route("/notices/{id}", web::get().to(notices::show))
         .route("/notices/{id}/objections", web::post().to(notices::object))
@@ -54,10 +58,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(calls::edit_form),
         )
         .route("/admission/calls/{id}/edit", web::post().to(calls::update))
-        .route(
+        .service(crate::detail::action(
             "/admission/calls/{id}/{action}",
-            web::post().to(calls::transition),
-        )
+            calls::transition,
+            calls::manage_show,
+        ))
         .route("/admission/applications", web::get().to(review::list))
         .route("/admission/orgs/{id}", web::get().to(review::org_record))
         .route(
@@ -67,32 +72,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/applications", web::get().to(applications::mine))
         .route("/applications/{id}", web::get().to(applications::show))
         .route("/applications/{id}", web::post().to(applications::save))
-        .route(
+        .service(crate::detail::action(
             "/applications/{id}/attachments",
-            web::post().to(attachments::upload),
-        )
+            attachments::upload,
+            applications::show,
+        ))
         .route(
             "/applications/{id}/attachments/{aid}",
             web::get().to(attachments::download),
         )
-        .route(
+        .service(crate::detail::action(
             "/applications/{id}/attachments/{aid}/delete",
-            web::post().to(attachments::delete),
-        )
-        .route(
+            attachments::delete,
+            applications::show,
+        ))
+        .service(crate::detail::action(
             "/applications/{id}/return",
-            web::post().to(review::return_app),
-        )
-        .route("/applications/{id}/assign", web::post().to(review::assign))
-        .route(
+            review::return_app,
+            applications::show,
+        ))
+        .service(crate::detail::action(
+            "/applications/{id}/assign",
+            review::assign,
+            applications::show,
+        ))
+        .service(crate::detail::action(
             "/applications/{id}/approve",
-            web::post().to(review::approve),
-        )
-        .route("/applications/{id}/reject", web::post().to(review::reject))
-        .route(
+            review::approve,
+            applications::show,
+        ))
+        .service(crate::detail::action(
+            "/applications/{id}/reject",
+            review::reject,
+            applications::show,
+        ))
+        .service(crate::detail::action(
             "/applications/{id}/opinion",
-            web::post().to(review::opinion),
-        )
+            review::opinion,
+            applications::show,
+        ))
         .route("/expert/assignments", web::get().to(review::my_assignments));
 }
 

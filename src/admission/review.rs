@@ -2,12 +2,11 @@
 //! expert assignment and opinions, approval (which starts the public notice) and rejection
 //! with reasons; the expert's assignments.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use diesel::prelude::*;
 
-use super::applications::{AppLine, DeadlineView, app_lines, build_page, deadline_view, visible};
+use super::applications::{AppLine, DeadlineView, app_lines, deadline_view, visible};
 use super::forms::{self, Pairs};
 use super::machine::{
     ApplicationAction, ApplicationState, AssignmentAction, AssignmentState, Recommendation,
@@ -22,7 +21,7 @@ use crate::errors::AppError;
 use crate::mail;
 use crate::schema::{applications, expert_assignments, users};
 use crate::supervision::audit;
-use crate::web::{Page, db, redirect_with_flash, render, render_status};
+use crate::web::{Page, db, redirect_with_flash, render};
 
 /// A queue item as the page shows it.
 #[derive(Debug, Clone)]
@@ -190,11 +189,7 @@ where
             "ok",
             flash,
         )),
-        Err(key) => {
-            let msg = page.t(key).to_owned();
-            let p = build_page(&state, page, &user, id, None, Some(msg), Vec::new()).await?;
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
-        }
+        Err(key) => Err(AppError::invalid(key)),
     }
 }
 
@@ -481,11 +476,7 @@ pub async fn opinion(
             "ok",
             "admission.flash_opinion",
         )),
-        Err(key) => {
-            let msg = page.t(key).to_owned();
-            let p = build_page(&state, page, &user, id, None, Some(msg), Vec::new()).await?;
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
-        }
+        Err(key) => Err(AppError::invalid(key)),
     }
 }
 

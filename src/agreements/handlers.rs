@@ -814,8 +814,8 @@ pub struct EventView {
     pub actor: String,
     /// Label key of the action.
     pub action_key: String,
-    /// Details (JSON).
-    pub details: String,
+    /// Details, rendered as the audit page renders them.
+    pub details: Vec<crate::supervision::details::Detail>,
 }
 
 #[derive(Template)]
@@ -931,9 +931,9 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = path.id;
     let today = state.clock.today();
     let u = user.clone();
     let (a, ds, rects, requests, history, (previous, superseded_by, schemas), cal) =
@@ -1009,13 +1009,13 @@ pub async fn show(
     let history = history
         .into_iter()
         .map(|e| EventView {
-            at: crate::web::fmt_datetime(e.at),
+            at: page.time(e.at),
             actor: e.actor_name,
             action_key: format!(
                 "agreements.event.{}",
                 e.action.trim_start_matches("agreement.")
             ),
-            details: e.details,
+            details: crate::supervision::details::render(page.lang, page.zone, &e.details),
         })
         .collect();
     render(&ShowPage {
@@ -1192,12 +1192,7 @@ fn verdict(
             &[
                 ("number", a.number.clone()),
                 ("regulator", a.regulator_name.clone()),
-                (
-                    "at",
-                    (sealed_at + chrono::Duration::hours(8))
-                        .format("%Y-%m-%d %H:%M")
-                        .to_string(),
-                ),
+                ("at", page.time_min(sealed_at)),
                 ("operator", a.operator_name.clone()),
                 ("state", state_label),
             ],

@@ -39,6 +39,7 @@ use diesel::prelude::*;
 
 use crate::AppState;
 use crate::db::DbConnection;
+use crate::detail;
 use crate::schema::{agreement_datasets, agreements};
 
 /// A running agreement that covers a dataset for an organisation.
@@ -114,27 +115,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/agreements/{id}", web::get().to(h::show))
         .route("/agreements/{id}/print", web::get().to(h::print))
         .route("/agreements/{id}/canonical", web::get().to(h::canonical))
-        .route("/agreements/{id}/sign", web::post().to(h::sign))
-        .route(
+        .service(detail::action("/agreements/{id}/sign", h::sign, h::show))
+        .service(detail::action(
             "/agreements/{id}/return",
-            web::post().to(h::operator_return),
-        )
-        .route(
+            h::operator_return,
+            h::show,
+        ))
+        .service(detail::action(
             "/agreements/{id}/termination-request",
-            web::post().to(h::request_termination),
-        )
-        .route(
+            h::request_termination,
+            h::show,
+        ))
+        .service(detail::action(
             "/agreements/{id}/rectifications/{rid}/answer",
-            web::post().to(h::answer_rectification),
-        )
-        .route(
+            h::answer_rectification,
+            h::show,
+        ))
+        .service(detail::action(
             "/agreements/{id}/disposal",
-            web::post().to(h::file_disposal),
-        )
-        .route(
+            h::file_disposal,
+            h::show,
+        ))
+        .service(detail::action(
             "/agreements/{id}/schemas/{dataset}/accept",
-            web::post().to(h::accept_schema),
-        )
+            h::accept_schema,
+            h::show,
+        ))
         .route("/admin/agreements", web::get().to(h::admin_list))
         .route(
             "/admin/applications/{app}/agreement/new",
@@ -146,23 +152,39 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/agreements/{id}/edit", web::get().to(h::edit_form))
         .route("/admin/agreements/{id}", web::post().to(h::update_draft))
-        .route("/admin/agreements/{id}/submit", web::post().to(h::submit))
-        .route("/admin/agreements/{id}/seal", web::post().to(h::seal))
-        .route("/admin/agreements/{id}/amend", web::post().to(h::amend))
-        .route(
+        .service(detail::action(
+            "/admin/agreements/{id}/submit",
+            h::submit,
+            h::show,
+        ))
+        .service(detail::action(
+            "/admin/agreements/{id}/seal",
+            h::seal,
+            h::show,
+        ))
+        .service(detail::action(
+            "/admin/agreements/{id}/amend",
+            h::amend,
+            h::show,
+        ))
+        .service(detail::action(
             "/admin/agreements/{id}/rectifications",
-            web::post().to(h::order_rectification),
-        )
-        .route(
+            h::order_rectification,
+            h::show,
+        ))
+        .service(detail::action(
             "/admin/agreements/{id}/rectifications/{rid}/decide",
-            web::post().to(h::decide_rectification),
-        )
-        .route(
+            h::decide_rectification,
+            h::show,
+        ))
+        .service(detail::action(
             "/admin/agreements/{id}/termination-requests/{tid}/decide",
-            web::post().to(h::decide_request),
-        )
-        .route(
+            h::decide_request,
+            h::show,
+        ))
+        .service(detail::action(
             "/admin/agreements/{id}/terminate",
-            web::post().to(h::terminate_for_violation),
-        );
+            h::terminate_for_violation,
+            h::show,
+        ));
 }

@@ -188,7 +188,7 @@ fn meta_view(page: &Page, d: &Dataset, provider: String) -> MetaView {
         ),
         source: d.source.clone(),
         contact: d.contact.clone(),
-        updated_at: d.updated_at.format("%Y-%m-%d %H:%M").to_string(),
+        updated_at: page.time_min(d.updated_at),
     }
 }
 
@@ -285,7 +285,7 @@ pub struct VersionView {
     pub created_at: String,
 }
 
-fn version_view(v: &Version, by: String) -> VersionView {
+fn version_view(page: &Page, v: &Version, by: String) -> VersionView {
     let st = v.st();
     VersionView {
         id: v.id,
@@ -297,7 +297,7 @@ fn version_view(v: &Version, by: String) -> VersionView {
         size: human_bytes(v.byte_count.max(0) as u64),
         sha256: v.sha256.clone(),
         uploaded_by: by,
-        created_at: crate::web::fmt_datetime(v.created_at),
+        created_at: page.time(v.created_at),
     }
 }
 
@@ -476,7 +476,7 @@ pub async fn catalog_show(
                     ("n", vers.len().to_string()),
                     ("no", v.version_no.to_string()),
                     ("rows", v.row_count.to_string()),
-                    ("at", v.created_at.format("%Y-%m-%d %H:%M").to_string()),
+                    ("at", page.time_min(v.created_at)),
                 ],
             ),
             None => page.t("catalog.no_versions_public").to_owned(),
@@ -922,7 +922,7 @@ fn manage_page(
         versions: data
             .versions
             .iter()
-            .map(|(v, by)| version_view(v, by.clone()))
+            .map(|(v, by)| version_view(&page, v, by.clone()))
             .collect(),
         column_error: column_error.map(|k| page.t(k).to_owned()),
         refusal: refusal.map(|e| refusal_view(&page, e)),
@@ -953,10 +953,10 @@ pub async fn manage(
     req: HttpRequest,
     page: Page,
     user: CurrentUser,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     require_provider(&user)?;
-    let data = manage_data(&req, &user, path.into_inner()).await?;
+    let data = manage_data(&req, &user, path.id).await?;
     render(&manage_page(
         &req,
         page,

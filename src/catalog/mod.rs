@@ -59,10 +59,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/provider/datasets/{id}/columns/{cid}/delete",
             web::post().to(h::delete_column),
         )
-        .route(
+        .service(crate::detail::action(
             "/provider/datasets/{id}/versions",
-            web::post().to(h::upload_version),
-        )
+            h::upload_version,
+            h::manage,
+        ))
         .route(
             "/provider/datasets/{id}/versions/{vid}",
             web::get().to(version_pages::preview),

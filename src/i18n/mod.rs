@@ -137,6 +137,19 @@ pub fn t_args(lang: Lang, key: &str, args: &[(&str, String)]) -> String {
     s
 }
 
+/// Every key of `lang` starting with `prefix` (in no particular order).
+pub fn keys_with_prefix(lang: Lang, prefix: &str) -> Vec<&'static str> {
+    CATALOGS
+        .get(&lang)
+        .map(|m| {
+            m.keys()
+                .filter(|k| k.starts_with(prefix))
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether `key` exists in the catalog of `lang`.
 pub fn has_key(lang: Lang, key: &str) -> bool {
     CATALOGS.get(&lang).is_some_and(|m| m.contains_key(key))

@@ -135,6 +135,7 @@ fn one_backend(
             &state.seal,
             state.clock.today(),
             state.clock.now(),
+            state.clock.zone(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let released = super::model::release(&mut conn, s.job_id)?;

@@ -157,6 +157,7 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
         &state.seal,
         today,
         state.clock.now(),
+        state.clock.zone(),
     )
     .map_err(err)?;
     let changed = EXAMPLE_MODULE.replace(";; (a)", ";; (a, revised)");

@@ -78,12 +78,12 @@ pub struct RowView {
     pub short_hash: String,
 }
 
-fn row_view(r: model::JobRow) -> RowView {
+fn row_view(page: &Page, r: model::JobRow) -> RowView {
     RowView {
         id: r.job.id,
         percent: r.job.percent(),
         state: r.job.st(),
-        created_at: crate::web::fmt_datetime(r.job.created_at),
+        created_at: page.time(r.job.created_at),
         short_hash: r.module_sha256.chars().take(12).collect(),
         name: r.name,
         org_name: r.org_name,
@@ -148,8 +148,8 @@ pub async fn list(
     .await?;
     render(&ListPage {
         budgets: budget_views(budgets, page.lang),
+        rows: rows.into_iter().map(|r| row_view(&page, r)).collect(),
         page,
-        rows: rows.into_iter().map(row_view).collect(),
         run_budgets,
         outstanding,
         operator,
@@ -611,8 +611,6 @@ fn sandbox_failure(job: &Job) -> Option<&str> {
 pub struct ReportSummary {
     /// How the run ended, in the page language.
     pub outcome: String,
-    /// The sandbox's outcome kind (`finished`, `out_of_time`, …).
-    pub outcome_kind: String,
     /// Wall-clock time: milliseconds for platform staff, whole seconds (rounded up) for the
     /// operator.
     pub elapsed: String,
@@ -639,8 +637,7 @@ fn summary(report: &serde_json::Value, lang: Lang, staff: bool) -> ReportSummary
         return ReportSummary {
             outcome: ops::outcome_key(&kind)
                 .map(|k| crate::i18n::t(lang, k).to_owned())
-                .unwrap_or_else(|| kind.clone()),
-            outcome_kind: kind,
+                .unwrap_or(kind),
             elapsed: format!("≤ {} s", r["elapsed_s"]),
             rows_read: r["rows_read"].to_string(),
             cells_released: r["cells_released"].to_string(),
@@ -660,8 +657,7 @@ fn summary(report: &serde_json::Value, lang: Lang, staff: bool) -> ReportSummary
     ReportSummary {
         outcome: ops::outcome_key(&kind)
             .map(|k| crate::i18n::t(lang, k).to_owned())
-            .unwrap_or_else(|| kind.clone()),
-        outcome_kind: kind,
+            .unwrap_or(kind),
         elapsed: report["elapsed_ms"]
             .as_f64()
             .map(|v| format!("{v:.1} ms"))
@@ -866,7 +862,7 @@ struct ShowPage {
     staff: bool,
     show_output: bool,
     tables: Vec<Table>,
-    chart: Option<Chart>,
+    charts: Vec<Chart>,
     report: String,
     summary: Option<ReportSummary>,
     release: Option<ReleaseView>,
@@ -883,9 +879,9 @@ pub async fn show(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = path.id;
     let u = user.clone();
     let lang = page.lang;
     let (job, computation, release, usage, meters, sources) = db(&state, move |conn| {
@@ -916,9 +912,11 @@ pub async fn show(
         })
         .await?;
     }
-    let chart = (st == RunState::Released)
-        .then(|| tables.first().map(output::chart))
-        .flatten();
+    let charts: Vec<Chart> = if st == RunState::Released {
+        tables.iter().map(output::chart).collect()
+    } else {
+        Vec::new()
+    };
     let parsed = job
         .report
         .as_deref()
@@ -945,7 +943,7 @@ pub async fn show(
         platform_admin: user.role == Role::PlatformAdmin,
         show_output,
         tables,
-        chart,
+        charts,
         report,
         summary,
         release: release.map(|r| ReleaseView {
@@ -954,9 +952,10 @@ pub async fn show(
             json_sha256: r.json_sha256,
             json_signature: r.json_signature,
             public_key: r.public_key,
-            released_at: crate::web::fmt_datetime(r.released_at),
+            released_at: page.time(r.released_at),
         }),
-        usage: usage.map(|(b, t)| (b, crate::web::fmt_datetime(t))),
+        usage: usage.map(|(b, t)| (b, page.time(t))),
+        page,
         meters: meter_views(meters, &sources),
         sources,
         job,
@@ -1011,7 +1010,15 @@ pub async fn release(
     let id = path.into_inner();
     let st = state.clone();
     let result = db(&state, move |conn| {
-        ops::release(conn, &user, id, &st.seal, st.clock.today(), st.clock.now())
+        ops::release(
+            conn,
+            &user,
+            id,
+            &st.seal,
+            st.clock.today(),
+            st.clock.now(),
+            st.clock.zone(),
+        )
     })
     .await?;
     let (kind, key) = match result {
@@ -1169,9 +1176,9 @@ pub async fn admin_queue(
     })
     .await?;
     render(&AdminPage {
+        rows: to_review.into_iter().map(|r| row_view(&page, r)).collect(),
         page,
         pending,
-        rows: to_review.into_iter().map(row_view).collect(),
         outstanding,
         reviewer: super::is_reviewer(&state, &user),
     })
@@ -1218,12 +1225,12 @@ pub async fn computation(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<crate::detail::Id>,
 ) -> Result<HttpResponse, AppError> {
     if !super::sees_all(&user) {
         return Err(AppError::not_found());
     }
-    let id = path.into_inner();
+    let id = path.id;
     let lang = page.lang;
     let (c, org_name, info, history, record, bindings) = db(&state, move |conn| {
         use diesel::prelude::*;

@@ -150,20 +150,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/new", web::get().to(h::new_form))
         .route("/jobs/{id}", web::get().to(h::show))
         .route("/jobs/{id}/events", web::get().to(events::events))
-        .route("/jobs/{id}/cancel", web::post().to(h::cancel))
-        .route("/jobs/{id}/release", web::post().to(h::release))
-        .route("/jobs/{id}/withhold", web::post().to(h::withhold))
-        .route("/jobs/{id}/usage", web::post().to(h::file_usage))
+        .service(crate::detail::action(
+            "/jobs/{id}/cancel",
+            h::cancel,
+            h::show,
+        ))
+        .service(crate::detail::action(
+            "/jobs/{id}/release",
+            h::release,
+            h::show,
+        ))
+        .service(crate::detail::action(
+            "/jobs/{id}/withhold",
+            h::withhold,
+            h::show,
+        ))
+        .service(crate::detail::action(
+            "/jobs/{id}/usage",
+            h::file_usage,
+            h::show,
+        ))
         .route("/jobs/{id}/output.csv", web::get().to(h::download_csv))
         .route("/jobs/{id}/output.json", web::get().to(h::download_json))
         .route("/admin/jobs", web::get().to(h::admin_queue))
         .route("/admin/computations/{id}", web::get().to(h::computation))
-        .route(
+        .service(crate::detail::action(
             "/admin/computations/{id}/approve",
-            web::post().to(h::approve),
-        )
-        .route("/admin/computations/{id}/reject", web::post().to(h::reject))
-        .route("/admin/computations/{id}/revoke", web::post().to(h::revoke))
+            h::approve,
+            h::computation,
+        ))
+        .service(crate::detail::action(
+            "/admin/computations/{id}/reject",
+            h::reject,
+            h::computation,
+        ))
+        .service(crate::detail::action(
+            "/admin/computations/{id}/revoke",
+            h::revoke,
+            h::computation,
+        ))
         .route("/admin/trainings", web::get().to(h::trainings))
         .route("/admin/trainings", web::post().to(h::record_training))
         .route("/api/v1/jobs", web::post().to(h::api_submit))

@@ -579,6 +579,7 @@ pub fn release(
     seal: &SealKey,
     today: NaiveDate,
     now: NaiveDateTime,
+    zone: chrono_tz::Tz,
 ) -> Result<ReleaseResult, AppError> {
     db::write_transaction(conn, |conn| {
         let j = load_job(conn, id)?;
@@ -612,7 +613,7 @@ pub fn release(
         diesel::update(jobs::table.find(id))
             .set((jobs::decided_by.eq(reviewer.id), jobs::decided_at.eq(now)))
             .execute(conn)?;
-        let files = output::build(conn, &j, &c, &a.number, now)?;
+        let files = output::build(conn, &j, &c, &a.number, now, zone)?;
         let json_sha = agr::model::sha256_hex(&files.json);
         let csv_sha = agr::model::sha256_hex(&files.csv);
         diesel::insert_into(job_releases::table)

@@ -114,6 +114,19 @@ pub fn label_keys(
     tables: &mut [Table],
     lang: crate::i18n::Lang,
 ) -> QueryResult<()> {
+    name_keys(conn, c, tables, |l| {
+        format!("{} ({})", l.label(lang), l.code)
+    })
+}
+
+/// Replaces each category code of the tables' keys by `name(code label)`, using the catalog
+/// domains of the dimensions' columns; codes the catalog does not name stay as they are.
+fn name_keys(
+    conn: &mut crate::db::DbConnection,
+    c: &Computation,
+    tables: &mut [Table],
+    name: impl Fn(&crate::catalog::model::CodeLabel) -> String,
+) -> QueryResult<()> {
     let Ok(manifest) = dataop_sandbox::Manifest::from_toml(&c.manifest) else {
         return Ok(());
     };
@@ -138,9 +151,8 @@ pub fn label_keys(
                             .map(|x| {
                                 x.code_labels()
                                     .into_iter()
-                                    .map(|l| {
-                                        (l.code.clone(), format!("{} ({})", l.label(lang), l.code))
-                                    })
+                                    .filter(|l| !l.zh.is_empty() || !l.en.is_empty())
+                                    .map(|l| (l.code.clone(), name(&l)))
                                     .collect()
                             })
                     }
@@ -164,8 +176,67 @@ pub fn label_keys(
 pub struct Files {
     /// JSON: `{"provenance": …, "output": …}`.
     pub json: String,
-    /// CSV: `#` provenance lines, then one table per aggregate.
+    /// CSV: one table (see [`csv_table`]), starting with a UTF-8 byte order mark.
     pub csv: String,
+}
+
+/// The CSV of every aggregate as one table that spreadsheet programs and pandas open as it
+/// is: a UTF-8 byte order mark, one header line, one line per cell. The columns are the
+/// aggregate's name, every dimension of any aggregate (empty where an aggregate lacks it),
+/// `suppressed`, `count`, `persons`, `sum_<m>` and `mean_<m>` of every measure, then the
+/// provenance columns (`extra`, the same on every line).
+pub fn csv_table(tables: &[Table], extra: &[(&str, String)]) -> String {
+    fn union<'a>(lists: impl Iterator<Item = &'a Vec<String>>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for l in lists {
+            for x in l {
+                if !out.contains(x) {
+                    out.push(x.clone());
+                }
+            }
+        }
+        out
+    }
+    let dims = union(tables.iter().map(|t| &t.dimensions));
+    let measures = union(tables.iter().map(|t| &t.measures));
+    let mut w = ::csv::WriterBuilder::new().from_writer(crate::web::UTF8_BOM.to_vec());
+    let mut header = vec!["aggregate".to_owned()];
+    header.extend(dims.iter().cloned());
+    header.extend(["suppressed", "count", "persons"].map(String::from));
+    header.extend(measures.iter().map(|m| format!("sum_{m}")));
+    header.extend(measures.iter().map(|m| format!("mean_{m}")));
+    header.extend(extra.iter().map(|(k, _)| (*k).to_owned()));
+    let _ = w.write_record(&header);
+    for t in tables {
+        for r in &t.rows {
+            let mut rec = vec![t.name.clone()];
+            rec.extend(dims.iter().map(|d| {
+                t.dimensions
+                    .iter()
+                    .position(|x| x == d)
+                    .and_then(|i| r.key.get(i).cloned())
+                    .unwrap_or_default()
+            }));
+            rec.push(r.suppressed.to_string());
+            rec.push(r.count.clone());
+            rec.push(r.persons.clone());
+            let n = t.measures.len();
+            for part in 0..2 {
+                rec.extend(measures.iter().map(|m| {
+                    t.measures
+                        .iter()
+                        .position(|x| x == m)
+                        .and_then(|i| r.values.get(part * n + i).cloned())
+                        .unwrap_or_default()
+                }));
+            }
+            rec.extend(extra.iter().map(|(_, v)| v.clone()));
+            let _ = w.write_record(&rec);
+        }
+    }
+    w.into_inner()
+        .map(|b| String::from_utf8(b).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Builds the released files of a run.
@@ -175,6 +246,7 @@ pub fn build(
     c: &Computation,
     agreement_number: &str,
     released_at: NaiveDateTime,
+    zone: chrono_tz::Tz,
 ) -> QueryResult<Files> {
     let versions = job.versions_used();
     let ids: Vec<i64> = versions.iter().map(|v| v.dataset_id).collect();
@@ -194,6 +266,11 @@ pub fn build(
             "rows": v.rows,
         }));
     }
+    let released = crate::calendar::local(zone, released_at)
+        .and_local_timezone(zone)
+        .earliest()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
     let provenance = serde_json::json!({
         "platform": "dataop",
         "job": job.id,
@@ -201,7 +278,7 @@ pub fn build(
         "name": c.name,
         "module_sha256": c.module_sha256,
         "agreement": agreement_number,
-        "released_at": released_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "released_at": released,
         "sources": sources,
     });
     let output: Value = job
@@ -214,46 +291,34 @@ pub fn build(
         "output": output,
     }))
     .unwrap_or_default();
-    let mut csv = String::new();
-    csv.push_str("# dataop released output\n");
-    csv.push_str(&format!("# job: {}\n", job.id));
-    csv.push_str(&format!("# computation: {} ({})\n", c.id, c.name));
-    csv.push_str(&format!("# module_sha256: {}\n", c.module_sha256));
-    csv.push_str(&format!("# agreement: {agreement_number}\n"));
-    csv.push_str(&format!(
-        "# released_at: {}\n",
-        released_at.format("%Y-%m-%dT%H:%M:%SZ")
-    ));
-    for s in &sources {
-        csv.push_str(&format!(
-            "# source: {} / {}; provider: {}; version {}; obtained on {}\n",
-            text(&s["title_zh"]),
-            text(&s["title_en"]),
-            text(&s["provider"]),
-            s["version"],
-            text(&s["obtained_on"]),
-        ));
-    }
-    for t in tables(job.output.as_deref().unwrap_or("")) {
-        csv.push_str(&format!("# aggregate: {}\n", t.name));
-        let mut w = ::csv::WriterBuilder::new().from_writer(Vec::new());
-        let mut header = t.dimensions.clone();
-        header.extend(["suppressed", "count", "persons"].map(String::from));
-        header.extend(t.measures.iter().map(|m| format!("sum_{m}")));
-        header.extend(t.measures.iter().map(|m| format!("mean_{m}")));
-        let _ = w.write_record(&header);
-        for r in &t.rows {
-            let mut rec = r.key.clone();
-            rec.push(r.suppressed.to_string());
-            rec.push(r.count.clone());
-            rec.push(r.persons.clone());
-            rec.extend(r.values.iter().cloned());
-            let _ = w.write_record(&rec);
-        }
-        if let Ok(bytes) = w.into_inner() {
-            csv.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
+    let mut tables = tables(job.output.as_deref().unwrap_or(""));
+    name_keys(conn, c, &mut tables, |l| {
+        format!("{} {}", l.code, l.label(crate::i18n::Lang::Zh))
+    })?;
+    let sources_text = sources
+        .iter()
+        .map(|s| {
+            format!(
+                "{} / {}; {}; v{}; {}",
+                text(&s["title_zh"]),
+                text(&s["title_en"]),
+                text(&s["provider"]),
+                s["version"],
+                text(&s["obtained_on"]),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let csv = csv_table(
+        &tables,
+        &[
+            ("job", job.id.to_string()),
+            ("agreement", agreement_number.to_owned()),
+            ("module_sha256", c.module_sha256.clone()),
+            ("released_at", released.clone()),
+            ("sources", sources_text),
+        ],
+    );
     Ok(Files { json, csv })
 }
 
@@ -288,7 +353,7 @@ pub const MAX_BARS: usize = 60;
 /// Width of the longest bar.
 pub const BAR_SPACE: i64 = 420;
 
-/// The chart of the first table's counts (at most [`MAX_BARS`] cells).
+/// The chart of a table's counts (at most [`MAX_BARS`] cells).
 pub fn chart(t: &Table) -> Chart {
     let rows: Vec<&Row> = t.rows.iter().take(MAX_BARS).collect();
     let max = rows

@@ -63,23 +63,6 @@ impl OutboxRow {
         format!("mail.state_{}", self.state)
     }
 
-    /// When it was queued (UTC).
-    pub fn created(&self) -> String {
-        crate::web::fmt_datetime(self.created_at)
-    }
-
-    /// When the next attempt is due (UTC).
-    pub fn next_attempt(&self) -> String {
-        crate::web::fmt_datetime(self.next_attempt_at)
-    }
-
-    /// When it was delivered (UTC), or nothing.
-    pub fn sent(&self) -> String {
-        self.sent_at
-            .map(crate::web::fmt_datetime)
-            .unwrap_or_default()
-    }
-
     /// Whether the retry button applies.
     pub fn can_retry(&self) -> bool {
         MailState::parse(&self.state).is_some_and(|s| s.apply(MailAction::Retry).is_ok())

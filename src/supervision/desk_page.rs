@@ -146,6 +146,8 @@ mod tests {
             csrf: String::new(),
             flash: None,
             path: "/regulator/desk".into(),
+            zone: crate::config::DEFAULT_TIME_ZONE,
+            refused: None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod calendar_pages;
 pub mod desk;
 pub mod desk_page;
+pub mod details;
 pub mod pages;
 
 use actix_web::web;
@@ -12,6 +13,7 @@ use actix_web::web;
 /// Mounts the supervision routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/supervision/audit", web::get().to(pages::audit_log))
+        .route("/supervision/audit.csv", web::get().to(pages::audit_csv))
         .route(
             "/supervision/audit/verify",
             web::get().to(pages::audit_verify),
