@@ -180,7 +180,7 @@ pub async fn preview(
         size: human_bytes(v.byte_count.max(0) as u64),
         sha256: v.sha256.clone(),
         uploaded_by: by,
-        created_at: crate::web::fmt_datetime(v.created_at),
+        created_at: page.time(v.created_at),
         state_key: st.label_key(),
         badge: st.badge(),
         schema_text,

@@ -936,7 +936,6 @@ pub async fn show(
         state_: st,
         reason: reason_view(&job, lang, staff),
         staff,
-        page,
         computation,
         operator,
         reviewer,

@@ -255,7 +255,8 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
                 v.storage_path,
             )
         });
-        let grade = crate::catalog::model::find_dataset(conn, dataset_id)?.map_or(4, |(d, _)| d.grade);
+        let grade =
+            crate::catalog::model::find_dataset(conn, dataset_id)?.map_or(4, |(d, _)| d.grade);
         let Some((version_id, version_no, rows, obtained_at, storage_path)) = v else {
             fail(conn, &j, RunAction::Fail, ops::NO_DATA, "", now)?;
             return Ok(Start::Stopped);
