@@ -401,7 +401,8 @@ fn a_killed_worker_process_leaves_its_job_to_another() {
         &reg,
         &format!("/supervision/audit?object_type=job&object_id={job}"),
     );
-    assert_eq!(audit.matches("job.claim").count(), 2, "{audit}");
+    // Each entry names its action in words, with its code as the cell's title.
+    assert_eq!(audit.matches("title=\"job.claim\"").count(), 2, "{audit}");
     assert!(audit.contains(&first_owner) && audit.contains(&second_owner));
 
     // The operator sees the finished run with its report.
