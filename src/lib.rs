@@ -30,6 +30,7 @@ pub mod scratch;
 pub mod secrets;
 pub mod supervision;
 pub mod web;
+pub mod workflow;
 
 use std::time::Duration;
 

@@ -1172,3 +1172,111 @@ fn tokens_survive_while_another_agreement_runs() {
     assert_eq!(w.api_status(&token), 401);
     assert!(w.access(w.ds[0]).is_none());
 }
+
+/// Two commands on one agreement at once that exclude each other (the operator signs it and
+/// returns it for changes, both allowed from `awaiting_operator`): exactly one is carried out,
+/// the other is refused with 409 and leaves nothing behind. On PostgreSQL the test holds the
+/// agreement's row lock until both requests have read the agreement and wait on the lock, so
+/// they really interleave: before moves were a compare-and-set on the state read, both were
+/// carried out (a draft again, with the operator's signature on file). On SQLite the writers
+/// are serialized and the second reads the state the first left.
+#[test]
+fn two_concurrent_transitions_one_wins_the_other_changes_nothing() {
+    use diesel::connection::SimpleConnection as _;
+    let w = world();
+    let app = &w.app;
+    let app_id = application(app, "alpha", "admitted", &w.ds);
+    let (s, loc) = post_draft(app, &w.reg, app_id, fields(&w.ds[..1]));
+    assert_eq!(s, 303, "{loc}");
+    let id = id_from(&loc);
+    let page = format!("/agreements/{id}");
+    let (s, _) = post(
+        app,
+        &w.reg,
+        &page,
+        &format!("/admin/agreements/{id}/submit"),
+        &[],
+    );
+    assert_eq!(s, 303);
+    let mut lock = app.conn();
+    let postgres = lock.backend() == dataop::db::Backend::Postgres;
+    if postgres {
+        lock.batch_execute(&format!(
+            "BEGIN; SELECT id FROM agreements WHERE id = {id} FOR UPDATE;"
+        ))
+        .unwrap();
+    }
+    let statuses = std::thread::scope(|s| {
+        let sign = s.spawn(|| {
+            post(
+                app,
+                &w.alpha,
+                &page,
+                &format!("/agreements/{id}/sign"),
+                &[("name", "阿尔法健康科技有限公司")],
+            )
+            .0
+        });
+        let give_back = s.spawn(|| {
+            post(
+                app,
+                &w.alpha,
+                &page,
+                &format!("/agreements/{id}/return"),
+                &[("note", "请补充数据处置方式")],
+            )
+            .0
+        });
+        if postgres {
+            let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while count_sql(app, waiting) < 2 {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "both requests read the agreement and wait for its row"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            lock.batch_execute("COMMIT").unwrap();
+        }
+        [sign.join().unwrap(), give_back.join().unwrap()]
+    });
+    let mut sorted = statuses;
+    sorted.sort();
+    assert_eq!(sorted, [303, 409], "one wins, one is refused: {statuses:?}");
+    let signatures = count(app, "agreement_signatures", &format!("agreement_id = {id}"));
+    if statuses[0] == 303 {
+        assert_eq!(state_of(app, id), "awaiting_seal");
+        assert_eq!(signatures, 1);
+    } else {
+        assert_eq!(state_of(app, id), "draft");
+        assert_eq!(signatures, 0, "the refused signature left no row");
+    }
+    assert_eq!(
+        count(
+            app,
+            "audit_log",
+            &format!(
+                "object_type = 'agreement' AND object_id = '{id}' \
+                 AND action IN ('agreement.operator_sign', 'agreement.operator_return')"
+            )
+        ),
+        1,
+        "the refused command wrote no audit entry"
+    );
+}
+
+/// The number a `SELECT COUNT(*) AS n …` query answers.
+fn count_sql(app: &TestApp, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = app.conn();
+    diesel::sql_query(sql)
+        .get_result::<N>(&mut *conn)
+        .unwrap()
+        .n
+}

@@ -34,7 +34,7 @@ fn audit_chain_verifies_and_detects_an_edited_entry() {
     let (_, html) = app.get_text(&reg, "/supervision/audit/verify");
     assert!(html.contains("notice-ok"));
 
-    app.exec_sql("UPDATE audit_log SET details = '{\"reason\":\"edited\"}' WHERE action = 'user.login_failed'");
+    app.tamper_with_audit_log("UPDATE audit_log SET details = '{\"reason\":\"edited\"}' WHERE action = 'user.login_failed'");
     let edited_id: i64 = {
         use dataop::schema::audit_log;
         use diesel::prelude::*;
@@ -60,7 +60,7 @@ fn audit_chain_verifies_and_detects_an_edited_entry() {
 fn a_deleted_entry_breaks_the_link_of_the_next() {
     let app = TestApp::builder().demo().start();
     app.logged_in("beta", DEMO_PASSWORD);
-    app.exec_sql("DELETE FROM audit_log WHERE id = 3");
+    app.tamper_with_audit_log("DELETE FROM audit_log WHERE id = 3");
     let out = app.cli(&["audit", "verify"]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);

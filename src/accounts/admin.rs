@@ -7,14 +7,13 @@ use askama::Template;
 use diesel::prelude::*;
 
 use crate::AppState;
-use crate::accounts::model::{OrgAction, OrgStatus, Organisation, UserAction, UserStatus};
+use crate::accounts::machine::{OrgAction, UserAction};
+use crate::accounts::model::Organisation;
+use crate::accounts::ops;
 use crate::accounts::session::CsrfForm;
-use crate::auth::{self, CurrentUser, Role};
-use crate::db;
+use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
-use crate::mail;
 use crate::schema::{organisations, users};
-use crate::supervision::audit;
 use crate::web::{Page, redirect_with_flash, render};
 
 const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::Regulator];
@@ -142,56 +141,7 @@ async fn change_org(
 ) -> Result<HttpResponse, AppError> {
     user.require(ADMINS)?;
     page.check_csrf(csrf)?;
-    if id == user.org_id && action == OrgAction::Disable {
-        return Err(AppError::conflict("accounts.err_disable_own_org"));
-    }
-    crate::web::db(&state, move |conn| {
-        db::write_transaction(conn, |conn| {
-            let status: String = organisations::table.find(id).select(organisations::status).first(conn)?;
-            let from = OrgStatus::parse(&status).ok_or_else(AppError::not_found)?;
-            let to = from
-                .apply(action)
-                .ok_or_else(|| AppError::conflict("accounts.err_transition"))?;
-            diesel::update(organisations::table.find(id))
-                .set(organisations::status.eq(to.as_str()))
-                .execute(conn)?;
-            let mut revoked = 0;
-            if to == OrgStatus::Disabled {
-                let ids: Vec<i64> = users::table.filter(users::org_id.eq(id)).select(users::id).load(conn)?;
-                revoked = auth::revoke_all_for_users(conn, &ids)?;
-            }
-            let verb = match action {
-                OrgAction::Verify => "organisation.verify",
-                OrgAction::Disable => "organisation.disable",
-            };
-            if to == OrgStatus::Verified {
-                let (name, code): (String, Option<String>) = organisations::table
-                    .find(id)
-                    .select((organisations::name, organisations::credit_code))
-                    .first(conn)?;
-                mail::to_org(
-                    conn,
-                    id,
-                    &mail::Notice {
-                        template: "accounts.mail.org_verified",
-                        args: &[("org", name), ("code", code.unwrap_or_default())],
-                        object_type: "organisation",
-                        object_id: id.to_string(),
-                    },
-                )?;
-            }
-            audit::record(
-                conn,
-                &user.actor(),
-                verb,
-                "organisation",
-                &id.to_string(),
-                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "sessions_revoked": revoked }),
-            )?;
-            Ok::<_, AppError>(())
-        })
-    })
-    .await?;
+    crate::web::db(&state, move |conn| ops::change_org(conn, &user, id, action)).await?;
     Ok(redirect_with_flash(
         "/admin/orgs",
         "ok",
@@ -247,38 +197,8 @@ async fn change_user(
 ) -> Result<HttpResponse, AppError> {
     user.require(ADMINS)?;
     page.check_csrf(csrf)?;
-    if id == user.id {
-        return Err(AppError::conflict("accounts.err_disable_self"));
-    }
     crate::web::db(&state, move |conn| {
-        db::write_transaction(conn, |conn| {
-            let status: String = users::table.find(id).select(users::status).first(conn)?;
-            let from = UserStatus::parse(&status).ok_or_else(AppError::not_found)?;
-            let to = from
-                .apply(action)
-                .ok_or_else(|| AppError::conflict("accounts.err_transition"))?;
-            diesel::update(users::table.find(id))
-                .set(users::status.eq(to.as_str()))
-                .execute(conn)?;
-            let revoked = if to == UserStatus::Disabled {
-                auth::revoke_all_for_users(conn, &[id])?
-            } else {
-                0
-            };
-            let verb = match action {
-                UserAction::Enable => "user.enable",
-                UserAction::Disable => "user.disable",
-            };
-            audit::record(
-                conn,
-                &user.actor(),
-                verb,
-                "user",
-                &id.to_string(),
-                serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "sessions_revoked": revoked }),
-            )?;
-            Ok::<_, AppError>(())
-        })
+        ops::change_user(conn, &user, id, action)
     })
     .await?;
     Ok(redirect_with_flash(

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod credit_code;
+pub mod machine;
 pub mod model;
+pub mod ops;
 pub mod register;
 pub mod session;
 

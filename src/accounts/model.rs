@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
+use super::machine::{OrgStatus, UserStatus};
 use crate::auth::Role;
 use crate::db::DbConnection;
 use crate::schema::{organisations, users};
@@ -62,105 +63,6 @@ impl OrgKind {
     }
 }
 
-/// The life cycle of an organisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrgStatus {
-    /// Registered, not yet verified by the platform.
-    Pending,
-    /// Verified by the platform admin or regulator.
-    Verified,
-    /// Disabled: its users cannot log in.
-    Disabled,
-}
-
-/// A change of an organisation's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrgAction {
-    /// Verify (also re-enables a disabled organisation).
-    Verify,
-    /// Disable.
-    Disable,
-}
-
-impl OrgStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrgStatus::Pending => "pending",
-            OrgStatus::Verified => "verified",
-            OrgStatus::Disabled => "disabled",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<OrgStatus> {
-        [OrgStatus::Pending, OrgStatus::Verified, OrgStatus::Disabled]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-
-    /// The one transition function: the status after `action`, or `None` if not allowed.
-    pub fn apply(self, action: OrgAction) -> Option<OrgStatus> {
-        match (self, action) {
-            (OrgStatus::Pending | OrgStatus::Disabled, OrgAction::Verify) => {
-                Some(OrgStatus::Verified)
-            }
-            (OrgStatus::Pending | OrgStatus::Verified, OrgAction::Disable) => {
-                Some(OrgStatus::Disabled)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The life cycle of a user account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserStatus {
-    /// May log in.
-    Active,
-    /// May not log in; sessions and tokens revoked.
-    Disabled,
-}
-
-/// A change of a user's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserAction {
-    /// Re-enable.
-    Enable,
-    /// Disable.
-    Disable,
-}
-
-impl UserStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Active => "active",
-            UserStatus::Disabled => "disabled",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<UserStatus> {
-        match s {
-            "active" => Some(UserStatus::Active),
-            "disabled" => Some(UserStatus::Disabled),
-            _ => None,
-        }
-    }
-
-    /// The one transition function: the status after `action`, or `None` if not allowed.
-    pub fn apply(self, action: UserAction) -> Option<UserStatus> {
-        match (self, action) {
-            (UserStatus::Active, UserAction::Disable) => Some(UserStatus::Disabled),
-            (UserStatus::Disabled, UserAction::Enable) => Some(UserStatus::Active),
-            _ => None,
-        }
-    }
-}
-
 /// A row of `organisations`.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = organisations)]
@@ -185,8 +87,9 @@ pub struct Organisation {
     pub business_scope: String,
     /// Contact email.
     pub email: String,
-    /// Status (see [`OrgStatus`]).
-    pub status: String,
+    /// Status.
+    #[diesel(deserialize_as = String)]
+    pub status: OrgStatus,
     /// Creation time (UTC).
     pub created_at: NaiveDateTime,
 }
@@ -264,8 +167,9 @@ pub struct User {
     pub password_hash: String,
     /// Role (see [`Role`]).
     pub role: String,
-    /// Status (see [`UserStatus`]).
-    pub status: String,
+    /// Status.
+    #[diesel(deserialize_as = String)]
+    pub status: UserStatus,
     /// Creation time.
     pub created_at: NaiveDateTime,
     /// Last successful login.
@@ -369,25 +273,6 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transitions() {
-        assert_eq!(
-            OrgStatus::Pending.apply(OrgAction::Verify),
-            Some(OrgStatus::Verified)
-        );
-        assert_eq!(OrgStatus::Verified.apply(OrgAction::Verify), None);
-        assert_eq!(
-            OrgStatus::Verified.apply(OrgAction::Disable),
-            Some(OrgStatus::Disabled)
-        );
-        assert_eq!(OrgStatus::Disabled.apply(OrgAction::Disable), None);
-        assert_eq!(
-            UserStatus::Active.apply(UserAction::Disable),
-            Some(UserStatus::Disabled)
-        );
-        assert_eq!(UserStatus::Active.apply(UserAction::Enable), None);
-    }
 
     #[test]
     fn usernames() {

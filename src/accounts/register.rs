@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::accounts::credit_code;
-use crate::accounts::model::{self, NewOrganisation, NewUser, OrgKind, OrgStatus};
+use crate::accounts::machine::OrgStatus;
+use crate::accounts::model::{self, NewOrganisation, NewUser, OrgKind};
 use crate::auth::{self, password};
 use crate::db;
 use crate::errors::AppError;

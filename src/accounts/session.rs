@@ -8,7 +8,8 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::accounts::model::{self, OrgStatus, UserStatus};
+use crate::accounts::machine::{OrgStatus, UserStatus};
+use crate::accounts::model;
 use crate::auth::{self, CurrentUser, SESSION_COOKIE, password};
 use crate::db::{self, DbConnection};
 use crate::errors::AppError;
@@ -73,9 +74,7 @@ fn authenticate(
         return Ok(LoginOutcome::BadCredentials);
     }
     let org = model::find_org(conn, user.org_id)?.ok_or_else(AppError::not_found)?;
-    if UserStatus::parse(&user.status) != Some(UserStatus::Active)
-        || OrgStatus::parse(&org.status) == Some(OrgStatus::Disabled)
-    {
+    if user.status != UserStatus::Active || org.status == OrgStatus::Disabled {
         db::write_transaction(conn, |conn| {
             audit::record(
                 conn,

@@ -14,7 +14,8 @@ use super::machine::{ApplicationAction, ApplicationState, AssignmentState, Recom
 use super::model::{self, Application, EvidenceGroup};
 use super::notice;
 use crate::AppState;
-use crate::accounts::model::{OrgStatus, find_org};
+use crate::accounts::machine::OrgStatus;
+use crate::accounts::model::find_org;
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::{Calendar, Deadline};
 use crate::catalog::handlers::Choice;
@@ -518,7 +519,7 @@ pub async fn start(
                 .filter(model::Call::is_public)
                 .ok_or_else(AppError::not_found)?;
             let org = find_org(conn, user.org_id)?.ok_or_else(AppError::not_found)?;
-            if org.status != OrgStatus::Verified.as_str() {
+            if org.status != OrgStatus::Verified {
                 return Err(AppError::http(
                     StatusCode::FORBIDDEN,
                     "admission.err_org_not_verified",

@@ -12,7 +12,7 @@ use super::machine::{CallAction, CallState};
 use super::model::{self, Call};
 use super::{conflict, require_regulator};
 use crate::AppState;
-use crate::accounts::model::OrgStatus;
+use crate::accounts::machine::OrgStatus;
 use crate::auth::{CurrentUser, MaybeUser, Role};
 use crate::catalog::handlers::Choice;
 use crate::catalog::model::{Category, Dataset, OpenType};

@@ -143,7 +143,7 @@ pub async fn org_record(
         status_label: page
             .t(&format!("accounts.org_status_{}", org.status))
             .to_owned(),
-        status: org.status,
+        status: org.status.to_string(),
         credit,
         apps,
         page,

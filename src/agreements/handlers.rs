@@ -367,8 +367,7 @@ pub async fn edit_form(
     let id = path.into_inner();
     let (a, ds, adm) = db(&state, move |conn| {
         let a = model::find(conn, id)?.ok_or_else(AppError::not_found)?;
-        super::machine::apply(a.st(), super::machine::AgreementAction::Edit)
-            .map_err(|r| AppError::conflict(r.0))?;
+        crate::workflow::Machine::decide(a.state, super::machine::AgreementAction::Edit)?;
         let ds = model::datasets_of(conn, id)?;
         let adm = approved_of(conn, &a)?;
         Ok((a, ds, adm))
@@ -426,8 +425,7 @@ pub async fn update_draft(
     let id = path.into_inner();
     let (a, adm) = db(&state, move |conn| {
         let a = model::find(conn, id)?.ok_or_else(AppError::not_found)?;
-        super::machine::apply(a.st(), super::machine::AgreementAction::Edit)
-            .map_err(|r| AppError::conflict(r.0))?;
+        crate::workflow::Machine::decide(a.state, super::machine::AgreementAction::Edit)?;
         let adm = approved_of(conn, &a)?;
         Ok((a, adm))
     })
@@ -843,7 +841,7 @@ impl ShowPage {
         self.a.st()
     }
     fn is(&self, code: &str) -> bool {
-        self.a.state == code
+        self.a.state.as_str() == code
     }
     fn running(&self) -> bool {
         self.st().is_running()
@@ -985,7 +983,7 @@ pub async fn show(
     let rects = rects
         .into_iter()
         .map(|r| {
-            let rs = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
+            let rs = r.state;
             RectView {
                 state_key: rs.label_key(),
                 open: rs == RectificationState::Ordered,
@@ -998,7 +996,7 @@ pub async fn show(
     let requests = requests
         .into_iter()
         .map(|r| {
-            let rs = RequestState::parse(&r.state).unwrap_or(RequestState::Pending);
+            let rs = r.state;
             RequestView {
                 state_key: rs.label_key(),
                 pending: rs == RequestState::Pending,

@@ -19,6 +19,8 @@
 
 use serde::Serialize;
 
+use crate::workflow::{Machine, Refusal};
+
 /// Why an agreement ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,11 +102,6 @@ impl AgreementState {
         }
     }
 
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The message key of the state's label.
     pub fn label_key(self) -> String {
         format!("agreements.state.{}", self.as_str())
@@ -168,42 +165,54 @@ pub enum AgreementAction {
     Supersede,
 }
 
-/// A refused transition: the message key saying why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal(pub &'static str);
+impl Machine for AgreementState {
+    type Action = AgreementAction;
+    const KIND: &'static str = "agreement";
+    const ALL: &'static [Self] = &AgreementState::ALL;
 
-/// The one transition function of agreements.
-pub fn apply(state: AgreementState, action: AgreementAction) -> Result<AgreementState, Refusal> {
-    use AgreementAction as A;
-    use AgreementState as S;
-    match (state, action) {
-        (S::Draft, A::Edit) => Ok(S::Draft),
-        (S::Draft, A::Submit) => Ok(S::AwaitingOperator),
-        (S::AwaitingOperator, A::OperatorSign) => Ok(S::AwaitingSeal),
-        (S::AwaitingOperator, A::OperatorReturn) => Ok(S::Draft),
-        (S::AwaitingSeal, A::Seal) => Ok(S::InForce),
-        (S::InForce, A::OrderRectification) => Ok(S::Rectification),
-        (S::Rectification, A::RectificationAccepted) => Ok(S::InForce),
-        (S::Rectification, A::End(EndReason::TerminatedForBreach)) => {
-            Ok(S::Ended(EndReason::TerminatedForBreach))
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of agreements.
+    fn decide(self, action: AgreementAction) -> Result<AgreementState, Refusal> {
+        use AgreementAction as A;
+        use AgreementState as S;
+        match (self, action) {
+            (S::Draft, A::Edit) => Ok(S::Draft),
+            (S::Draft, A::Submit) => Ok(S::AwaitingOperator),
+            (S::AwaitingOperator, A::OperatorSign) => Ok(S::AwaitingSeal),
+            (S::AwaitingOperator, A::OperatorReturn) => Ok(S::Draft),
+            (S::AwaitingSeal, A::Seal) => Ok(S::InForce),
+            (S::InForce, A::OrderRectification) => Ok(S::Rectification),
+            (S::Rectification, A::RectificationAccepted) => Ok(S::InForce),
+            (S::Rectification, A::End(EndReason::TerminatedForBreach)) => {
+                Ok(S::Ended(EndReason::TerminatedForBreach))
+            }
+            (S::InForce, A::End(EndReason::TerminatedForBreach)) => {
+                Err(Refusal::new("agreements.refuse.breach_needs_order"))
+            }
+            (S::InForce | S::Rectification, A::End(r)) => Ok(S::Ended(r)),
+            (S::InForce, A::Supersede) => Ok(S::Superseded),
+            (_, A::Edit) => Err(Refusal::new("agreements.refuse.not_editable")),
+            (S::Ended(_) | S::Superseded, _) => Err(Refusal::new("agreements.refuse.ended")),
+            (S::Rectification, A::OrderRectification) => {
+                Err(Refusal::new("agreements.refuse.rectification_open"))
+            }
+            (S::Rectification, A::Supersede) => {
+                Err(Refusal::new("agreements.refuse.rectification_open"))
+            }
+            (S::Draft | S::AwaitingOperator | S::AwaitingSeal, _) => {
+                Err(Refusal::new("agreements.refuse.not_in_force"))
+            }
+            (S::InForce | S::Rectification, _) => {
+                Err(Refusal::new("agreements.refuse.already_signed"))
+            }
         }
-        (S::InForce, A::End(EndReason::TerminatedForBreach)) => {
-            Err(Refusal("agreements.refuse.breach_needs_order"))
-        }
-        (S::InForce | S::Rectification, A::End(r)) => Ok(S::Ended(r)),
-        (S::InForce, A::Supersede) => Ok(S::Superseded),
-        (_, A::Edit) => Err(Refusal("agreements.refuse.not_editable")),
-        (S::Ended(_) | S::Superseded, _) => Err(Refusal("agreements.refuse.ended")),
-        (S::Rectification, A::OrderRectification) => {
-            Err(Refusal("agreements.refuse.rectification_open"))
-        }
-        (S::Rectification, A::Supersede) => Err(Refusal("agreements.refuse.rectification_open")),
-        (S::Draft | S::AwaitingOperator | S::AwaitingSeal, _) => {
-            Err(Refusal("agreements.refuse.not_in_force"))
-        }
-        (S::InForce | S::Rectification, _) => Err(Refusal("agreements.refuse.already_signed")),
     }
 }
+
+crate::stored_state!(AgreementState);
 
 /// The state of a rectification order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -245,11 +254,6 @@ impl RectificationState {
         }
     }
 
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The message key of the state's label.
     pub fn label_key(self) -> String {
         format!("agreements.rect_state.{}", self.as_str())
@@ -277,34 +281,45 @@ pub enum RectificationAction {
     Close,
 }
 
-/// The one transition function of rectification orders.
-pub fn apply_rectification(
-    state: RectificationState,
-    action: RectificationAction,
-) -> Result<RectificationState, Refusal> {
-    use RectificationAction as A;
-    use RectificationState as S;
-    match (state, action) {
-        (S::Ordered, A::Answer { overdue: false }) => Ok(S::Answered),
-        (S::Ordered, A::Answer { overdue: true }) => {
-            Err(Refusal("agreements.refuse.rect_deadline_passed"))
-        }
-        (S::Ordered, A::TerminateUnanswered { overdue: true }) => Ok(S::Lapsed),
-        (S::Ordered, A::TerminateUnanswered { overdue: false }) => {
-            Err(Refusal("agreements.refuse.rect_not_overdue"))
-        }
-        (S::Ordered, A::Accept | A::Reject) => Err(Refusal("agreements.refuse.rect_unanswered")),
-        (S::Ordered | S::Answered, A::Close) => Ok(S::Closed),
-        (S::Answered, A::Accept) => Ok(S::Accepted),
-        (S::Answered, A::Reject) => Ok(S::Rejected),
-        (S::Answered, A::Answer { .. } | A::TerminateUnanswered { .. }) => {
-            Err(Refusal("agreements.refuse.rect_answered"))
-        }
-        (S::Accepted | S::Rejected | S::Lapsed | S::Closed, _) => {
-            Err(Refusal("agreements.refuse.rect_closed"))
+impl Machine for RectificationState {
+    type Action = RectificationAction;
+    const KIND: &'static str = "rectification";
+    const ALL: &'static [Self] = &RectificationState::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of rectification orders.
+    fn decide(self, action: RectificationAction) -> Result<RectificationState, Refusal> {
+        use RectificationAction as A;
+        use RectificationState as S;
+        match (self, action) {
+            (S::Ordered, A::Answer { overdue: false }) => Ok(S::Answered),
+            (S::Ordered, A::Answer { overdue: true }) => {
+                Err(Refusal::new("agreements.refuse.rect_deadline_passed"))
+            }
+            (S::Ordered, A::TerminateUnanswered { overdue: true }) => Ok(S::Lapsed),
+            (S::Ordered, A::TerminateUnanswered { overdue: false }) => {
+                Err(Refusal::new("agreements.refuse.rect_not_overdue"))
+            }
+            (S::Ordered, A::Accept | A::Reject) => {
+                Err(Refusal::new("agreements.refuse.rect_unanswered"))
+            }
+            (S::Ordered | S::Answered, A::Close) => Ok(S::Closed),
+            (S::Answered, A::Accept) => Ok(S::Accepted),
+            (S::Answered, A::Reject) => Ok(S::Rejected),
+            (S::Answered, A::Answer { .. } | A::TerminateUnanswered { .. }) => {
+                Err(Refusal::new("agreements.refuse.rect_answered"))
+            }
+            (S::Accepted | S::Rejected | S::Lapsed | S::Closed, _) => {
+                Err(Refusal::new("agreements.refuse.rect_closed"))
+            }
         }
     }
 }
+
+crate::stored_state!(RectificationState);
 
 /// The state of an operator's request to end its agreement early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -338,11 +353,6 @@ impl RequestState {
         }
     }
 
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The message key of the state's label.
     pub fn label_key(self) -> String {
         format!("agreements.req_state.{}", self.as_str())
@@ -360,17 +370,29 @@ pub enum RequestAction {
     Close,
 }
 
-/// The one transition function of termination requests.
-pub fn apply_request(state: RequestState, action: RequestAction) -> Result<RequestState, Refusal> {
-    match (state, action) {
-        (RequestState::Pending, RequestAction::Approve) => Ok(RequestState::Approved),
-        (RequestState::Pending, RequestAction::Refuse) => Ok(RequestState::Refused),
-        (RequestState::Pending, RequestAction::Close) => Ok(RequestState::Closed),
-        (RequestState::Approved | RequestState::Refused | RequestState::Closed, _) => {
-            Err(Refusal("agreements.refuse.request_decided"))
+impl Machine for RequestState {
+    type Action = RequestAction;
+    const KIND: &'static str = "termination_request";
+    const ALL: &'static [Self] = &RequestState::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of termination requests.
+    fn decide(self, action: RequestAction) -> Result<RequestState, Refusal> {
+        match (self, action) {
+            (RequestState::Pending, RequestAction::Approve) => Ok(RequestState::Approved),
+            (RequestState::Pending, RequestAction::Refuse) => Ok(RequestState::Refused),
+            (RequestState::Pending, RequestAction::Close) => Ok(RequestState::Closed),
+            (RequestState::Approved | RequestState::Refused | RequestState::Closed, _) => {
+                Err(Refusal::new("agreements.refuse.request_decided"))
+            }
         }
     }
 }
+
+crate::stored_state!(RequestState);
 
 #[cfg(test)]
 mod tests {
@@ -415,12 +437,12 @@ mod tests {
         let mut legal_count = 0;
         for s in S::ALL {
             for a in ACTIONS {
-                match (apply(s, a), legal(s, a)) {
+                match (s.decide(a), legal(s, a)) {
                     (Ok(got), Some(want)) => {
                         assert_eq!(got, want, "{s:?} {a:?}");
                         legal_count += 1;
                     }
-                    (Err(Refusal(key)), None) => {
+                    (Err(Refusal { key, .. }), None) => {
                         assert!(key.starts_with("agreements.refuse."), "{s:?} {a:?}");
                     }
                     (got, want) => panic!("{s:?} {a:?}: got {got:?}, want {want:?}"),
@@ -434,30 +456,30 @@ mod tests {
     fn signed_agreements_cannot_be_edited() {
         for s in [S::AwaitingSeal, S::InForce, S::Rectification, S::Superseded] {
             assert!(s.is_signed());
-            assert!(apply(s, A::Edit).is_err());
+            assert!(s.decide(A::Edit).is_err());
         }
         assert_eq!(
-            apply(S::InForce, A::Edit),
-            Err(Refusal("agreements.refuse.not_editable"))
+            S::InForce.decide(A::Edit),
+            Err(Refusal::new("agreements.refuse.not_editable"))
         );
         assert_eq!(
-            apply(S::InForce, A::End(EndReason::TerminatedForBreach)),
-            Err(Refusal("agreements.refuse.breach_needs_order"))
+            S::InForce.decide(A::End(EndReason::TerminatedForBreach)),
+            Err(Refusal::new("agreements.refuse.breach_needs_order"))
         );
     }
 
     #[test]
     fn states_round_trip() {
         for s in S::ALL {
-            assert_eq!(S::parse(s.as_str()), Some(s));
+            assert_eq!(S::parse(s.as_str()), Ok(s));
         }
         for s in RectificationState::ALL {
-            assert_eq!(RectificationState::parse(s.as_str()), Some(s));
+            assert_eq!(RectificationState::parse(s.as_str()), Ok(s));
         }
         for s in RequestState::ALL {
-            assert_eq!(RequestState::parse(s.as_str()), Some(s));
+            assert_eq!(RequestState::parse(s.as_str()), Ok(s));
         }
-        assert_eq!(S::parse("nonsense"), None);
+        assert!(S::parse("nonsense").is_err());
         assert!(S::InForce.is_running() && S::Rectification.is_running());
         assert!(!S::AwaitingSeal.is_running());
     }
@@ -485,7 +507,7 @@ mod tests {
                     (RS::Ordered | RS::Answered, RA::Close) => Some(RS::Closed),
                     _ => None,
                 };
-                match (apply_rectification(s, a), want) {
+                match (s.decide(a), want) {
                     (Ok(got), Some(w)) => assert_eq!(got, w),
                     (Err(_), None) => {}
                     (got, w) => panic!("{s:?} {a:?}: got {got:?}, want {w:?}"),
@@ -493,12 +515,12 @@ mod tests {
             }
         }
         assert_eq!(
-            apply_rectification(RS::Ordered, RA::Answer { overdue: true }),
-            Err(Refusal("agreements.refuse.rect_deadline_passed"))
+            RS::Ordered.decide(RA::Answer { overdue: true }),
+            Err(Refusal::new("agreements.refuse.rect_deadline_passed"))
         );
         assert_eq!(
-            apply_rectification(RS::Ordered, RA::TerminateUnanswered { overdue: false }),
-            Err(Refusal("agreements.refuse.rect_not_overdue"))
+            RS::Ordered.decide(RA::TerminateUnanswered { overdue: false }),
+            Err(Refusal::new("agreements.refuse.rect_not_overdue"))
         );
     }
 
@@ -506,14 +528,14 @@ mod tests {
     fn every_request_transition() {
         use RequestAction as QA;
         use RequestState as QS;
-        assert_eq!(apply_request(QS::Pending, QA::Approve), Ok(QS::Approved));
-        assert_eq!(apply_request(QS::Pending, QA::Refuse), Ok(QS::Refused));
-        assert_eq!(apply_request(QS::Pending, QA::Close), Ok(QS::Closed));
+        assert_eq!(QS::Pending.decide(QA::Approve), Ok(QS::Approved));
+        assert_eq!(QS::Pending.decide(QA::Refuse), Ok(QS::Refused));
+        assert_eq!(QS::Pending.decide(QA::Close), Ok(QS::Closed));
         for s in [QS::Approved, QS::Refused, QS::Closed] {
             for a in [QA::Approve, QA::Refuse, QA::Close] {
                 assert_eq!(
-                    apply_request(s, a),
-                    Err(Refusal("agreements.refuse.request_decided"))
+                    s.decide(a),
+                    Err(Refusal::new("agreements.refuse.request_decided"))
                 );
             }
         }

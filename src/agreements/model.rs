@@ -23,7 +23,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
-use super::machine::AgreementState;
+use super::machine::{AgreementState, RectificationState, RequestState};
 use crate::db::DbConnection;
 use crate::schema::{
     agreement_datasets, agreement_exits, agreement_signatures, agreements, rectifications,
@@ -61,8 +61,9 @@ pub struct AgreementRow {
     pub operator_name: String,
     /// Its unified social credit code, as drafted.
     pub operator_credit_code: String,
-    /// State code (see [`AgreementState`]).
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: AgreementState,
     /// Purpose.
     pub purpose: String,
     /// Application scenario.
@@ -174,8 +175,8 @@ pub struct Agreement {
     pub operator_name: String,
     /// Its unified social credit code, as drafted.
     pub operator_credit_code: String,
-    /// State code (see [`AgreementState`]).
-    pub state: String,
+    /// State.
+    pub state: AgreementState,
     /// Purpose.
     pub purpose: String,
     /// Application scenario.
@@ -295,9 +296,9 @@ impl Agreement {
         }
     }
 
-    /// The parsed state.
+    /// The state.
     pub fn st(&self) -> AgreementState {
-        AgreementState::parse(&self.state).unwrap_or(AgreementState::Draft)
+        self.state
     }
 
     /// Whether it has ended and still lacks the operator's disposal confirmation.
@@ -341,8 +342,9 @@ pub struct Rectification {
     pub id: i64,
     /// The agreement.
     pub agreement_id: i64,
-    /// State code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: RectificationState,
     /// What must be corrected.
     pub order_text: String,
     /// Working days allowed.
@@ -375,8 +377,9 @@ pub struct TerminationRequest {
     pub id: i64,
     /// The agreement.
     pub agreement_id: i64,
-    /// State code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: RequestState,
     /// The operator's reason.
     pub reason: String,
     /// Requested by.
@@ -641,7 +644,7 @@ mod tests {
             operator_org_id: 5,
             operator_name: "阿尔法".into(),
             operator_credit_code: "91330106700000230X".into(),
-            state: "in_force".into(),
+            state: AgreementState::InForce,
             purpose: "p \"q\"".into(),
             scenario: "s".into(),
             security_measures: "m".into(),

@@ -10,8 +10,8 @@ use diesel::prelude::*;
 
 use super::forms::Terms;
 use super::machine::{
-    self, AgreementAction, AgreementState, EndReason, RectificationAction, RectificationState,
-    Refusal, RequestAction, RequestState,
+    AgreementAction, AgreementState, EndReason, RectificationAction, RectificationState,
+    RequestAction, RequestState,
 };
 use super::model::{self, Agreement, AgreementDataset};
 use super::seal::SealKey;
@@ -25,7 +25,8 @@ use crate::schema::{
     applications, credit_records, datasets, organisations, rectifications, sessions,
     termination_requests, users,
 };
-use crate::supervision::audit::{self, Actor};
+use crate::supervision::audit::Actor;
+use crate::workflow::{self, Entry, Machine as _, Move};
 
 /// The application state an agreement may be drafted from (the admission contract).
 pub const ADMITTED: &str = "admitted";
@@ -40,12 +41,10 @@ pub fn stamp(now: NaiveDateTime) -> NaiveDateTime {
     db::to_micros(now)
 }
 
-fn refuse(r: Refusal) -> AppError {
-    AppError::conflict(r.0)
-}
-
-fn transition(a: &Agreement, action: AgreementAction) -> Result<AgreementState, AppError> {
-    machine::apply(a.st(), action).map_err(refuse)
+/// Whether `action` may happen to `a` as read (a check before the command's other work; the
+/// move itself is committed by [`move_agreement`]).
+fn check(a: &Agreement, action: AgreementAction) -> Result<AgreementState, AppError> {
+    Ok(a.state.decide(action)?)
 }
 
 /// Checks a free-text field: trimmed, non-empty, at most [`MAX_NOTE`] characters.
@@ -83,36 +82,40 @@ fn load_for_operator(
     Ok(a)
 }
 
-fn set_state(
-    conn: &mut DbConnection,
-    id: i64,
-    to: AgreementState,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    diesel::update(agreements::table.find(id))
-        .set((
-            agreements::state.eq(to.as_str()),
-            agreements::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(())
+/// The audit entry `agreement.<verb>` filed under agreement `id`.
+fn entry<'a>(actor: &'a Actor, verb: &str, id: i64, details: serde_json::Value) -> Entry<'a> {
+    Entry {
+        actor,
+        action: format!("agreement.{verb}"),
+        object_type: "agreement",
+        object_id: id.to_string(),
+        details,
+    }
 }
 
-fn record(
+/// Moves agreement `a` (in the state it was read in) by `action` on the workflow kernel:
+/// compare-and-set on its state, with `audit` its command's entry.
+fn move_agreement(
     conn: &mut DbConnection,
-    actor: &Actor,
-    verb: &str,
-    id: i64,
-    details: serde_json::Value,
-) -> QueryResult<i64> {
-    audit::record(
-        conn,
-        actor,
-        &format!("agreement.{verb}"),
-        "agreement",
-        &id.to_string(),
-        details,
-    )
+    a: &Agreement,
+    action: AgreementAction,
+    now: NaiveDateTime,
+    audit: Option<Entry<'_>>,
+) -> Result<AgreementState, AppError> {
+    let mv = Move {
+        from: a.state,
+        action,
+        audit,
+    };
+    workflow::commit(conn, mv, |conn, from, to| {
+        diesel::update(
+            agreements::table
+                .find(a.id)
+                .filter(agreements::state.eq(from)),
+        )
+        .set((agreements::state.eq(to), agreements::updated_at.eq(now)))
+        .execute(conn)
+    })
 }
 
 fn notify_parties(
@@ -343,13 +346,13 @@ pub fn create_draft(
             .returning(agreements::id)
             .get_result(conn)?;
         replace_datasets(conn, id, &terms.datasets)?;
-        record(
-            conn,
+        entry(
             &user.actor(),
             "draft",
             id,
             serde_json::json!({ "number": number, "application_id": application_id }),
-        )?;
+        )
+        .record(conn)?;
         Ok(id)
     })
 }
@@ -386,9 +389,10 @@ pub fn update_draft(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load(conn, id)?;
-        transition(&a, AgreementAction::Edit)?;
+        let actor = user.actor();
+        let edit = entry(&actor, "edit", id, serde_json::json!({}));
+        move_agreement(conn, &a, AgreementAction::Edit, now, Some(edit))?;
         write_terms(conn, id, terms, now)?;
-        record(conn, &user.actor(), "edit", id, serde_json::json!({}))?;
         Ok(())
     })
 }
@@ -404,7 +408,7 @@ pub fn amend(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load(conn, id)?;
-        transition(&a, AgreementAction::Supersede)?;
+        check(&a, AgreementAction::Supersede)?;
         let open: i64 = agreements::table
             .filter(agreements::previous_id.eq(id))
             .filter(agreements::state.ne_all(ended_codes()))
@@ -453,13 +457,13 @@ pub fn amend(
             })
             .collect();
         insert_datasets(conn, &ds)?;
-        record(
-            conn,
+        entry(
             &user.actor(),
             "amend",
             new_id,
             serde_json::json!({ "number": number, "amends": a.number }),
-        )?;
+        )
+        .record(conn)?;
         Ok(new_id)
     })
 }
@@ -474,9 +478,9 @@ pub fn submit(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load(conn, id)?;
-        let to = transition(&a, AgreementAction::Submit)?;
-        set_state(conn, id, to, now)?;
-        record(conn, &user.actor(), "submit", id, serde_json::json!({}))?;
+        let actor = user.actor();
+        let submitted = entry(&actor, "submit", id, serde_json::json!({}));
+        move_agreement(conn, &a, AgreementAction::Submit, now, Some(submitted))?;
         notify_operator(
             conn,
             &a,
@@ -501,13 +505,12 @@ pub fn operator_sign(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load_for_operator(conn, user, id)?;
-        let to = transition(&a, AgreementAction::OperatorSign)?;
+        check(&a, AgreementAction::OperatorSign)?;
         if typed_name.trim() != a.operator_name {
             return Err(
                 AppError::invalid("agreements.err.sign_name").arg("name", a.operator_name.clone())
             );
         }
-        set_state(conn, id, to, now)?;
         diesel::insert_into(agreement_signatures::table)
             .values((
                 agreement_signatures::agreement_id.eq(id),
@@ -516,13 +519,14 @@ pub fn operator_sign(
                 agreement_signatures::operator_signed_at.eq(now),
             ))
             .execute(conn)?;
-        record(
-            conn,
-            &user.actor(),
+        let actor = user.actor();
+        let signed = entry(
+            &actor,
             "operator_sign",
             id,
             serde_json::json!({ "signed_as": a.operator_name }),
-        )?;
+        );
+        move_agreement(conn, &a, AgreementAction::OperatorSign, now, Some(signed))?;
         Ok(())
     })
 }
@@ -539,14 +543,19 @@ pub fn operator_return(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load_for_operator(conn, user, id)?;
-        let to = transition(&a, AgreementAction::OperatorReturn)?;
-        set_state(conn, id, to, now)?;
-        record(
-            conn,
-            &user.actor(),
+        let actor = user.actor();
+        let returned = entry(
+            &actor,
             "operator_return",
             id,
             serde_json::json!({ "comments": comments }),
+        );
+        move_agreement(
+            conn,
+            &a,
+            AgreementAction::OperatorReturn,
+            now,
+            Some(returned),
         )?;
         mail::to_org(
             conn,
@@ -582,23 +591,24 @@ pub fn seal(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let mut a = load(conn, id)?;
-        let to = transition(&a, AgreementAction::Seal)?;
+        let read = a.clone();
+        let to = check(&a, AgreementAction::Seal)?;
         let previous = match a.previous_id {
             Some(p) => {
                 let prev = load(conn, p)?;
-                let prev_to = transition(&prev, AgreementAction::Supersede)?;
-                Some((prev, prev_to))
+                check(&prev, AgreementAction::Supersede)?;
+                Some(prev)
             }
             None => None,
         };
         let (starts_on, ends_on) = match &previous {
-            Some((prev, _)) => (
+            Some(prev) => (
                 prev.starts_on.unwrap_or(today),
                 prev.ends_on.unwrap_or_else(|| model::term_end(today)),
             ),
             None => (today, model::term_end(today)),
         };
-        a.state = to.as_str().to_owned();
+        a.state = to;
         a.sealed_at = Some(now);
         a.sealed_by = Some(user.id);
         a.starts_on = Some(starts_on);
@@ -606,14 +616,32 @@ pub fn seal(
         let text = model::canonical_of(conn, &a)?;
         let hash = model::sha256_hex(&text);
         let signature = key.sign_hex(text.as_bytes());
-        diesel::update(agreements::table.find(id))
+        let actor = user.actor();
+        let sealed = entry(
+            &actor,
+            "seal",
+            id,
+            serde_json::json!({ "sha256": hash, "starts_on": starts_on, "ends_on": ends_on }),
+        );
+        let mv = Move {
+            from: read.state,
+            action: AgreementAction::Seal,
+            audit: Some(sealed),
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                agreements::table
+                    .find(id)
+                    .filter(agreements::state.eq(from)),
+            )
             .set((
-                agreements::state.eq(to.as_str()),
+                agreements::state.eq(to),
                 agreements::starts_on.eq(starts_on),
                 agreements::ends_on.eq(ends_on),
                 agreements::updated_at.eq(now),
             ))
-            .execute(conn)?;
+            .execute(conn)
+        })?;
         diesel::update(agreement_signatures::table.find(id))
             .set((
                 agreement_signatures::sealed_by.eq(user.id),
@@ -623,15 +651,20 @@ pub fn seal(
                 agreement_signatures::public_key.eq(key.public_hex()),
             ))
             .execute(conn)?;
-        super::schemas::record_at_seal(conn, &a, previous.as_ref().map(|(p, _)| p), now)?;
-        if let Some((prev, prev_to)) = &previous {
-            set_state(conn, prev.id, *prev_to, now)?;
-            record(
-                conn,
-                &user.actor(),
+        super::schemas::record_at_seal(conn, &a, previous.as_ref(), now)?;
+        if let Some(prev) = &previous {
+            let superseded = entry(
+                &actor,
                 "supersede",
                 prev.id,
                 serde_json::json!({ "by": a.number }),
+            );
+            move_agreement(
+                conn,
+                prev,
+                AgreementAction::Supersede,
+                now,
+                Some(superseded),
             )?;
             let before: Vec<i64> = model::datasets_of(conn, prev.id)?
                 .into_iter()
@@ -644,7 +677,7 @@ pub fn seal(
             let (kept, removed) = before.into_iter().partition(|d| after.contains(d));
             crate::reactions::agreement_amended(
                 conn,
-                &user.actor(),
+                &actor,
                 &crate::reactions::Amendment {
                     previous_id: prev.id,
                     agreement_id: a.id,
@@ -655,13 +688,6 @@ pub fn seal(
                 now,
             )?;
         }
-        record(
-            conn,
-            &user.actor(),
-            "seal",
-            id,
-            serde_json::json!({ "sha256": hash, "starts_on": starts_on, "ends_on": ends_on }),
-        )?;
         notify_parties(
             conn,
             &a,
@@ -690,36 +716,61 @@ pub fn stop_pending_work(
 }
 
 /// Closes the rectification orders and termination requests still open on an agreement that
-/// ends (by their machines' `Close` transition), so no queue keeps them.
+/// ends (by their machines' `Close` transition), so no queue keeps them. The agreement's exit
+/// entry records how many it closed.
 fn close_open_steps(
     conn: &mut DbConnection,
     id: i64,
     now: NaiveDateTime,
-) -> QueryResult<(usize, usize)> {
+) -> Result<(usize, usize), AppError> {
     let mut closed = (0, 0);
-    for r in model::rectifications_of(conn, id)? {
-        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
-        if let Ok(to) = machine::apply_rectification(state, RectificationAction::Close) {
-            diesel::update(rectifications::table.find(r.id))
-                .set((
-                    rectifications::state.eq(to.as_str()),
-                    rectifications::decided_at.eq(now),
-                ))
-                .execute(conn)?;
-            closed.0 += 1;
-        }
+    let open = model::rectifications_of(conn, id)?;
+    for r in open
+        .iter()
+        .filter(|r| r.state.decide(RectificationAction::Close).is_ok())
+    {
+        let mv = Move {
+            from: r.state,
+            action: RectificationAction::Close,
+            audit: None,
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                rectifications::table
+                    .find(r.id)
+                    .filter(rectifications::state.eq(from)),
+            )
+            .set((
+                rectifications::state.eq(to),
+                rectifications::decided_at.eq(now),
+            ))
+            .execute(conn)
+        })?;
+        closed.0 += 1;
     }
-    for q in model::requests_of(conn, id)? {
-        let state = RequestState::parse(&q.state).unwrap_or(RequestState::Pending);
-        if let Ok(to) = machine::apply_request(state, RequestAction::Close) {
-            diesel::update(termination_requests::table.find(q.id))
-                .set((
-                    termination_requests::state.eq(to.as_str()),
-                    termination_requests::decided_at.eq(now),
-                ))
-                .execute(conn)?;
-            closed.1 += 1;
-        }
+    let open = model::requests_of(conn, id)?;
+    for q in open
+        .iter()
+        .filter(|q| q.state.decide(RequestAction::Close).is_ok())
+    {
+        let mv = Move {
+            from: q.state,
+            action: RequestAction::Close,
+            audit: None,
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                termination_requests::table
+                    .find(q.id)
+                    .filter(termination_requests::state.eq(from)),
+            )
+            .set((
+                termination_requests::state.eq(to),
+                termination_requests::decided_at.eq(now),
+            ))
+            .execute(conn)
+        })?;
+        closed.1 += 1;
     }
     Ok(closed)
 }
@@ -738,8 +789,7 @@ pub fn end(
     end_note: &str,
     now: NaiveDateTime,
 ) -> Result<(), AppError> {
-    let to = transition(a, AgreementAction::End(reason))?;
-    set_state(conn, a.id, to, now)?;
+    let to = check(a, AgreementAction::End(reason))?;
     diesel::insert_into(agreement_exits::table)
         .values((
             agreement_exits::agreement_id.eq(a.id),
@@ -781,8 +831,7 @@ pub fn end(
             ))
             .execute(conn)?;
     }
-    record(
-        conn,
+    let ended = entry(
         actor,
         "end",
         a.id,
@@ -794,7 +843,8 @@ pub fn end(
             "rectifications_closed": rectifications_closed,
             "termination_requests_closed": requests_closed,
         }),
-    )?;
+    );
+    move_agreement(conn, a, AgreementAction::End(reason), now, Some(ended))?;
     notify_parties(
         conn,
         a,
@@ -833,7 +883,7 @@ pub fn order_rectification(
     }
     db::write_transaction(conn, |conn| {
         let a = load(conn, id)?;
-        let to = transition(&a, AgreementAction::OrderRectification)?;
+        check(&a, AgreementAction::OrderRectification)?;
         let due_on = Calendar::load(conn)?.add_working_days(today, days as u32);
         let rid: i64 = diesel::insert_into(rectifications::table)
             .values((
@@ -848,13 +898,19 @@ pub fn order_rectification(
             ))
             .returning(rectifications::id)
             .get_result(conn)?;
-        set_state(conn, id, to, now)?;
-        record(
-            conn,
-            &user.actor(),
+        let actor = user.actor();
+        let ordered = entry(
+            &actor,
             "rectification_order",
             id,
             serde_json::json!({ "rectification": rid, "working_days": days, "due_on": due_on }),
+        );
+        move_agreement(
+            conn,
+            &a,
+            AgreementAction::OrderRectification,
+            now,
+            Some(ordered),
         )?;
         notify_operator(
             conn,
@@ -894,29 +950,33 @@ pub fn answer_rectification(
     db::write_transaction(conn, |conn| {
         load_for_operator(conn, user, id)?;
         let r = load_rect(conn, id, rid)?;
-        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
-        let to = machine::apply_rectification(
-            state,
-            RectificationAction::Answer {
+        let actor = user.actor();
+        let mv = Move {
+            from: r.state,
+            action: RectificationAction::Answer {
                 overdue: today > r.due_on,
             },
-        )
-        .map_err(refuse)?;
-        diesel::update(rectifications::table.find(rid))
+            audit: Some(entry(
+                &actor,
+                "rectification_answer",
+                id,
+                serde_json::json!({ "rectification": rid }),
+            )),
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                rectifications::table
+                    .find(rid)
+                    .filter(rectifications::state.eq(from)),
+            )
             .set((
-                rectifications::state.eq(to.as_str()),
+                rectifications::state.eq(to),
                 rectifications::answer.eq(answer),
                 rectifications::answered_by.eq(user.id),
                 rectifications::answered_at.eq(now),
             ))
-            .execute(conn)?;
-        record(
-            conn,
-            &user.actor(),
-            "rectification_answer",
-            id,
-            serde_json::json!({ "rectification": rid }),
-        )?;
+            .execute(conn)
+        })?;
         Ok(())
     })
 }
@@ -946,7 +1006,6 @@ pub fn decide_rectification(
     db::write_transaction(conn, |conn| {
         let a = load(conn, id)?;
         let r = load_rect(conn, id, rid)?;
-        let state = RectificationState::parse(&r.state).unwrap_or(RectificationState::Ordered);
         let overdue = today > r.due_on;
         let action = match decision {
             RectDecision::Accept => RectificationAction::Accept,
@@ -955,26 +1014,36 @@ pub fn decide_rectification(
                 RectificationAction::TerminateUnanswered { overdue }
             }
         };
-        let to = machine::apply_rectification(state, action).map_err(refuse)?;
-        diesel::update(rectifications::table.find(rid))
+        let to = r.state.decide(action)?;
+        let actor = user.actor();
+        let mv = Move {
+            from: r.state,
+            action,
+            audit: Some(entry(
+                &actor,
+                "rectification_decide",
+                id,
+                serde_json::json!({ "rectification": rid, "decision": to.as_str() }),
+            )),
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                rectifications::table
+                    .find(rid)
+                    .filter(rectifications::state.eq(from)),
+            )
             .set((
-                rectifications::state.eq(to.as_str()),
+                rectifications::state.eq(to),
                 rectifications::decision_note.eq(note_text),
                 rectifications::decided_by.eq(user.id),
                 rectifications::decided_at.eq(now),
             ))
-            .execute(conn)?;
-        record(
-            conn,
-            &user.actor(),
-            "rectification_decide",
-            id,
-            serde_json::json!({ "rectification": rid, "decision": to.as_str() }),
-        )?;
+            .execute(conn)
+        })?;
         match to {
             RectificationState::Accepted => {
-                let back = transition(&a, AgreementAction::RectificationAccepted)?;
-                set_state(conn, id, back, now)?;
+                // The decision's entry above records the agreement's return to force.
+                move_agreement(conn, &a, AgreementAction::RectificationAccepted, now, None)?;
             }
             _ => {
                 let why = if note_text.is_empty() {
@@ -982,14 +1051,7 @@ pub fn decide_rectification(
                 } else {
                     note_text.to_owned()
                 };
-                end(
-                    conn,
-                    &user.actor(),
-                    &a,
-                    EndReason::TerminatedForBreach,
-                    &why,
-                    now,
-                )?;
+                end(conn, &actor, &a, EndReason::TerminatedForBreach, &why, now)?;
             }
         }
         Ok(())
@@ -1007,7 +1069,7 @@ pub fn request_termination(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load_for_operator(conn, user, id)?;
-        transition(&a, AgreementAction::End(EndReason::TerminatedOnRequest))?;
+        check(&a, AgreementAction::End(EndReason::TerminatedOnRequest))?;
         let pending: i64 = termination_requests::table
             .filter(termination_requests::agreement_id.eq(id))
             .filter(termination_requests::state.eq(RequestState::Pending.as_str()))
@@ -1027,13 +1089,13 @@ pub fn request_termination(
             ))
             .returning(termination_requests::id)
             .get_result(conn)?;
-        record(
-            conn,
+        entry(
             &user.actor(),
             "termination_request",
             id,
             serde_json::json!({ "request": tid, "reason": reason }),
-        )?;
+        )
+        .record(conn)?;
         Ok(tid)
     })
 }
@@ -1058,27 +1120,36 @@ pub fn decide_request(
             .first(conn)
             .optional()?
             .ok_or_else(AppError::not_found)?;
-        let state = RequestState::parse(&req.state).unwrap_or(RequestState::Pending);
-        let to = machine::apply_request(state, action).map_err(refuse)?;
-        diesel::update(termination_requests::table.find(tid))
+        let to = req.state.decide(action)?;
+        let actor = user.actor();
+        let mv = Move {
+            from: req.state,
+            action,
+            audit: Some(entry(
+                &actor,
+                "termination_request_decide",
+                id,
+                serde_json::json!({ "request": tid, "decision": to.as_str() }),
+            )),
+        };
+        workflow::commit(conn, mv, |conn, from, to| {
+            diesel::update(
+                termination_requests::table
+                    .find(tid)
+                    .filter(termination_requests::state.eq(from)),
+            )
             .set((
-                termination_requests::state.eq(to.as_str()),
+                termination_requests::state.eq(to),
                 termination_requests::decision_note.eq(note_text),
                 termination_requests::decided_by.eq(user.id),
                 termination_requests::decided_at.eq(now),
             ))
-            .execute(conn)?;
-        record(
-            conn,
-            &user.actor(),
-            "termination_request_decide",
-            id,
-            serde_json::json!({ "request": tid, "decision": to.as_str() }),
-        )?;
+            .execute(conn)
+        })?;
         if to == RequestState::Approved {
             end(
                 conn,
-                &user.actor(),
+                &actor,
                 &a,
                 EndReason::TerminatedOnRequest,
                 &req.reason,
@@ -1163,13 +1234,13 @@ pub fn file_disposal(
                 agreement_exits::disposal_filed_at.eq(now),
             ))
             .execute(conn)?;
-        record(
-            conn,
+        entry(
             &user.actor(),
             "disposal_confirm",
             id,
             serde_json::json!({ "on": d.on, "by": d.by }),
-        )?;
+        )
+        .record(conn)?;
         Ok(())
     })
 }

@@ -100,7 +100,7 @@ pub fn sections(
         .into_iter()
         .filter(|(_, a)| a.st().is_running())
         .map(|(r, a)| {
-            let answered = r.state == RectificationState::Answered.as_str();
+            let answered = r.state == RectificationState::Answered;
             let key = if answered {
                 "agreements.rect_state.answered"
             } else {

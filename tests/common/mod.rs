@@ -111,6 +111,7 @@ impl TestAppBuilder {
             handle,
             thread: Some(thread),
             pg: pg.map(|(admin, name, _)| (admin, name)),
+            audit_tampered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -127,6 +128,7 @@ pub struct TestApp {
     handle: ServerHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     pg: Option<(String, String)>,
+    audit_tampered: std::sync::atomic::AtomicBool,
 }
 
 impl TestApp {
@@ -292,6 +294,14 @@ impl TestApp {
             .expect("run dataop")
     }
 
+    /// Runs raw SQL that breaks the audit chain on purpose (a tamper test): the chain is then
+    /// not checked when the app stops.
+    pub fn tamper_with_audit_log(&self, sql: &str) {
+        self.audit_tampered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.exec_sql(sql);
+    }
+
     /// Runs raw SQL on the app's database.
     pub fn exec_sql(&self, sql: &str) {
         let mut conn = self.conn();
@@ -301,10 +311,26 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops the server, then checks that the audit chain the test left verifies (every state
+    /// change it made was appended to the chain, none edited), and drops a PostgreSQL database.
     fn drop(&mut self) {
         actix_web::rt::System::new().block_on(self.handle.stop(true));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if !std::thread::panicking()
+            && !self
+                .audit_tampered
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let verified =
+                dataop::supervision::audit::verify(&mut self.conn()).expect("read audit");
+            if let Err(broken) = verified {
+                panic!(
+                    "the audit chain is broken at entry {} ({})",
+                    broken.id, broken.reason
+                );
+            }
         }
         self.state.take();
         if let Some((admin, name)) = self.pg.take()
