@@ -790,3 +790,46 @@ fn cells_out_of_their_column_bounds_or_holding_nul_are_refused_naming_line_and_c
         StatusCode::SEE_OTHER
     );
 }
+
+/// A refused publish or discard shows the version's preview again with the reason, not a
+/// bare error page.
+#[test]
+fn a_refused_publish_or_discard_shows_the_preview_again() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+    let decide = |preview: &str, action: &str| {
+        let csrf = app.csrf(&client, preview);
+        client
+            .post(app.url(&format!("{preview}/{action}")))
+            .form(&[("csrf", csrf)])
+            .send()
+            .unwrap()
+    };
+    let uploaded = upload(&app, &client, id, good_csv(5));
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let published = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    publish(&app, &client, &uploaded);
+    let uploaded = upload(&app, &client, id, good_csv(4));
+    let discarded = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        decide(&discarded, "discard").status(),
+        StatusCode::SEE_OTHER
+    );
+    for (preview, action, rows, reason) in [
+        (&published, "publish", 5, "该版本已发布。"),
+        (&published, "discard", 5, "该版本已发布。"),
+        (&discarded, "publish", 4, "该版本已弃用。"),
+    ] {
+        let res = decide(preview, action);
+        assert_eq!(res.status(), StatusCode::CONFLICT, "{action} {preview}");
+        let html = res.text().unwrap();
+        assert!(html.contains(reason), "{action} {preview}: {html}");
+        assert!(
+            html.contains(&format!("class=\"preview-rows\">{rows}<")),
+            "the preview: {html}"
+        );
+    }
+}

@@ -369,9 +369,30 @@ pub async fn object(
     ))
 }
 
+/// The application page of objection `{id}`, where the forms deciding it are: shown again
+/// when a decision is refused (see [`crate::detail`]).
+pub async fn objection_page(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<crate::detail::Id>,
+) -> Result<HttpResponse, AppError> {
+    require_regulator(&user)?;
+    let oid = path.id;
+    let app_id = db(&state, move |conn| {
+        let o = model::find_objection(conn, oid)?.ok_or_else(AppError::not_found)?;
+        Ok(o.application_id)
+    })
+    .await?;
+    let p = super::applications::build_page(&state, page, &user, app_id, None, None, Vec::new())
+        .await?;
+    render(&p)
+}
+
 /// `POST /admission/objections/{id}/{dismiss|uphold}` (`reasons`, required): decides an
 /// objection. Upholding sends the application back to review; dismissing the last pending
-/// objection after the notice period admits the applicant at once.
+/// objection after the notice period admits the applicant at once. Mounted with
+/// [`crate::detail::action`]: a refusal shows [`objection_page`] again.
 pub async fn decide(
     page: Page,
     user: CurrentUser,
@@ -391,14 +412,9 @@ pub async fn decide(
     let today = state.clock.today();
     let review_days = state.config.review_days;
     let u = user.clone();
-    let outcome = db(&state, move |conn| {
+    let app_id = db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
-            let o = objections::table
-                .find(oid)
-                .select(model::Objection::as_select())
-                .first(conn)
-                .optional()?
-                .ok_or_else(AppError::not_found)?;
+            let o = model::find_objection(conn, oid)?.ok_or_else(AppError::not_found)?;
             let from = ObjectionState::parse(&o.state).unwrap_or(ObjectionState::Dismissed);
             let to = from.apply(action).map_err(conflict)?;
             let app = model::find_application(conn, o.application_id)?.ok_or_else(AppError::not_found)?;
@@ -407,10 +423,8 @@ pub async fn decide(
                     .apply(ApplicationAction::UpholdObjection)
                     .map_err(conflict)?;
             }
-            let reasons = match forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required") {
-                Ok(r) => r,
-                Err(k) => return Ok(Err((o.application_id, k))),
-            };
+            let reasons = forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required")
+                .map_err(AppError::invalid)?;
             diesel::update(
                 objections::table
                     .find(oid)
@@ -462,31 +476,15 @@ pub async fn decide(
             {
                 admit_if_due(conn, today, &a)?;
             }
-            Ok(Ok(app.id))
+            Ok(app.id)
         })
     })
     .await?;
-    match outcome {
-        Ok(app_id) => Ok(redirect_with_flash(
-            &format!("/applications/{app_id}#objections"),
-            "ok",
-            "admission.flash_objection_decided",
-        )),
-        Err((app_id, key)) => {
-            let msg = page.t(key).to_owned();
-            let p = super::applications::build_page(
-                &state,
-                page,
-                &user,
-                app_id,
-                None,
-                Some(msg),
-                Vec::new(),
-            )
-            .await?;
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
-        }
-    }
+    Ok(redirect_with_flash(
+        &format!("/applications/{app_id}#objections"),
+        "ok",
+        "admission.flash_objection_decided",
+    ))
 }
 
 #[cfg(test)]
