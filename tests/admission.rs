@@ -1015,6 +1015,26 @@ fn a_refused_upload_shows_the_application_again_with_its_group() {
         form.contains("<option value=\"technical\" selected>"),
         "the group kept: {form}"
     );
+
+    // A group that is not UTF-8 is refused naming the field (it was read lossily before).
+    let csrf = app.t.csrf(&alpha, &format!("/applications/{id}"));
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part("group", multipart::Part::bytes(b"technical\xff".to_vec()))
+        .part(
+            "file",
+            multipart::Part::bytes(PDF.to_vec())
+                .file_name("a.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let res = alpha.post(app.t.url(&act)).multipart(form).send().unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .unwrap()
+            .contains("字段“group”不是有效的 UTF-8 文本")
+    );
 }
 
 /// A refused decision on an objection shows the application page again, with the reasons as

@@ -610,7 +610,7 @@ pub async fn accept_schema(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let (id, dataset_id) = path.into_inner();
