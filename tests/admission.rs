@@ -921,6 +921,28 @@ fn notice_objections_and_admission() {
     assert_eq!(app.audit_count(), before);
 }
 
+/// An objector's contact is an email address or a phone number.
+#[test]
+fn an_objection_contact_is_an_email_or_a_phone_number() {
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let (_, id, _) = app.submitted(&reg, &alpha);
+    app.approve(&reg, id);
+    for contact in ["call me", "z@example", "12345"] {
+        let res = app.object(id, contact);
+        assert_eq!(res.status(), 422, "{contact}");
+        let html = res.text().unwrap();
+        assert!(
+            html.contains("联系方式须为电子邮箱或电话号码。"),
+            "{contact}: {html}"
+        );
+        assert!(html.contains("该企业曾发生数据泄露。"), "the grounds kept");
+    }
+    assert_eq!(app.object(id, "0571-88886666").status(), 303);
+    assert_eq!(app.object(id, "z@example.cn").status(), 303);
+}
+
 #[test]
 fn objections_are_rate_limited_per_address() {
     let app = spawn();

@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::{Calendar, Deadline};
 use crate::errors::AppError;
+use crate::input::DateSpan;
 use crate::schema::{agreement_signatures, agreements, audit_log};
 use crate::supervision::audit::Entry;
 use crate::web::{Page, db, redirect, redirect_with_flash, render, render_status};
@@ -767,9 +768,7 @@ pub async fn file_disposal(
     let by = ops::note(&form.by, "agreements.err.disposal_by")?;
     let on = NaiveDate::parse_from_str(form.on.trim(), "%Y-%m-%d")
         .map_err(|_| AppError::invalid("agreements.err.disposal_on"))?;
-    if on > state.clock.today() {
-        return Err(AppError::invalid("agreements.err.disposal_on"));
-    }
+    let on = DateSpan::Past.refuse(page.lang, "agreements.disposal_on", on, state.clock.today())?;
     let now = state.clock.now();
     let d = ops::Disposal { what, on, by };
     db(&state, move |conn| {
