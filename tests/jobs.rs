@@ -181,6 +181,11 @@ fn whole_path_from_upload_to_signed_download() {
     assert_eq!(job_state(&app, job), "released");
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(page.contains("<svg"), "chart rendered on the server");
+    assert_eq!(
+        charts(&page),
+        ["visits_by_district"],
+        "one chart for the one aggregate"
+    );
     assert!(page.contains("上城区"), "keys shown with their labels");
     assert!(page.contains("output-table"));
 
@@ -761,6 +766,44 @@ fn sandbox_refusals_read_in_the_page_language() {
          module imports nothing (no WASI, clock, randomness, files, network or host \
          functions).</li>"
     );
+}
+
+/// The aggregates whose charts a job page shows, in order (the captions' names).
+fn charts(page: &str) -> Vec<&str> {
+    assert_eq!(
+        page.matches("<figure class=\"chart\">").count(),
+        page.matches("<svg ").count(),
+        "each chart in its figure"
+    );
+    page.split("<figcaption>")
+        .skip(1)
+        .map(|c| c.split(':').next().unwrap())
+        .collect()
+}
+
+/// A released output shows a chart for each of its aggregates, beside its table.
+#[test]
+fn a_released_output_has_a_chart_for_every_aggregate() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let module = WAT.replace(
+        "(module\n",
+        "(module\n  (func (export \"all_visits.district\") (param i64) (param i32) (result i32)\n    (local.get 1))\n",
+    );
+    let second = &MANIFEST[MANIFEST.find("[[aggregates]]").unwrap()..]
+        .replace("name = \"visits_by_district\"", "name = \"all_visits\"");
+    let manifest = format!("{MANIFEST}\n{second}");
+    let (s, body) = api_submit(&app, &tok, &module, &manifest);
+    assert_eq!(s, 201, "{body}");
+    let (job, computation) = ids(&body);
+    approve(&app, computation);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(release(&app, job), 303);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert_eq!(page.matches("output-table").count(), 2, "two tables");
+    assert_eq!(charts(&page), ["visits_by_district", "all_visits"]);
 }
 
 #[test]
