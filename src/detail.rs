@@ -7,7 +7,7 @@
 //! 413 or 422, the detail handler runs again for the same request, its [`Page`] carrying a
 //! [`Refused`]; the template asks the page for it by the form's action path:
 //!
-//! ```ignore
+//! ```text
 //! {% let act = format!("/agreements/{}/termination-request", a.id) %}
 //! <form method="post" action="{{ act }}">
 //!   {% if let Some(e) = refused_here(act) %}<p class="field-error" role="alert">{{ e }}</p>{% endif %}

@@ -430,6 +430,19 @@ impl DateSpan {
         d: NaiveDate,
         today: NaiveDate,
     ) -> Result<NaiveDate, String> {
+        self.refuse(lang, label_key, d, today)
+            .map_err(|e| e.message(lang).2)
+    }
+
+    /// [`DateSpan::check`] for a handler that answers with a refusal: the 422 with that
+    /// message (the field's label in `lang`, the page's language).
+    pub fn refuse(
+        self,
+        lang: Lang,
+        label_key: &str,
+        d: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<NaiveDate, AppError> {
         let (min, max) = self.bounds(today);
         if (min..=max).contains(&d) {
             return Ok(d);
@@ -438,16 +451,11 @@ impl DateSpan {
             Self::Past => "common.error_date_past",
             Self::Planned => "common.error_date_planned",
         };
-        Err(i18n::t_args(
-            lang,
-            key,
-            &[
-                ("field", i18n::t(lang, label_key).to_owned()),
-                ("date", d.to_string()),
-                ("min", min.to_string()),
-                ("max", max.to_string()),
-            ],
-        ))
+        Err(AppError::invalid(key)
+            .arg("field", i18n::t(lang, label_key))
+            .arg("date", d)
+            .arg("min", min)
+            .arg("max", max))
     }
 }
 

@@ -96,7 +96,6 @@ pub fn app_config(
 ) -> impl FnOnce(&mut actix_web::web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(state)
-            .app_data(actix_web::web::FormConfig::default().limit(256 * 1024))
             .app_data(actix_web::web::JsonConfig::default().limit(256 * 1024));
         routes::configure(cfg);
     }

@@ -921,6 +921,28 @@ fn notice_objections_and_admission() {
     assert_eq!(app.audit_count(), before);
 }
 
+/// An objector's contact is an email address or a phone number.
+#[test]
+fn an_objection_contact_is_an_email_or_a_phone_number() {
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let (_, id, _) = app.submitted(&reg, &alpha);
+    app.approve(&reg, id);
+    for contact in ["call me", "z@example", "12345"] {
+        let res = app.object(id, contact);
+        assert_eq!(res.status(), 422, "{contact}");
+        let html = res.text().unwrap();
+        assert!(
+            html.contains("联系方式须为电子邮箱或电话号码。"),
+            "{contact}: {html}"
+        );
+        assert!(html.contains("该企业曾发生数据泄露。"), "the grounds kept");
+    }
+    assert_eq!(app.object(id, "0571-88886666").status(), 303);
+    assert_eq!(app.object(id, "z@example.cn").status(), 303);
+}
+
 #[test]
 fn objections_are_rate_limited_per_address() {
     let app = spawn();
@@ -987,6 +1009,104 @@ fn handling_the_last_objection_after_the_period_admits_at_once() {
     );
     assert_eq!(res.status(), 303);
     assert_eq!(app.app_state(id), "admitted");
+}
+
+/// A refused attachment upload shows the application page again, the evidence group chosen
+/// kept and the reason beside the upload form.
+#[test]
+fn a_refused_upload_shows_the_application_again_with_its_group() {
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let ds = app.dataset("门诊记录", "conditional");
+    let call = app.published_call(&reg, &[ds], 30);
+    let id = app.start(&alpha, call);
+    let res = app.upload(&alpha, id, "report.pdf", b"only text");
+    assert_eq!(res.status(), 422);
+    let html = res.text().unwrap();
+    let act = format!("/applications/{id}/attachments");
+    let form = &html[html
+        .find(&format!("<form method=\"post\" action=\"{act}\""))
+        .expect("the application page with its upload form")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    assert!(
+        form.contains("<p class=\"field-error\">只接受 PDF、PNG 或 JPEG 文件"),
+        "the reason beside the form: {form}"
+    );
+    assert!(
+        form.contains("<option value=\"technical\" selected>"),
+        "the group kept: {form}"
+    );
+
+    // A group that is not UTF-8 is refused naming the field (it was read lossily before).
+    let csrf = app.t.csrf(&alpha, &format!("/applications/{id}"));
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part("group", multipart::Part::bytes(b"technical\xff".to_vec()))
+        .part(
+            "file",
+            multipart::Part::bytes(PDF.to_vec())
+                .file_name("a.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let res = alpha.post(app.t.url(&act)).multipart(form).send().unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .unwrap()
+            .contains("字段“group”不是有效的 UTF-8 文本")
+    );
+}
+
+/// A refused decision on an objection shows the application page again, with the reasons as
+/// typed and the refusal beside the form; a decided objection answers 409 on that page.
+#[test]
+fn a_refused_objection_decision_shows_the_application_again() {
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let (_, id, _) = app.submitted(&reg, &alpha);
+    app.approve(&reg, id);
+    assert_eq!(app.object(id, "li@example.cn").status(), 303);
+    let oid = app.pending_objection(id);
+    let act = format!("/admission/objections/{oid}/uphold");
+    let too_long = "理".repeat(20_001);
+    let res = app.post(&reg, &act, &[("reasons", too_long.as_str())]);
+    assert_eq!(res.status(), 422);
+    let html = res.text().unwrap();
+    let form = &html[html
+        .find(&format!("<form method=\"post\" action=\"{act}\""))
+        .expect("the application page with the objection's forms")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    assert!(
+        form.contains("<p class=\"field-error\">文字超过允许的长度。</p>"),
+        "{form}"
+    );
+    assert!(form.contains(&format!(">{too_long}</textarea>")), "kept");
+    let res = app.post(&reg, &act, &[("reasons", "")]);
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .unwrap()
+            .contains("<p class=\"field-error\">必须说明理由。</p>")
+    );
+    assert_eq!(app.app_state(id), "notice", "nothing decided");
+
+    let dismiss = format!("/admission/objections/{oid}/dismiss");
+    assert_eq!(
+        app.post(&reg, &dismiss, &[("reasons", "理由不成立")])
+            .status(),
+        303
+    );
+    let res = app.post(&reg, &dismiss, &[("reasons", "再次驳回")]);
+    assert_eq!(res.status(), 409);
+    let html = res.text().unwrap();
+    assert!(html.contains("该异议已经处理。"), "the reason");
+    assert!(
+        html.contains(&format!(" #{id} · ")) && html.contains("id=\"objections\""),
+        "on the application page"
+    );
 }
 
 /// The first Friday on or after `d`.

@@ -1084,6 +1084,26 @@ fn violation_terminates_at_once() {
         404
     );
     assert_eq!(w.disposal_queue(), [id], "nothing changed");
+    // The disposal happened: a day from 1900 to today, not year 1 or tomorrow.
+    let tomorrow = (app.state().clock.today() + Duration::days(1)).to_string();
+    for on in ["0001-01-01", tomorrow.as_str()] {
+        let (s, body) = post(
+            app,
+            &w.alpha,
+            &page,
+            &format!("/agreements/{id}/disposal"),
+            &[("what", "全部衍生数据"), ("on", on), ("by", "y")],
+        );
+        assert_eq!(s, 422, "{on}");
+        assert!(
+            body.contains(&format!(
+                "删除日期：{on} 不是合理的日期，请填写 1900-01-01 至今天"
+            )),
+            "{on}: {body}"
+        );
+        assert!(body.contains(">全部衍生数据</textarea>"), "kept");
+    }
+    assert_eq!(w.disposal_queue(), [id], "nothing filed");
     w.file_disposal(id);
     assert!(w.disposal_queue().is_empty());
 }

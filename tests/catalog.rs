@@ -790,3 +790,74 @@ fn cells_out_of_their_column_bounds_or_holding_nul_are_refused_naming_line_and_c
         StatusCode::SEE_OTHER
     );
 }
+
+/// A refused publish or discard shows the version's preview again with the reason, not a
+/// bare error page.
+#[test]
+fn a_refused_publish_or_discard_shows_the_preview_again() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+    let decide = |preview: &str, action: &str| {
+        let csrf = app.csrf(&client, preview);
+        client
+            .post(app.url(&format!("{preview}/{action}")))
+            .form(&[("csrf", csrf)])
+            .send()
+            .unwrap()
+    };
+    let uploaded = upload(&app, &client, id, good_csv(5));
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let published = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    publish(&app, &client, &uploaded);
+    let uploaded = upload(&app, &client, id, good_csv(4));
+    let discarded = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        decide(&discarded, "discard").status(),
+        StatusCode::SEE_OTHER
+    );
+    for (preview, action, rows, reason) in [
+        (&published, "publish", 5, "该版本已发布。"),
+        (&published, "discard", 5, "该版本已发布。"),
+        (&discarded, "publish", 4, "该版本已弃用。"),
+    ] {
+        let res = decide(preview, action);
+        assert_eq!(res.status(), StatusCode::CONFLICT, "{action} {preview}");
+        let html = res.text().unwrap();
+        assert!(html.contains(reason), "{action} {preview}: {html}");
+        assert!(
+            html.contains(&format!("class=\"preview-rows\">{rows}<")),
+            "the preview: {html}"
+        );
+    }
+}
+
+/// A cell whose bytes are not UTF-8 refuses the whole file, naming its line and column.
+#[test]
+fn a_cell_that_is_not_utf8_is_refused_naming_its_line() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+    let mut csv = HEADER.as_bytes().to_vec();
+    csv.extend_from_slice("330102198001011234,李秀英,F,45,2025-03-01,12.50\n".as_bytes());
+    csv.extend_from_slice(b"330106200512120027,\xe7\x8e\x8b\xff,M,30,2025-03-02,8.00\n");
+    csv.extend_from_slice("11010519491231002X,张伟强,M,61,2025-03-03,\n".as_bytes());
+    let res = upload(&app, &client, id, csv);
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = res.text().unwrap();
+    let rows: Vec<&str> = body
+        .split("<tr class=\"row-error\">")
+        .skip(1)
+        .map(|r| &r[..r.find("</tr>").unwrap()])
+        .collect();
+    assert_eq!(
+        rows,
+        ["<td>3</td><td><code>patient_name</code></td><td>不是 UTF-8 文本</td><td></td>"],
+        "the one bad line, named"
+    );
+    assert!(files_under(&app.versions_dir()).is_empty(), "nothing kept");
+}

@@ -181,6 +181,11 @@ fn whole_path_from_upload_to_signed_download() {
     assert_eq!(job_state(&app, job), "released");
     let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(page.contains("<svg"), "chart rendered on the server");
+    assert_eq!(
+        charts(&page),
+        ["visits_by_district"],
+        "one chart for the one aggregate"
+    );
     assert!(page.contains("上城区"), "keys shown with their labels");
     assert!(page.contains("output-table"));
 
@@ -663,6 +668,142 @@ fn every_refusal_at_submission_names_its_rule() {
         runs.contains("阿尔法健康科技有限公司") && runs.contains("<td>2</td><td>0</td>"),
         "{runs}"
     );
+}
+
+/// The rules' messages of the manifest and the module through the API.
+fn api_messages(app: &TestApp, tok: &str, module: &str, manifest: &str, lang: &str) -> Vec<String> {
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(module.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", manifest.to_owned())
+        .text("purpose", "x");
+    let r = app
+        .client()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(tok)
+        .header("Accept-Language", lang)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let body: serde_json::Value = r.json().unwrap();
+    body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["rule"] == "manifest" || p["rule"] == "module")
+        .map(|p| p["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The browser form's page for a submission of `module` and `manifest`.
+fn form_page(app: &TestApp, c: &Client, module: &str, manifest: &str) -> String {
+    let csrf = app.csrf(c, "/jobs/new");
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part(
+            "module",
+            multipart::Part::bytes(module.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", manifest.to_owned())
+        .text("purpose", "x");
+    let r = c.post(app.url("/jobs")).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    r.text().unwrap()
+}
+
+/// A manifest or module the sandbox refuses reads in the page's language, through the API
+/// and the form: the TOML error's line and column, the field or declaration, the import, with
+/// nothing of the sandbox's or the TOML parser's English and one "manifest" prefix.
+#[test]
+fn sandbox_refusals_read_in_the_page_language() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let wrong_type = MANIFEST.replace("k = 10", "k = \"ten\"");
+    assert_eq!(
+        api_messages(&app, &tok, WAT, &wrong_type, "en"),
+        ["Manifest: line 11, column 5: the value of k has the wrong type or is out of range."]
+    );
+    assert_eq!(
+        api_messages(&app, &tok, WAT, &wrong_type, "zh-CN"),
+        ["清单：第 11 行第 5 列：字段 k 的值类型不对或超出范围。"]
+    );
+    let bad_name = MANIFEST.replace("name = \"visits_by_district\"", "name = \"Visits\"");
+    assert_eq!(
+        api_messages(&app, &tok, WAT, &bad_name, "zh-CN"),
+        ["清单：汇总 Visits：名称只能使用 a–z、0–9 和 _，以字母开头，最多 64 字节。"]
+    );
+    assert_eq!(
+        api_messages(&app, &tok, WAT, &bad_name, "en"),
+        [
+            "Manifest: aggregate Visits: names use a-z, 0-9 and _, start with a letter, and \
+             have at most 64 bytes."
+        ]
+    );
+
+    let not_toml = MANIFEST.replace("name = \"visits_by_district_65plus\"", "name = ");
+    let wasi = WAT.replace(
+        "(module\n",
+        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\" (func (param i32 i32 i32 i32) (result i32)))\n",
+    );
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let html = form_page(&app, &alpha, &wasi, &not_toml);
+    assert_eq!(
+        between(&html, "<ul class=\"problems\">", "</ul>"),
+        "<ul class=\"problems\"><li>清单：第 2 行第 8 列不是有效的 TOML。</li>\
+         <li>模块：不允许导入 wasi_snapshot_preview1::fd_write：ABI v2 模块不导入任何东西\
+         （无 WASI、时钟、随机数、文件、网络或宿主函数）。</li>"
+    );
+    assert_eq!(app.get(&alpha, "/lang/en?next=/").status().as_u16(), 303);
+    let html = form_page(&app, &alpha, &wasi, &not_toml);
+    assert_eq!(
+        between(&html, "<ul class=\"problems\">", "</ul>"),
+        "<ul class=\"problems\"><li>Manifest: line 2, column 8 is not valid TOML.</li>\
+         <li>Module: the import wasi_snapshot_preview1::fd_write is not allowed: an ABI v2 \
+         module imports nothing (no WASI, clock, randomness, files, network or host \
+         functions).</li>"
+    );
+}
+
+/// The aggregates whose charts a job page shows, in order (the captions' names).
+fn charts(page: &str) -> Vec<&str> {
+    assert_eq!(
+        page.matches("<figure class=\"chart\">").count(),
+        page.matches("<svg ").count(),
+        "each chart in its figure"
+    );
+    page.split("<figcaption>")
+        .skip(1)
+        .map(|c| c.split(':').next().unwrap())
+        .collect()
+}
+
+/// A released output shows a chart for each of its aggregates, beside its table.
+#[test]
+fn a_released_output_has_a_chart_for_every_aggregate() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let module = WAT.replace(
+        "(module\n",
+        "(module\n  (func (export \"all_visits.district\") (param i64) (param i32) (result i32)\n    (local.get 1))\n",
+    );
+    let second = &MANIFEST[MANIFEST.find("[[aggregates]]").unwrap()..]
+        .replace("name = \"visits_by_district\"", "name = \"all_visits\"");
+    let manifest = format!("{MANIFEST}\n{second}");
+    let (s, body) = api_submit(&app, &tok, &module, &manifest);
+    assert_eq!(s, 201, "{body}");
+    let (job, computation) = ids(&body);
+    approve(&app, computation);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(release(&app, job), 303);
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, page) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    assert_eq!(page.matches("output-table").count(), 2, "two tables");
+    assert_eq!(charts(&page), ["visits_by_district", "all_visits"]);
 }
 
 #[test]

@@ -77,6 +77,35 @@ fn pages_show_times_in_the_configured_zone_and_name_it() {
     }
 }
 
+/// A dataset version's preview shows when it was uploaded as the other pages show times: in
+/// the configured zone, which the footer names, never labelled UTC.
+#[test]
+fn the_version_preview_shows_its_time_in_the_configured_zone() {
+    use dataop::schema::dataset_versions as v;
+    let zone = chrono_tz::America::New_York;
+    let app = world(zone);
+    let (dataset, version, at): (i64, i64, chrono::NaiveDateTime) = v::table
+        .select((v::dataset_id, v::id, v::created_at))
+        .first(&mut *app.conn())
+        .unwrap();
+    let local = dataop::web::fmt_datetime(zone, at);
+    let provider = app.logged_in("provider", DEMO_PASSWORD);
+    let (status, html) = app.get_text(
+        &provider,
+        &format!("/provider/datasets/{dataset}/versions/{version}"),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!("<dd>{local}</dd>")),
+        "{local}: {html}"
+    );
+    assert!(!html.contains(" UTC<"), "no time labelled UTC");
+    assert!(
+        html.contains("America/New_York"),
+        "the zone is named on the page"
+    );
+}
+
 #[test]
 fn the_audit_page_names_actions_renders_details_filters_and_exports() {
     let app = world(chrono_tz::Asia::Shanghai);

@@ -99,11 +99,15 @@ fn limit(
     }
 }
 
-fn valid_email(s: &str) -> bool {
+/// Whether `s` reads as an email address: one `@` with text before it and a domain with an
+/// inner dot after it, no whitespace and no angle brackets (the registration form, and an
+/// objector's contact on the public notice).
+pub fn valid_email(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
+                && !domain.contains('@')
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
@@ -115,7 +119,7 @@ fn valid_email(s: &str) -> bool {
 
 /// Whether `s` reads as a phone number: digits with an optional leading `+` and spaces,
 /// hyphens or brackets between them, 7 to 15 digits (E.164 has at most 15).
-fn valid_phone(s: &str) -> bool {
+pub fn valid_phone(s: &str) -> bool {
     let s = s.trim();
     let body = s.strip_prefix('+').unwrap_or(s);
     let digits = body.chars().filter(char::is_ascii_digit).count();
@@ -308,6 +312,34 @@ pub async fn register(
         Err((field, key)) => {
             let msg = page.t(key).to_owned();
             reshow(page, form, vec![(field, msg)])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_phone_numbers() {
+        assert!(valid_email("a@b.cn"));
+        assert!(valid_email(" li.si@example.com.cn "));
+        for bad in [
+            "0571-123", "a@b", "a b@c.cn", "@b.cn", "a@.cn", "a@b@c.cn", "<a@b.cn>",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+        for ok in ["13800000000", "0571-88886666", "+86 (571) 8888 6666"] {
+            assert!(valid_phone(ok), "{ok}");
+        }
+        for bad in [
+            "x",
+            "123456",
+            "+86 571 8888 66666666",
+            "0571-8888x666",
+            "a@b.cn",
+        ] {
+            assert!(!valid_phone(bad), "{bad}");
         }
     }
 }

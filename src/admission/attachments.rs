@@ -16,6 +16,7 @@ use super::model::{self, EvidenceGroup};
 use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
+use crate::input;
 use crate::schema::application_attachments;
 use crate::supervision::audit;
 use crate::web::{Page, db, redirect_with_flash};
@@ -59,17 +60,6 @@ fn bad_form(_: actix_multipart::MultipartError) -> AppError {
     AppError::bad_request("admission.err_upload_form")
 }
 
-async fn small_field(field: &mut actix_multipart::Field) -> Result<String, AppError> {
-    let mut v = Vec::new();
-    while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
-        if v.len() + chunk.len() > 256 {
-            return Err(AppError::bad_request("admission.err_upload_form"));
-        }
-        v.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&v).into_owned())
-}
-
 /// `POST /applications/{id}/attachments` (multipart: `csrf`, `group`, then `file`): adds an
 /// evidence file to an editable application of the user's organisation.
 pub async fn upload(
@@ -100,11 +90,11 @@ pub async fn upload(
     while let Some(mut field) = payload.try_next().await.map_err(bad_form)? {
         match field.name() {
             Some("csrf") => {
-                page.check_csrf(&small_field(&mut field).await?)?;
+                page.check_csrf(&input::multipart_text(&mut field, "csrf", 256).await?)?;
                 csrf_ok = true;
             }
             Some("group") => {
-                let value = small_field(&mut field).await?;
+                let value = input::multipart_text(&mut field, "group", 256).await?;
                 crate::detail::keep(&req, "group", &value);
                 group = EvidenceGroup::parse(value.trim());
             }

@@ -65,10 +65,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .route("/admission/applications", web::get().to(review::list))
         .route("/admission/orgs/{id}", web::get().to(review::org_record))
-        .route(
+        .service(crate::detail::action(
             "/admission/objections/{id}/{action}",
-            web::post().to(notices::decide),
-        )
+            notices::decide,
+            notices::objection_page,
+        ))
         .route("/applications", web::get().to(applications::mine))
         .route("/applications/{id}", web::get().to(applications::show))
         .route("/applications/{id}", web::post().to(applications::save))

@@ -499,6 +499,15 @@ pub struct Objection {
     pub reasons: String,
 }
 
+/// The objection `id`.
+pub fn find_objection(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Objection>> {
+    objections::table
+        .find(id)
+        .select(Objection::as_select())
+        .first(conn)
+        .optional()
+}
+
 /// The objections to an application.
 pub fn objections_of(conn: &mut DbConnection, app_id: i64) -> QueryResult<Vec<Objection>> {
     objections::table

@@ -18,6 +18,7 @@ use super::machine::{ApplicationAction, ApplicationState, ObjectionAction, Objec
 use super::model::{self, Application};
 use super::{admit_if_due, conflict, notice, require_regulator, transition};
 use crate::AppState;
+use crate::accounts::register::{valid_email, valid_phone};
 use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::errors::AppError;
@@ -238,22 +239,6 @@ pub async fn show(
     )
 }
 
-/// Whether a contact looks like an email address.
-pub fn looks_like_email(s: &str) -> bool {
-    let s = s.trim();
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !s.contains(char::is_whitespace)
-                && s.matches('@').count() == 1
-        }
-        None => false,
-    }
-}
-
 /// `POST /notices/{id}/objections` (`name`, `contact`, `grounds`, `check`, `answer`): files an
 /// objection while the notice runs; the regulators are emailed.
 pub async fn object(
@@ -292,6 +277,8 @@ pub async fn object(
         || form.grounds.chars().count() > MAX_GROUNDS
     {
         Some(refuse("admission.err_objection_long"))
+    } else if !valid_email(&form.contact) && !valid_phone(&form.contact) {
+        Some(refuse("admission.err_objection_contact"))
     } else {
         None
     };
@@ -369,9 +356,30 @@ pub async fn object(
     ))
 }
 
+/// The application page of objection `{id}`, where the forms deciding it are: shown again
+/// when a decision is refused (see [`crate::detail`]).
+pub async fn objection_page(
+    page: Page,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<crate::detail::Id>,
+) -> Result<HttpResponse, AppError> {
+    require_regulator(&user)?;
+    let oid = path.id;
+    let app_id = db(&state, move |conn| {
+        let o = model::find_objection(conn, oid)?.ok_or_else(AppError::not_found)?;
+        Ok(o.application_id)
+    })
+    .await?;
+    let p = super::applications::build_page(&state, page, &user, app_id, None, None, Vec::new())
+        .await?;
+    render(&p)
+}
+
 /// `POST /admission/objections/{id}/{dismiss|uphold}` (`reasons`, required): decides an
 /// objection. Upholding sends the application back to review; dismissing the last pending
-/// objection after the notice period admits the applicant at once.
+/// objection after the notice period admits the applicant at once. Mounted with
+/// [`crate::detail::action`]: a refusal shows [`objection_page`] again.
 pub async fn decide(
     page: Page,
     user: CurrentUser,
@@ -391,14 +399,9 @@ pub async fn decide(
     let today = state.clock.today();
     let review_days = state.config.review_days;
     let u = user.clone();
-    let outcome = db(&state, move |conn| {
+    let app_id = db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
-            let o = objections::table
-                .find(oid)
-                .select(model::Objection::as_select())
-                .first(conn)
-                .optional()?
-                .ok_or_else(AppError::not_found)?;
+            let o = model::find_objection(conn, oid)?.ok_or_else(AppError::not_found)?;
             let from = ObjectionState::parse(&o.state).unwrap_or(ObjectionState::Dismissed);
             let to = from.apply(action).map_err(conflict)?;
             let app = model::find_application(conn, o.application_id)?.ok_or_else(AppError::not_found)?;
@@ -407,10 +410,8 @@ pub async fn decide(
                     .apply(ApplicationAction::UpholdObjection)
                     .map_err(conflict)?;
             }
-            let reasons = match forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required") {
-                Ok(r) => r,
-                Err(k) => return Ok(Err((o.application_id, k))),
-            };
+            let reasons = forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required")
+                .map_err(AppError::invalid)?;
             diesel::update(
                 objections::table
                     .find(oid)
@@ -453,7 +454,7 @@ pub async fn decide(
                 ("reasons", reasons.clone()),
             ];
             let n = notice("admission.mail.objection_decided", &args, app.id);
-            if looks_like_email(&o.contact) {
+            if valid_email(&o.contact) {
                 mail::to_addr(conn, o.contact.trim(), &n)?;
             }
             mail::to_org(conn, app.org_id, &n)?;
@@ -462,31 +463,15 @@ pub async fn decide(
             {
                 admit_if_due(conn, today, &a)?;
             }
-            Ok(Ok(app.id))
+            Ok(app.id)
         })
     })
     .await?;
-    match outcome {
-        Ok(app_id) => Ok(redirect_with_flash(
-            &format!("/applications/{app_id}#objections"),
-            "ok",
-            "admission.flash_objection_decided",
-        )),
-        Err((app_id, key)) => {
-            let msg = page.t(key).to_owned();
-            let p = super::applications::build_page(
-                &state,
-                page,
-                &user,
-                app_id,
-                None,
-                Some(msg),
-                Vec::new(),
-            )
-            .await?;
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
-        }
-    }
+    Ok(redirect_with_flash(
+        &format!("/applications/{app_id}#objections"),
+        "ok",
+        "admission.flash_objection_decided",
+    ))
 }
 
 #[cfg(test)]
@@ -508,13 +493,5 @@ mod tests {
         let later = now + chrono::Duration::seconds(CHECK_TTL_SECS + 1);
         assert!(!verify_check(key, later, &c.token, &answer.to_string()));
         assert!(!verify_check(key, now, "garbage", "1"));
-    }
-
-    #[test]
-    fn email_like_contacts() {
-        assert!(looks_like_email("a@b.cn"));
-        assert!(!looks_like_email("0571-123"));
-        assert!(!looks_like_email("a@b"));
-        assert!(!looks_like_email("a b@c.cn"));
     }
 }

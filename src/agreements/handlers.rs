@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::{Calendar, Deadline};
 use crate::errors::AppError;
+use crate::input::DateSpan;
 use crate::schema::{agreement_signatures, agreements, audit_log};
 use crate::supervision::audit::Entry;
 use crate::web::{Page, db, redirect, redirect_with_flash, render, render_status};
@@ -608,7 +609,7 @@ pub async fn accept_schema(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    form: web::Form<NoteForm>,
+    form: crate::input::Form<NoteForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let (id, dataset_id) = path.into_inner();
@@ -765,9 +766,7 @@ pub async fn file_disposal(
     let by = ops::note(&form.by, "agreements.err.disposal_by")?;
     let on = NaiveDate::parse_from_str(form.on.trim(), "%Y-%m-%d")
         .map_err(|_| AppError::invalid("agreements.err.disposal_on"))?;
-    if on > state.clock.today() {
-        return Err(AppError::invalid("agreements.err.disposal_on"));
-    }
+    let on = DateSpan::Past.refuse(page.lang, "agreements.disposal_on", on, state.clock.today())?;
     let now = state.clock.now();
     let d = ops::Disposal { what, on, by };
     db(&state, move |conn| {

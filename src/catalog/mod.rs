@@ -68,12 +68,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/provider/datasets/{id}/versions/{vid}",
             web::get().to(version_pages::preview),
         )
-        .route(
+        .service(crate::detail::action(
             "/provider/datasets/{id}/versions/{vid}/publish",
-            web::post().to(version_pages::publish),
-        )
-        .route(
+            version_pages::publish,
+            version_pages::preview,
+        ))
+        .service(crate::detail::action(
             "/provider/datasets/{id}/versions/{vid}/discard",
-            web::post().to(version_pages::discard),
-        );
+            version_pages::discard,
+            version_pages::preview,
+        ));
 }

@@ -199,7 +199,7 @@ pub async fn publish(
     page: Page,
     user: CurrentUser,
     path: web::Path<(i64, i64)>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let (id, vid) = path.into_inner();
@@ -227,7 +227,7 @@ pub async fn discard(
     page: Page,
     user: CurrentUser,
     path: web::Path<(i64, i64)>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     page.check_csrf(&form.csrf)?;
     let (id, vid) = path.into_inner();

@@ -498,7 +498,7 @@ pub struct ApiListQuery {
 pub async fn api_list(
     user: CurrentUser,
     state: web::Data<AppState>,
-    query: web::Query<ApiListQuery>,
+    query: crate::input::Query<ApiListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let bad = |field: &str| AppError::bad_request("jobs.err.api_query").arg("field", field);
     let before = match query.before.as_str() {

@@ -34,6 +34,7 @@ pub mod machine;
 pub mod model;
 pub mod ops;
 pub mod output;
+pub mod refusal;
 pub mod submit;
 pub mod worker;
 

@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 
 use super::model::{self, MAX_MANIFEST_BYTES, MAX_TEXT};
+use super::refusal;
 use crate::agreements::{self as agr, AgreementRef};
 use crate::catalog::model::{self as catalog, ColType};
 use crate::db::DbConnection;
@@ -72,6 +73,14 @@ impl Problem {
             t(Lang::Zh, key).to_owned(),
             t(Lang::En, key).to_owned(),
         ));
+        self
+    }
+
+    /// The `{reason}` placeholder: why the sandbox refused the manifest or the module, in the
+    /// message's language.
+    fn refusal(mut self, reason: &refusal::Reason) -> Self {
+        self.localized
+            .push(("reason", reason.message(Lang::Zh), reason.message(Lang::En)));
         self
     }
 
@@ -214,7 +223,8 @@ pub fn check(
         match Manifest::from_toml(&sub.manifest) {
             Ok(m) => Some(m),
             Err(reason) => {
-                problems.push(Problem::new("manifest").arg("reason", reason));
+                let reason = refusal::manifest(&sub.manifest, &reason);
+                problems.push(Problem::new("manifest").refusal(&reason));
                 None
             }
         }
@@ -226,7 +236,7 @@ pub fn check(
         match rt.load(&sub.module) {
             Ok(m) => Some(m),
             Err(outcome) => {
-                problems.push(Problem::new("module").arg("reason", outcome.describe()));
+                problems.push(Problem::new("module").refusal(&refusal::module(&outcome)));
                 None
             }
         }
@@ -237,7 +247,7 @@ pub fn check(
     if let Some(m) = &module
         && let Err(outcome) = rt.check_exports(m, &manifest)
     {
-        problems.push(Problem::new("module").arg("reason", outcome.describe()));
+        problems.push(Problem::new("module").refusal(&refusal::module(&outcome)));
     }
     let floor = rt.limits().k_floor;
     for a in &manifest.aggregates {

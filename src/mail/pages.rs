@@ -106,7 +106,7 @@ pub async fn outbox(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    q: web::Query<OutboxQuery>,
+    q: crate::input::Query<OutboxQuery>,
 ) -> Result<HttpResponse, AppError> {
     user.require(READERS)?;
     let q = q.into_inner();
@@ -169,7 +169,7 @@ pub async fn retry(
     user: CurrentUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<CsrfForm>,
+    form: crate::input::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.require(READERS)?;
     page.check_csrf(form.csrf())?;

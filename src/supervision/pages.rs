@@ -241,7 +241,7 @@ pub async fn audit_log(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    filter: web::Query<AuditFilter>,
+    filter: crate::input::Query<AuditFilter>,
 ) -> Result<HttpResponse, AppError> {
     user.require(READERS)?;
     let filter = filter.into_inner();
@@ -280,7 +280,7 @@ pub async fn audit_csv(
     page: Page,
     user: CurrentUser,
     state: web::Data<AppState>,
-    filter: web::Query<AuditFilter>,
+    filter: crate::input::Query<AuditFilter>,
 ) -> Result<HttpResponse, AppError> {
     user.require(READERS)?;
     let f = filter.into_inner();
