@@ -4,7 +4,7 @@
 //! - it validates with the WebAssembly features listed in [`FEATURES`] and no others (no bulk
 //!   memory, reference types, threads and atomics, multi-memory, exceptions, GC or function
 //!   references, memory64, relaxed SIMD);
-//! - it imports nothing and has no start function;
+//! - it imports nothing, has no start function and defines no mutable global;
 //! - no function body holds an instruction that writes state that outlives a call: no store
 //!   of any width (scalar or SIMD, lane stores included), no `memory.grow`, no `global.set`
 //!   (the instructions that change tables, drop segments, copy or fill memory need the
@@ -13,15 +13,15 @@
 //! Locals and the operand stack live for one call only, the memory and the globals keep their
 //! initial values for ever, so every exported function is a function of its arguments alone:
 //! a call can carry nothing to the next one. Memory and data segments stay allowed, read only,
-//! for lookup tables; a mutable global that is never set (clang's `__stack_pointer`) is a
-//! constant.
+//! for lookup tables, and immutable globals for constants. Floating-point results are
+//! deterministic: the engine canonicalises every NaN an instruction produces
+//! (`Runtime::new`), and the nondeterministic relaxed SIMD is refused.
 
 use wasmparser::{Operator, Parser, Payload, Validator, WasmFeatures};
 
 /// The WebAssembly features a guest may use: the 1.0 core with the extensions that add
 /// neither state nor nondeterminism.
-pub(crate) const FEATURES: WasmFeatures = WasmFeatures::MUTABLE_GLOBAL
-    .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
+pub(crate) const FEATURES: WasmFeatures = WasmFeatures::SATURATING_FLOAT_TO_INT
     .union(WasmFeatures::SIGN_EXTENSION)
     .union(WasmFeatures::MULTI_VALUE)
     .union(WasmFeatures::SIMD)
@@ -59,7 +59,7 @@ pub(crate) fn check(wasm: &[u8], max_functions: u32) -> Result<(), String> {
         .validate_all(wasm)
         .map_err(|e| {
             format!(
-                "the module uses WebAssembly outside ABI v2 (the 1.0 core with sign extension, saturating conversions, multi-value and SIMD): {}",
+                "the module uses WebAssembly outside ABI v2 (the 1.0 core with sign extension, saturating conversions, multi-value, extended constants and SIMD): {}",
                 e.message()
             )
         })?;
@@ -98,6 +98,17 @@ pub(crate) fn check(wasm: &[u8], max_functions: u32) -> Result<(), String> {
                     "the module has {} exports, more than the limit of {max_functions}",
                     e.count()
                 ));
+            }
+            Payload::GlobalSection(globals) => {
+                for (i, global) in globals.into_iter().enumerate() {
+                    let global =
+                        global.map_err(|e| format!("malformed module: {}", e.message()))?;
+                    if global.ty.mutable {
+                        return Err(format!(
+                            "global {i} is mutable: ABI v2 modules define no mutable global (a global is state a call could leave for the next; clang's unused `__stack_pointer` is dropped by sandbox/guest/build-examples.sh)"
+                        ));
+                    }
+                }
             }
             Payload::CodeSectionEntry(body) => {
                 let mut ops = body
