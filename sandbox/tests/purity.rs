@@ -1,6 +1,11 @@
 //! Hostile guests against guarantee 1 (row-local computation): WebAssembly features that add
-//! state or nondeterminism, mutable globals and NaN bits. Each test says what it tries and
-//! what stops it.
+//! state or nondeterminism, mutable globals, NaN bits, and padding one person's value into
+//! other people's rows. Each test says what it tries and what stops it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dataop_sandbox::{Manifest, MemColumn, MemTable, Output, TableSource, demo};
 
 mod common;
 
@@ -175,4 +180,167 @@ fn hostile_nan_bits_are_canonical_and_the_same_every_run() {
             first.output.as_ref().unwrap().to_json()
         );
     }
+}
+
+/// The manifest of the padding test: per sex, the sum and mean of `total_cost`, each row
+/// handed `(age, sex, total_cost)`.
+const PADDING: &str = r#"
+abi = 2
+name = "padding"
+
+[[datasets]]
+name = "outpatients"
+columns = ["age", "sex", "total_cost"]
+
+[[aggregates]]
+name = "padded"
+dataset = "outpatients"
+k = 10
+max_cells_per_person = 1
+max_rows_per_person_cell = 100
+dimensions = [{ name = "sex", column = "sex" }]
+measures = [{ name = "total_cost", scale = 2, min = 0, max = 5000 }]
+"#;
+
+/// The padding guest: every row's measure is its own cost plus whatever the module can recall
+/// of the target's row (the one aged 101) through each channel a pure module keeps: its
+/// memory (read only), an immutable global, a function called through the table; `$leave`
+/// is how the target's row would leave its value behind (nothing in the module that loads).
+fn padding_guest(leave: &str, extra: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+  (memory 1)
+  (data (i32.const 0) "\00\00\00\00\00\00\00\00")
+  (global $last i64 (i64.const 0))
+  (type $recall (func (result i64)))
+  (table 1 funcref)
+  (elem (i32.const 0) $from_memory)
+  {extra}
+  (func $from_memory (result i64) (i64.load (i32.const 0)))
+  (func (export "padded.sex") (param $age i64) (param $sex i32) (param $cost i64) (result i32)
+    (local.get $sex))
+  (func (export "padded.total_cost") (param $age i64) (param $sex i32) (param $cost i64) (result i64)
+    (if (result i64) (i64.eq (local.get $age) (i64.const 101))
+      (then {leave} (local.get $cost))
+      (else
+        (i64.add (local.get $cost)
+          (i64.add
+            (i64.add (i64.load (i32.const 0)) (global.get $last))
+            (call_indirect (type $recall) (i32.const 0))))))))"#
+    )
+    .into_bytes()
+}
+
+/// The demo table with its first row made the target's: aged 101, costing `secret` (fixed
+/// point).
+fn padding_table(secret: i64) -> Arc<MemTable> {
+    let base = table();
+    let mut cols: Vec<MemColumn> = (0..10).map(|c| base.column(c).unwrap().clone()).collect();
+    if let MemColumn::I64(v) = &mut cols[3] {
+        v.iter_mut().for_each(|a| *a = (*a).min(100));
+        v[0] = 101;
+    }
+    if let MemColumn::I64(v) = &mut cols[8] {
+        v[0] = secret;
+    }
+    Arc::new(MemTable::new(demo::outpatient_columns(), cols).unwrap())
+}
+
+/// The padding guest's functions evaluated row by row, each row in a fresh instance of its
+/// own (so nothing can pass from one row to another), then aggregated as ABI.md §4 says:
+/// per sex, (count, persons, sum) of the clamped measures, one cell per person (the lowest),
+/// at most 100 rows per person and cell.
+fn padding_reference(wasm: &[u8], t: &MemTable) -> BTreeMap<u32, (u64, u64, i128)> {
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::new(&engine, wasm).unwrap();
+    let mut per: BTreeMap<u64, BTreeMap<u32, (u64, i128)>> = BTreeMap::new();
+    for i in 0..t.rows() as usize {
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let row = (i64s(t, 3)[i], u32s(t, 4)[i] as i32, i64s(t, 8)[i]);
+        let sex = instance
+            .get_typed_func::<(i64, i32, i64), i32>(&mut store, "padded.sex")
+            .unwrap()
+            .call(&mut store, row)
+            .unwrap();
+        let cost = instance
+            .get_typed_func::<(i64, i32, i64), i64>(&mut store, "padded.total_cost")
+            .unwrap()
+            .call(&mut store, row)
+            .unwrap();
+        let e = per
+            .entry(u64s(t, 0)[i])
+            .or_default()
+            .entry(sex as u32)
+            .or_default();
+        e.0 += 1;
+        e.1 += i128::from(cost.clamp(0, 500_000));
+    }
+    let mut out: BTreeMap<u32, (u64, u64, i128)> = BTreeMap::new();
+    for cells in per.values() {
+        let (&cell, &(n, s)) = cells.iter().next().unwrap();
+        let kept = n.min(100);
+        let e = out.entry(cell).or_default();
+        e.0 += kept;
+        e.1 += 1;
+        e.2 += s.clamp(0, 500_000 * i128::from(kept));
+    }
+    out
+}
+
+/// Padding: one person's value copied into thousands of other people's contributions, which
+/// v1's shared guest state allowed. The guest recognises the target's row (the one aged 101)
+/// and tries every way left to leave its cost behind for the rows after it: a store into its
+/// memory, a mutable global, a table entry (each refused at validation: no store, no mutable
+/// global, no table instructions); what loads is a module that only reads its memory, an
+/// immutable global and a function through its table. Run on 1 and 3 instances, in batches,
+/// its released sums equal the reference computed row by row in a fresh instance per row, and
+/// the target's secret moves only the target's own cell, by exactly its own (clamped) value.
+#[test]
+fn hostile_padding_cannot_carry_one_rows_value_into_other_rows() {
+    let leaves: &[(&str, &str, &str)] = &[
+        ("(i64.store (i32.const 0) (local.get $cost))", "", "store"),
+        (
+            "(global.set $mine (local.get $cost))",
+            "(global $mine (mut i64) (i64.const 0))",
+            "mutable",
+        ),
+        (
+            "(table.set 0 (i32.const 0) (ref.null func))",
+            "",
+            "outside ABI v2",
+        ),
+    ];
+    for (leave, extra, needle) in leaves {
+        let reason = refusal(&padding_guest(leave, extra));
+        assert!(reason.contains(needle), "{leave}: {reason}");
+    }
+    let wasm = padding_guest("", "");
+    let m = Manifest::from_toml(PADDING).unwrap();
+    let mut released = Vec::new();
+    for secret in [100, 400_000] {
+        let t = padding_table(secret);
+        let reference = padding_reference(&wasm, &t);
+        for instances in [1, 3] {
+            let r = run(&wasm, &m, &[input("outpatients", t.clone())], instances);
+            finished(&r);
+            let out = r.output.unwrap();
+            let cells = &out.aggregates[0].cells;
+            assert_eq!(cells.len(), 2);
+            for (i, c) in cells.iter().enumerate() {
+                let (n, p, s) = reference[&(i as u32)];
+                assert!(!c.suppressed && !c.dominated, "{c:?}");
+                assert_eq!((c.count, c.persons), (Some(n as i64), Some(p as i64)));
+                let cents = (s / 100, s % 100);
+                assert_eq!(c.sums[0], format!("{}.{:02}", cents.0, cents.1), "cell {i}");
+            }
+            released.push(out);
+        }
+    }
+    // The target's cell moves by its own value only; the other cell not at all.
+    let target_sex = u32s(&padding_table(0), 4)[0] as usize;
+    let sum = |o: &Output, c: usize| -> f64 { o.aggregates[0].cells[c].sums[0].parse().unwrap() };
+    let (low, high) = (&released[0], &released[2]);
+    assert_eq!(sum(high, 1 - target_sex), sum(low, 1 - target_sex));
+    assert!((sum(high, target_sex) - sum(low, target_sex) - 3999.0).abs() < 1e-6);
 }
