@@ -372,6 +372,12 @@ pub struct Limits {
     pub max_module_bytes: usize,
     /// Largest number of functions (and of exports) of a module.
     pub max_functions: u32,
+    /// Largest code size of all function bodies together, in bytes (bounds compilation).
+    pub max_code_bytes: usize,
+    /// Largest code size of one function body, in bytes (bounds compilation).
+    pub max_function_bytes: usize,
+    /// Largest number of locals one function declares (bounds compilation).
+    pub max_function_locals: u32,
     /// Largest memory of one instance (linear memory and tables together), in bytes.
     pub max_memory_bytes: usize,
     /// Wall-clock time limit of a run.
@@ -407,6 +413,9 @@ impl Default for Limits {
             max_contributions: 1_000_000_000,
             max_module_bytes: 4 * 1024 * 1024,
             max_functions: 10_000,
+            max_code_bytes: 256 * 1024,
+            max_function_bytes: 8 * 1024,
+            max_function_locals: 1_000,
             max_memory_bytes: 256 * 1024 * 1024,
             timeout: std::time::Duration::from_secs(600),
             batch_rows: 4096,

@@ -578,7 +578,7 @@ impl Runtime {
                 self.limits.max_module_bytes
             )));
         }
-        crate::purity::check(&binary, self.limits.max_functions).map_err(refuse)?;
+        crate::purity::check(&binary, &self.limits).map_err(refuse)?;
         let module = match &self.cache {
             Some(cache) => cache.compile(&self.engine, &binary, &sha256),
             None => Module::new(&self.engine, &binary),
