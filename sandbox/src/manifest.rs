@@ -363,9 +363,11 @@ pub struct Limits {
     pub max_rows_per_person_cell: u32,
     /// Epsilon of one aggregate must lie in this range.
     pub epsilon_range: (f64, f64),
-    /// Largest number of (person, cell) pairs and per-person records the host keeps, all
-    /// aggregates together (the run's host-buffer budget).
-    pub max_person_cells: u64,
+    /// The run's host-buffer budget, in bytes: everything the host allocates for a run as it
+    /// grows with the data or the manifest (raw and compacted (person, cell) contributions of
+    /// every instance, per-person totals, the tallies of every thread, member lists and the
+    /// released tables) counts against it, all instances together.
+    pub max_host_bytes: u64,
     /// Largest number of contributions per run.
     pub max_contributions: u64,
     /// Largest module size in bytes.
@@ -409,7 +411,7 @@ impl Default for Limits {
             max_cells_per_person: 16,
             max_rows_per_person_cell: 1000,
             epsilon_range: (0.01, 10.0),
-            max_person_cells: 50_000_000,
+            max_host_bytes: 4 << 30,
             max_contributions: 1_000_000_000,
             max_module_bytes: 4 * 1024 * 1024,
             max_functions: 10_000,
