@@ -4,13 +4,15 @@
  * stage, once per person) with the row's declared columns as parameters, in the manifest's
  * order, and takes one value back from each: whether to keep the row, each key of its cell,
  * each measure. The functions may read constant data (lookup tables) but write nothing: no
- * stores, no globals, no memory growth. The host validates this before anything runs, so write
- * scalar code: no arrays on the stack, no address-taken locals (clang at -O2 then keeps no
- * shadow stack).
+ * stores, no mutable globals, no memory growth. The host validates this before anything runs,
+ * so write scalar code: no arrays on the stack, no address-taken locals (clang at -O2 then
+ * keeps no shadow stack).
  *
- * Build a job with:
+ * Build a job as sandbox/guest/build-examples.sh builds the examples:
  *   clang --target=wasm32 -nostdlib -ffreestanding -O2 -I sandbox/guest \
- *         -Wl,--no-entry -o job.wasm job.c
+ *         -Wl,--no-entry -Wl,--strip-all -o job.wasm job.c
+ * then drop the global section, which holds only wasm-ld's unused `__stack_pointer` (a mutable
+ * global, which the host refuses); the script's `drop_stack_pointer` does it.
  *
  * Parameter types follow the column types: integer and decimal columns are int64_t (a decimal
  * is value x 10^scale), dates int32_t (days since 1970-01-01), categories int32_t (the code's

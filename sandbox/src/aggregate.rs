@@ -48,6 +48,16 @@ struct Run {
 }
 
 impl Run {
+    /// Bytes of the run's buffers (their capacity).
+    fn bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<Entry>() + self.sums.capacity() * size_of::<i128>()
+    }
+
+    /// Entries of `m` measures that `bytes` hold.
+    fn entry_bytes(m: usize) -> usize {
+        size_of::<Entry>() + m * size_of::<i128>()
+    }
+
     fn clear(&mut self) {
         self.entries.clear();
         self.sums.clear();
@@ -267,8 +277,8 @@ pub(crate) struct Partial {
     raw: usize,
     /// Their measures, `measures` per contribution, indexed by `Rec::idx`.
     raw_measures: Vec<i64>,
-    /// Compacted (person, cell) pairs held.
-    pairs: usize,
+    /// Bytes held by `runs` (their capacity), as of the last compaction.
+    runs_bytes: usize,
 }
 
 impl Drop for Partial {
@@ -289,13 +299,26 @@ impl Partial {
             runs: Vec::new(),
             raw: 0,
             raw_measures: Vec::new(),
-            pairs: 0,
+            runs_bytes: 0,
         }
     }
 
-    /// Number of compacted (person, cell) pairs held.
-    pub(crate) fn len(&self) -> usize {
-        self.pairs
+    /// An upper bound of the bytes this partial holds, in constant time: every partition holds
+    /// full blocks of raw contributions and at most one partly filled block, so the blocks'
+    /// capacity is at most the raw contributions plus one block per partition; then the raw
+    /// measures and the compacted totals.
+    pub(crate) fn bytes(&self) -> u64 {
+        let raw = if self.raw == 0 {
+            0
+        } else if self.packs {
+            (self.raw + PARTS * block_len::<Packed>()) * size_of::<Packed>()
+        } else {
+            (self.raw + PARTS * block_len::<Rec>()) * size_of::<Rec>()
+        };
+        let parts = self.wide.capacity() * size_of::<Part<Rec>>()
+            + self.packed.capacity() * size_of::<Part<Packed>>()
+            + self.runs.capacity() * size_of::<Run>();
+        (raw + parts + self.raw_measures.capacity() * size_of::<i64>() + self.runs_bytes) as u64
     }
 
     /// Adds one contribution whose measures are already clamped.
@@ -334,7 +357,7 @@ impl Partial {
         let m = self.measures;
         let mut scratch = Scratch::default();
         let mut merged = Run::default();
-        self.pairs = 0;
+        self.runs_bytes = 0;
         for (p, run) in self.runs.iter_mut().enumerate() {
             let raw = if self.packs {
                 scratch.sort_raw(&[(&self.packed[p], &[][..])], m);
@@ -349,7 +372,7 @@ impl Partial {
                 run.merge_into(&scratch.run, m, &mut merged);
                 std::mem::swap(run, &mut merged);
             }
-            self.pairs += run.entries.len();
+            self.runs_bytes += run.bytes();
         }
         self.raw = 0;
         self.raw_measures.clear();
@@ -597,8 +620,6 @@ pub(crate) struct Totals {
     pub dropped: u64,
     /// Contributions beyond the row bound.
     pub clamped: u64,
-    /// Distinct (person, cell) pairs.
-    pub pairs: u64,
 }
 
 impl Totals {
@@ -616,8 +637,15 @@ impl Totals {
             },
             dropped: 0,
             clamped: 0,
-            pairs: 0,
         }
+    }
+
+    /// Bytes of the totals of `b` before any member is listed.
+    fn bytes(b: &Bounds) -> usize {
+        let per_cell = 2 * size_of::<u64>()
+            + 3 * b.measures.len() * size_of::<i128>()
+            + if b.members { size_of::<Vec<u64>>() } else { 0 };
+        size_of::<Totals>() + b.cells * per_cell
     }
 
     fn add(&mut self, other: &Totals) {
@@ -638,13 +666,11 @@ impl Totals {
         }
         self.dropped += other.dropped;
         self.clamped += other.clamped;
-        self.pairs += other.pairs;
     }
 
     /// Applies the per-person bounds to a sorted run and adds it.
     fn tally_run(&mut self, run: &Run, b: &Bounds) {
         let m = b.measures.len();
-        self.pairs += run.entries.len() as u64;
         let mut person = None;
         let mut cells = 0usize;
         for (i, e) in run.entries.iter().enumerate() {
@@ -689,6 +715,41 @@ fn tally_parts(b: &Bounds, partials: &[Partial], next: &AtomicUsize) -> Totals {
         scratch.partition(partials, p, b.measures.len());
         totals.tally_run(&scratch.run, b);
     }
+}
+
+/// An upper bound of the bytes [`tally`] allocates for `partials` on `threads` threads: each
+/// thread's totals and sorting buffers (sized by the largest partition, as each thread sorts
+/// one partition at a time), and the member lists (one key per (person, cell) pair at most,
+/// twice over for the growth of the lists and their merge across threads).
+pub(crate) fn tally_bytes(b: &Bounds, partials: &[Partial], threads: usize) -> u64 {
+    let threads = threads.clamp(1, PARTS);
+    let m = b.measures.len();
+    let held = |x: &Partial, p: usize| {
+        let raw = if x.packs {
+            x.packed.get(p).map_or(0, Part::raw)
+        } else {
+            x.wide.get(p).map_or(0, Part::raw)
+        };
+        (raw, x.runs.get(p).map_or(0, |r| r.entries.len()))
+    };
+    let (mut largest, mut pairs) = (0usize, 0usize);
+    for p in 0..PARTS {
+        let (raw, runs) = partials
+            .iter()
+            .map(|x| held(x, p))
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        largest = largest.max(raw + runs);
+        pairs += raw + runs;
+    }
+    // Per record: its raw form and measures, a counted pair, and the sorted and merged runs.
+    let per_record =
+        size_of::<Rec>() + m * size_of::<i64>() + size_of::<Entry>() + 2 * Run::entry_bytes(m);
+    let members = if b.members {
+        2 * pairs * size_of::<u64>()
+    } else {
+        0
+    };
+    (threads * (Totals::bytes(b) + largest * per_record) + members) as u64
 }
 
 /// Merges the partials of every instance exactly and applies the per-person bounds, on
@@ -753,6 +814,21 @@ pub struct AggregateOutput {
     pub epsilon: Option<f64>,
     /// Every cell of the domain, in key order (suppressed cells included and marked).
     pub cells: Vec<CellOutput>,
+}
+
+impl AggregateOutput {
+    /// Bytes the table holds on the heap (its cells and their strings).
+    pub(crate) fn bytes(&self) -> u64 {
+        let strings = |v: &[String]| size_of_val(v) + v.iter().map(String::capacity).sum::<usize>();
+        let cells: usize = self
+            .cells
+            .iter()
+            .map(|c| {
+                size_of::<CellOutput>() + strings(&c.key) + strings(&c.sums) + strings(&c.means)
+            })
+            .sum();
+        (cells + strings(&self.dimensions) + strings(&self.measures)) as u64
+    }
 }
 
 /// Per-aggregate figures for the run report.
@@ -1003,8 +1079,9 @@ mod tests {
         assert_eq!(mean(2, 3, 0), "0.67");
     }
 
-    /// A straightforward reference: a BTreeMap of (person, cell) totals, then the bounds.
-    fn reference(b: &Bounds, contributions: &[(u64, u32, i64)]) -> Totals {
+    /// A straightforward reference: a BTreeMap of (person, cell) totals, then the bounds; and
+    /// the number of (person, cell) pairs.
+    fn reference(b: &Bounds, contributions: &[(u64, u32, i64)]) -> (Totals, usize) {
         use std::collections::BTreeMap;
         let mut pairs: BTreeMap<(u64, u32), (u64, i128)> = BTreeMap::new();
         for &(p, c, v) in contributions {
@@ -1013,7 +1090,7 @@ mod tests {
             e.1 += i128::from(v);
         }
         let mut t = Totals::new(b);
-        t.pairs = pairs.len() as u64;
+        let n_pairs = pairs.len();
         let mut last = None;
         let mut cells = 0;
         for ((p, c), (n, s)) in pairs {
@@ -1038,7 +1115,7 @@ mod tests {
                 t.top[c as usize] = t.top[c as usize].max(s.abs());
             }
         }
-        t
+        (t, n_pairs)
     }
 
     fn xorshift(x: &mut u64) -> u64 {
@@ -1080,7 +1157,7 @@ mod tests {
                     (p, (r >> 40) as u32 % 7, ((r >> 20) % 1000).min(600) as i64)
                 })
                 .collect();
-            let expected = reference(&b, &contributions);
+            let (expected, pairs) = reference(&b, &contributions);
             let mut all = Partial::new(m, 7);
             let mut split = [Partial::new(m, 7), Partial::new(m, 7), Partial::new(m, 7)];
             for (i, &(p, c, v)) in contributions.iter().enumerate() {
@@ -1094,8 +1171,14 @@ mod tests {
             for threads in [1, 2, 5] {
                 assert_eq!(tally(&b, &split, threads), expected);
             }
+            let before = all.bytes();
             all.compact();
-            assert_eq!(all.len() as u64, expected.pairs);
+            let runs: usize = all.runs.iter().map(|r| r.entries.len()).sum();
+            assert_eq!(runs, pairs);
+            // Compaction frees the raw blocks; the bound covers the runs' capacity.
+            let held: usize = all.runs.iter().map(Run::bytes).sum();
+            assert!(all.bytes() >= held as u64 && all.bytes() < before);
+            assert!(tally_bytes(&b, std::slice::from_ref(&all), 2) > 0);
             assert_eq!(tally(&b, &[all], 2), expected);
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod bench;
+mod budget;
 mod cache;
 pub mod cli;
 pub mod columnar;

@@ -363,15 +363,23 @@ pub struct Limits {
     pub max_rows_per_person_cell: u32,
     /// Epsilon of one aggregate must lie in this range.
     pub epsilon_range: (f64, f64),
-    /// Largest number of (person, cell) pairs and per-person records the host keeps, all
-    /// aggregates together (the run's host-buffer budget).
-    pub max_person_cells: u64,
+    /// The run's host-buffer budget, in bytes: everything the host allocates for a run as it
+    /// grows with the data or the manifest (raw and compacted (person, cell) contributions of
+    /// every instance, per-person totals, the tallies of every thread, member lists and the
+    /// released tables) counts against it, all instances together.
+    pub max_host_bytes: u64,
     /// Largest number of contributions per run.
     pub max_contributions: u64,
     /// Largest module size in bytes.
     pub max_module_bytes: usize,
     /// Largest number of functions (and of exports) of a module.
     pub max_functions: u32,
+    /// Largest code size of all function bodies together, in bytes (bounds compilation).
+    pub max_code_bytes: usize,
+    /// Largest code size of one function body, in bytes (bounds compilation).
+    pub max_function_bytes: usize,
+    /// Largest number of locals one function declares (bounds compilation).
+    pub max_function_locals: u32,
     /// Largest memory of one instance (linear memory and tables together), in bytes.
     pub max_memory_bytes: usize,
     /// Wall-clock time limit of a run.
@@ -403,10 +411,13 @@ impl Default for Limits {
             max_cells_per_person: 16,
             max_rows_per_person_cell: 1000,
             epsilon_range: (0.01, 10.0),
-            max_person_cells: 50_000_000,
+            max_host_bytes: 4 << 30,
             max_contributions: 1_000_000_000,
             max_module_bytes: 4 * 1024 * 1024,
             max_functions: 10_000,
+            max_code_bytes: 256 * 1024,
+            max_function_bytes: 8 * 1024,
+            max_function_locals: 1_000,
             max_memory_bytes: 256 * 1024 * 1024,
             timeout: std::time::Duration::from_secs(600),
             batch_rows: 4096,

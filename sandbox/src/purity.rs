@@ -4,24 +4,38 @@
 //! - it validates with the WebAssembly features listed in [`FEATURES`] and no others (no bulk
 //!   memory, reference types, threads and atomics, multi-memory, exceptions, GC or function
 //!   references, memory64, relaxed SIMD);
-//! - it imports nothing and has no start function;
+//! - it imports nothing, has no start function and defines no mutable global;
 //! - no function body holds an instruction that writes state that outlives a call: no store
 //!   of any width (scalar or SIMD, lane stores included), no `memory.grow`, no `global.set`
 //!   (the instructions that change tables, drop segments, copy or fill memory need the
-//!   features refused above, so validation already rules them out).
+//!   features refused above, so validation already rules them out);
+//! - it is small enough to compile in bounded time: at most [`Limits::max_functions`]
+//!   functions with at most [`Limits::max_code_bytes`] of code together, each body at most
+//!   [`Limits::max_function_bytes`] bytes declaring at most [`Limits::max_function_locals`]
+//!   locals (the module itself is at most [`Limits::max_module_bytes`], checked by the
+//!   runtime).
 //!
 //! Locals and the operand stack live for one call only, the memory and the globals keep their
 //! initial values for ever, so every exported function is a function of its arguments alone:
 //! a call can carry nothing to the next one. Memory and data segments stay allowed, read only,
-//! for lookup tables; a mutable global that is never set (clang's `__stack_pointer`) is a
-//! constant.
+//! for lookup tables, and immutable globals for constants. Floating-point results are
+//! deterministic: the engine canonicalises every NaN an instruction produces
+//! (`Runtime::new`), and the nondeterministic relaxed SIMD is refused.
+//!
+//! Compilation is bounded by these caps rather than by a clock: Cranelift cannot be
+//! interrupted, and compiles one function at a time (parallel compilation is off) in time that
+//! grows faster than the function's size (a loop with hundreds of branches back to its head
+//! and many live locals is the worst case found), so a module compiles in at most
+//! `max_code_bytes / max_function_bytes` times the time of the worst body of the largest size
+//! (measured in `tests/resources.rs`; figures in `ABI.md` §7).
 
 use wasmparser::{Operator, Parser, Payload, Validator, WasmFeatures};
 
+use crate::manifest::Limits;
+
 /// The WebAssembly features a guest may use: the 1.0 core with the extensions that add
 /// neither state nor nondeterminism.
-pub(crate) const FEATURES: WasmFeatures = WasmFeatures::MUTABLE_GLOBAL
-    .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
+pub(crate) const FEATURES: WasmFeatures = WasmFeatures::SATURATING_FLOAT_TO_INT
     .union(WasmFeatures::SIGN_EXTENSION)
     .union(WasmFeatures::MULTI_VALUE)
     .union(WasmFeatures::SIMD)
@@ -52,14 +66,15 @@ fn writes_state(op: &Operator<'_>) -> bool {
     )
 }
 
-/// Checks that `wasm` (binary) is a module of pure functions with at most `max_functions`
-/// functions; the reason otherwise.
-pub(crate) fn check(wasm: &[u8], max_functions: u32) -> Result<(), String> {
+/// Checks that `wasm` (binary) is a module of pure functions within the compile caps of
+/// `limits`; the reason otherwise.
+pub(crate) fn check(wasm: &[u8], limits: &Limits) -> Result<(), String> {
+    let max_functions = limits.max_functions;
     Validator::new_with_features(FEATURES)
         .validate_all(wasm)
         .map_err(|e| {
             format!(
-                "the module uses WebAssembly outside ABI v2 (the 1.0 core with sign extension, saturating conversions, multi-value and SIMD): {}",
+                "the module uses WebAssembly outside ABI v2 (the 1.0 core with sign extension, saturating conversions, multi-value, extended constants and SIMD): {}",
                 e.message()
             )
         })?;
@@ -99,7 +114,47 @@ pub(crate) fn check(wasm: &[u8], max_functions: u32) -> Result<(), String> {
                     e.count()
                 ));
             }
+            Payload::GlobalSection(globals) => {
+                for (i, global) in globals.into_iter().enumerate() {
+                    let global =
+                        global.map_err(|e| format!("malformed module: {}", e.message()))?;
+                    if global.ty.mutable {
+                        return Err(format!(
+                            "global {i} is mutable: ABI v2 modules define no mutable global (a global is state a call could leave for the next; clang's unused `__stack_pointer` is dropped by sandbox/guest/build-examples.sh)"
+                        ));
+                    }
+                }
+            }
+            Payload::CodeSectionStart { size, .. } if size as usize > limits.max_code_bytes => {
+                return Err(format!(
+                    "the module has {size} bytes of code, more than the limit of {} (compilation must stay bounded)",
+                    limits.max_code_bytes
+                ));
+            }
             Payload::CodeSectionEntry(body) => {
+                let size = body.range().len();
+                if size > limits.max_function_bytes {
+                    return Err(format!(
+                        "function {function} has {size} bytes of code, more than the limit of {} (compilation must stay bounded)",
+                        limits.max_function_bytes
+                    ));
+                }
+                let mut locals = body
+                    .get_locals_reader()
+                    .map_err(|e| format!("malformed module: {}", e.message()))?;
+                let mut declared = 0u64;
+                for _ in 0..locals.get_count() {
+                    let (n, _) = locals
+                        .read()
+                        .map_err(|e| format!("malformed module: {}", e.message()))?;
+                    declared += u64::from(n);
+                }
+                if declared > u64::from(limits.max_function_locals) {
+                    return Err(format!(
+                        "function {function} declares {declared} locals, more than the limit of {} (compilation must stay bounded)",
+                        limits.max_function_locals
+                    ));
+                }
                 let mut ops = body
                     .get_operators_reader()
                     .map_err(|e| format!("malformed module: {}", e.message()))?;

@@ -18,7 +18,10 @@ use wasmtime::{
     Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
-use crate::aggregate::{AggregateStats, Bounds, CellMembers, Output, Partial, finalize, tally};
+use crate::aggregate::{
+    AggregateStats, Bounds, CellMembers, Output, Partial, finalize, tally, tally_bytes,
+};
+use crate::budget::{Held, HostBudget};
 use crate::cache::CompileCache;
 use crate::columnar::NULL_PSEUDONYM;
 use crate::driver::{self, Driver, Feeds, OUT_OF_DOMAIN};
@@ -198,6 +201,9 @@ pub struct RunReport {
     pub contributions_out_of_domain: u64,
     /// Largest memory of one instance (linear memories and tables), in bytes.
     pub memory_peak_bytes: u64,
+    /// The most the run's host buffers held at once (charged to `Limits::max_host_bytes`),
+    /// in bytes.
+    pub host_bytes_peak: u64,
     /// Cells released, all aggregates together.
     pub cells_released: u64,
     /// Cells suppressed, all aggregates together.
@@ -362,6 +368,8 @@ struct Shared {
     limits: Limits,
     /// Per dataset, the first row not yet handed to an instance.
     cursors: Vec<AtomicU64>,
+    /// The run's host-buffer budget.
+    budget: Arc<HostBudget>,
 }
 
 impl Shared {
@@ -406,6 +414,14 @@ struct PersonTotals {
 }
 
 impl PersonTotals {
+    /// Bytes of the index (a hash table: its buckets, an eighth more than its capacity, of a
+    /// key, a value and a control byte each) and of the totals.
+    fn bytes(&self) -> u64 {
+        let buckets = self.index.capacity() + self.index.capacity() / 7;
+        (buckets * (size_of::<(u64, u32)>() + 1) + self.values.capacity() * size_of::<i128>())
+            as u64
+    }
+
     fn add(&mut self, stride: usize, person: u64, measures: &[i64]) {
         let next = self.index.len() as u32;
         let i = *self.index.entry(person).or_insert(next) as usize;
@@ -435,10 +451,13 @@ impl PersonTotals {
 }
 
 /// What one instance's scan returned.
-#[derive(Default)]
 struct Scan {
     partials: Vec<Partial>,
     persons: Vec<PersonTotals>,
+    /// The bytes of `partials`, charged to the run's budget.
+    partials_held: Held,
+    /// The bytes of `persons`, charged to the run's budget.
+    persons_held: Held,
     rows_read: u64,
     without_person: u64,
     out_of_domain: u64,
@@ -578,7 +597,7 @@ impl Runtime {
                 self.limits.max_module_bytes
             )));
         }
-        crate::purity::check(&binary, self.limits.max_functions).map_err(refuse)?;
+        crate::purity::check(&binary, &self.limits).map_err(refuse)?;
         let module = match &self.cache {
             Some(cache) => cache.compile(&self.engine, &binary, &sha256),
             None => Module::new(&self.engine, &binary),
@@ -831,11 +850,13 @@ impl Runtime {
             contributions_without_person: 0,
             contributions_out_of_domain: 0,
             memory_peak_bytes: 0,
+            host_bytes_peak: 0,
             cells_released: 0,
             cells_suppressed: 0,
             epsilon_spent: 0.0,
             aggregates: Vec::new(),
         };
+        let budget = HostBudget::new(self.limits.max_host_bytes);
         let result = self.run_inner(
             module,
             manifest,
@@ -844,7 +865,9 @@ impl Runtime {
             instances,
             &mut report,
             started,
+            &budget,
         );
+        report.host_bytes_peak = budget.peak();
         let (output, members, outcome) = match result {
             Ok((output, members)) => (Some(output), members, Outcome::Finished),
             Err(o) => (None, Vec::new(), o),
@@ -868,6 +891,7 @@ impl Runtime {
         instances: usize,
         report: &mut RunReport,
         started: Instant,
+        budget: &Arc<HostBudget>,
     ) -> Result<(Output, Vec<CellMembers>), Outcome> {
         let plan = plan(manifest, inputs, &self.limits).map_err(|e| match e {
             PlanError::Refused(reason) => Outcome::Refused { reason },
@@ -881,6 +905,7 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             limits: self.limits.clone(),
             cursors: plan.datasets.iter().map(|_| AtomicU64::new(0)).collect(),
+            budget: Arc::clone(budget),
         });
         let scan_one = || -> Result<Scan, Outcome> {
             let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
@@ -916,6 +941,11 @@ impl Runtime {
             .iter()
             .map(|_| PersonTotals::default())
             .collect();
+        // The instances' charges stay until their buffers are charged per aggregate below; the
+        // merged per-person totals are charged after each instance's are merged in, and nothing
+        // more is merged once the budget is exceeded.
+        let mut scan_holds = Vec::new();
+        let mut persons_held = budget.hold("per-person totals", 0)?;
         let mut failure: Option<Outcome> = None;
         for s in scans {
             match s {
@@ -925,6 +955,7 @@ impl Runtime {
                         failure = Some(o);
                     }
                 }
+                Ok(_) if failure.is_some() => {}
                 Ok(s) => {
                     report.rows_read += s.rows_read;
                     report.contributions_without_person += s.without_person;
@@ -936,6 +967,11 @@ impl Runtime {
                     for (i, p) in s.persons.into_iter().enumerate() {
                         persons[i].merge(1 + plan.person[i].measures.len(), p);
                     }
+                    scan_holds.push((s.partials_held, s.persons_held));
+                    let merged = persons.iter().map(PersonTotals::bytes).sum();
+                    if let Err(o) = persons_held.set(merged) {
+                        failure = Some(o);
+                    }
                 }
             }
         }
@@ -945,15 +981,22 @@ impl Runtime {
         if let Some(f) = failure {
             return Err(f);
         }
+        drop(scan_holds);
+        let mut partials_held = partials
+            .iter()
+            .map(|p| budget.hold("contributions", p.iter().map(Partial::bytes).sum()))
+            .collect::<Result<Vec<Held>, Outcome>>()?;
         if plan.aggregates.iter().any(|a| a.stage == Stage::Persons) {
             let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
             let stage = person_stage(&mut pair, &plan, &driver, &feeds, &shared, &persons)?;
             report.contributions_out_of_domain += stage.out_of_domain;
             for (i, p) in stage.partials.into_iter().enumerate() {
+                partials_held[i].add(p.bytes())?;
                 partials[i].push(p);
             }
         }
         drop(persons);
+        drop(persons_held);
         report.contributions = shared.contributions.load(Ordering::Relaxed);
         let mut rng = match opts.noise_seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
@@ -961,21 +1004,20 @@ impl Runtime {
         };
         let mut tables = Vec::new();
         let mut members = Vec::new();
-        let mut pairs: u64 = 0;
-        for (agg, partials) in plan.aggregates.iter().zip(partials) {
+        let mut output_held = budget.hold("released tables", 0)?;
+        for ((agg, partials), held) in plan.aggregates.iter().zip(partials).zip(partials_held) {
             shared.check()?;
             let keep_members = opts.members && agg.noise.is_none();
-            let totals = tally(&Bounds::of(agg, keep_members), &partials, instances);
+            let bounds = Bounds::of(agg, keep_members);
+            let tally_held = budget.hold("tallies", tally_bytes(&bounds, &partials, instances))?;
+            let totals = tally(&bounds, &partials, instances);
             drop(partials);
-            pairs += totals.pairs;
-            let cap = self.limits.max_person_cells;
-            if pairs > cap {
-                return Err(Outcome::TooManyGroups {
-                    reason: format!("the run holds more than {cap} (person, cell) pairs"),
-                });
-            }
+            drop(held);
             let (table, stats, cells) =
                 finalize(agg, totals, self.limits.dominance_share, &mut rng);
+            drop(tally_held);
+            let listed: usize = cells.iter().map(|(_, m)| m.len()).sum();
+            output_held.add(table.bytes() + (listed * size_of::<u64>()) as u64)?;
             report.cells_released += stats.cells_released;
             report.cells_suppressed += stats.cells_suppressed;
             report.epsilon_spent += stats.epsilon_spent;
@@ -1011,6 +1053,7 @@ impl Runtime {
             contributions: AtomicU64::new(0),
             limits: self.limits.clone(),
             cursors: Vec::new(),
+            budget: HostBudget::new(self.limits.max_host_bytes),
         });
         let t = Instant::now();
         let mut pair = self.instantiate(module, &driver, &compiled, &shared)?;
@@ -1075,7 +1118,12 @@ fn scan(
             .iter()
             .map(|_| PersonTotals::default())
             .collect(),
-        ..Scan::default()
+        partials_held: shared.budget.hold("contributions", 0)?,
+        persons_held: shared.budget.hold("per-person totals", 0)?,
+        rows_read: 0,
+        without_person: 0,
+        out_of_domain: 0,
+        memory_peak: 0,
     };
     let mut persons_buf: Vec<u64> = Vec::new();
     let mut measures: Vec<i64> = Vec::new();
@@ -1183,20 +1231,10 @@ fn scan(
                     }
                 }
             }
-            let held: u64 = out.partials.iter().map(|p| p.len() as u64).sum::<u64>()
-                + out
-                    .persons
-                    .iter()
-                    .map(|p| p.index.len() as u64)
-                    .sum::<u64>();
-            if held > shared.limits.max_person_cells {
-                return Err(Outcome::TooManyGroups {
-                    reason: format!(
-                        "the run holds more than {} (person, cell) pairs",
-                        shared.limits.max_person_cells
-                    ),
-                });
-            }
+            out.partials_held
+                .set(out.partials.iter().map(Partial::bytes).sum())?;
+            out.persons_held
+                .set(out.persons.iter().map(PersonTotals::bytes).sum())?;
         }
     }
     Ok(out)
@@ -1227,10 +1265,13 @@ fn person_stage(
             .collect(),
         out_of_domain: 0,
     };
-    let mut everyone: Vec<u64> = totals
-        .iter()
-        .flat_map(|t| t.index.keys().copied())
-        .collect();
+    let listed: usize = totals.iter().map(|t| t.index.len()).sum();
+    let mut held = shared.budget.hold(
+        "per-person contributions",
+        (listed * size_of::<u64>()) as u64,
+    )?;
+    let mut everyone: Vec<u64> = Vec::with_capacity(listed);
+    everyone.extend(totals.iter().flat_map(|t| t.index.keys().copied()));
     everyone.sort_unstable();
     everyone.dedup();
     let loops: Vec<(usize, usize)> = feeds
@@ -1293,6 +1334,8 @@ fn person_stage(
                 out.partials[a].add(batch[u32_at(rws, j) as usize], cell, &measures);
             }
         }
+        let bytes = out.partials.iter().map(Partial::bytes).sum::<u64>();
+        held.set((listed * size_of::<u64>()) as u64 + bytes)?;
     }
     Ok(out)
 }
