@@ -627,6 +627,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The differencing guard's record of each cell a run released without noise (platform
+    /// only): its persons, sorted, 8 bytes each; `released` once its run is released.
+    released_cells (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        org_id -> BigInt,
+        aggregate -> Text,
+        cell_key -> Text,
+        k -> BigInt,
+        persons -> BigInt,
+        digest -> Text,
+        members -> Binary,
+        released -> Bool,
+    }
+}
+
+diesel::table! {
+    /// The catalog datasets a kept cell depends on.
+    released_cell_datasets (dataset_id, cell_id) {
+        cell_id -> BigInt,
+        dataset_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Why the differencing guard withheld a run: the pairs of cells 1 to k − 1 persons apart.
+    differencing_findings (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        aggregate -> Text,
+        cell_key -> Text,
+        other_job_id -> BigInt,
+        other_aggregate -> Text,
+        other_cell_key -> Text,
+        difference -> BigInt,
+        k -> BigInt,
+    }
+}
+
 diesel::joinable!(trainings -> users (user_id));
 diesel::joinable!(computations -> organisations (org_id));
 diesel::joinable!(computations -> agreements (agreement_id));
@@ -637,6 +677,8 @@ diesel::joinable!(job_releases -> jobs (job_id));
 diesel::joinable!(job_meters -> jobs (job_id));
 diesel::joinable!(budget_debits -> jobs (job_id));
 diesel::joinable!(usage_reports -> jobs (job_id));
+diesel::joinable!(released_cells -> jobs (job_id));
+diesel::joinable!(released_cell_datasets -> released_cells (cell_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     organisations,
@@ -672,5 +714,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_meters,
     budget_debits,
     usage_reports,
+    released_cells,
+    released_cell_datasets,
+    differencing_findings,
     login_failures,
 );

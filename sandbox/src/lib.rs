@@ -7,6 +7,7 @@
 //! - [`runtime`]: the wasmtime [`runtime::Runtime`]: validation, caching, runs, outcomes.
 //! - [`aggregate`]: host-side aggregation, thresholds, dominance, noise and the released output.
 //! - [`noise`]: the exact discrete Laplace and Gaussian samplers.
+//! - [`differencing`]: the comparisons of the platform's differencing guard.
 //!
 //! The ABI between the host and the guest is described in `ABI.md`.
 
@@ -17,6 +18,7 @@ mod cache;
 pub mod cli;
 pub mod columnar;
 pub mod demo;
+pub mod differencing;
 mod driver;
 pub mod manifest;
 pub mod noise;

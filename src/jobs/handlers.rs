@@ -848,6 +848,66 @@ pub struct ReleaseView {
     pub released_at: String,
 }
 
+/// A pair of cells the differencing guard found, as platform staff see it.
+#[derive(Debug, Clone)]
+pub struct FindingView {
+    /// The aggregate and key labels of the run's cell.
+    pub cell: String,
+    /// The run that released the other cell (`None`: this release).
+    pub other_job: Option<i64>,
+    /// The aggregate and key labels of the other cell.
+    pub other_cell: String,
+    /// Persons in exactly one of the two.
+    pub difference: i64,
+    /// The threshold they were compared with.
+    pub k: i64,
+}
+
+/// What the differencing guard says of a run, for platform staff only.
+#[derive(Debug, Clone)]
+pub struct GuardView {
+    /// The output waits for review and was checked now (else: the pairs that withheld it).
+    pub live: bool,
+    /// The pairs found.
+    pub findings: Vec<FindingView>,
+}
+
+fn guard_view(job: &Job, findings: Vec<super::differencing::Finding>, live: bool) -> GuardView {
+    let cell = |aggregate: &str, labels: Vec<String>| {
+        if labels.is_empty() {
+            aggregate.to_owned()
+        } else {
+            format!("{aggregate}: {}", labels.join(" · "))
+        }
+    };
+    GuardView {
+        live,
+        findings: findings
+            .into_iter()
+            .map(|f| FindingView {
+                cell: cell(&f.aggregate, f.labels()),
+                other_cell: cell(&f.other_aggregate, f.other_labels()),
+                other_job: (f.other_job_id != job.id).then_some(f.other_job_id),
+                difference: f.difference,
+                k: f.k,
+            })
+            .collect(),
+    }
+}
+
+/// The differencing guard's view of run `j` for platform staff: checked now while its output
+/// waits for review, or the pairs that withheld it.
+fn guard_of(conn: &mut crate::db::DbConnection, j: &Job) -> Result<Option<GuardView>, AppError> {
+    Ok(match j.st() {
+        RunState::Finished => Some(guard_view(j, super::differencing::check(conn, j)?, true)),
+        RunState::Withheld => {
+            let found = super::differencing::findings_of(conn, j.id)?;
+            (!found.is_empty()).then(|| guard_view(j, found, false))
+        }
+        _ => None,
+    })
+}
+
 #[derive(Template)]
 #[template(path = "jobs/show.html")]
 struct ShowPage {
@@ -870,6 +930,7 @@ struct ShowPage {
     meters: Vec<MeterView>,
     sources: Vec<SourceView>,
     reason: Option<ReasonView>,
+    guard: Option<GuardView>,
 }
 crate::impl_page!(ShowPage);
 
@@ -884,14 +945,16 @@ pub async fn show(
     let id = path.id;
     let u = user.clone();
     let lang = page.lang;
-    let (job, computation, release, usage, meters, sources) = db(&state, move |conn| {
+    let staff = super::sees_all(&user);
+    let (job, computation, release, usage, meters, sources, guard) = db(&state, move |conn| {
         let j = load_visible(conn, &u, id)?;
         let c = ops::load_computation(conn, j.computation_id)?;
         let r = model::release(conn, id)?;
         let usage = model::usage_of(conn, id)?;
         let meters = model::meters_of(conn, id)?;
         let sources = sources(conn, j.versions_used(), lang)?;
-        Ok((j, c, r, usage, meters, sources))
+        let guard = if staff { guard_of(conn, &j)? } else { None };
+        Ok((j, c, r, usage, meters, sources, guard))
     })
     .await?;
     let st = job.st();
@@ -925,7 +988,6 @@ pub async fn show(
         .as_ref()
         .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         .unwrap_or_default();
-    let staff = super::sees_all(&user);
     let summary = parsed.as_ref().map(|r| summary(r, lang, staff));
     let report = if staff { report } else { String::new() };
     render(&ShowPage {
@@ -957,6 +1019,7 @@ pub async fn show(
         page,
         meters: meter_views(meters, &sources),
         sources,
+        guard,
         job,
     })
 }
@@ -1024,6 +1087,7 @@ pub async fn release(
         ReleaseResult::Released => ("ok", "jobs.flash.released"),
         ReleaseResult::AgreementEnded => ("error", "jobs.flash.withheld_agreement"),
         ReleaseResult::BudgetExhausted => ("error", "jobs.flash.withheld_budget"),
+        ReleaseResult::Differencing => ("error", "jobs.flash.withheld_differencing"),
     };
     Ok(redirect_with_flash(&format!("/jobs/{id}"), kind, key))
 }

@@ -22,12 +22,16 @@
 //!   (suppressed ones marked), releases or withholds with reasons; released files (CSV, JSON)
 //!   carry their provenance and the platform's Ed25519 signature (the regulator's seal key)
 //!   over the file's sha256. Releasing debits the privacy budget; each run records its metering.
+//! * **Differencing guard** ([`differencing`]): without noise, an output is withheld at release
+//!   when one of its cells is 1 to k − 1 persons from another of its cells or from a cell
+//!   released earlier to the operator from the same dataset; platform staff see which.
 //! * Every change is a transition of [`machine`], one transaction with its audit entry and
 //!   emails.
 
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod differencing;
 pub mod events;
 pub mod handlers;
 pub mod machine;

@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 
 use super::machine::{self, ComputationAction, ComputationState, Refusal, RunAction, RunState};
 use super::model::{self, Computation, Job, MAX_TEXT};
-use super::output;
 use super::submit::Checked;
+use super::{differencing, output};
 use crate::agreements::{self as agr, seal::SealKey};
 use crate::auth::{CurrentUser, Role};
 use crate::db::{self, DbConnection};
@@ -104,7 +104,8 @@ pub fn load_computation(conn: &mut DbConnection, id: i64) -> Result<Computation,
 }
 
 /// Moves a run by `action` from the state it had when read (a run changed meanwhile is a 409);
-/// a run that ends loses its lease and gets its end time. Returns the new state.
+/// a run that ends loses its lease and gets its end time, and a finished output that is not
+/// released loses the persons the differencing guard kept of it. Returns the new state.
 pub(crate) fn move_job(
     conn: &mut DbConnection,
     job: &Job,
@@ -131,6 +132,9 @@ pub(crate) fn move_job(
     };
     if n == 0 {
         return Err(AppError::conflict("jobs.refuse.changed"));
+    }
+    if job.st() == RunState::Finished && to != RunState::Released {
+        differencing::forget(conn, job.id)?;
     }
     Ok(to)
 }
@@ -567,11 +571,14 @@ pub enum ReleaseResult {
     AgreementEnded,
     /// The privacy budget no longer covers it: the output was withheld.
     BudgetExhausted,
+    /// The differencing guard found cells 1 to k − 1 persons apart: the output was withheld.
+    Differencing,
 }
 
 /// The reviewer releases a finished run's output: the agreement and the budget are checked
-/// again (the output is withheld when either fails), the signed files are written, the
-/// budget is debited, and the operator is told.
+/// again and the differencing guard compares its cells (the output is withheld when one
+/// fails), the signed files are written, the budget is debited, the guard counts the cells as
+/// released, and the operator is told.
 pub fn release(
     conn: &mut DbConnection,
     reviewer: &CurrentUser,
@@ -609,7 +616,23 @@ pub fn release(
             )?;
             return Ok(ReleaseResult::BudgetExhausted);
         }
+        differencing::lock(conn, j.org_id)?;
+        let findings = differencing::check(conn, &j)?;
+        if !findings.is_empty() {
+            differencing::record(conn, &findings)?;
+            withhold_inner(
+                conn,
+                &reviewer.actor(),
+                &j,
+                &c,
+                RunAction::Withhold,
+                DIFFERENCING,
+                now,
+            )?;
+            return Ok(ReleaseResult::Differencing);
+        }
         move_job(conn, &j, RunAction::Release, now)?;
+        differencing::mark_released(conn, id)?;
         diesel::update(jobs::table.find(id))
             .set((jobs::decided_by.eq(reviewer.id), jobs::decided_at.eq(now)))
             .execute(conn)?;
@@ -801,6 +824,9 @@ fn stop_one(
     if n == 0 {
         return Ok(false);
     }
+    if j.st() == RunState::Finished {
+        differencing::forget(conn, j.id)?;
+    }
     record(
         conn,
         actor,
@@ -840,6 +866,9 @@ pub const AGREEMENT_ENDED: &str = "jobs.why.agreement_ended";
 pub const AGREEMENT_AMENDED: &str = "jobs.why.agreement_amended";
 /// The reason recorded when the privacy budget no longer covers a run (a message key).
 pub const BUDGET_EXHAUSTED: &str = "jobs.why.budget_exhausted";
+/// The reason recorded when the differencing guard withheld an output (a message key; the
+/// cells are shown to platform staff only).
+pub const DIFFERENCING: &str = "jobs.why.differencing";
 /// The reason recorded when a bound dataset has no version (a message key).
 pub const NO_DATA: &str = "jobs.why.no_data";
 /// The reason recorded when a run's workers died too often (a message key).

@@ -18,8 +18,9 @@
 //!   run to be still `running` under its lease. When that fails (cancelled, or taken over) the
 //!   sandbox is cancelled and the result discarded.
 //! * **Finish.** In one transaction, only if the lease is still held: the outcome, report,
-//!   output (withheld until review), guest log and metering are stored, and the operator and
-//!   the reviewer are told.
+//!   output (withheld until review), guest log and metering are stored, the differencing guard
+//!   keeps the persons of the cells released without noise ([`super::differencing::keep`]),
+//!   and the operator and the reviewer are told.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -366,8 +367,10 @@ pub fn run_once(state: &AppState, owner: &str) -> anyhow::Result<bool> {
         }
     };
     let cancel = CancelToken::new();
+    // The persons of the cells released without noise, for the differencing guard.
     let opts = RunOptions {
         cancel: cancel.clone(),
+        members: true,
         ..RunOptions::default()
     };
     // The sandbox runs on this thread, so a short run waits for no thread to be scheduled; the
@@ -481,6 +484,9 @@ fn finish(
             RunAction::Fail
         };
         ops::move_job(conn, &j, action, now)?;
+        if let (true, Ok(r)) = (finished, &result) {
+            super::differencing::keep(conn, &j, c, r)?;
+        }
         let rows_read = result.as_ref().map_or(0, |r| r.report.rows_read as i64);
         diesel::update(jobs::table.find(id))
             .set((

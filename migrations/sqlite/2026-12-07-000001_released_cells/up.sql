@@ -1,0 +1,50 @@
+-- The differencing guard (issue 13; sandbox/ABI.md §6, guarantee 7): without noise, a release
+-- is withheld when one of its cells and a cell released earlier to the same operator from the
+-- same dataset, or another cell of the same release, differ by 1 to k - 1 persons. Platform
+-- only: nothing here is shown to an operator or leaves the platform.
+
+-- The persons of each cell a run released without noise (suppressed cells are not kept),
+-- written when the run finishes and counted once the run is released (`released`); the rows of
+-- a run that ends otherwise are deleted in the transaction that ends it. `members` holds the
+-- cell's person keys (a bijection of the pseudonyms), sorted, 8 bytes each little-endian;
+-- `digest` is their sha256 (equal digests: the same persons); `cell_key` the JSON array of the
+-- key's labels; `k` the aggregate's threshold. The guard reads the cells of an operator within
+-- k - 1 persons of a size (`released_cells_window`).
+CREATE TABLE released_cells (
+    id INTEGER PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES jobs(id),
+    org_id BIGINT NOT NULL REFERENCES organisations(id),
+    aggregate TEXT NOT NULL,
+    cell_key TEXT NOT NULL,
+    k BIGINT NOT NULL,
+    persons BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    members BLOB NOT NULL,
+    released BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX released_cells_window ON released_cells(org_id, released, persons);
+CREATE INDEX released_cells_job ON released_cells(job_id);
+
+-- The catalog datasets a kept cell depends on (its aggregate's dataset, or the per-person
+-- stage's inputs): cells are compared when they share one.
+CREATE TABLE released_cell_datasets (
+    cell_id BIGINT NOT NULL REFERENCES released_cells(id),
+    dataset_id BIGINT NOT NULL REFERENCES datasets(id),
+    PRIMARY KEY (dataset_id, cell_id)
+);
+CREATE INDEX released_cell_datasets_cell ON released_cell_datasets(cell_id);
+
+-- Why the guard withheld a run, for platform staff: each pair of cells it found 1 to k - 1
+-- persons apart (`other_job_id` = `job_id` for two cells of the same release).
+CREATE TABLE differencing_findings (
+    id INTEGER PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES jobs(id),
+    aggregate TEXT NOT NULL,
+    cell_key TEXT NOT NULL,
+    other_job_id BIGINT NOT NULL REFERENCES jobs(id),
+    other_aggregate TEXT NOT NULL,
+    other_cell_key TEXT NOT NULL,
+    difference BIGINT NOT NULL,
+    k BIGINT NOT NULL
+);
+CREATE INDEX differencing_findings_job ON differencing_findings(job_id);
