@@ -1,6 +1,8 @@
 //! `dataop bench sandbox`: example (a) in the sandbox with every limit on, against a plain
 //! native Rust loop and an SQLite `GROUP BY` over the same columns, start latency from a cached
-//! compiled module, and the parallel run on all cores.
+//! compiled module, and the run on 2 instances against 1. Each figure is printed on its own
+//! line beside its target and the baselines it was computed from ([`print_figure`]), then all
+//! of them as one JSON object.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,6 +21,66 @@ use crate::source::{DatasetInput, MemColumn, MemTable, TableSource};
 pub const EXAMPLE_A_WAT: &str = include_str!("../guest/examples/a_visits_65plus.wat");
 /// The manifest of example (a).
 pub const EXAMPLE_A_MANIFEST: &str = include_str!("../guest/examples/a_visits_65plus.toml");
+
+/// The targets for example (a) under ABI v2 with every limit on.
+pub mod targets {
+    /// Sandbox throughput over the native loop's, at least.
+    pub const VS_NATIVE: f64 = 0.6;
+    /// Sandbox throughput over SQLite `GROUP BY`'s, at least.
+    pub const VS_SQLITE: f64 = 20.0;
+    /// Median start of a job from a compiled module, in µs, below.
+    pub const START_P50_US: f64 = 100.0;
+    /// Throughput of 2 instances over 1, at least.
+    pub const TWO_INSTANCES: f64 = 1.6;
+}
+
+/// What a figure must reach to meet its target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// At least this value.
+    AtLeast(f64),
+    /// Strictly below this value.
+    Below(f64),
+}
+
+impl Target {
+    /// Whether `value` meets the target.
+    pub fn met(self, value: f64) -> bool {
+        match self {
+            Target::AtLeast(t) => value >= t,
+            Target::Below(t) => value < t,
+        }
+    }
+}
+
+/// Prints one figure on its own line: `name: figure (target) verdict — baseline`, the figure
+/// and the target in `unit` (`×` for ratios), the verdict `met` or `MISSED`, and the baselines
+/// it was computed from in the same run. Returns whether the target was met.
+pub fn print_figure(
+    out: &mut dyn Write,
+    name: &str,
+    figure: f64,
+    unit: &str,
+    target: Target,
+    baseline: &str,
+) -> std::io::Result<bool> {
+    let (sign, t) = match target {
+        Target::AtLeast(t) => ("≥", t),
+        Target::Below(t) => ("<", t),
+    };
+    let met = target.met(figure);
+    let verdict = if met { "met" } else { "MISSED" };
+    let figure = if figure >= 100.0 {
+        format!("{figure:.0}")
+    } else {
+        format!("{figure:.2}")
+    };
+    writeln!(
+        out,
+        "{name}: {figure}{unit} (target {sign} {t}{unit}) {verdict} — {baseline}"
+    )?;
+    Ok(met)
+}
 
 /// The figures of one benchmark run (the last line of the output, as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -41,12 +103,12 @@ pub struct BenchFigures {
     pub start_p50_us: f64,
     /// Start of a job from a cached compiled module, 99th percentile, in µs.
     pub start_p99_us: f64,
-    /// Throughput of the run split over every core.
-    pub parallel_rows_per_s: f64,
-    /// Instances of the parallel run.
-    pub parallel_instances: usize,
-    /// parallel / single.
-    pub parallel_speedup: f64,
+    /// Throughput of the run split over 2 instances.
+    pub two_instances_rows_per_s: f64,
+    /// 2 instances / 1.
+    pub two_instances_speedup: f64,
+    /// Whether every figure met its target ([`targets`]).
+    pub targets_met: bool,
 }
 
 fn col<'a>(t: &'a MemTable, name: &str) -> &'a MemColumn {
@@ -128,8 +190,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-/// Runs the benchmark on `rows` synthetic rows, printing progress lines to `out` and, last,
-/// one JSON object with the figures.
+/// Runs the benchmark on `rows` synthetic rows (each time the best of three runs after a
+/// warm-up), printing progress lines and each figure beside its target to `out` and, last, one
+/// JSON object with the figures.
 pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFigures> {
     let t = Instant::now();
     let table = Arc::new(crate::demo::outpatients(
@@ -183,17 +246,11 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
             );
         }
     }
-    writeln!(
-        out,
-        "sandbox, 1 instance: {:.1} ms",
-        sandbox.as_secs_f64() * 1e3
-    )?;
     let native = best(&mut || {
         let t = Instant::now();
         std::hint::black_box(native_example_a(std::hint::black_box(&table)));
         t.elapsed()
     });
-    writeln!(out, "native loop: {:.1} ms", native.as_secs_f64() * 1e3)?;
     anyhow::ensure!(
         native_hashmap_example_a(&table) == native_cells,
         "native variants differ"
@@ -203,13 +260,7 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         std::hint::black_box(native_hashmap_example_a(std::hint::black_box(&table)));
         t.elapsed()
     });
-    writeln!(
-        out,
-        "native loop with a hash map: {:.1} ms",
-        native_hash.as_secs_f64() * 1e3
-    )?;
     let sqlite = sqlite_example_a(&table, out)?;
-    writeln!(out, "sqlite GROUP BY: {:.1} ms", sqlite.as_secs_f64() * 1e3)?;
     let mut starts = Vec::with_capacity(1000);
     for _ in 0..1000 {
         starts.push(
@@ -218,25 +269,22 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         );
     }
     starts.sort();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parallel_opts = RunOptions {
-        instances: cores,
+    let two_opts = RunOptions {
+        instances: 2,
         ..RunOptions::default()
     };
-    let parallel = best(&mut || {
+    let two = best(&mut || {
         let t = Instant::now();
-        let r = rt.run(&module, &manifest, &inputs, &parallel_opts);
+        let r = rt.run(&module, &manifest, &inputs, &two_opts);
         let d = t.elapsed();
         assert!(r.report.outcome.is_finished());
         d
     });
-    writeln!(
-        out,
-        "sandbox, {cores} instances: {:.1} ms",
-        parallel.as_secs_f64() * 1e3
-    )?;
     let rate = |d: Duration| rows as f64 / d.as_secs_f64().max(1e-9);
-    let figures = BenchFigures {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let v2 = format!("v2 (1 instance) {}", ms(sandbox));
+    let (p50, p99) = (percentile(&starts, 0.5), percentile(&starts, 0.99));
+    let mut figures = BenchFigures {
         rows: rows as u64,
         sandbox_rows_per_s: rate(sandbox),
         native_rows_per_s: rate(native),
@@ -244,12 +292,51 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         sqlite_rows_per_s: rate(sqlite),
         ratio_vs_native: native.as_secs_f64() / sandbox.as_secs_f64(),
         ratio_vs_sqlite: sqlite.as_secs_f64() / sandbox.as_secs_f64(),
-        start_p50_us: percentile(&starts, 0.5),
-        start_p99_us: percentile(&starts, 0.99),
-        parallel_rows_per_s: rate(parallel),
-        parallel_instances: cores,
-        parallel_speedup: sandbox.as_secs_f64() / parallel.as_secs_f64(),
+        start_p50_us: p50,
+        start_p99_us: p99,
+        two_instances_rows_per_s: rate(two),
+        two_instances_speedup: sandbox.as_secs_f64() / two.as_secs_f64(),
+        targets_met: false,
     };
+    let met = [
+        print_figure(
+            out,
+            "v2 vs native loop",
+            figures.ratio_vs_native,
+            "×",
+            Target::AtLeast(targets::VS_NATIVE),
+            &format!(
+                "{v2}, native loop {} (with a hash map: {})",
+                ms(native),
+                ms(native_hash)
+            ),
+        )?,
+        print_figure(
+            out,
+            "v2 vs SQLite GROUP BY",
+            figures.ratio_vs_sqlite,
+            "×",
+            Target::AtLeast(targets::VS_SQLITE),
+            &format!("{v2}, SQLite {}", ms(sqlite)),
+        )?,
+        print_figure(
+            out,
+            "start p50",
+            p50,
+            " µs",
+            Target::Below(targets::START_P50_US),
+            &format!("p99 {p99:.0} µs over 1000 starts from a compiled module"),
+        )?,
+        print_figure(
+            out,
+            "2 instances vs 1",
+            figures.two_instances_speedup,
+            "×",
+            Target::AtLeast(targets::TWO_INSTANCES),
+            &format!("2 instances {}, {v2}", ms(two)),
+        )?,
+    ];
+    figures.targets_met = met.iter().all(|&m| m);
     let writer_ns = writer_ns_per_row(&table, rows.min(1_000_000))?;
     writeln!(
         out,

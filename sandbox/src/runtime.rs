@@ -48,7 +48,7 @@ pub enum Outcome {
     OutOfTime,
     /// The module asked for more memory or table space than allowed.
     OutOfMemory,
-    /// An aggregate has more cells, or the run more (person, cell) pairs, than allowed.
+    /// An aggregate has more cells than allowed, or the run's host buffers outgrow their budget.
     TooManyGroups {
         /// Which limit.
         reason: String,
