@@ -309,6 +309,26 @@ const MODULE_FORMS: &[Form] = &[
         &["count", "max"],
     ),
     (
+        "global {} is mutable: {}",
+        "mutable_global",
+        &["global", "_"],
+    ),
+    (
+        "the module has {} bytes of code, more than the limit of {} {}",
+        "code_size",
+        &["size", "max", "_"],
+    ),
+    (
+        "function {} has {} bytes of code, more than the limit of {} {}",
+        "function_size",
+        &["function", "size", "max", "_"],
+    ),
+    (
+        "function {} declares {} locals, more than the limit of {} {}",
+        "locals",
+        &["function", "count", "max", "_"],
+    ),
+    (
         "function {} writes state at byte {} (`{}`): {}",
         "writes_state",
         &["function", "offset", "op", "_"],
@@ -582,12 +602,12 @@ measures = [{ name = \"m\", scale = 0, min = 0, max = 10 }]
     fn every_module_refusal_of_the_sandbox_has_a_message() {
         let limits = Limits {
             max_functions: 3,
-            max_module_bytes: 4096,
+            max_module_bytes: 6000,
             ..Limits::default()
         };
         let rt = Runtime::new(limits, None).unwrap();
         let cases = [
-            (" ".repeat(5000), "module_size"),
+            (" ".repeat(7000), "module_size"),
             ("(module (func $f (param i32)".to_owned(), "malformed_at"),
             (
                 MODULE.replace("(module", "(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0)))"),
@@ -609,7 +629,19 @@ measures = [{ name = \"m\", scale = 0, min = 0, max = 10 }]
             (
                 MODULE.replace("(module", "(module (global $g (mut i64) (i64.const 0))")
                     .replace("(i64.const 1)", "(global.set $g (i64.const 1)) (i64.const 1)"),
+                "mutable_global",
+            ),
+            (
+                MODULE.replace("(module", "(module (memory 1)").replace(
+                    "(i64.const 1)",
+                    "(i64.store (i32.const 0) (i64.const 1)) (i64.const 1)",
+                ),
                 "writes_state",
+            ),
+            (
+                MODULE.replace("(result i64) (i64.const 1)", "(result i64) (local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64) (i64.const 1)")
+                    .replace("(local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)", &"(local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)".repeat(101)),
+                "locals",
             ),
             (MODULE.replace("a.m", "a.other"), "export_missing"),
             (
