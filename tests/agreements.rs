@@ -1262,9 +1262,12 @@ fn two_concurrent_transitions_one_wins_the_other_changes_nothing() {
         }
         [sign.join().unwrap(), give_back.join().unwrap()]
     });
-    let mut sorted = statuses;
-    sorted.sort();
-    assert_eq!(sorted, [303, 409], "one wins, one is refused: {statuses:?}");
+    // The loser is refused: 409, or 404 for a signature that comes after the return (a draft
+    // is the regulator's again, and hidden from the operator).
+    assert!(
+        matches!(statuses, [303, 409] | [409 | 404, 303]),
+        "one wins, one is refused: {statuses:?}"
+    );
     let signatures = count(app, "agreement_signatures", &format!("agreement_id = {id}"));
     if statuses[0] == 303 {
         assert_eq!(state_of(app, id), "awaiting_seal");
