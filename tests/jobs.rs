@@ -28,7 +28,12 @@ fn manifest_with_epsilon(eps: &str) -> String {
 }
 
 fn world() -> TestApp {
-    let app = TestApp::builder().demo().start();
+    world_with(|_| {})
+}
+
+/// The world under a changed configuration.
+fn world_with(config: impl FnOnce(&mut dataop::config::Config) + 'static) -> TestApp {
+    let app = TestApp::builder().demo().config(config).start();
     dataop::catalog::demo::seed_rows(app.state(), "provider", 3000).expect("demo data");
     dataop::agreements::demo::seed(app.state()).expect("demo agreement");
     app
@@ -1584,4 +1589,44 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
             "{body}"
         );
     }
+}
+
+/// Example (b) in WAT: cost by ICD-10 chapter and sex (keys are the category codes, the
+/// measure the row's cost).
+const COST_WAT: &str = r#"(module
+  (func (export "cost_by_chapter_sex.icd10_chapter") (param i32 i32 i64) (result i32) (local.get 0))
+  (func (export "cost_by_chapter_sex.sex") (param i32 i32 i64) (result i32) (local.get 1))
+  (func (export "cost_by_chapter_sex.total_cost") (param i32 i32 i64) (result i64) (local.get 2)))"#;
+const COST_MANIFEST: &str = include_str!("../sandbox/guest/examples/b_cost_by_chapter_sex.toml");
+
+/// The dominance share is a platform setting: the same job on the same data has its cells'
+/// sums withheld under a share of 1 % (one person is more than that of every cell) and none
+/// under 100 %.
+#[test]
+fn the_configured_dominance_share_decides_which_sums_are_withheld() {
+    let run_with = |share: f64| {
+        let app = world_with(move |c| c.dominance_share = share);
+        train(&app, "alpha");
+        let tok = app.api_token("alpha");
+        let (s, body) = api_submit(&app, &tok, COST_WAT, COST_MANIFEST);
+        assert_eq!(s, 201, "{body}");
+        let (job, c) = ids(&body);
+        approve(&app, c);
+        assert_eq!(run_all(&app), 1);
+        assert_eq!(job_state(&app, job), "finished");
+        assert_eq!(release(&app, job), 303);
+        let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+        let r = app.get(&alpha, &format!("/jobs/{job}/output.json"));
+        let out: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+        let cells = out["output"]["aggregates"][0]["cells"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let released = cells.iter().filter(|c| c["suppressed"] == false).count();
+        let dominated = cells.iter().filter(|c| c["dominated"] == true).count();
+        assert!(released > 0, "{out}");
+        dominated
+    };
+    assert!(run_with(0.01) > 0, "cells dominated at 1 %");
+    assert_eq!(run_with(1.0), 0, "no cell dominated at 100 %");
 }

@@ -34,6 +34,7 @@ pub mod machine;
 pub mod model;
 pub mod ops;
 pub mod output;
+pub mod policy;
 pub mod submit;
 pub mod worker;
 
@@ -48,9 +49,9 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 
 /// The process's sandbox runtime, created on first use with its compiled-module cache in
-/// `<data_dir>/cache/modules`.
-#[derive(Default)]
+/// `<data_dir>/cache/modules`, under the platform's limits and release policy.
 pub struct Sandbox {
+    limits: Limits,
     runtime: OnceLock<Arc<Runtime>>,
 }
 
@@ -61,6 +62,19 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// A sandbox whose runtime will run under `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Sandbox {
+            limits,
+            runtime: OnceLock::new(),
+        }
+    }
+
+    /// The limits and release policy runs are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The runtime (created on first call). Compiled modules are cached under the data dir,
     /// authenticated with a key derived from the data dir's session secret.
     pub fn runtime(
@@ -79,7 +93,7 @@ impl Sandbox {
             h.update(&secrets.session_key);
             h.finalize()
         };
-        let rt = Arc::new(Runtime::new(Limits::default(), Some((&cache, &key[..])))?);
+        let rt = Arc::new(Runtime::new(self.limits.clone(), Some((&cache, &key[..])))?);
         Ok(Arc::clone(self.runtime.get_or_init(|| rt)))
     }
 }
