@@ -1591,6 +1591,115 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     }
 }
 
+/// Sets the sensitivity grade of the world's dataset (a provider's catalog edit).
+fn set_grade(app: &TestApp, grade: i32) {
+    use dataop::schema::datasets;
+    diesel::update(datasets::table)
+        .set(datasets::grade.eq(grade))
+        .execute(&mut *app.conn())
+        .unwrap();
+}
+
+/// The rules of a refused API submission, and its messages joined.
+fn refused_rules(body: &serde_json::Value) -> (Vec<String>, String) {
+    let problems = body["problems"].as_array().expect("problems");
+    (
+        problems
+            .iter()
+            .map(|p| p["rule"].as_str().unwrap().to_owned())
+            .collect(),
+        problems
+            .iter()
+            .map(|p| p["message"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Example (a) with a second aggregate (one cell, every row: no function needed), each of
+/// the two with k = 20 and `eps`.
+fn two_aggregates(eps: &str) -> String {
+    format!(
+        "{}epsilon = {eps}\n\n[[aggregates]]\nname = \"all_visits\"\ndataset = \"outpatients\"\nk = 20\nepsilon = {eps}\n",
+        MANIFEST.replace("k = 10\n", "k = 20\n")
+    )
+}
+
+/// The release policy of the dataset's grade (ABI v2, 5) is checked when the operator
+/// submits, through the API and the form: every broken rule is named with the rule and the
+/// grade, in the request's language; epsilon is capped per release (the aggregates together),
+/// not per aggregate.
+#[test]
+fn release_policy_of_the_grade_is_checked_at_submission() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    set_grade(&app, 4);
+
+    // Grade 4: differential privacy required and k ≥ 20; example (a) has neither.
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 422, "{body}");
+    let (rules, text) = refused_rules(&body);
+    assert!(
+        rules.contains(&"policy_dp_required".to_owned())
+            && rules.contains(&"policy_min_k".to_owned()),
+        "{rules:?}"
+    );
+    assert!(
+        text.contains("第 4 级发布规则：门诊就诊记录（合成数据） 为 4 级数据，须使用差分隐私")
+            && text.contains("k = 10，低于 4 级的最小值 20"),
+        "{text}"
+    );
+
+    // Two aggregates of ε 0.3: each under the grade's 0.5, together over it.
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", two_aggregates("0.3"))
+        .text("purpose", "x");
+    let r = app
+        .client()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tok)
+        .header("Accept-Language", "en")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let (rules, text) = refused_rules(&r.json().unwrap());
+    assert_eq!(rules, ["policy_epsilon_cap"]);
+    assert!(
+        text.contains(
+            "Release policy of grade 4: the aggregates reading Outpatient visits (synthetic) spend ε = 0.6 together, more than 0.5"
+        ),
+        "{text}"
+    );
+    // Together at the cap: accepted.
+    let (s, body) = api_submit(&app, &tok, WAT, &two_aggregates("0.25"));
+    assert_eq!(s, 201, "{body}");
+
+    // The browser form names the rule and the grade in the page's language.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let csrf = app.csrf(&alpha, "/jobs/new");
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", two_aggregates("0.3"))
+        .text("purpose", "表单提交");
+    let r = alpha.post(app.url("/jobs")).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("第 4 级发布规则：读取 门诊就诊记录（合成数据） 的各汇总合计 ε = 0.6，超过 4 级每次发布的上限 0.5。"),
+        "{html}"
+    );
+}
+
 /// Example (b) in WAT: cost by ICD-10 chapter and sex (keys are the category codes, the
 /// measure the row's cost).
 const COST_WAT: &str = r#"(module

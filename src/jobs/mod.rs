@@ -7,8 +7,8 @@
 //!   `manifest`, `purpose`, optional `dataset.<name>` = catalog dataset id). Every rule is
 //!   checked at once and every failed one is named: training, manifest, module (the sandbox's
 //!   validation), datasets bound, agreement in force, columns within the agreement, k not below
-//!   the platform floor, epsilon within the remaining budget, runs within the agreement's
-//!   period budget.
+//!   the platform floor, epsilon within the remaining budget, the release policy of the
+//!   datasets' grades ([`policy`]), runs within the agreement's period budget.
 //! * **Approval, pinned by hash**: a computation is an operator's module (sha256) with its
 //!   manifest (sha256) and dataset bindings. The reviewer (`job_reviewer`: the regulator, or the
 //!   platform admin) approves or rejects it once; a run of an approved computation is queued at
