@@ -1700,6 +1700,58 @@ fn release_policy_of_the_grade_is_checked_at_submission() {
     );
 }
 
+/// A grade raised after the approval: the run is stopped when it starts, and the operator is
+/// shown the rule and the grade (a policy refusal carries nothing the module chose), on the
+/// page in either language, in the API and by mail.
+#[test]
+fn a_run_the_grade_no_longer_allows_is_stopped_at_its_start_naming_rule_and_grade() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    set_grade(&app, 3);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, job), "failed");
+
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, zh) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    let why = "第 3 级发布规则：数据集 outpatients 为 3 级数据，须使用差分隐私；汇总 visits_by_district 未设置 epsilon。";
+    assert!(zh.contains(why), "{zh}");
+    let en = alpha
+        .get(app.url(&format!("/jobs/{job}")))
+        .header("accept-language", "en")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        en.contains("Release policy of grade 3: dataset outpatients is of grade 3, which requires differential privacy"),
+        "{en}"
+    );
+    let api: serde_json::Value = app
+        .client()
+        .get(app.url(&format!("/api/v1/jobs/{job}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        api["reason"],
+        "jobs.why.policy_dp_required grade=3 dataset=outpatients aggregate=visits_by_district"
+    );
+    use dataop::schema::mail_outbox;
+    let body: String = mail_outbox::table
+        .filter(mail_outbox::template.eq("jobs.mail.failed"))
+        .filter(mail_outbox::object_id.eq(job.to_string()))
+        .select(mail_outbox::body)
+        .first(&mut *app.conn())
+        .unwrap();
+    assert!(body.contains(why), "{body}");
+}
+
 /// Example (b) in WAT: cost by ICD-10 chapter and sex (keys are the category codes, the
 /// measure the row's cost).
 const COST_WAT: &str = r#"(module

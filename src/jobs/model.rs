@@ -142,7 +142,7 @@ impl Job {
     /// keys; the sandbox's outcome and the reviewer's words are shown as written).
     pub fn reason_text(&self, lang: crate::i18n::Lang) -> String {
         if self.reason.starts_with("jobs.why.") {
-            crate::i18n::t(lang, &self.reason).to_owned()
+            why_text(lang, &self.reason)
         } else {
             self.reason.clone()
         }
@@ -152,6 +152,25 @@ impl Job {
     pub fn percent(&self) -> i64 {
         percent(self.rows_done, self.rows_total)
     }
+}
+
+/// A platform reason (`jobs.why.…`) with its arguments: the message key, then ` name=value`
+/// for each (values without spaces: numbers and manifest names).
+pub fn why(key: &str, args: &[(&str, String)]) -> String {
+    args.iter().fold(key.to_owned(), |s, (name, value)| {
+        format!("{s} {name}={}", value.replace(char::is_whitespace, "_"))
+    })
+}
+
+/// A platform reason written by [`why`] (or a bare message key) in `lang`.
+pub fn why_text(lang: crate::i18n::Lang, reason: &str) -> String {
+    let mut parts = reason.split(' ');
+    let key = parts.next().unwrap_or_default();
+    let args: Vec<(&str, String)> = parts
+        .filter_map(|a| a.split_once('='))
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect();
+    crate::i18n::t_args(lang, key, &args)
 }
 
 /// Percent (0–100) of `total` rows that `done` rows are; 0 while the total is unknown.

@@ -856,8 +856,8 @@ pub fn reason_both(reason: &str) -> String {
     if reason.starts_with("jobs.why.") {
         format!(
             "{} / {}",
-            crate::i18n::t(crate::i18n::Lang::Zh, reason),
-            crate::i18n::t(crate::i18n::Lang::En, reason)
+            super::model::why_text(crate::i18n::Lang::Zh, reason),
+            super::model::why_text(crate::i18n::Lang::En, reason)
         )
     } else {
         reason.to_owned()
