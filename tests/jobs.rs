@@ -127,7 +127,8 @@ fn whole_path_from_upload_to_signed_download() {
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, waiting) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(waiting.contains("http-equiv=\"refresh\""));
-    assert!(waiting.contains("rows-done"));
+    // The operator is shown the rows of the data, never how far a run has read (ABI v2, 8).
+    assert!(waiting.contains("rows-total") && !waiting.contains("rows-done"));
 
     // The reviewer sees the module's hash, imports, declared outputs and purpose.
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
@@ -255,7 +256,12 @@ fn whole_path_from_upload_to_signed_download() {
         .json::<serde_json::Value>()
         .unwrap();
     assert_eq!(api["state"], "released");
-    assert_eq!(api["rows_done"], 3000);
+    assert_eq!(api["rows_total"], 3000);
+    assert_eq!(api["report"]["rows_read"], 3000);
+    assert!(
+        api["rows_done"].is_null(),
+        "how far a run read is for platform staff: {api}"
+    );
 
     // Metering: rows read per dataset version with the agreement's price.
     {
@@ -465,8 +471,9 @@ fn the_job_page_follows_progress_live_by_server_sent_events() {
     assert_eq!((name.as_str(), &data["state"]), ("state", &"queued".into()));
     assert!(next_event(&mut r).is_none());
 
-    // Running: the rows read so far, again each time the worker writes them, and the end when
-    // the run is cancelled.
+    // Running: platform staff are sent the rows read so far, again each time the worker
+    // writes them; the operator the state alone (how far a run has read, and when, is steered
+    // by the module: ABI v2, 8). Both streams end when the run is cancelled.
     let claimed = worker::claim(
         &mut app.conn(),
         "test-worker",
@@ -476,31 +483,44 @@ fn the_job_page_follows_progress_live_by_server_sent_events() {
     .unwrap();
     assert_eq!(claimed, Some(job));
     set_rows(&app, job, 1000, 3000);
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let mut staff = std::io::BufReader::new(app.get(&reg, &events));
     let mut r = std::io::BufReader::new(app.get(&alpha, &events));
-    let (name, data) = next_event(&mut r).unwrap();
+    let (name, data) = next_event(&mut staff).unwrap();
     assert_eq!(name, "progress");
     assert_eq!(data["state"], "running");
     assert_eq!(
         (data["rows_done"].as_i64(), data["percent"].as_i64()),
         (Some(1000), Some(33))
     );
-    set_rows(&app, job, 2400, 3000);
     let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(name, "progress");
+    assert_eq!(data, serde_json::json!({ "state": "running" }));
+    set_rows(&app, job, 2400, 3000);
+    let (name, data) = next_event(&mut staff).unwrap();
     assert_eq!(name, "progress");
     assert_eq!(
         (data["rows_done"].as_i64(), data["percent"].as_i64()),
         (Some(2400), Some(80))
     );
+    let (_, html) = app.get_text(&alpha, &page);
+    assert!(
+        !html.contains("rows-done") && html.contains("<progress max=\"100\">"),
+        "the operator's bar only says the run runs: {html}"
+    );
     assert_eq!(
         post(&app, &alpha, &page, &format!("{page}/cancel"), &[]),
         303
     );
-    let (name, data) = next_event(&mut r).unwrap();
-    assert_eq!(
-        (name.as_str(), &data["state"]),
-        ("state", &"cancelled".into())
-    );
-    assert!(next_event(&mut r).is_none());
+    for r in [&mut r, &mut staff] {
+        let (name, data) = next_event(r).unwrap();
+        assert_eq!(
+            (name.as_str(), &data["state"]),
+            ("state", &"cancelled".into()),
+            "the operator's stream had no progress event: {data}"
+        );
+        assert!(next_event(r).is_none());
+    }
 
     // An ended run: one state event, then the end; its page no longer follows anything.
     let mut r = std::io::BufReader::new(app.get(&alpha, &events));
@@ -1553,14 +1573,22 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     approve(&app, c);
     assert_eq!(run_all(&app), 1);
     assert_eq!(job_state(&app, failed), "failed");
+    // The operator is told that it stopped, not which of the kinds a module can bring about
+    // (trap, time, memory, volume) it was: the outcome is one bit (ABI v2, 8).
     let (_, zh) = app.get_text(&alpha, &format!("/jobs/{failed}"));
-    assert!(zh.contains("任务运行出错（trap）而中止。"), "{zh}");
-    assert!(!zh.contains("guest trap") && !zh.contains("wasm"), "{zh}");
+    let stopped_zh = "运行在沙箱中未完成即中止（超出时间、内存或数量限制，或模块出错）；具体原因仅平台人员可见。";
+    assert!(zh.contains(stopped_zh), "{zh}");
+    assert!(
+        !zh.contains("guest trap") && !zh.contains("wasm") && !zh.contains("trap）"),
+        "{zh}"
+    );
     let en = english(&format!("/jobs/{failed}"));
-    assert!(en.contains("The job stopped on an error (trap)."));
-    assert!(!en.contains("Technical detail"));
+    let stopped_en = "The run stopped in the sandbox before it finished (time, memory or volume limit, or an error of the module). Platform staff can see which.";
+    assert!(en.contains(stopped_en));
+    assert!(!en.contains("Technical detail") && !en.contains("(trap)"));
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
     let (_, staff) = app.get_text(&reg, &format!("/jobs/{failed}"));
+    assert!(staff.contains("任务运行出错（trap）而中止。"), "{staff}");
     assert!(staff.contains("技术细节： guest trap"), "{staff}");
     let api: serde_json::Value = app
         .client()
@@ -1570,7 +1598,12 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(api["report"]["outcome"], "guest_trap");
+    assert_eq!(api["report"]["outcome"], "stopped");
+    assert_eq!(
+        api["report"]["rows_read"], 3000,
+        "the data's rows, whatever the run did"
+    );
+    assert!(api["rows_done"].is_null(), "{api}");
     assert!(!api.to_string().contains("guest trap:"), "{api}");
     assert!(api["report"].get("contributions").is_none(), "{api}");
     // Its email names the outcome in both languages, and nothing the guest chose.
@@ -1584,8 +1617,7 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
             .first(&mut *conn)
             .unwrap();
         assert!(
-            body.contains("任务运行出错（trap）而中止。 / The job stopped on an error (trap).")
-                && !body.contains("guest trap"),
+            body.contains(&format!("{stopped_zh} / {stopped_en}")) && !body.contains("trap"),
             "{body}"
         );
     }

@@ -622,13 +622,27 @@ fn hostile_outcome_and_report_channels_give_the_operator_nothing_guest_chosen() 
         matches!(r.report.outcome, Outcome::GuestTrap { .. }),
         "{staff}"
     );
+    // The operator is told it stopped (not that it trapped: the kinds a guest can bring about
+    // are one), and the rows of the data as rows read, not how far the instances got.
     let operator = serde_json::to_string(&r.report.for_operator()).unwrap();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&operator).unwrap(),
-        serde_json::json!({"outcome": "guest_trap", "rows_read": r.report.rows_read,
+        serde_json::json!({"outcome": "stopped", "rows_read": 30_000,
             "cells_released": 0, "cells_suppressed": 0, "elapsed_s": 1})
     );
     assert!(!operator.contains("secret") && !operator.contains("12345"));
+    let parallel = run(
+        wasm,
+        &manifest("a_visits_65plus"),
+        &[input("outpatients", table())],
+        4,
+    );
+    assert!(
+        parallel.report.rows_read < 30_000,
+        "{}",
+        parallel.report.to_json()
+    );
+    assert_eq!(parallel.report.for_operator().rows_read, 30_000);
     // Out-of-domain keys drop rows (counted for staff only), they do not stop the run.
     let ood = row_module("", "(i32.const 1)", "(i32.const 12345)");
     let r = run_a(&ood, table());

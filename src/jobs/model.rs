@@ -148,9 +148,21 @@ impl Job {
         }
     }
 
-    /// Percentage of rows processed (0–100).
+    /// Percentage of rows processed (0–100), for platform staff.
     pub fn percent(&self) -> i64 {
         percent(self.rows_done, self.rows_total)
+    }
+
+    /// The progress an operator is shown (ABI v2, guarantee 8), from the state alone: how far
+    /// a run has read, and when, is steered by the module (it can slow down on rows it
+    /// chooses), so a running run shows no figure (`None`: the bar only says it runs), a
+    /// finished one 100 and any other 0.
+    pub fn operator_percent(&self) -> Option<i64> {
+        match self.st() {
+            RunState::Running => None,
+            RunState::Finished | RunState::Released | RunState::Withheld => Some(100),
+            _ => Some(0),
+        }
     }
 }
 

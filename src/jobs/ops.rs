@@ -878,6 +878,7 @@ pub fn outcome_key(kind: &str) -> Option<&'static str> {
         "guest_violation" => "jobs.outcome.guest_violation",
         "guest_trap" => "jobs.outcome.guest_trap",
         "host_error" => "jobs.outcome.host_error",
+        "stopped" => "jobs.outcome.stopped",
         _ => return None,
     })
 }

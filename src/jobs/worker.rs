@@ -538,8 +538,12 @@ fn finish(
         let args = [
             ("id", id.to_string()),
             ("name", c.name.clone()),
-            // The outcome's kind only: its details may carry what the guest chose.
-            ("reason", ops::outcome_both(&kind, "")),
+            // The outcome's kind as an operator is shown it: its details, and which of the
+            // kinds a module can bring about it is, may carry what the guest chose.
+            (
+                "reason",
+                ops::outcome_both(dataop_sandbox::runtime::operator_kind(&kind), ""),
+            ),
         ];
         let notice = Notice {
             template: if finished {
