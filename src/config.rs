@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use dataop_sandbox::Limits;
+use dataop_sandbox::manifest::ReleasePolicy;
 use serde::Deserialize;
 
 /// The keys allowed in the TOML configuration file; all optional.
@@ -64,6 +66,27 @@ pub struct FileConfig {
     /// The time zone every page, mail and download shows times in (an IANA name such as
     /// `Asia/Shanghai`, the default); dates of deadlines are dates in this zone.
     pub time_zone: Option<String>,
+    /// Without differential privacy, a cell's sums and means are withheld when one person
+    /// makes up more than this share of a measure's total (in (0, 1]; default 0.5).
+    pub dominance_share: Option<f64>,
+    /// The release policy per dataset grade: tables `[grade_policy.1]` to `[grade_policy.4]`,
+    /// each key optional (the grade's default where left out).
+    pub grade_policy: Option<std::collections::BTreeMap<String, GradePolicyFile>>,
+}
+
+/// One grade's release policy in the TOML file: what is given replaces the grade's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradePolicyFile {
+    /// Smallest k of an aggregate reading the grade (at least 2).
+    pub min_k: Option<u64>,
+    /// Whether every aggregate needs epsilon.
+    pub dp_required: Option<bool>,
+    /// Whether every aggregate with measures needs epsilon (true when `dp_required` is).
+    pub dp_for_measures: Option<bool>,
+    /// Largest epsilon one release may spend on a dataset of the grade (its aggregates
+    /// together), within the platform's epsilon range.
+    pub max_epsilon: Option<f64>,
 }
 
 /// Values given on the command line or through `DATAOP_*` variables; they override the file.
@@ -139,6 +162,10 @@ pub struct Config {
     pub job_poll_ms: u64,
     /// The time zone times are shown in, and deadline dates are counted in.
     pub time_zone: chrono_tz::Tz,
+    /// The release policy of dataset grades 1 to 4 (ABI v2, guarantee 5).
+    pub grade_policy: [ReleasePolicy; 4],
+    /// The dominance share (ABI v2, guarantee 6).
+    pub dominance_share: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -155,6 +182,8 @@ impl std::fmt::Debug for Config {
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("mail_from", &self.mail_from)
             .field("time_zone", &self.time_zone)
+            .field("grade_policy", &self.grade_policy)
+            .field("dominance_share", &self.dominance_share)
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +270,12 @@ impl Config {
             job_workers: file.job_workers.unwrap_or(2).min(64),
             job_lease_secs: file.job_lease_secs.unwrap_or(30).clamp(5, 3600),
             job_poll_ms: file.job_poll_ms.unwrap_or(300).clamp(10, 60_000),
+            grade_policy: grade_policy(file.grade_policy.unwrap_or_default())?,
+            dominance_share: match file.dominance_share {
+                None => Limits::default().dominance_share,
+                Some(s) if s > 0.0 && s <= 1.0 => s,
+                Some(s) => anyhow::bail!("dominance_share must lie in (0, 1], not {s}"),
+            },
             time_zone: match file.time_zone.as_deref() {
                 None => DEFAULT_TIME_ZONE,
                 Some(name) => name.trim().parse().map_err(|_| {
@@ -260,6 +295,46 @@ impl Config {
             ..Overrides::default()
         })
     }
+}
+
+/// The release policy of each grade: the defaults of [`Limits`], with what the file gives;
+/// refuses a grade other than 1 to 4, k below 2, epsilon caps outside the platform's epsilon
+/// range, and a grade that requires differential privacy but not for measures.
+fn grade_policy(
+    file: std::collections::BTreeMap<String, GradePolicyFile>,
+) -> anyhow::Result<[ReleasePolicy; 4]> {
+    let defaults = Limits::default();
+    let mut grades = defaults.grades;
+    for (key, given) in file {
+        let grade = match key.parse::<usize>() {
+            Ok(g @ 1..=4) => g,
+            _ => anyhow::bail!("grade_policy.{key}: grades are 1 to 4"),
+        };
+        let p = &mut grades[grade - 1];
+        p.min_k = given.min_k.unwrap_or(p.min_k);
+        p.dp_required = given.dp_required.unwrap_or(p.dp_required);
+        p.dp_for_measures = given.dp_for_measures.unwrap_or(p.dp_for_measures);
+        p.max_epsilon = given.max_epsilon.unwrap_or(p.max_epsilon);
+    }
+    let (lo, hi) = defaults.epsilon_range;
+    for (i, p) in grades.iter().enumerate() {
+        let g = i + 1;
+        if p.min_k < 2 {
+            anyhow::bail!("grade_policy.{g}.min_k must be at least 2, not {}", p.min_k);
+        }
+        if !(lo..=hi).contains(&p.max_epsilon) {
+            anyhow::bail!(
+                "grade_policy.{g}.max_epsilon must lie in the platform's epsilon range [{lo}, {hi}], not {}",
+                p.max_epsilon
+            );
+        }
+        if p.dp_required && !p.dp_for_measures {
+            anyhow::bail!(
+                "grade_policy.{g}: dp_required = true requires dp_for_measures = true (measures are part of every aggregate's release)"
+            );
+        }
+    }
+    Ok(grades)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -345,6 +420,73 @@ mod tests {
             shown.contains("smtps://mailer:***@mail.example.org:465"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn release_policy_defaults_overrides_and_refusals() {
+        let c = Config::for_data_dir(Path::new("/tmp/x"), None).unwrap();
+        let by_grade: Vec<_> = c
+            .grade_policy
+            .iter()
+            .map(|p| (p.min_k, p.dp_required, p.dp_for_measures, p.max_epsilon))
+            .collect();
+        assert_eq!(
+            by_grade,
+            [
+                (10, false, false, 10.0),
+                (10, false, false, 10.0),
+                (10, true, true, 2.0),
+                (20, true, true, 0.5),
+            ],
+            "grades 1–2 k ≥ 10, grade 3 DP, grade 4 DP with a smaller cap"
+        );
+        assert_eq!(c.dominance_share, 0.5);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dataop.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Overrides {
+                config_file: Some(path.clone()),
+                ..Overrides::default()
+            })
+        };
+        let c = load(
+            "dominance_share = 0.8\n[grade_policy.2]\ndp_for_measures = true\n\
+             [grade_policy.4]\nmin_k = 30\nmax_epsilon = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(c.dominance_share, 0.8);
+        assert!(c.grade_policy[1].dp_for_measures && !c.grade_policy[1].dp_required);
+        assert_eq!(
+            (c.grade_policy[3].min_k, c.grade_policy[3].max_epsilon),
+            (30, 0.25)
+        );
+        assert!(
+            c.grade_policy[3].dp_required,
+            "what is left out keeps its default"
+        );
+        for (text, needle) in [
+            ("dominance_share = 0.0\n", "dominance_share"),
+            ("dominance_share = 1.5\n", "dominance_share"),
+            ("[grade_policy.5]\nmin_k = 10\n", "grade_policy.5"),
+            ("[grade_policy.1]\nmin_k = 1\n", "grade_policy.1.min_k"),
+            (
+                "[grade_policy.3]\nmax_epsilon = 20.0\n",
+                "grade_policy.3.max_epsilon",
+            ),
+            (
+                "[grade_policy.4]\nmax_epsilon = 0.001\n",
+                "grade_policy.4.max_epsilon",
+            ),
+            (
+                "[grade_policy.3]\ndp_for_measures = false\n",
+                "grade_policy.3",
+            ),
+            ("[grade_policy.1]\nmin_kk = 10\n", "min_kk"),
+        ] {
+            let e = format!("{:#}", load(text).unwrap_err());
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl AppState {
             config.login_max_failures_address,
         );
         let clock = calendar::Clock::new(config.time_zone);
+        let sandbox = jobs::Sandbox::new(jobs::policy::limits(&config));
         Ok(Self {
             config,
             pool,
@@ -83,7 +84,7 @@ impl AppState {
             throttle,
             clock,
             seal,
-            sandbox: jobs::Sandbox::default(),
+            sandbox,
             queue_bell: jobs::QueueBell::default(),
             scratch,
         })

@@ -28,7 +28,12 @@ fn manifest_with_epsilon(eps: &str) -> String {
 }
 
 fn world() -> TestApp {
-    let app = TestApp::builder().demo().start();
+    world_with(|_| {})
+}
+
+/// The world under a changed configuration.
+fn world_with(config: impl FnOnce(&mut dataop::config::Config) + 'static) -> TestApp {
+    let app = TestApp::builder().demo().config(config).start();
     dataop::catalog::demo::seed_rows(app.state(), "provider", 3000).expect("demo data");
     dataop::agreements::demo::seed(app.state()).expect("demo agreement");
     app
@@ -122,7 +127,8 @@ fn whole_path_from_upload_to_signed_download() {
     let alpha = app.logged_in("alpha", DEMO_PASSWORD);
     let (_, waiting) = app.get_text(&alpha, &format!("/jobs/{job}"));
     assert!(waiting.contains("http-equiv=\"refresh\""));
-    assert!(waiting.contains("rows-done"));
+    // The operator is shown the rows of the data, never how far a run has read (ABI v2, 8).
+    assert!(waiting.contains("rows-total") && !waiting.contains("rows-done"));
 
     // The reviewer sees the module's hash, imports, declared outputs and purpose.
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
@@ -255,7 +261,12 @@ fn whole_path_from_upload_to_signed_download() {
         .json::<serde_json::Value>()
         .unwrap();
     assert_eq!(api["state"], "released");
-    assert_eq!(api["rows_done"], 3000);
+    assert_eq!(api["rows_total"], 3000);
+    assert_eq!(api["report"]["rows_read"], 3000);
+    assert!(
+        api["rows_done"].is_null(),
+        "how far a run read is for platform staff: {api}"
+    );
 
     // Metering: rows read per dataset version with the agreement's price.
     {
@@ -465,8 +476,9 @@ fn the_job_page_follows_progress_live_by_server_sent_events() {
     assert_eq!((name.as_str(), &data["state"]), ("state", &"queued".into()));
     assert!(next_event(&mut r).is_none());
 
-    // Running: the rows read so far, again each time the worker writes them, and the end when
-    // the run is cancelled.
+    // Running: platform staff are sent the rows read so far, again each time the worker
+    // writes them; the operator the state alone (how far a run has read, and when, is steered
+    // by the module: ABI v2, 8). Both streams end when the run is cancelled.
     let claimed = worker::claim(
         &mut app.conn(),
         "test-worker",
@@ -476,31 +488,44 @@ fn the_job_page_follows_progress_live_by_server_sent_events() {
     .unwrap();
     assert_eq!(claimed, Some(job));
     set_rows(&app, job, 1000, 3000);
+    let reg = app.logged_in("regulator", DEMO_PASSWORD);
+    let mut staff = std::io::BufReader::new(app.get(&reg, &events));
     let mut r = std::io::BufReader::new(app.get(&alpha, &events));
-    let (name, data) = next_event(&mut r).unwrap();
+    let (name, data) = next_event(&mut staff).unwrap();
     assert_eq!(name, "progress");
     assert_eq!(data["state"], "running");
     assert_eq!(
         (data["rows_done"].as_i64(), data["percent"].as_i64()),
         (Some(1000), Some(33))
     );
-    set_rows(&app, job, 2400, 3000);
     let (name, data) = next_event(&mut r).unwrap();
+    assert_eq!(name, "progress");
+    assert_eq!(data, serde_json::json!({ "state": "running" }));
+    set_rows(&app, job, 2400, 3000);
+    let (name, data) = next_event(&mut staff).unwrap();
     assert_eq!(name, "progress");
     assert_eq!(
         (data["rows_done"].as_i64(), data["percent"].as_i64()),
         (Some(2400), Some(80))
     );
+    let (_, html) = app.get_text(&alpha, &page);
+    assert!(
+        !html.contains("rows-done") && html.contains("<progress max=\"100\">"),
+        "the operator's bar only says the run runs: {html}"
+    );
     assert_eq!(
         post(&app, &alpha, &page, &format!("{page}/cancel"), &[]),
         303
     );
-    let (name, data) = next_event(&mut r).unwrap();
-    assert_eq!(
-        (name.as_str(), &data["state"]),
-        ("state", &"cancelled".into())
-    );
-    assert!(next_event(&mut r).is_none());
+    for r in [&mut r, &mut staff] {
+        let (name, data) = next_event(r).unwrap();
+        assert_eq!(
+            (name.as_str(), &data["state"]),
+            ("state", &"cancelled".into()),
+            "the operator's stream had no progress event: {data}"
+        );
+        assert!(next_event(r).is_none());
+    }
 
     // An ended run: one state event, then the end; its page no longer follows anything.
     let mut r = std::io::BufReader::new(app.get(&alpha, &events));
@@ -1689,14 +1714,22 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
     approve(&app, c);
     assert_eq!(run_all(&app), 1);
     assert_eq!(job_state(&app, failed), "failed");
+    // The operator is told that it stopped, not which of the kinds a module can bring about
+    // (trap, time, memory, volume) it was: the outcome is one bit (ABI v2, 8).
     let (_, zh) = app.get_text(&alpha, &format!("/jobs/{failed}"));
-    assert!(zh.contains("任务运行出错（trap）而中止。"), "{zh}");
-    assert!(!zh.contains("guest trap") && !zh.contains("wasm"), "{zh}");
+    let stopped_zh = "运行在沙箱中未完成即中止（超出时间、内存或数量限制，或模块出错）；具体原因仅平台人员可见。";
+    assert!(zh.contains(stopped_zh), "{zh}");
+    assert!(
+        !zh.contains("guest trap") && !zh.contains("wasm") && !zh.contains("trap）"),
+        "{zh}"
+    );
     let en = english(&format!("/jobs/{failed}"));
-    assert!(en.contains("The job stopped on an error (trap)."));
-    assert!(!en.contains("Technical detail"));
+    let stopped_en = "The run stopped in the sandbox before it finished (time, memory or volume limit, or an error of the module). Platform staff can see which.";
+    assert!(en.contains(stopped_en));
+    assert!(!en.contains("Technical detail") && !en.contains("(trap)"));
     let reg = app.logged_in("regulator", DEMO_PASSWORD);
     let (_, staff) = app.get_text(&reg, &format!("/jobs/{failed}"));
+    assert!(staff.contains("任务运行出错（trap）而中止。"), "{staff}");
     assert!(staff.contains("技术细节： guest trap"), "{staff}");
     let api: serde_json::Value = app
         .client()
@@ -1706,7 +1739,12 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(api["report"]["outcome"], "guest_trap");
+    assert_eq!(api["report"]["outcome"], "stopped");
+    assert_eq!(
+        api["report"]["rows_read"], 3000,
+        "the data's rows, whatever the run did"
+    );
+    assert!(api["rows_done"].is_null(), "{api}");
     assert!(!api.to_string().contains("guest trap:"), "{api}");
     assert!(api["report"].get("contributions").is_none(), "{api}");
     // Its email names the outcome in both languages, and nothing the guest chose.
@@ -1720,9 +1758,209 @@ fn job_page_names_sources_noise_and_failures_in_the_page_language() {
             .first(&mut *conn)
             .unwrap();
         assert!(
-            body.contains("任务运行出错（trap）而中止。 / The job stopped on an error (trap).")
-                && !body.contains("guest trap"),
+            body.contains(&format!("{stopped_zh} / {stopped_en}")) && !body.contains("trap"),
             "{body}"
         );
     }
+}
+
+/// Sets the sensitivity grade of the world's dataset (a provider's catalog edit).
+fn set_grade(app: &TestApp, grade: i32) {
+    use dataop::schema::datasets;
+    diesel::update(datasets::table)
+        .set(datasets::grade.eq(grade))
+        .execute(&mut *app.conn())
+        .unwrap();
+}
+
+/// The rules of a refused API submission, and its messages joined.
+fn refused_rules(body: &serde_json::Value) -> (Vec<String>, String) {
+    let problems = body["problems"].as_array().expect("problems");
+    (
+        problems
+            .iter()
+            .map(|p| p["rule"].as_str().unwrap().to_owned())
+            .collect(),
+        problems
+            .iter()
+            .map(|p| p["message"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Example (a) with a second aggregate (one cell, every row: no function needed), each of
+/// the two with k = 20 and `eps`.
+fn two_aggregates(eps: &str) -> String {
+    format!(
+        "{}epsilon = {eps}\n\n[[aggregates]]\nname = \"all_visits\"\ndataset = \"outpatients\"\nk = 20\nepsilon = {eps}\n",
+        MANIFEST.replace("k = 10\n", "k = 20\n")
+    )
+}
+
+/// The release policy of the dataset's grade (ABI v2, 5) is checked when the operator
+/// submits, through the API and the form: every broken rule is named with the rule and the
+/// grade, in the request's language; epsilon is capped per release (the aggregates together),
+/// not per aggregate.
+#[test]
+fn release_policy_of_the_grade_is_checked_at_submission() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    set_grade(&app, 4);
+
+    // Grade 4: differential privacy required and k ≥ 20; example (a) has neither.
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(s, 422, "{body}");
+    let (rules, text) = refused_rules(&body);
+    assert!(
+        rules.contains(&"policy_dp_required".to_owned())
+            && rules.contains(&"policy_min_k".to_owned()),
+        "{rules:?}"
+    );
+    assert!(
+        text.contains("第 4 级发布规则：门诊就诊记录（合成数据） 为 4 级数据，须使用差分隐私")
+            && text.contains("k = 10，低于 4 级的最小值 20"),
+        "{text}"
+    );
+
+    // Two aggregates of ε 0.3: each under the grade's 0.5, together over it.
+    let form = multipart::Form::new()
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", two_aggregates("0.3"))
+        .text("purpose", "x");
+    let r = app
+        .client()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tok)
+        .header("Accept-Language", "en")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let (rules, text) = refused_rules(&r.json().unwrap());
+    assert_eq!(rules, ["policy_epsilon_cap"]);
+    assert!(
+        text.contains(
+            "Release policy of grade 4: the aggregates reading Outpatient visits (synthetic) spend ε = 0.6 together, more than 0.5"
+        ),
+        "{text}"
+    );
+    // Together at the cap: accepted.
+    let (s, body) = api_submit(&app, &tok, WAT, &two_aggregates("0.25"));
+    assert_eq!(s, 201, "{body}");
+
+    // The browser form names the rule and the grade in the page's language.
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let csrf = app.csrf(&alpha, "/jobs/new");
+    let form = multipart::Form::new()
+        .text("csrf", csrf)
+        .part(
+            "module",
+            multipart::Part::bytes(WAT.as_bytes().to_vec()).file_name("a.wat"),
+        )
+        .text("manifest", two_aggregates("0.3"))
+        .text("purpose", "表单提交");
+    let r = alpha.post(app.url("/jobs")).multipart(form).send().unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("第 4 级发布规则：读取 门诊就诊记录（合成数据） 的各汇总合计 ε = 0.6，超过 4 级每次发布的上限 0.5。"),
+        "{html}"
+    );
+}
+
+/// A grade raised after the approval: the run is stopped when it starts, and the operator is
+/// shown the rule and the grade (a policy refusal carries nothing the module chose), on the
+/// page in either language, in the API and by mail.
+#[test]
+fn a_run_the_grade_no_longer_allows_is_stopped_at_its_start_naming_rule_and_grade() {
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    let (_, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    let (job, c) = ids(&body);
+    approve(&app, c);
+    set_grade(&app, 3);
+    assert_eq!(run_all(&app), 1);
+    assert_eq!(job_state(&app, job), "failed");
+
+    let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+    let (_, zh) = app.get_text(&alpha, &format!("/jobs/{job}"));
+    let why = "第 3 级发布规则：数据集 outpatients 为 3 级数据，须使用差分隐私；汇总 visits_by_district 未设置 epsilon。";
+    assert!(zh.contains(why), "{zh}");
+    let en = alpha
+        .get(app.url(&format!("/jobs/{job}")))
+        .header("accept-language", "en")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        en.contains("Release policy of grade 3: dataset outpatients is of grade 3, which requires differential privacy"),
+        "{en}"
+    );
+    let api: serde_json::Value = app
+        .client()
+        .get(app.url(&format!("/api/v1/jobs/{job}")))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        api["reason"],
+        "jobs.why.policy_dp_required grade=3 dataset=outpatients aggregate=visits_by_district"
+    );
+    use dataop::schema::mail_outbox;
+    let body: String = mail_outbox::table
+        .filter(mail_outbox::template.eq("jobs.mail.failed"))
+        .filter(mail_outbox::object_id.eq(job.to_string()))
+        .select(mail_outbox::body)
+        .first(&mut *app.conn())
+        .unwrap();
+    assert!(body.contains(why), "{body}");
+}
+
+/// Example (b) in WAT: cost by ICD-10 chapter and sex (keys are the category codes, the
+/// measure the row's cost).
+const COST_WAT: &str = r#"(module
+  (func (export "cost_by_chapter_sex.icd10_chapter") (param i32 i32 i64) (result i32) (local.get 0))
+  (func (export "cost_by_chapter_sex.sex") (param i32 i32 i64) (result i32) (local.get 1))
+  (func (export "cost_by_chapter_sex.total_cost") (param i32 i32 i64) (result i64) (local.get 2)))"#;
+const COST_MANIFEST: &str = include_str!("../sandbox/guest/examples/b_cost_by_chapter_sex.toml");
+
+/// The dominance share is a platform setting: the same job on the same data has its cells'
+/// sums withheld under a share of 1 % (one person is more than that of every cell) and none
+/// under 100 %.
+#[test]
+fn the_configured_dominance_share_decides_which_sums_are_withheld() {
+    let run_with = |share: f64| {
+        let app = world_with(move |c| c.dominance_share = share);
+        train(&app, "alpha");
+        let tok = app.api_token("alpha");
+        let (s, body) = api_submit(&app, &tok, COST_WAT, COST_MANIFEST);
+        assert_eq!(s, 201, "{body}");
+        let (job, c) = ids(&body);
+        approve(&app, c);
+        assert_eq!(run_all(&app), 1);
+        assert_eq!(job_state(&app, job), "finished");
+        assert_eq!(release(&app, job), 303);
+        let alpha = app.logged_in("alpha", DEMO_PASSWORD);
+        let r = app.get(&alpha, &format!("/jobs/{job}/output.json"));
+        let out: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+        let cells = out["output"]["aggregates"][0]["cells"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let released = cells.iter().filter(|c| c["suppressed"] == false).count();
+        let dominated = cells.iter().filter(|c| c["dominated"] == true).count();
+        assert!(released > 0, "{out}");
+        dominated
+    };
+    assert!(run_with(0.01) > 0, "cells dominated at 1 %");
+    assert_eq!(run_with(1.0), 0, "no cell dominated at 100 %");
 }

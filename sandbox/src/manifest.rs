@@ -336,8 +336,218 @@ pub struct ReleasePolicy {
     pub min_k: u64,
     /// Whether every aggregate must be released with differential privacy.
     pub dp_required: bool,
-    /// Largest epsilon of one aggregate.
+    /// Whether every aggregate with measures (sums and means of values the guest computes)
+    /// must be released with differential privacy (implied by `dp_required`).
+    pub dp_for_measures: bool,
+    /// Largest epsilon one release may spend on a dataset of the grade: the sum over the
+    /// release's aggregates that read it.
     pub max_epsilon: f64,
+}
+
+/// The rule of a grade's [`ReleasePolicy`] a manifest breaks, with its figures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyBreach {
+    /// An aggregate declares a k below the grade's minimum.
+    MinK {
+        /// The aggregate.
+        aggregate: String,
+        /// The k it declares.
+        k: u64,
+        /// The grade's minimum.
+        min_k: u64,
+    },
+    /// An aggregate has no epsilon where the grade requires differential privacy.
+    DpRequired {
+        /// The aggregate.
+        aggregate: String,
+    },
+    /// An aggregate with measures has no epsilon where the grade requires differential privacy
+    /// for measures.
+    DpForMeasures {
+        /// The aggregate.
+        aggregate: String,
+    },
+    /// The release's aggregates that read the dataset spend more epsilon together than the
+    /// grade allows per release.
+    EpsilonCap {
+        /// Their epsilon, summed.
+        epsilon: f64,
+        /// The grade's largest epsilon per release.
+        max_epsilon: f64,
+    },
+}
+
+/// A release the policy of a dataset's grade forbids: the rule, the grade and the dataset
+/// whose grade it is (its name in the manifest). Everything in it comes from the manifest the
+/// reviewer approved and the platform's settings, nothing from the data or the module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRefusal {
+    /// The dataset's grade, 1 to 4.
+    pub grade: u8,
+    /// The dataset (its name in the manifest).
+    pub dataset: String,
+    /// The rule and its figures.
+    pub breach: PolicyBreach,
+}
+
+impl PolicyRefusal {
+    /// The rule's code: `min_k`, `dp_required`, `dp_for_measures` or `epsilon_cap`.
+    pub fn rule(&self) -> &'static str {
+        match self.breach {
+            PolicyBreach::MinK { .. } => "min_k",
+            PolicyBreach::DpRequired { .. } => "dp_required",
+            PolicyBreach::DpForMeasures { .. } => "dp_for_measures",
+            PolicyBreach::EpsilonCap { .. } => "epsilon_cap",
+        }
+    }
+
+    /// The refusal's figures by name (`grade`, `dataset`, then the rule's: `aggregate`, `k`,
+    /// `min_k`, `epsilon`, `max_epsilon`), for a message with placeholders.
+    pub fn args(&self) -> Vec<(&'static str, String)> {
+        let mut args = vec![
+            ("grade", self.grade.to_string()),
+            ("dataset", self.dataset.clone()),
+        ];
+        match &self.breach {
+            PolicyBreach::MinK {
+                aggregate,
+                k,
+                min_k,
+            } => args.extend([
+                ("aggregate", aggregate.clone()),
+                ("k", k.to_string()),
+                ("min_k", min_k.to_string()),
+            ]),
+            PolicyBreach::DpRequired { aggregate } | PolicyBreach::DpForMeasures { aggregate } => {
+                args.push(("aggregate", aggregate.clone()));
+            }
+            PolicyBreach::EpsilonCap {
+                epsilon,
+                max_epsilon,
+            } => args.extend([
+                ("epsilon", epsilon.to_string()),
+                ("max_epsilon", max_epsilon.to_string()),
+            ]),
+        }
+        args
+    }
+}
+
+impl std::fmt::Display for PolicyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (g, d) = (self.grade, &self.dataset);
+        match &self.breach {
+            PolicyBreach::MinK {
+                aggregate,
+                k,
+                min_k,
+            } => write!(
+                f,
+                "aggregate `{aggregate}`: k = {k} is below {min_k}, the minimum the release policy of grade {g} sets (dataset `{d}`)"
+            ),
+            PolicyBreach::DpRequired { aggregate } => write!(
+                f,
+                "aggregate `{aggregate}`: dataset `{d}` is of grade {g}: the release policy of grade {g} requires differential privacy (set epsilon)"
+            ),
+            PolicyBreach::DpForMeasures { aggregate } => write!(
+                f,
+                "aggregate `{aggregate}`: dataset `{d}` is of grade {g}: the release policy of grade {g} requires differential privacy for sums and means of measures (set epsilon)"
+            ),
+            PolicyBreach::EpsilonCap {
+                epsilon,
+                max_epsilon,
+            } => write!(
+                f,
+                "the aggregates reading dataset `{d}` spend epsilon {epsilon} together, above {max_epsilon}, the most the release policy of grade {g} allows per release"
+            ),
+        }
+    }
+}
+
+/// `grade` when it is one of 1 to 4, else 4 (the strictest).
+fn known_grade(grade: u8) -> u8 {
+    if (1..=4).contains(&grade) { grade } else { 4 }
+}
+
+/// Checks `m` against the release policy of its datasets' grades (`grade_of` a manifest
+/// dataset's grade; datasets it does not know are left out): the rules an aggregate breaks
+/// under the strictest grade it reads (k below the minimum, no epsilon where differential
+/// privacy is required, for every aggregate or for those with measures), then, per dataset,
+/// the epsilon of the aggregates that read it summed against its grade's cap per release.
+/// Every breach, in the manifest's order.
+pub fn check_policy(
+    m: &Manifest,
+    grade_of: &dyn Fn(&str) -> Option<u8>,
+    limits: &Limits,
+) -> Vec<PolicyRefusal> {
+    /// The datasets an aggregate reads: its own, or every per-person input's.
+    fn reads<'a>(m: &'a Manifest, a: &'a AggregateDecl) -> Vec<&'a str> {
+        match &a.dataset {
+            Some(d) => vec![d.as_str()],
+            None => m.person.iter().map(|p| p.dataset.as_str()).collect(),
+        }
+    }
+    let mut refusals = Vec::new();
+    for a in &m.aggregates {
+        let Some((grade, dataset)) = reads(m, a)
+            .into_iter()
+            .filter_map(|d| grade_of(d).map(|g| (known_grade(g), d)))
+            .max_by_key(|(g, _)| *g)
+        else {
+            continue;
+        };
+        let policy = limits.policy(grade);
+        let refuse = |breach| PolicyRefusal {
+            grade,
+            dataset: dataset.to_owned(),
+            breach,
+        };
+        if let Some(k) = a.k
+            && k < policy.min_k
+        {
+            refusals.push(refuse(PolicyBreach::MinK {
+                aggregate: a.name.clone(),
+                k,
+                min_k: policy.min_k,
+            }));
+        }
+        if a.epsilon.is_none() {
+            if policy.dp_required {
+                refusals.push(refuse(PolicyBreach::DpRequired {
+                    aggregate: a.name.clone(),
+                }));
+            } else if policy.dp_for_measures && !a.measures.is_empty() {
+                refusals.push(refuse(PolicyBreach::DpForMeasures {
+                    aggregate: a.name.clone(),
+                }));
+            }
+        }
+    }
+    for d in &m.datasets {
+        let Some(grade) = grade_of(&d.name).map(known_grade) else {
+            continue;
+        };
+        let max_epsilon = limits.policy(grade).max_epsilon;
+        // Summed in billionths, so that 5 × 0.1 is 0.5 and not a little more.
+        let units = |e: f64| (e * 1e9).round() as i64;
+        let total = m
+            .aggregates
+            .iter()
+            .filter(|a| reads(m, a).contains(&d.name.as_str()))
+            .filter_map(|a| a.epsilon)
+            .fold(0i64, |sum, e| sum.saturating_add(units(e)));
+        if total > units(max_epsilon) {
+            refusals.push(PolicyRefusal {
+                grade,
+                dataset: d.name.clone(),
+                breach: PolicyBreach::EpsilonCap {
+                    epsilon: total as f64 / 1e9,
+                    max_epsilon,
+                },
+            });
+        }
+    }
+    refusals
 }
 
 /// Platform limits that apply to every run.
@@ -398,6 +608,7 @@ impl Default for Limits {
         let open = ReleasePolicy {
             min_k: 10,
             dp_required: false,
+            dp_for_measures: false,
             max_epsilon: 10.0,
         };
         Limits {
@@ -428,11 +639,13 @@ impl Default for Limits {
                 ReleasePolicy {
                     min_k: 10,
                     dp_required: true,
+                    dp_for_measures: true,
                     max_epsilon: 2.0,
                 },
                 ReleasePolicy {
                     min_k: 20,
                     dp_required: true,
+                    dp_for_measures: true,
                     max_epsilon: 0.5,
                 },
             ],
@@ -443,7 +656,7 @@ impl Default for Limits {
 impl Limits {
     /// The release policy of `grade` (1 to 4; anything else is treated as the strictest).
     pub fn policy(&self, grade: u8) -> ReleasePolicy {
-        self.grades[usize::from(grade.clamp(1, 4)) - 1]
+        self.grades[usize::from(known_grade(grade)) - 1]
     }
 }
 
@@ -792,32 +1005,20 @@ pub(crate) fn plan(
             Stage::Rows(i) => vec![i],
             Stage::Persons => person.iter().map(|p| p.dataset).collect(),
         };
-        let (grade, name) = read
+        let grade = read
             .iter()
-            .map(|&i| (datasets[i].input.grade, datasets[i].name.as_str()))
-            .max_by_key(|(g, _)| *g)
-            .unwrap_or((1, ""));
+            .map(|&i| known_grade(datasets[i].input.grade))
+            .max()
+            .unwrap_or(1);
         let policy = limits.policy(grade);
         let measures: Vec<PlanMeasure> = a.measures.iter().map(PlanMeasure::of).collect();
         let noise = match a.epsilon {
-            None if policy.dp_required => {
-                return Err(at(format!(
-                    "dataset `{name}` is of grade {grade}: the release policy of grade {grade} requires differential privacy (set epsilon, at most {})",
-                    policy.max_epsilon
-                )));
-            }
             None => None,
             Some(e) => {
                 let (lo, hi) = limits.epsilon_range;
                 if !(lo..=hi).contains(&e) {
                     return Err(at(format!(
                         "epsilon {e} is outside the platform's range [{lo}, {hi}]"
-                    )));
-                }
-                if e > policy.max_epsilon {
-                    return Err(at(format!(
-                        "epsilon {e} is above {}, the largest the release policy of grade {grade} allows (dataset `{name}`)",
-                        policy.max_epsilon
                     )));
                 }
                 Some(noise_scales(a, &measures, e).map_err(at)?)
@@ -834,6 +1035,15 @@ pub(crate) fn plan(
             max_cells_per_person: a.max_cells_per_person,
             max_rows_per_person_cell: a.max_rows_per_person_cell,
         });
+    }
+    // The release policy of the datasets' grades; a k below a grade's minimum is raised above
+    // rather than refused.
+    let grade_of = |n: &str| datasets.iter().find(|d| d.name == n).map(|d| d.input.grade);
+    if let Some(r) = check_policy(m, &grade_of, limits)
+        .into_iter()
+        .find(|r| !matches!(r.breach, PolicyBreach::MinK { .. }))
+    {
+        return Err(refuse(r.to_string()));
     }
     Ok(Plan {
         datasets,

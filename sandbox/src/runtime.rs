@@ -91,6 +91,11 @@ impl Outcome {
         }
     }
 
+    /// The kind an operator is shown ([`operator_kind`]).
+    pub fn operator_kind(&self) -> &'static str {
+        operator_kind(self.kind())
+    }
+
     /// A one-line description with the details (for platform staff).
     pub fn describe(&self) -> String {
         match self {
@@ -108,6 +113,22 @@ impl Outcome {
             Outcome::GuestTrap { message } => format!("guest trap: {message}"),
             Outcome::HostError { message } => format!("host error: {message}"),
         }
+    }
+}
+
+/// The outcome kind an operator is shown for the kind `kind` ([`Outcome::kind`]): `finished`,
+/// `refused` (decided before any row is read), `cancelled` (by the host) and `host_error` as
+/// they are; every kind a module can bring about depending on the rows it reads
+/// (`out_of_time`, `out_of_memory`, `too_many_groups`, `too_many_contributions`,
+/// `guest_trap`) is `stopped`, so that the outcome tells the operator one bit: whether the run
+/// finished (ABI v2, guarantee 8).
+pub fn operator_kind(kind: &str) -> &'static str {
+    match kind {
+        "finished" => "finished",
+        "refused" => "refused",
+        "cancelled" => "cancelled",
+        "host_error" => "host_error",
+        _ => "stopped",
     }
 }
 
@@ -191,8 +212,12 @@ pub struct RunReport {
     pub instances: usize,
     /// Wall-clock time of the run, in milliseconds.
     pub elapsed_ms: f64,
-    /// Rows read, all datasets and instances together.
+    /// Rows read, all datasets and instances together (a failed run counts the instances
+    /// that finished their share).
     pub rows_read: u64,
+    /// Rows of the datasets the manifest declares: what the operator is shown as rows read,
+    /// whatever the run did.
+    pub dataset_rows: u64,
     /// Contributions (kept rows and kept persons).
     pub contributions: u64,
     /// Contributions of rows without a privacy unit (ignored).
@@ -218,9 +243,9 @@ pub struct RunReport {
 /// cannot steer beyond the released table itself (ABI v2, guarantee 8).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OperatorReport {
-    /// The outcome's kind ([`Outcome::kind`]).
+    /// The outcome's kind as an operator is shown it ([`Outcome::operator_kind`]).
     pub outcome: &'static str,
-    /// Rows read (the datasets' sizes: the host reads every row whatever the guest does).
+    /// Rows read: the datasets' sizes ([`RunReport::dataset_rows`]), whatever the guest did.
     pub rows_read: u64,
     /// Cells released (as the released table shows).
     pub cells_released: u64,
@@ -240,8 +265,8 @@ impl RunReport {
     pub fn for_operator(&self) -> OperatorReport {
         let finished = self.outcome.is_finished();
         OperatorReport {
-            outcome: self.outcome.kind(),
-            rows_read: self.rows_read,
+            outcome: self.outcome.operator_kind(),
+            rows_read: self.dataset_rows,
             cells_released: if finished { self.cells_released } else { 0 },
             cells_suppressed: if finished { self.cells_suppressed } else { 0 },
             elapsed_s: (self.elapsed_ms / 1000.0).ceil().max(1.0) as u64,
@@ -846,6 +871,11 @@ impl Runtime {
             instances,
             elapsed_ms: 0.0,
             rows_read: 0,
+            dataset_rows: inputs
+                .iter()
+                .filter(|i| manifest.datasets.iter().any(|d| d.name == i.name))
+                .map(|i| i.source.rows())
+                .sum(),
             contributions: 0,
             contributions_without_person: 0,
             contributions_out_of_domain: 0,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataop_sandbox::columnar::{Cell, VersionReader, VersionWriter};
+use dataop_sandbox::manifest::check_policy;
 use dataop_sandbox::source::TableSource;
 use dataop_sandbox::{
     CancelToken, DatasetInput, Limits, Manifest, MemColumn, MemTable, Outcome, RunOptions, Runtime,
@@ -485,13 +486,27 @@ fn hostile_outcome_and_report_channels_give_the_operator_nothing_guest_chosen() 
         matches!(r.report.outcome, Outcome::GuestTrap { .. }),
         "{staff}"
     );
+    // The operator is told it stopped (not that it trapped: the kinds a guest can bring about
+    // are one), and the rows of the data as rows read, not how far the instances got.
     let operator = serde_json::to_string(&r.report.for_operator()).unwrap();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&operator).unwrap(),
-        serde_json::json!({"outcome": "guest_trap", "rows_read": r.report.rows_read,
+        serde_json::json!({"outcome": "stopped", "rows_read": 30_000,
             "cells_released": 0, "cells_suppressed": 0, "elapsed_s": 1})
     );
     assert!(!operator.contains("secret") && !operator.contains("12345"));
+    let parallel = run(
+        wasm,
+        &manifest("a_visits_65plus"),
+        &[input("outpatients", table())],
+        4,
+    );
+    assert!(
+        parallel.report.rows_read < 30_000,
+        "{}",
+        parallel.report.to_json()
+    );
+    assert_eq!(parallel.report.for_operator().rows_read, 30_000);
     // Out-of-domain keys drop rows (counted for staff only), they do not stop the run.
     let ood = row_module("", "(i32.const 1)", "(i32.const 12345)");
     let r = run_a(&ood, table());
@@ -563,6 +578,109 @@ fn release_policy_per_grade_is_enforced_and_named() {
         1,
     );
     finished(&fine);
+}
+
+/// Epsilon is capped per release, not per aggregate: sixteen aggregates of ε 0.5 spend 8 on a
+/// grade-4 dataset, whose cap is 0.5; the refusal names the rule and the grade. Aggregates
+/// reading another dataset count against that dataset's grade only.
+#[test]
+fn epsilon_is_capped_per_release_summed_over_its_aggregates() {
+    let t: Arc<dyn TableSource> = table();
+    let mut many = manifest("c_cost_by_chapter_sex_dp");
+    many.aggregates[0].epsilon = Some(0.5);
+    for i in 1..16 {
+        let mut a = many.aggregates[0].clone();
+        a.name = format!("more_{i}");
+        many.aggregates.push(a);
+    }
+    let r = plan_refusal(&many, &[graded("outpatients", t.clone(), 4)]);
+    assert!(
+        r.contains("spend epsilon 8 together")
+            && r.contains("0.5, the most the release policy of grade 4 allows per release"),
+        "{r}"
+    );
+    // Five aggregates of 0.1 are 0.5 exactly, within the cap (no rounding up to a refusal).
+    let mut five = many.clone();
+    five.aggregates.truncate(5);
+    for a in &mut five.aggregates {
+        a.epsilon = Some(0.1);
+        a.k = Some(20);
+    }
+    let grade = |g: u8| move |_: &str| Some(g);
+    let limits = Limits::default();
+    assert!(check_policy(&five, &grade(4), &limits).is_empty());
+    five.aggregates[0].epsilon = Some(0.2);
+    let refused = check_policy(&five, &grade(4), &limits);
+    assert_eq!(refused.len(), 1);
+    assert_eq!((refused[0].rule(), refused[0].grade), ("epsilon_cap", 4));
+    // Per dataset: ε 5 on a grade-1 dataset does not count against a grade-4 one.
+    let two = Manifest::from_toml(
+        r#"abi = 2
+name = "two"
+[[datasets]]
+name = "open"
+columns = []
+[[datasets]]
+name = "secret"
+columns = []
+[[aggregates]]
+name = "of_open"
+dataset = "open"
+k = 20
+epsilon = 5.0
+[[aggregates]]
+name = "of_secret"
+dataset = "secret"
+k = 20
+epsilon = 0.5
+"#,
+    )
+    .unwrap();
+    let grades = |d: &str| Some(if d == "open" { 1 } else { 4 });
+    assert!(check_policy(&two, &grades, &limits).is_empty());
+}
+
+/// A grade may require differential privacy for measures alone (`dp_for_measures`): exact
+/// sums of values the guest computes can be padded to give one person's value back (ABI.md
+/// §0.6). Counts without noise stay allowed on that grade.
+#[test]
+fn dp_for_measures_refuses_exact_sums_and_keeps_exact_counts() {
+    let mut limits = Limits {
+        timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    limits.grades[1].dp_for_measures = true;
+    let rt = Runtime::new(limits, None).unwrap();
+    let go = |wasm: &[u8], m: &Manifest| {
+        let module = rt.load(wasm).unwrap();
+        rt.run(
+            &module,
+            m,
+            &[graded("outpatients", table(), 2)],
+            &RunOptions {
+                instances: 1,
+                ..RunOptions::default()
+            },
+        )
+    };
+    let r = go(
+        &example("b_cost_by_chapter_sex.wasm"),
+        &manifest("b_cost_by_chapter_sex"),
+    );
+    assert!(
+        matches!(&r.report.outcome, Outcome::Refused { reason }
+            if reason.contains("release policy of grade 2 requires differential privacy for sums and means")),
+        "{:?}",
+        r.report.outcome
+    );
+    finished(&go(
+        &example("b_cost_by_chapter_sex.wasm"),
+        &manifest("c_cost_by_chapter_sex_dp"),
+    ));
+    finished(&go(
+        &example("a_visits_65plus.wat"),
+        &manifest("a_visits_65plus"),
+    ));
 }
 
 /// A planted compiled module: a file in the cache directory under the name of an approved

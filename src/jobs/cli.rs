@@ -148,11 +148,11 @@ pub fn wait(
         let s = status(server, token, id)?;
         let state = s["state"].as_str().unwrap_or("").to_owned();
         if state != last {
-            writeln!(
-                out,
-                "job {id}: {state} ({}/{} rows)",
-                s["rows_done"], s["rows_total"]
-            )?;
+            // `rows_done` is given to platform staff only.
+            match s["rows_done"].as_i64() {
+                Some(done) => writeln!(out, "job {id}: {state} ({done}/{} rows)", s["rows_total"])?,
+                None => writeln!(out, "job {id}: {state} ({} rows)", s["rows_total"])?,
+            }
             last = state.clone();
         }
         if s["final"].as_bool().unwrap_or(false) {

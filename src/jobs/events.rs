@@ -1,12 +1,14 @@
 //! `GET /jobs/{id}/events`: a run's progress as server-sent events, for the job page's script.
 //!
-//! The stream starts with the run's state and rows processed, sends them again whenever they
-//! change (the database is read every [`POLL_EVERY`]), and ends with a `state` event as soon as
-//! the run leaves the state it had when the stream opened (the page then reloads). A comment
-//! line every [`HEARTBEAT_EVERY`] of silence notices a browser that went away; a stream ends
-//! after [`MAX_STREAM`] (the browser reconnects by itself), and at most [`MAX_STREAMS`] are open
-//! in a process at once (beyond that the request gets 503 and the page falls back to reloading
-//! itself, as it does without JavaScript). Who may not see the run gets 404, as for its page.
+//! The stream starts with the run's state and, for platform staff only, the rows processed
+//! (the operator gets the state alone: how far a run has read, and when, is steered by the
+//! module), sends them again whenever they change (the database is read every
+//! [`POLL_EVERY`]), and ends with a `state` event as soon as the run leaves the state it had
+//! when the stream opened (the page then reloads). A comment line every [`HEARTBEAT_EVERY`] of
+//! silence notices a browser that went away; a stream ends after [`MAX_STREAM`] (the browser
+//! reconnects by itself), and at most [`MAX_STREAMS`] are open in a process at once (beyond
+//! that the request gets 503 and the page falls back to reloading itself, as it does without
+//! JavaScript). Who may not see the run gets 404, as for its page.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -60,40 +62,44 @@ impl Drop for Slot {
     }
 }
 
-/// What an event carries.
+/// What an event carries: the state, and for platform staff the rows read (how far a run has
+/// read, and when, is steered by the module: the operator is sent the state alone, ABI v2,
+/// guarantee 8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Progress {
     /// The state code.
     pub state: String,
-    /// Rows processed.
-    pub rows_done: i64,
-    /// Rows to process.
-    pub rows_total: i64,
-    /// Percent done (0–100).
-    pub percent: i64,
+    /// Rows processed (platform staff only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_done: Option<i64>,
+    /// Rows to process (platform staff only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_total: Option<i64>,
+    /// Percent done, 0–100 (platform staff only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i64>,
 }
 
 impl Progress {
-    fn of(j: &Job) -> Self {
+    fn new(state: String, rows_done: i64, rows_total: i64, staff: bool) -> Self {
         Self {
-            state: j.state.clone(),
-            rows_done: j.rows_done,
-            rows_total: j.rows_total,
-            percent: j.percent(),
+            state,
+            rows_done: staff.then_some(rows_done),
+            rows_total: staff.then_some(rows_total),
+            percent: staff.then(|| super::model::percent(rows_done, rows_total)),
         }
     }
 
-    fn read(conn: &mut crate::db::DbConnection, id: i64) -> Result<Self, AppError> {
+    fn of(j: &Job, staff: bool) -> Self {
+        Self::new(j.state.clone(), j.rows_done, j.rows_total, staff)
+    }
+
+    fn read(conn: &mut crate::db::DbConnection, id: i64, staff: bool) -> Result<Self, AppError> {
         let (state, rows_done, rows_total): (String, i64, i64) = jobs::table
             .find(id)
             .select((jobs::state, jobs::rows_done, jobs::rows_total))
             .first(conn)?;
-        Ok(Self {
-            state,
-            rows_done,
-            rows_total,
-            percent: super::model::percent(rows_done, rows_total),
-        })
+        Ok(Self::new(state, rows_done, rows_total, staff))
     }
 
     fn event(&self, name: &str) -> Bytes {
@@ -106,6 +112,7 @@ impl Progress {
 struct Watch {
     state: web::Data<AppState>,
     id: i64,
+    staff: bool,
     opened_in: String,
     last: Progress,
     until: Instant,
@@ -126,8 +133,8 @@ impl Watch {
                 return None;
             }
             actix_web::rt::time::sleep(POLL_EVERY).await;
-            let id = self.id;
-            let now = match db(&self.state, move |conn| Progress::read(conn, id)).await {
+            let (id, staff) = (self.id, self.staff);
+            let now = match db(&self.state, move |conn| Progress::read(conn, id, staff)).await {
                 Ok(p) => p,
                 Err(e) => {
                     if let AppError::Internal(e) = &e {
@@ -167,13 +174,15 @@ pub async fn events(
             "jobs.err.too_many_watchers",
         ));
     };
-    let first = Progress::of(&job);
+    let staff = super::sees_all(&user);
+    let first = Progress::of(&job, staff);
     let ended = job.st().is_final();
     let mut opening = format!("retry: {RETRY_MS}\n\n").into_bytes();
     opening.extend_from_slice(&first.event(if ended { "state" } else { "progress" }));
     let watch = Watch {
         state,
         id,
+        staff,
         opened_in: job.state,
         last: first,
         until: Instant::now() + MAX_STREAM,

@@ -25,6 +25,7 @@ use crate::i18n::Lang;
 use crate::idempotency;
 use crate::input::{self, DateSpan};
 use crate::web::{Page, db, lang_of, redirect_with_flash, render, render_status};
+use dataop_sandbox::runtime::operator_kind;
 
 /// Runs listed per page.
 const LIST_LIMIT: i64 = 200;
@@ -70,18 +71,23 @@ pub struct RowView {
     pub org_name: String,
     /// State.
     pub state: RunState,
-    /// Rows processed, percent.
-    pub percent: i64,
+    /// Rows processed, percent (for the operator, from the state alone:
+    /// [`Job::operator_percent`]; `None` while it runs).
+    pub percent: Option<i64>,
     /// Submitted at.
     pub created_at: String,
     /// Module hash (first 12 characters).
     pub short_hash: String,
 }
 
-fn row_view(page: &Page, r: model::JobRow) -> RowView {
+fn row_view(page: &Page, r: model::JobRow, staff: bool) -> RowView {
     RowView {
         id: r.job.id,
-        percent: r.job.percent(),
+        percent: if staff {
+            Some(r.job.percent())
+        } else {
+            r.job.operator_percent()
+        },
         state: r.job.st(),
         created_at: page.time(r.job.created_at),
         short_hash: r.module_sha256.chars().take(12).collect(),
@@ -148,7 +154,10 @@ pub async fn list(
     .await?;
     render(&ListPage {
         budgets: budget_views(budgets, page.lang),
-        rows: rows.into_iter().map(|r| row_view(&page, r)).collect(),
+        rows: rows
+            .into_iter()
+            .map(|r| row_view(&page, r, !operator))
+            .collect(),
         page,
         run_budgets,
         outstanding,
@@ -560,17 +569,24 @@ pub async fn api_status(
         .report
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok())
-        .map(|r| if staff { r } else { operator_report(&r) })
+        .map(|r| {
+            if staff {
+                r
+            } else {
+                operator_report(&r, j.rows_total)
+            }
+        })
         .unwrap_or(serde_json::Value::Null);
     let reason = match sandbox_failure(&j) {
-        Some(kind) if !staff => ops::outcome_both(kind, ""),
+        Some(kind) if !staff => ops::outcome_both(operator_kind(kind), ""),
         _ => j.reason.clone(),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": j.id,
         "state": j.state,
         "final": j.st().is_final(),
-        "rows_done": j.rows_done,
+        // How far a run has read is steered by the module: platform staff only (ABI v2, 8).
+        "rows_done": staff.then_some(j.rows_done),
         "rows_total": j.rows_total,
         "reason": reason,
         "report": report,
@@ -579,8 +595,10 @@ pub async fn api_status(
 }
 
 /// What an operator may see of a stored run report (`RunReport::for_operator`): the
-/// outcome's kind and coarse figures, never the exact figures or messages the guest can steer.
-fn operator_report(report: &serde_json::Value) -> serde_json::Value {
+/// outcome's kind as an operator is shown it, the rows of the datasets (`rows_total`, pinned
+/// at the start) as rows read, and coarse figures; never the exact figures or messages the
+/// guest can steer.
+fn operator_report(report: &serde_json::Value, rows_total: i64) -> serde_json::Value {
     let finished = report["outcome"]["kind"] == "finished";
     let cells = |k: &str| {
         if finished {
@@ -590,8 +608,8 @@ fn operator_report(report: &serde_json::Value) -> serde_json::Value {
         }
     };
     serde_json::json!({
-        "outcome": report["outcome"]["kind"],
-        "rows_read": report["rows_read"],
+        "outcome": operator_kind(report["outcome"]["kind"].as_str().unwrap_or("")),
+        "rows_read": rows_total,
         "cells_released": cells("cells_released"),
         "cells_suppressed": cells("cells_suppressed"),
         "elapsed_s": (report["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0).ceil().max(1.0) as u64,
@@ -630,9 +648,9 @@ pub struct ReportSummary {
     pub epsilon_spent: Option<String>,
 }
 
-fn summary(report: &serde_json::Value, lang: Lang, staff: bool) -> ReportSummary {
+fn summary(report: &serde_json::Value, rows_total: i64, lang: Lang, staff: bool) -> ReportSummary {
     if !staff {
-        let r = operator_report(report);
+        let r = operator_report(report, rows_total);
         let kind = r["outcome"].as_str().unwrap_or("").to_owned();
         return ReportSummary {
             outcome: ops::outcome_key(&kind)
@@ -690,13 +708,14 @@ pub struct ReasonView {
 /// The reason of a run in `lang`: the platform's reasons are message keys, an outcome of a
 /// known kind (the sandbox's, or a host error while preparing the run) is translated with its
 /// technical text kept as detail, and the reviewer's words are shown as written.
-/// The details of a sandbox outcome are shown to platform staff (`staff`) only: they may carry
-/// what the guest chose.
+/// The details of a sandbox outcome, and which of the kinds a module can bring about it is,
+/// are shown to platform staff (`staff`) only: they may carry what the guest chose.
 fn reason_view(job: &Job, lang: Lang, staff: bool) -> Option<ReasonView> {
     if job.reason.is_empty() {
         return None;
     }
-    Some(match sandbox_failure(job).and_then(ops::outcome_key) {
+    let kind = sandbox_failure(job).map(|k| if staff { k } else { operator_kind(k) });
+    Some(match kind.and_then(ops::outcome_key) {
         Some(key) => ReasonView {
             text: crate::i18n::t(lang, key).to_owned(),
             detail: if staff {
@@ -988,7 +1007,9 @@ pub async fn show(
         .as_ref()
         .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         .unwrap_or_default();
-    let summary = parsed.as_ref().map(|r| summary(r, lang, staff));
+    let summary = parsed
+        .as_ref()
+        .map(|r| summary(r, job.rows_total, lang, staff));
     let report = if staff { report } else { String::new() };
     render(&ShowPage {
         refresh: matches!(
@@ -1239,7 +1260,10 @@ pub async fn admin_queue(
     })
     .await?;
     render(&AdminPage {
-        rows: to_review.into_iter().map(|r| row_view(&page, r)).collect(),
+        rows: to_review
+            .into_iter()
+            .map(|r| row_view(&page, r, true))
+            .collect(),
         page,
         pending,
         outstanding,

@@ -7,8 +7,8 @@
 //!   `manifest`, `purpose`, optional `dataset.<name>` = catalog dataset id). Every rule is
 //!   checked at once and every failed one is named: training, manifest, module (the sandbox's
 //!   validation), datasets bound, agreement in force, columns within the agreement, k not below
-//!   the platform floor, epsilon within the remaining budget, runs within the agreement's
-//!   period budget.
+//!   the platform floor, epsilon within the remaining budget, the release policy of the
+//!   datasets' grades ([`policy`]), runs within the agreement's period budget.
 //! * **Approval, pinned by hash**: a computation is an operator's module (sha256) with its
 //!   manifest (sha256) and dataset bindings. The reviewer (`job_reviewer`: the regulator, or the
 //!   platform admin) approves or rejects it once; a run of an approved computation is queued at
@@ -38,6 +38,7 @@ pub mod machine;
 pub mod model;
 pub mod ops;
 pub mod output;
+pub mod policy;
 pub mod refusal;
 pub mod submit;
 pub mod worker;
@@ -53,9 +54,9 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 
 /// The process's sandbox runtime, created on first use with its compiled-module cache in
-/// `<data_dir>/cache/modules`.
-#[derive(Default)]
+/// `<data_dir>/cache/modules`, under the platform's limits and release policy.
 pub struct Sandbox {
+    limits: Limits,
     runtime: OnceLock<Arc<Runtime>>,
 }
 
@@ -66,6 +67,19 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// A sandbox whose runtime will run under `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Sandbox {
+            limits,
+            runtime: OnceLock::new(),
+        }
+    }
+
+    /// The limits and release policy runs are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The runtime (created on first call). Compiled modules are cached under the data dir,
     /// authenticated with a key derived from the data dir's session secret.
     pub fn runtime(
@@ -84,7 +98,7 @@ impl Sandbox {
             h.update(&secrets.session_key);
             h.finalize()
         };
-        let rt = Arc::new(Runtime::new(Limits::default(), Some((&cache, &key[..])))?);
+        let rt = Arc::new(Runtime::new(self.limits.clone(), Some((&cache, &key[..])))?);
         Ok(Arc::clone(self.runtime.get_or_init(|| rt)))
     }
 }

@@ -142,16 +142,47 @@ impl Job {
     /// keys; the sandbox's outcome and the reviewer's words are shown as written).
     pub fn reason_text(&self, lang: crate::i18n::Lang) -> String {
         if self.reason.starts_with("jobs.why.") {
-            crate::i18n::t(lang, &self.reason).to_owned()
+            why_text(lang, &self.reason)
         } else {
             self.reason.clone()
         }
     }
 
-    /// Percentage of rows processed (0–100).
+    /// Percentage of rows processed (0–100), for platform staff.
     pub fn percent(&self) -> i64 {
         percent(self.rows_done, self.rows_total)
     }
+
+    /// The progress an operator is shown (ABI v2, guarantee 8), from the state alone: how far
+    /// a run has read, and when, is steered by the module (it can slow down on rows it
+    /// chooses), so a running run shows no figure (`None`: the bar only says it runs), a
+    /// finished one 100 and any other 0.
+    pub fn operator_percent(&self) -> Option<i64> {
+        match self.st() {
+            RunState::Running => None,
+            RunState::Finished | RunState::Released | RunState::Withheld => Some(100),
+            _ => Some(0),
+        }
+    }
+}
+
+/// A platform reason (`jobs.why.…`) with its arguments: the message key, then ` name=value`
+/// for each (values without spaces: numbers and manifest names).
+pub fn why(key: &str, args: &[(&str, String)]) -> String {
+    args.iter().fold(key.to_owned(), |s, (name, value)| {
+        format!("{s} {name}={}", value.replace(char::is_whitespace, "_"))
+    })
+}
+
+/// A platform reason written by [`why`] (or a bare message key) in `lang`.
+pub fn why_text(lang: crate::i18n::Lang, reason: &str) -> String {
+    let mut parts = reason.split(' ');
+    let key = parts.next().unwrap_or_default();
+    let args: Vec<(&str, String)> = parts
+        .filter_map(|a| a.split_once('='))
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect();
+    crate::i18n::t_args(lang, key, &args)
 }
 
 /// Percent (0–100) of `total` rows that `done` rows are; 0 while the total is unknown.

@@ -885,8 +885,8 @@ pub fn reason_both(reason: &str) -> String {
     if reason.starts_with("jobs.why.") {
         format!(
             "{} / {}",
-            crate::i18n::t(crate::i18n::Lang::Zh, reason),
-            crate::i18n::t(crate::i18n::Lang::En, reason)
+            super::model::why_text(crate::i18n::Lang::Zh, reason),
+            super::model::why_text(crate::i18n::Lang::En, reason)
         )
     } else {
         reason.to_owned()
@@ -907,6 +907,7 @@ pub fn outcome_key(kind: &str) -> Option<&'static str> {
         "guest_violation" => "jobs.outcome.guest_violation",
         "guest_trap" => "jobs.outcome.guest_trap",
         "host_error" => "jobs.outcome.host_error",
+        "stopped" => "jobs.outcome.stopped",
         _ => return None,
     })
 }

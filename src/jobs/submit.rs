@@ -6,7 +6,8 @@
 //! them (one agreement for the whole job); every column read (and every dimension's column)
 //! is a readable column of its dataset (identifier, privacy-unit and text columns never are);
 //! no aggregate declares k below the platform floor; the job's epsilon fits the remaining
-//! budget of every dataset; the agreement's run budget for its period is not used up.
+//! budget of every dataset; the release policy of the datasets' grades holds
+//! (`release_policy`); the agreement's run budget for its period is not used up.
 //!
 //! Bindings: a form field `dataset.<manifest name>` holds the catalog dataset id. Without it,
 //! a manifest dataset is bound to the dataset of the operator's agreements in force when they
@@ -25,7 +26,8 @@ use crate::catalog::model::{self as catalog, ColType};
 use crate::db::DbConnection;
 use crate::i18n::{Lang, t, t_args};
 use crate::schema::{agreement_datasets, agreements, computations, datasets, jobs};
-use dataop_sandbox::{Manifest, Runtime};
+use dataop_sandbox::manifest::{PolicyBreach, check_policy};
+use dataop_sandbox::{Limits, Manifest, Runtime};
 
 /// What the operator sent.
 #[derive(Debug, Clone, Default)]
@@ -358,6 +360,7 @@ pub fn check(
             }
         }
     }
+    problems.extend(release_policy(conn, rt.limits(), &manifest, &bindings)?);
     if let Some(a) = &agreement {
         let used = runs_since(conn, a.id, period_start(&a.run_period, now))?;
         if used >= i64::from(a.run_budget) {
@@ -381,6 +384,48 @@ pub fn check(
         })),
         _ => Ok(Err(problems)),
     }
+}
+
+/// The release policy of the bound datasets' grades (ABI v2, guarantee 5; the platform's
+/// `grade_policy`): every rule the manifest breaks, each named with the grade and the
+/// dataset whose grade it is: k below the grade's minimum, no epsilon where the grade requires
+/// differential privacy (for every aggregate, or for those with measures), and more epsilon
+/// per release than the grade allows.
+fn release_policy(
+    conn: &mut DbConnection,
+    limits: &Limits,
+    manifest: &Manifest,
+    bindings: &BTreeMap<String, i64>,
+) -> QueryResult<Vec<Problem>> {
+    let mut graded: BTreeMap<&str, (u8, (String, String))> = BTreeMap::new();
+    for (name, &id) in bindings {
+        let (grade, zh, en): (i32, String, String) = datasets::table
+            .find(id)
+            .select((datasets::grade, datasets::title_zh, datasets::title_en))
+            .first(conn)?;
+        graded.insert(name.as_str(), (u8::try_from(grade).unwrap_or(4), (zh, en)));
+    }
+    let grade_of = |name: &str| graded.get(name).map(|(g, _)| *g);
+    Ok(check_policy(manifest, &grade_of, limits)
+        .into_iter()
+        .map(|r| {
+            let rule = match r.breach {
+                PolicyBreach::MinK { .. } => "policy_min_k",
+                PolicyBreach::DpRequired { .. } => "policy_dp_required",
+                PolicyBreach::DpForMeasures { .. } => "policy_dp_for_measures",
+                PolicyBreach::EpsilonCap { .. } => "policy_epsilon_cap",
+            };
+            let problem = r
+                .args()
+                .into_iter()
+                .filter(|(name, _)| *name != "dataset")
+                .fold(Problem::new(rule), |p, (name, value)| p.arg(name, value));
+            match graded.get(r.dataset.as_str()) {
+                Some((_, title)) => problem.dataset(title),
+                None => problem.arg("dataset", &r.dataset),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -214,9 +214,10 @@ fn fail(
 }
 
 /// Checks a just-claimed run before it starts (inside the claim's transaction): stops it when
-/// its workers died too often, its agreement ended, its budget is spent or a dataset has no
-/// published version (of the schema its agreement accepted); otherwise pins the newest such
-/// version of each bound dataset.
+/// its workers died too often, its agreement ended, its budget is spent, a dataset has no
+/// published version (of the schema its agreement accepted) or the release policy of the
+/// datasets' grades now forbids it; otherwise pins the newest such version of each bound
+/// dataset.
 fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, AppError> {
     let now = state.clock.now();
     let j = ops::load_job(conn, id)?;
@@ -272,6 +273,12 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
             storage_path,
             grade,
         });
+    }
+    if let Some(reason) =
+        super::policy::refusal_at_start(state.sandbox.limits(), &c.manifest, &used)
+    {
+        fail(conn, &j, RunAction::Fail, &reason, "", now)?;
+        return Ok(Start::Stopped);
     }
     let total: i64 = used.iter().map(|v| v.rows).sum();
     let versions = serde_json::to_string(&used).map_err(anyhow::Error::from)?;
@@ -537,8 +544,12 @@ fn finish(
         let args = [
             ("id", id.to_string()),
             ("name", c.name.clone()),
-            // The outcome's kind only: its details may carry what the guest chose.
-            ("reason", ops::outcome_both(&kind, "")),
+            // The outcome's kind as an operator is shown it: its details, and which of the
+            // kinds a module can bring about it is, may carry what the guest chose.
+            (
+                "reason",
+                ops::outcome_both(dataop_sandbox::runtime::operator_kind(&kind), ""),
+            ),
         ];
         let notice = Notice {
             template: if finished {

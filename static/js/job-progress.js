@@ -1,5 +1,5 @@
 // Live progress on a job page: follows the run's server-sent events (/jobs/{id}/events),
-// moves the progress bar and the row count as the run reads, and reloads the page when the
+// moves the progress bar and the row count as the run reads (platform staff), and reloads the page when the
 // run changes state (approved, started, finished, cancelled…). Without JavaScript, or when the
 // events cannot be followed, the page reloads itself every two seconds instead.
 (function () {
@@ -23,6 +23,10 @@
   var source = new window.EventSource(box.getAttribute("data-events"));
   source.addEventListener("progress", function (e) {
     var p = JSON.parse(e.data);
+    // The operator is sent the state alone (how far a run has read is for platform staff).
+    if (p.percent === undefined || !done) {
+      return;
+    }
     bar.value = p.percent;
     bar.textContent = p.percent + "%";
     done.textContent = p.rows_done;
