@@ -629,7 +629,8 @@ diesel::table! {
 
 diesel::table! {
     /// The differencing guard's record of each cell a run released without noise (platform
-    /// only): its persons, sorted, 8 bytes each; `released` once its run is released.
+    /// only): its persons, sorted, 8 bytes each, their digest and sketch; `released` once its
+    /// run is released.
     released_cells (id) {
         id -> BigInt,
         job_id -> BigInt,
@@ -639,6 +640,7 @@ diesel::table! {
         k -> BigInt,
         persons -> BigInt,
         digest -> Text,
+        sketch -> Binary,
         members -> Binary,
         released -> Bool,
     }

@@ -1,8 +1,9 @@
 //! `dataop bench sandbox`: example (a) in the sandbox with every limit on, against a plain
 //! native Rust loop and an SQLite `GROUP BY` over the same columns, start latency from a cached
-//! compiled module, and the run on 2 instances against 1. Each figure is printed on its own
-//! line beside its target and the baselines it was computed from ([`print_figure`]), then all
-//! of them as one JSON object.
+//! compiled module, the run on 2 instances against 1, and the cost of the platform's
+//! differencing guard for the run's release against 100 earlier releases. Each figure is
+//! printed on its own line beside its target and the baselines it was computed from
+//! ([`print_figure`]), then all of them as one JSON object.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
-use crate::aggregate::{Bounds, Partial, tally};
+use crate::aggregate::{Bounds, CellMembers, Partial, tally};
+use crate::differencing;
 use crate::manifest::{Limits, Manifest};
 use crate::runtime::{RunOptions, Runtime};
 use crate::source::{DatasetInput, MemColumn, MemTable, TableSource};
@@ -107,9 +109,22 @@ pub struct BenchFigures {
     pub two_instances_rows_per_s: f64,
     /// 2 instances / 1.
     pub two_instances_speedup: f64,
+    /// The single-instance run keeping the persons of its released cells, in ms.
+    pub run_with_members_ms: f64,
+    /// The differencing guard for its release against [`EARLIER_RELEASES`] earlier releases of
+    /// refreshed data (every earlier cell in the size window), in ms.
+    pub guard_ms: f64,
+    /// The same against earlier releases that differ only in their largest keys (every merge
+    /// runs to the end), in ms.
+    pub guard_worst_ms: f64,
     /// Whether every figure met its target ([`targets`]).
     pub targets_met: bool,
 }
+
+/// Earlier releases the differencing guard's cost is measured against.
+pub const EARLIER_RELEASES: usize = 100;
+/// The target of the guard's cost, as a share of the run.
+pub const GUARD_TARGET: f64 = 0.20;
 
 fn col<'a>(t: &'a MemTable, name: &str) -> &'a MemColumn {
     let i = t
@@ -280,6 +295,15 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         assert!(r.report.outcome.is_finished());
         d
     });
+    let g = guard_figures(&rt, &module, &manifest, &inputs)?;
+    writeln!(
+        out,
+        "sandbox, 1 instance, keeping the persons of released cells: {:.1} ms ({} cells, {} persons: {:.1} MiB kept)",
+        g.run.as_secs_f64() * 1e3,
+        g.cells,
+        g.persons,
+        (g.persons * differencing::KEY_BYTES as u64) as f64 / 1_048_576.0
+    )?;
     let rate = |d: Duration| rows as f64 / d.as_secs_f64().max(1e-9);
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let v2 = format!("v2 (1 instance) {}", ms(sandbox));
@@ -296,6 +320,9 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
         start_p99_us: p99,
         two_instances_rows_per_s: rate(two),
         two_instances_speedup: sandbox.as_secs_f64() / two.as_secs_f64(),
+        run_with_members_ms: g.run.as_secs_f64() * 1e3,
+        guard_ms: g.guard.as_secs_f64() * 1e3,
+        guard_worst_ms: g.worst.as_secs_f64() * 1e3,
         targets_met: false,
     };
     let met = [
@@ -335,6 +362,19 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
             Target::AtLeast(targets::TWO_INSTANCES),
             &format!("2 instances {}, {v2}", ms(two)),
         )?,
+        print_figure(
+            out,
+            "differencing guard vs the run",
+            g.guard.as_secs_f64() / g.run.as_secs_f64() * 100.0,
+            " %",
+            Target::Below(GUARD_TARGET * 100.0),
+            &format!(
+                "the guard {} for the release against {EARLIER_RELEASES} earlier releases of refreshed data, the run keeping its cells' persons {}; worst case (earlier cells differ only in their largest persons) {}",
+                ms(g.guard),
+                ms(g.run),
+                ms(g.worst)
+            ),
+        )?,
     ];
     figures.targets_met = met.iter().all(|&m| m);
     let writer_ns = writer_ns_per_row(&table, rows.min(1_000_000))?;
@@ -344,6 +384,175 @@ pub fn bench_sandbox(rows: usize, out: &mut dyn Write) -> anyhow::Result<BenchFi
     )?;
     writeln!(out, "{}", serde_json::to_string(&figures)?)?;
     Ok(figures)
+}
+
+/// The differencing guard's figures.
+#[derive(Debug, Clone, Copy)]
+struct GuardFigures {
+    /// The single-instance run keeping the persons of its released cells.
+    run: Duration,
+    /// Its released cells.
+    cells: usize,
+    /// Their persons, all cells together.
+    persons: u64,
+    /// The guard against earlier releases of refreshed data.
+    guard: Duration,
+    /// The guard in the worst case.
+    worst: Duration,
+}
+
+/// The single-instance run of example (a) keeping the persons of its released cells, and the
+/// differencing guard for its release against [`EARLIER_RELEASES`] earlier releases, refreshed
+/// and worst case (best of three each).
+fn guard_figures(
+    rt: &Runtime,
+    module: &crate::runtime::JobModule,
+    manifest: &Manifest,
+    inputs: &[DatasetInput],
+) -> anyhow::Result<GuardFigures> {
+    let opts = RunOptions {
+        instances: 1,
+        members: true,
+        ..RunOptions::default()
+    };
+    let mut run = Duration::MAX;
+    let mut kept = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = rt.run(module, manifest, inputs, &opts);
+        run = run.min(t.elapsed());
+        anyhow::ensure!(r.report.outcome.is_finished(), "{}", r.report.outcome);
+        kept = Some((r.members, r.output));
+    }
+    let (members, output) = kept.expect("three runs");
+    let cells = members.into_iter().next().unwrap_or_default();
+    let k = output.map_or(10, |o| o.aggregates[0].k);
+    let mut times = Vec::new();
+    for how in [Earlier::Refreshed, Earlier::Worst] {
+        let earlier = earlier_releases(&cells, k, how);
+        let best = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(guard(&cells, k, &earlier));
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        times.push(best);
+    }
+    Ok(GuardFigures {
+        run,
+        cells: cells.len(),
+        persons: cells.iter().map(|(_, keys)| keys.len() as u64).sum(),
+        guard: times[0],
+        worst: times[1],
+    })
+}
+
+/// How the earlier releases of the guard's benchmark differ from the new one.
+#[derive(Debug, Clone, Copy)]
+enum Earlier {
+    /// Release r replaces k + r random persons of each cell by others (a refreshed version of
+    /// the data): every earlier cell has its new cell's size, so its summary is read, and most
+    /// are ruled out by their sketches; the others are merged until k differences.
+    Refreshed,
+    /// Release r replaces the k largest persons of each cell by others just above them (their
+    /// sketches agree): every pair is merged to the end of the lists.
+    Worst,
+}
+
+/// A cell as the platform keeps it: its size, digest, sketch and encoded persons.
+#[derive(Debug)]
+struct Stored {
+    persons: u64,
+    digest: String,
+    sketch: Vec<u8>,
+    members: Vec<u8>,
+}
+
+impl Stored {
+    /// What the platform writes when a run finishes.
+    fn of(keys: &[u64]) -> Self {
+        let members = differencing::encode(keys);
+        Stored {
+            persons: keys.len() as u64,
+            digest: differencing::digest(&members),
+            sketch: differencing::sketch(keys),
+            members,
+        }
+    }
+
+    fn cell(&self, k: u64) -> differencing::Cell<'_> {
+        differencing::Cell {
+            k,
+            summary: differencing::Summary {
+                persons: self.persons,
+                digest: &self.digest,
+                sketch: &self.sketch,
+            },
+            members: &self.members,
+        }
+    }
+}
+
+/// [`EARLIER_RELEASES`] earlier releases of `cells`, sorted by size (the platform's index).
+fn earlier_releases(cells: &CellMembers, k: u64, how: Earlier) -> Vec<Stored> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut kept = Vec::with_capacity(EARLIER_RELEASES * cells.len());
+    for r in 0..EARLIER_RELEASES {
+        for (_, keys) in cells {
+            let mut keys = keys.clone();
+            let n = keys.len();
+            let swap = match how {
+                Earlier::Refreshed => (k as usize + r).min(n),
+                Earlier::Worst => (k as usize).min(n),
+            };
+            for i in 0..swap {
+                let at = match how {
+                    Earlier::Refreshed => (next() % n as u64) as usize,
+                    Earlier::Worst => n - 1 - i,
+                };
+                keys[at] = match how {
+                    Earlier::Refreshed => next(),
+                    Earlier::Worst => keys[at].wrapping_add(r as u64 + 1),
+                };
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            kept.push(Stored::of(&keys));
+        }
+    }
+    kept.sort_by_key(|c| c.persons);
+    kept
+}
+
+/// The guard's work for the release of `cells` (threshold `k`), as the platform does it: keep
+/// each cell (encode, digest, sketch), compare the cells with each other, then each with the
+/// earlier cells in its size window. The number of collisions found.
+fn guard(cells: &CellMembers, k: u64, earlier: &[Stored]) -> usize {
+    let kept: Vec<Stored> = cells.iter().map(|(_, keys)| Stored::of(keys)).collect();
+    let new: Vec<differencing::Cell<'_>> = kept.iter().map(|c| c.cell(k)).collect();
+    let mut found = differencing::candidate_pairs(&new)
+        .into_iter()
+        .filter(|&(i, j)| differencing::collision(&new[i], &new[j], k).is_some())
+        .count();
+    for cell in &new {
+        let window = differencing::size_window(cell.summary.persons, k);
+        let from = earlier.partition_point(|c| c.persons < *window.start());
+        for old in earlier[from..]
+            .iter()
+            .take_while(|c| c.persons <= *window.end())
+        {
+            found += usize::from(differencing::collision(cell, &old.cell(k), k).is_some());
+        }
+    }
+    found
 }
 
 /// Loads person, district and age into an in-memory SQLite table and times the query of

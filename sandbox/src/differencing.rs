@@ -3,18 +3,21 @@
 //! Without noise, two released cells whose person sets differ by 1 to k − 1 persons let the
 //! difference of their counts or sums reveal those persons. A run gives the persons of each
 //! cell it released without noise ([`crate::RunOptions::members`]); the platform keeps them in
-//! the form [`encode`] writes and compares a new release's cells with each other and with the
-//! cells released earlier, with the functions here:
+//! the form [`encode`] writes, with a [`Summary`] (size, [`digest`], [`sketch`]), and compares a
+//! new release's cells with each other and with the cells released earlier:
 //!
-//! * [`collision`]: one pair. Cells whose sizes differ by k or more cannot collide (the size
-//!   window), equal digests mean equal sets (no difference), and otherwise the two sorted lists
-//!   are merged, stopping at the k-th difference.
+//! * [`may_collide`]: what the summaries decide without the persons. Cells whose sizes differ by
+//!   k or more cannot collide (the size window), nor can cells whose sketches (persons counted
+//!   in 64 ranges of keys) differ by k or more in total; equal digests mean equal sets.
+//! * [`collision`]: one pair: the summaries, then the two sorted lists merged, a block of
+//!   agreeing keys at a time, stopping at the k-th difference.
 //! * [`candidate_pairs`]: the pairs of one release that need [`collision`], without comparing
 //!   every cell with every other: two cells fewer than K persons apart (K the largest k) share
 //!   a person among the K smallest keys of each, so only cells sharing such a key are paired.
 //!
 //! None of this knows the database: the platform selects the earlier cells within the size
-//! window ([`size_window`]) and calls [`collision`] on each.
+//! window ([`size_window`]), reads the persons only of those [`may_collide`] leaves open, and
+//! calls [`collision`] on them.
 
 use std::ops::RangeInclusive;
 
@@ -45,6 +48,32 @@ pub fn persons(encoded: &[u8]) -> u64 {
     (encoded.len() / KEY_BYTES) as u64
 }
 
+/// Ranges of keys a [`sketch`] counts the persons of (by the keys' top bits: the keys are a
+/// mix of the pseudonyms, uniform).
+pub const SKETCH_BUCKETS: usize = 64;
+
+/// The persons of a set counted in each of [`SKETCH_BUCKETS`] ranges of keys, 4 bytes each,
+/// little-endian: two sets differ by at least the sum of the differences of their counts.
+pub fn sketch(keys: &[u64]) -> Vec<u8> {
+    let mut counts = [0u32; SKETCH_BUCKETS];
+    for k in keys {
+        let b = (k >> (64 - SKETCH_BUCKETS.ilog2())) as usize;
+        counts[b] = counts[b].saturating_add(1);
+    }
+    counts.iter().flat_map(|c| c.to_le_bytes()).collect()
+}
+
+/// A lower bound of the difference of two sets, from their sketches ([`sketch`]).
+pub fn sketch_distance(a: &[u8], b: &[u8]) -> u64 {
+    let count = |s: &[u8], i: usize| {
+        s.get(i * 4..i * 4 + 4)
+            .map_or(0, |c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+    };
+    (0..SKETCH_BUCKETS)
+        .map(|i| u64::from(count(a, i).abs_diff(count(b, i))))
+        .sum()
+}
+
 /// The sizes a cell of `persons` persons can be fewer than `k` persons apart from: cells
 /// outside it differ by at least k persons whatever their members.
 pub fn size_window(persons: u64, k: u64) -> RangeInclusive<u64> {
@@ -60,9 +89,14 @@ fn key(encoded: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Keys compared at once by [`difference`] where the two lists are aligned.
+const BLOCK: usize = 32;
+
 /// The number of persons in exactly one of two encoded sets (their symmetric difference),
 /// counted up to `limit`: the merge of the two sorted lists stops as soon as `limit`
-/// differences are found (any larger difference is returned as `limit`).
+/// differences are found (any larger difference is returned as `limit`). Where the lists agree
+/// it advances a block of keys at a time (one comparison of their bytes), so sets that differ
+/// in a few persons cost little more than reading them.
 pub fn difference(a: &[u8], b: &[u8], limit: u64) -> u64 {
     let (na, nb) = (a.len() / KEY_BYTES, b.len() / KEY_BYTES);
     if (na.abs_diff(nb) as u64) >= limit {
@@ -70,23 +104,55 @@ pub fn difference(a: &[u8], b: &[u8], limit: u64) -> u64 {
     }
     let (mut i, mut j, mut d) = (0usize, 0usize, 0u64);
     while i < na && j < nb {
-        let (x, y) = (key(a, i), key(b, j));
-        if x == y {
-            i += 1;
-            j += 1;
+        let m = BLOCK.min(na - i).min(nb - j);
+        if a[i * KEY_BYTES..(i + m) * KEY_BYTES] == b[j * KEY_BYTES..(j + m) * KEY_BYTES] {
+            i += m;
+            j += m;
             continue;
         }
-        d += 1;
-        if d >= limit {
-            return limit;
-        }
-        if x < y {
-            i += 1;
-        } else {
-            j += 1;
+        // A difference within the block: merge key by key for as many steps.
+        for _ in 0..m {
+            let (x, y) = (key(a, i), key(b, j));
+            if x == y {
+                i += 1;
+                j += 1;
+            } else {
+                d += 1;
+                if d >= limit {
+                    return limit;
+                }
+                if x < y {
+                    i += 1;
+                } else {
+                    j += 1;
+                }
+            }
+            if i == na || j == nb {
+                break;
+            }
         }
     }
     (d + (na - i) as u64 + (nb - j) as u64).min(limit)
+}
+
+/// What the platform reads of a kept cell before its persons.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary<'a> {
+    /// The number of persons.
+    pub persons: u64,
+    /// [`digest`] of the encoded persons.
+    pub digest: &'a str,
+    /// [`sketch`] of the persons.
+    pub sketch: &'a [u8],
+}
+
+/// Whether two cells may be 1 to k − 1 persons apart as far as their summaries tell: false
+/// when their sizes or their sketches differ by k or more, or they are the same set. Only when
+/// true must their persons be read and merged ([`collision`]).
+pub fn may_collide(a: &Summary<'_>, b: &Summary<'_>, k: u64) -> bool {
+    size_window(a.persons, k).contains(&b.persons)
+        && a.digest != b.digest
+        && sketch_distance(a.sketch, b.sketch) < k
 }
 
 /// A released cell as the guard compares it.
@@ -94,23 +160,16 @@ pub fn difference(a: &[u8], b: &[u8], limit: u64) -> u64 {
 pub struct Cell<'a> {
     /// The threshold of the cell's aggregate.
     pub k: u64,
-    /// [`digest`] of `members`.
-    pub digest: &'a str,
+    /// Its size, digest and sketch.
+    pub summary: Summary<'a>,
     /// The encoded persons ([`encode`]).
     pub members: &'a [u8],
-}
-
-impl Cell<'_> {
-    /// The number of persons.
-    pub fn persons(&self) -> u64 {
-        persons(self.members)
-    }
 }
 
 /// The number of persons by which `a` and `b` differ, when it is 1 to `k` − 1 (a release of
 /// both would reveal those persons); `None` otherwise.
 pub fn collision(a: &Cell<'_>, b: &Cell<'_>, k: u64) -> Option<u64> {
-    if !size_window(a.persons(), k).contains(&b.persons()) || a.digest == b.digest {
+    if !may_collide(&a.summary, &b.summary, k) {
         return None;
     }
     let d = difference(a.members, b.members, k);
@@ -146,8 +205,23 @@ pub fn candidate_pairs(cells: &[Cell<'_>]) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
 
-    fn cell<'a>(k: u64, members: &'a [u8], digest: &'a str) -> Cell<'a> {
-        Cell { k, digest, members }
+    /// An encoded set with its digest and sketch.
+    fn kept(keys: &[u64]) -> (Vec<u8>, String, Vec<u8>) {
+        let e = encode(keys);
+        let d = digest(&e);
+        (e, d, sketch(keys))
+    }
+
+    fn cell(k: u64, (members, digest, sketch): &(Vec<u8>, String, Vec<u8>)) -> Cell<'_> {
+        Cell {
+            k,
+            summary: Summary {
+                persons: persons(members),
+                digest,
+                sketch,
+            },
+            members,
+        }
     }
 
     /// The symmetric difference by sets, for reference.
@@ -185,15 +259,31 @@ mod tests {
             }
         }
         assert_eq!(difference(&encode(&[]), &encode(&[1, 2, 3]), 10), 3);
+        // Long sets a few persons apart (the block-wise path), differences anywhere.
+        for round in 0..200 {
+            let a = random_set(&mut x, 2000, 1 << 40);
+            let mut b = a.clone();
+            for _ in 0..round % 12 {
+                if xorshift(&mut x).is_multiple_of(2) {
+                    let at = (xorshift(&mut x) % b.len() as u64) as usize;
+                    b.remove(at);
+                } else {
+                    b.push(xorshift(&mut x) % (1 << 40));
+                }
+            }
+            b.sort_unstable();
+            b.dedup();
+            let d = reference(&a, &b);
+            let (ea, eb) = (encode(&a), encode(&b));
+            assert_eq!(difference(&ea, &eb, u64::MAX), d, "round {round}");
+            assert_eq!(difference(&eb, &ea, 5), d.min(5), "round {round}");
+        }
     }
 
     #[test]
     fn collisions_are_one_to_k_minus_one_persons_apart() {
-        let base: Vec<u64> = (0..100).map(|i| i * 3).collect();
-        let less = |n: usize| base[n..].to_vec();
-        let e = encode(&base);
-        let d = digest(&e);
-        let a = cell(10, &e, &d);
+        let base: Vec<u64> = (0..100).map(|i| (i * 3) << 50).collect();
+        let a = kept(&base);
         for (removed, want) in [
             (0, None),
             (1, Some(1)),
@@ -201,18 +291,46 @@ mod tests {
             (10, None),
             (50, None),
         ] {
-            let s = encode(&less(removed));
-            let sd = digest(&s);
-            assert_eq!(collision(&a, &cell(10, &s, &sd), 10), want, "{removed}");
+            let b = kept(&base[removed..]);
+            assert_eq!(
+                collision(&cell(10, &a), &cell(10, &b), 10),
+                want,
+                "{removed}"
+            );
         }
         // Same size, one person swapped: two apart.
         let mut swapped = base.clone();
         swapped[40] = 1;
         swapped.sort_unstable();
-        let s = encode(&swapped);
-        let sd = digest(&s);
-        assert_eq!(collision(&a, &cell(10, &s, &sd), 10), Some(2));
+        let b = kept(&swapped);
+        assert_eq!(collision(&cell(10, &a), &cell(10, &b), 10), Some(2));
         assert_eq!(size_window(5, 10), 0..=14);
+    }
+
+    /// A sketch's distance never exceeds the difference, and rules out sets k apart.
+    #[test]
+    fn sketch_distance_is_a_lower_bound() {
+        let mut x = 3u64;
+        for round in 0..300 {
+            let a = random_set(&mut x, 200, u64::MAX);
+            let mut b = a.clone();
+            for _ in 0..round % 30 {
+                let at = (xorshift(&mut x) % b.len() as u64) as usize;
+                b[at] = xorshift(&mut x);
+            }
+            b.sort_unstable();
+            b.dedup();
+            let d = reference(&a, &b);
+            let s = sketch_distance(&sketch(&a), &sketch(&b));
+            assert!(s <= d, "round {round}: {s} > {d}");
+            assert_eq!(s % 2, d % 2, "counts differ in pairs or by the sizes");
+        }
+        // Two unrelated sets of one size: ruled out without their persons.
+        let (a, b) = (
+            random_set(&mut x, 200, u64::MAX),
+            random_set(&mut x, 200, u64::MAX),
+        );
+        assert!(sketch_distance(&sketch(&a), &sketch(&b)) >= 10);
     }
 
     /// The prefix filter finds every colliding pair that comparing all pairs finds (released
@@ -225,7 +343,7 @@ mod tests {
         for round in 0..40 {
             let mut sets: Vec<Vec<u64>> = Vec::new();
             while sets.len() < 12 {
-                let s = if !sets.is_empty() && xorshift(&mut x) % 2 == 0 {
+                let s = if !sets.is_empty() && xorshift(&mut x).is_multiple_of(2) {
                     // Near an earlier set: a few persons removed and a few added.
                     let mut s = sets[(xorshift(&mut x) % sets.len() as u64) as usize].clone();
                     for _ in 0..xorshift(&mut x) % 8 {
@@ -245,10 +363,9 @@ mod tests {
                     sets.push(s);
                 }
             }
-            let encoded: Vec<Vec<u8>> = sets.iter().map(|s| encode(s)).collect();
-            let digests: Vec<String> = encoded.iter().map(|e| digest(e)).collect();
+            let stored: Vec<_> = sets.iter().map(|s| kept(s)).collect();
             let cells: Vec<Cell<'_>> = (0..sets.len())
-                .map(|i| cell(ks[i % ks.len()], &encoded[i], &digests[i]))
+                .map(|i| cell(ks[i % ks.len()], &stored[i]))
                 .collect();
             let candidates = candidate_pairs(&cells);
             candidates_total += candidates.len();

@@ -14,14 +14,15 @@
 //! * **Checked** ([`check`]): at release, inside its transaction, after [`lock`] (two releases of
 //!   one operator never both pass unseen by each other), and on the job page for platform staff
 //!   while the output waits for review. Earlier cells are read by size window (within k − 1
-//!   persons) one distinct set at a time; only sets other than the new cell's are read whole and
-//!   merged, stopping at the k-th difference ([`dataop_sandbox::differencing`]).
+//!   persons), one summary (size, digest, sketch) per distinct set; only the sets the summaries
+//!   leave open are read whole and merged, stopping at the k-th difference
+//!   ([`dataop_sandbox::differencing`]).
 //! * **Shown** ([`record`], [`findings_of`]): the pairs found, to platform staff only; the
 //!   operator sees the run withheld with the fixed reason [`super::ops::DIFFERENCING`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dataop_sandbox::differencing::{self as guard, Cell};
+use dataop_sandbox::differencing::{self as guard, Cell, Summary};
 use dataop_sandbox::{Manifest, RunResult};
 use diesel::prelude::*;
 
@@ -85,6 +86,7 @@ pub fn keep(
                     released_cells::k.eq(i64::try_from(table.k).unwrap_or(i64::MAX)),
                     released_cells::persons.eq(keys.len() as i64),
                     released_cells::digest.eq(guard::digest(&members)),
+                    released_cells::sketch.eq(guard::sketch(keys)),
                     released_cells::members.eq(&members),
                     released_cells::released.eq(false),
                 ))
@@ -181,7 +183,9 @@ struct Own {
     aggregate: String,
     cell_key: String,
     k: i64,
+    persons: i64,
     digest: String,
+    sketch: Vec<u8>,
     members: Vec<u8>,
 }
 
@@ -189,11 +193,18 @@ impl Own {
     fn cell(&self) -> Cell<'_> {
         Cell {
             k: u64::try_from(self.k).unwrap_or(0),
-            digest: &self.digest,
+            summary: Summary {
+                persons: u64::try_from(self.persons).unwrap_or(0),
+                digest: &self.digest,
+                sketch: &self.sketch,
+            },
             members: &self.members,
         }
     }
 }
+
+/// The summary of a distinct earlier set: its first cell, digest, size and sketch.
+type EarlierSet = (Option<i64>, String, i64, Vec<u8>);
 
 /// An earlier released cell read whole.
 #[derive(Debug, Queryable)]
@@ -202,7 +213,9 @@ struct Earlier {
     job_id: i64,
     aggregate: String,
     cell_key: String,
+    persons: i64,
     digest: String,
+    sketch: Vec<u8>,
     members: Vec<u8>,
 }
 
@@ -232,7 +245,9 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
             released_cells::aggregate,
             released_cells::cell_key,
             released_cells::k,
+            released_cells::persons,
             released_cells::digest,
+            released_cells::sketch,
             released_cells::members,
         ))
         .load(conn)?;
@@ -282,15 +297,15 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
     for (i, s) in scopes.iter().enumerate() {
         by_scope.entry(s.as_slice()).or_default().push(i);
     }
-    for (scope, members) in by_scope {
-        let windows: Vec<_> = members
+    for (scope, ours) in by_scope {
+        let windows: Vec<_> = ours
             .iter()
-            .map(|&i| guard::size_window(cells[i].persons(), cells[i].k))
+            .map(|&i| guard::size_window(cells[i].summary.persons, cells[i].k))
             .collect();
         let lo = windows.iter().map(|w| *w.start()).min().unwrap_or(0);
         let hi = windows.iter().map(|w| *w.end()).max().unwrap_or(0);
         // One row per distinct set of persons: its first cell stands for the others.
-        let sets: Vec<(Option<i64>, String, i64)> = released_cells::table
+        let sets: Vec<EarlierSet> = released_cells::table
             .filter(released_cells::org_id.eq(job.org_id))
             .filter(released_cells::released.eq(true))
             .filter(released_cells::persons.between(clamp(lo), clamp(hi)))
@@ -301,19 +316,29 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
                         .select(released_cell_datasets::cell_id),
                 ),
             )
-            .group_by((released_cells::digest, released_cells::persons))
+            .group_by((
+                released_cells::digest,
+                released_cells::persons,
+                released_cells::sketch,
+            ))
             .select((
                 diesel::dsl::min(released_cells::id),
                 released_cells::digest,
                 released_cells::persons,
+                released_cells::sketch,
             ))
             .load(conn)?;
-        // The earlier sets each cell must be merged with (within its window, not its own set).
+        // The earlier sets each cell must be merged with: those its summary leaves open.
         let mut wanted: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (id, digest, persons) in &sets {
+        for (id, digest, persons, sketch) in &sets {
             let Some(id) = id else { continue };
-            for (&i, w) in members.iter().zip(&windows) {
-                if w.contains(&(*persons as u64)) && *digest != own[i].digest {
+            let earlier = Summary {
+                persons: u64::try_from(*persons).unwrap_or(0),
+                digest,
+                sketch,
+            };
+            for &i in &ours {
+                if guard::may_collide(&cells[i].summary, &earlier, cells[i].k) {
                     wanted.entry(*id).or_default().push(i);
                 }
             }
@@ -328,7 +353,9 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
                     released_cells::job_id,
                     released_cells::aggregate,
                     released_cells::cell_key,
+                    released_cells::persons,
                     released_cells::digest,
+                    released_cells::sketch,
                     released_cells::members,
                 ))
                 .load(conn)?;
@@ -340,7 +367,11 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
                     let k = cells[i].k;
                     let old = Cell {
                         k,
-                        digest: &e.digest,
+                        summary: Summary {
+                            persons: u64::try_from(e.persons).unwrap_or(0),
+                            digest: &e.digest,
+                            sketch: &e.sketch,
+                        },
                         members: &e.members,
                     };
                     if let Some(d) = guard::collision(&cells[i], &old, k) {

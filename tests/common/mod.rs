@@ -308,6 +308,70 @@ impl TestApp {
         let c: &mut DbConnection = &mut conn;
         c.batch_execute(sql).expect("sql");
     }
+
+    /// Records a current training of `username` through the platform admin's form, as job
+    /// submission requires.
+    pub fn train(&self, username: &str) {
+        let platform = self.logged_in("platform", DEMO_PASSWORD);
+        let today = self.state().clock.today();
+        let r = self.post_form_from(
+            &platform,
+            "/admin/trainings",
+            "/admin/trainings",
+            &[
+                ("username", username),
+                ("course", "数据安全培训 / Data security"),
+                (
+                    "trained_on",
+                    &(today - chrono::Duration::days(10)).to_string(),
+                ),
+                (
+                    "expires_on",
+                    &(today + chrono::Duration::days(365)).to_string(),
+                ),
+            ],
+        );
+        assert_eq!(r.status().as_u16(), 303, "{}", r.text().unwrap_or_default());
+    }
+
+    /// The regulator (the default reviewer) approves a computation through its page.
+    pub fn approve_computation(&self, computation: i64) {
+        let reg = self.logged_in("regulator", DEMO_PASSWORD);
+        let page = format!("/admin/computations/{computation}");
+        let r = self.post_form_from(&reg, &page, &format!("{page}/approve"), &[("note", "")]);
+        assert_eq!(r.status().as_u16(), 303);
+    }
+
+    /// The regulator asks to release a run's output through its page; the status.
+    pub fn release_job(&self, job: i64) -> u16 {
+        let reg = self.logged_in("regulator", DEMO_PASSWORD);
+        let page = format!("/jobs/{job}");
+        self.post_form_from(&reg, &page, &format!("{page}/release"), &[])
+            .status()
+            .as_u16()
+    }
+
+    /// Runs queued jobs on this thread until none is left; how many ran.
+    pub fn run_queued_jobs(&self) -> usize {
+        let mut n = 0;
+        while dataop::jobs::worker::run_once(self.state(), "test-worker").expect("worker") {
+            n += 1;
+            assert!(n < 100, "the queue does not empty");
+        }
+        n
+    }
+
+    /// The stored state of a run.
+    pub fn job_state(&self, job: i64) -> String {
+        use dataop::schema::jobs;
+        use diesel::prelude::*;
+        let mut conn = self.conn();
+        jobs::table
+            .find(job)
+            .select(jobs::state)
+            .first(&mut *conn)
+            .expect("job")
+    }
 }
 
 impl Drop for TestApp {

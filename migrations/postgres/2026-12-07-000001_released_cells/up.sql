@@ -7,9 +7,11 @@
 -- written when the run finishes and counted once the run is released (`released`); the rows of
 -- a run that ends otherwise are deleted in the transaction that ends it. `members` holds the
 -- cell's person keys (a bijection of the pseudonyms), sorted, 8 bytes each little-endian;
--- `digest` is their sha256 (equal digests: the same persons); `cell_key` the JSON array of the
--- key's labels; `k` the aggregate's threshold. The guard reads the cells of an operator within
--- k - 1 persons of a size (`released_cells_window`).
+-- `digest` is their sha256 (equal digests: the same persons); `sketch` their count in each of
+-- 64 ranges of keys, 4 bytes each (two cells differ by at least the sum of the differences);
+-- `cell_key` the JSON array of the key's labels; `k` the aggregate's threshold. The guard reads
+-- the cells of an operator within k - 1 persons of a size (`released_cells_window`), and the
+-- persons only of those their digest and sketch leave open.
 CREATE TABLE released_cells (
     id BIGSERIAL PRIMARY KEY,
     job_id BIGINT NOT NULL REFERENCES jobs(id),
@@ -19,6 +21,7 @@ CREATE TABLE released_cells (
     k BIGINT NOT NULL,
     persons BIGINT NOT NULL,
     digest TEXT NOT NULL,
+    sketch BYTEA NOT NULL,
     members BYTEA NOT NULL,
     released BOOLEAN NOT NULL DEFAULT FALSE
 );
