@@ -8,9 +8,9 @@
 //!
 //! * **Kept** ([`keep`], in the worker's finish transaction): the persons of each cell a run
 //!   released without noise (the sandbox's [`dataop_sandbox::RunOptions::members`]), sorted,
-//!   8 bytes each, with their digest and the catalog datasets the cell depends on. They count
-//!   once the run is released ([`mark_released`], in the release's transaction); a run that ends
-//!   otherwise loses them in the transaction that ends it ([`forget`]).
+//!   8 bytes each, with their digest, their sketch and the catalog datasets the cell depends
+//!   on. They count once the run is released ([`mark_released`], in the release's transaction);
+//!   a run that ends otherwise loses them in the transaction that ends it ([`forget`]).
 //! * **Checked** ([`check`]): at release, inside its transaction, after [`lock`] (two releases of
 //!   one operator never both pass unseen by each other), and on the job page for platform staff
 //!   while the output waits for review. Earlier cells are read by size window (within k − 1
