@@ -4,14 +4,16 @@
 -- only: nothing here is shown to an operator or leaves the platform.
 
 -- The persons of each cell a run released without noise (suppressed cells are not kept),
--- written when the run finishes and counted once the run is released (`released`); the rows of
--- a run that ends otherwise are deleted in the transaction that ends it. `members` holds the
--- cell's person keys (a bijection of the pseudonyms), sorted, 8 bytes each little-endian;
--- `digest` is their sha256 (equal digests: the same persons); `sketch` their count in each of
--- 64 ranges of keys, 4 bytes each (two cells differ by at least the sum of the differences);
--- `cell_key` the JSON array of the key's labels; `k` the aggregate's threshold. The guard reads
--- the cells of an operator within k - 1 persons of a size (`released_cells_window`), and the
--- persons only of those their digest and sketch leave open.
+-- written when the run finishes; they count once their run is `released`. The rows of a run
+-- that ends otherwise are deleted in the transaction that ends it, and so are, at release, the
+-- rows whose persons the operator was released already from the same datasets (they would add
+-- nothing to the check). `members` holds the cell's person keys (a bijection of the
+-- pseudonyms), sorted, 8 bytes each little-endian; `digest` is their sha256 (equal digests:
+-- the same persons); `sketch` their count in each of 64 ranges of keys, 4 bytes each (two
+-- cells differ by at least the sum of the differences); `cell_key` the JSON array of the key's
+-- labels; `k` the aggregate's threshold. The guard reads the cells of an operator within
+-- k - 1 persons of a size (`released_cells_window`), and the persons only of those their
+-- digest and sketch leave open.
 CREATE TABLE released_cells (
     id INTEGER PRIMARY KEY,
     job_id BIGINT NOT NULL REFERENCES jobs(id),
@@ -22,16 +24,15 @@ CREATE TABLE released_cells (
     persons BIGINT NOT NULL,
     digest TEXT NOT NULL,
     sketch BLOB NOT NULL,
-    members BLOB NOT NULL,
-    released BOOLEAN NOT NULL DEFAULT FALSE
+    members BLOB NOT NULL
 );
-CREATE INDEX released_cells_window ON released_cells(org_id, released, persons);
+CREATE INDEX released_cells_window ON released_cells(org_id, persons);
 CREATE INDEX released_cells_job ON released_cells(job_id);
 
 -- The catalog datasets a kept cell depends on (its aggregate's dataset, or the per-person
 -- stage's inputs): cells are compared when they share one.
 CREATE TABLE released_cell_datasets (
-    cell_id BIGINT NOT NULL REFERENCES released_cells(id),
+    cell_id BIGINT NOT NULL REFERENCES released_cells(id) ON DELETE CASCADE,
     dataset_id BIGINT NOT NULL REFERENCES datasets(id),
     PRIMARY KEY (dataset_id, cell_id)
 );
