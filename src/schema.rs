@@ -629,7 +629,7 @@ diesel::table! {
 
 diesel::table! {
     /// The differencing guard's record of each cell a run released without noise (platform
-    /// only): its persons, sorted, 8 bytes each, their digest and sketch; `released` once its
+    /// only): its persons, sorted, 8 bytes each, their digest and sketch; they count once the
     /// run is released.
     released_cells (id) {
         id -> BigInt,
@@ -642,7 +642,6 @@ diesel::table! {
         digest -> Text,
         sketch -> Binary,
         members -> Binary,
-        released -> Bool,
     }
 }
 

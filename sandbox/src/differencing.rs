@@ -43,11 +43,6 @@ pub fn digest(encoded: &[u8]) -> String {
     hex::encode(Sha256::digest(encoded))
 }
 
-/// The number of persons of an encoded set.
-pub fn persons(encoded: &[u8]) -> u64 {
-    (encoded.len() / KEY_BYTES) as u64
-}
-
 /// Ranges of keys a [`sketch`] counts the persons of (by the keys' top bits: the keys are a
 /// mix of the pseudonyms, uniform).
 pub const SKETCH_BUCKETS: usize = 64;
@@ -216,7 +211,7 @@ mod tests {
         Cell {
             k,
             summary: Summary {
-                persons: persons(members),
+                persons: (members.len() / KEY_BYTES) as u64,
                 digest,
                 sketch,
             },

@@ -8,15 +8,15 @@
 //!
 //! * **Kept** ([`keep`], in the worker's finish transaction): the persons of each cell a run
 //!   released without noise (the sandbox's [`dataop_sandbox::RunOptions::members`]), sorted,
-//!   8 bytes each, with their digest and the catalog datasets the cell depends on. They count
-//!   once the run is released ([`mark_released`], in the release's transaction); a run that ends
-//!   otherwise loses them in the transaction that ends it ([`forget`]).
+//!   8 bytes each, with their digest, their sketch and the catalog datasets the cell depends
+//!   on. They count once the run is released; a run that ends otherwise loses them in the
+//!   transaction that ends it ([`forget`]), and a release drops those whose persons were
+//!   released to the operator already from the same datasets ([`Check::already_kept`]).
 //! * **Checked** ([`check`]): at release, inside its transaction, after [`lock`] (two releases of
 //!   one operator never both pass unseen by each other), and on the job page for platform staff
 //!   while the output waits for review. Earlier cells are read by size window (within k − 1
-//!   persons), one summary (size, digest, sketch) per distinct set; only the sets the summaries
-//!   leave open are read whole and merged, stopping at the k-th difference
-//!   ([`dataop_sandbox::differencing`]).
+//!   persons), a summary (size, digest, sketch) each; only the sets the summaries leave open are
+//!   read whole and merged, stopping at the k-th difference ([`dataop_sandbox::differencing`]).
 //! * **Shown** ([`record`], [`findings_of`]): the pairs found, to platform staff only; the
 //!   operator sees the run withheld with the fixed reason [`super::ops::DIFFERENCING`].
 
@@ -26,10 +26,11 @@ use dataop_sandbox::differencing::{self as guard, Cell, Summary};
 use dataop_sandbox::{Manifest, RunResult};
 use diesel::prelude::*;
 
+use super::machine::RunState;
 use super::model::{Computation, Job};
 use crate::db::{Backend, DbConnection};
 use crate::errors::AppError;
-use crate::schema::{differencing_findings, released_cell_datasets, released_cells};
+use crate::schema::{differencing_findings, jobs, released_cell_datasets, released_cells};
 
 /// The most pairs a check reports: it stops there (one is enough to withhold).
 pub const MAX_FINDINGS: usize = 20;
@@ -53,7 +54,7 @@ fn datasets_of(m: &Manifest, aggregate: &str, bindings: &BTreeMap<String, i64>) 
 }
 
 /// Keeps the persons of every cell a finished run released without noise (inside the
-/// worker's finish transaction).
+/// worker's finish transaction): one statement for the cells, one for their datasets.
 pub fn keep(
     conn: &mut DbConnection,
     job: &Job,
@@ -68,8 +69,12 @@ pub fn keep(
     }
     let manifest = Manifest::from_toml(&c.manifest).map_err(|e| anyhow::anyhow!(e))?;
     let bindings = c.binding_map();
+    let mut rows = Vec::new();
+    let mut datasets: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for (table, cells) in output.aggregates.iter().zip(&result.members) {
-        let datasets = datasets_of(&manifest, &table.name, &bindings);
+        if !cells.is_empty() {
+            datasets.insert(&table.name, datasets_of(&manifest, &table.name, &bindings));
+        }
         for (cell, keys) in cells {
             let labels = table
                 .cells
@@ -77,54 +82,67 @@ pub fn keep(
                 .map(|c| c.key.clone())
                 .unwrap_or_default();
             let members = guard::encode(keys);
-            let id: i64 = diesel::insert_into(released_cells::table)
-                .values((
-                    released_cells::job_id.eq(job.id),
-                    released_cells::org_id.eq(job.org_id),
-                    released_cells::aggregate.eq(&table.name),
-                    released_cells::cell_key.eq(serde_json::json!(labels).to_string()),
-                    released_cells::k.eq(i64::try_from(table.k).unwrap_or(i64::MAX)),
-                    released_cells::persons.eq(keys.len() as i64),
-                    released_cells::digest.eq(guard::digest(&members)),
-                    released_cells::sketch.eq(guard::sketch(keys)),
-                    released_cells::members.eq(&members),
-                    released_cells::released.eq(false),
-                ))
-                .returning(released_cells::id)
-                .get_result(conn)?;
-            for d in &datasets {
-                diesel::insert_into(released_cell_datasets::table)
-                    .values((
-                        released_cell_datasets::cell_id.eq(id),
-                        released_cell_datasets::dataset_id.eq(d),
-                    ))
-                    .execute(conn)?;
-            }
+            rows.push((
+                released_cells::job_id.eq(job.id),
+                released_cells::org_id.eq(job.org_id),
+                released_cells::aggregate.eq(&table.name),
+                released_cells::cell_key.eq(serde_json::json!(labels).to_string()),
+                released_cells::k.eq(i64::try_from(table.k).unwrap_or(i64::MAX)),
+                released_cells::persons.eq(keys.len() as i64),
+                released_cells::digest.eq(guard::digest(&members)),
+                released_cells::sketch.eq(guard::sketch(keys)),
+                released_cells::members.eq(members),
+            ));
         }
+    }
+    // A batch insert is written for each backend (diesel's multi-backend connection has none).
+    let insert = diesel::insert_into(released_cells::table)
+        .values(rows)
+        .returning((released_cells::id, released_cells::aggregate));
+    let ids: Vec<(i64, String)> = match conn {
+        DbConnection::Sqlite(c) => insert.get_results(c)?,
+        DbConnection::Pg(c) => insert.get_results(c)?,
+    };
+    let links: Vec<_> = ids
+        .iter()
+        .flat_map(|(id, aggregate)| {
+            datasets
+                .get(aggregate.as_str())
+                .into_iter()
+                .flatten()
+                .map(move |d| {
+                    (
+                        released_cell_datasets::cell_id.eq(*id),
+                        released_cell_datasets::dataset_id.eq(*d),
+                    )
+                })
+        })
+        .collect();
+    if !links.is_empty() {
+        let insert = diesel::insert_into(released_cell_datasets::table).values(links);
+        match conn {
+            DbConnection::Sqlite(c) => insert.execute(c)?,
+            DbConnection::Pg(c) => insert.execute(c)?,
+        };
     }
     Ok(())
 }
 
-/// Counts a run's kept cells as released (inside the release's transaction).
-pub fn mark_released(conn: &mut DbConnection, job_id: i64) -> QueryResult<()> {
-    diesel::update(released_cells::table.filter(released_cells::job_id.eq(job_id)))
-        .set(released_cells::released.eq(true))
+/// Deletes the kept cells of a run that ends without being released (inside the transaction
+/// that ends it; their datasets go with them).
+pub fn forget(conn: &mut DbConnection, job_id: i64) -> QueryResult<()> {
+    diesel::delete(released_cells::table.filter(released_cells::job_id.eq(job_id)))
         .execute(conn)?;
     Ok(())
 }
 
-/// Deletes the kept cells of a run that ends without being released (inside the transaction
-/// that ends it).
-pub fn forget(conn: &mut DbConnection, job_id: i64) -> QueryResult<()> {
-    let pending = released_cells::table
-        .filter(released_cells::job_id.eq(job_id))
-        .filter(released_cells::released.eq(false));
-    diesel::delete(
-        released_cell_datasets::table
-            .filter(released_cell_datasets::cell_id.eq_any(pending.select(released_cells::id))),
-    )
-    .execute(conn)?;
-    diesel::delete(pending).execute(conn)?;
+/// Deletes kept cells of a run being released whose persons the operator was released already
+/// from the same datasets ([`Check::already_kept`]): the earlier cell stands for them.
+pub fn drop_kept(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<()> {
+    if !ids.is_empty() {
+        diesel::delete(released_cells::table.filter(released_cells::id.eq_any(ids)))
+            .execute(conn)?;
+    }
     Ok(())
 }
 
@@ -203,8 +221,8 @@ impl Own {
     }
 }
 
-/// The summary of a distinct earlier set: its first cell, digest, size and sketch.
-type EarlierSet = (Option<i64>, String, i64, Vec<u8>);
+/// The summary of an earlier released cell: its id, digest, size and sketch.
+type EarlierSet = (i64, String, i64, Vec<u8>);
 
 /// An earlier released cell read whole.
 #[derive(Debug, Queryable)]
@@ -232,50 +250,55 @@ fn finding(job_id: i64, own: &Own, other: (i64, &str, &str), difference: u64, k:
     }
 }
 
-/// The pairs of cells that forbid releasing run `job` (at most [`MAX_FINDINGS`]): two of its
-/// cells sharing a dataset, or one of its cells and a cell released earlier to its operator
-/// from a dataset the cell depends on, 1 to k − 1 persons apart. Empty when the run kept no
-/// cell (noise everywhere, nothing released, or a run from before the guard).
-pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
-    let own: Vec<Own> = released_cells::table
+/// What the guard found of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// The pairs of cells that forbid releasing it (at most [`MAX_FINDINGS`]).
+    pub findings: Vec<Finding>,
+    /// Its kept cells whose persons were released to the operator already from the datasets
+    /// they depend on (or more): the earlier cell stands for them ([`drop_kept`]).
+    pub already_kept: Vec<i64>,
+}
+
+/// Checks run `job`: the pairs of cells that forbid releasing it (two of its cells sharing a
+/// dataset, or one of its cells and a cell released earlier to its operator from a dataset the
+/// cell depends on, 1 to k − 1 persons apart), and its cells kept already. Nothing when the run
+/// kept no cell (noise everywhere, nothing released, or a run from before the guard).
+pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Check> {
+    // The run's cells with their datasets, one row per dataset.
+    let rows: Vec<(Own, i64)> = released_cells::table
+        .inner_join(released_cell_datasets::table)
         .filter(released_cells::job_id.eq(job.id))
-        .order(released_cells::id.asc())
-        .select((
-            released_cells::id,
-            released_cells::aggregate,
-            released_cells::cell_key,
-            released_cells::k,
-            released_cells::persons,
-            released_cells::digest,
-            released_cells::sketch,
-            released_cells::members,
+        .order((
+            released_cells::id.asc(),
+            released_cell_datasets::dataset_id.asc(),
         ))
-        .load(conn)?;
-    if own.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = own.iter().map(|c| c.id).collect();
-    let mut scope_of: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for (cell, dataset) in released_cell_datasets::table
-        .filter(released_cell_datasets::cell_id.eq_any(&ids))
         .select((
-            released_cell_datasets::cell_id,
+            (
+                released_cells::id,
+                released_cells::aggregate,
+                released_cells::cell_key,
+                released_cells::k,
+                released_cells::persons,
+                released_cells::digest,
+                released_cells::sketch,
+                released_cells::members,
+            ),
             released_cell_datasets::dataset_id,
         ))
-        .load::<(i64, i64)>(conn)?
-    {
-        scope_of.entry(cell).or_default().push(dataset);
+        .load(conn)?;
+    let mut own: Vec<Own> = Vec::new();
+    let mut scopes: Vec<Vec<i64>> = Vec::new();
+    for (cell, dataset) in rows {
+        if own.last().is_some_and(|c| c.id == cell.id) {
+            scopes.last_mut().expect("a scope per cell").push(dataset);
+        } else {
+            own.push(cell);
+            scopes.push(vec![dataset]);
+        }
     }
-    let scopes: Vec<Vec<i64>> = own
-        .iter()
-        .map(|c| {
-            let mut s = scope_of.remove(&c.id).unwrap_or_default();
-            s.sort_unstable();
-            s
-        })
-        .collect();
     let cells: Vec<Cell<'_>> = own.iter().map(Own::cell).collect();
-    let mut found = Vec::new();
+    let mut out = Check::default();
 
     // Two cells of this release.
     for (i, j) in guard::candidate_pairs(&cells) {
@@ -285,9 +308,9 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
         let k = cells[i].k.max(cells[j].k);
         if let Some(d) = guard::collision(&cells[i], &cells[j], k) {
             let other = (job.id, own[j].aggregate.as_str(), own[j].cell_key.as_str());
-            found.push(finding(job.id, &own[i], other, d, k));
-            if found.len() >= MAX_FINDINGS {
-                return Ok(found);
+            out.findings.push(finding(job.id, &own[i], other, d, k));
+            if out.findings.len() >= MAX_FINDINGS {
+                return Ok(out);
             }
         }
     }
@@ -297,6 +320,7 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
     for (i, s) in scopes.iter().enumerate() {
         by_scope.entry(s.as_slice()).or_default().push(i);
     }
+    let mut already: BTreeSet<i64> = BTreeSet::new();
     for (scope, ours) in by_scope {
         let windows: Vec<_> = ours
             .iter()
@@ -304,34 +328,39 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
             .collect();
         let lo = windows.iter().map(|w| *w.start()).min().unwrap_or(0);
         let hi = windows.iter().map(|w| *w.end()).max().unwrap_or(0);
-        // One row per distinct set of persons: its first cell stands for the others.
         let sets: Vec<EarlierSet> = released_cells::table
+            .inner_join(jobs::table)
             .filter(released_cells::org_id.eq(job.org_id))
-            .filter(released_cells::released.eq(true))
+            .filter(jobs::state.eq(RunState::Released.as_str()))
             .filter(released_cells::persons.between(clamp(lo), clamp(hi)))
-            .filter(
-                released_cells::id.eq_any(
-                    released_cell_datasets::table
-                        .filter(released_cell_datasets::dataset_id.eq_any(scope))
-                        .select(released_cell_datasets::cell_id),
-                ),
-            )
-            .group_by((
-                released_cells::digest,
-                released_cells::persons,
-                released_cells::sketch,
+            .filter(diesel::dsl::exists(
+                released_cell_datasets::table
+                    .filter(released_cell_datasets::cell_id.eq(released_cells::id))
+                    .filter(released_cell_datasets::dataset_id.eq_any(scope)),
             ))
+            .order(released_cells::id.asc())
             .select((
-                diesel::dsl::min(released_cells::id),
+                released_cells::id,
                 released_cells::digest,
                 released_cells::persons,
                 released_cells::sketch,
             ))
             .load(conn)?;
-        // The earlier sets each cell must be merged with: those its summary leaves open.
+        // The earlier sets each cell must be merged with: those its summary leaves open (the
+        // first cell of each distinct set stands for the others). Cells of the same persons are
+        // noted: this run's cell need not be kept if one covers its datasets.
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut wanted: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        let mut same: Vec<(usize, i64)> = Vec::new();
         for (id, digest, persons, sketch) in &sets {
-            let Some(id) = id else { continue };
+            for &i in &ours {
+                if *digest == own[i].digest {
+                    same.push((i, *id));
+                }
+            }
+            if !seen.insert(digest) {
+                continue;
+            }
             let earlier = Summary {
                 persons: u64::try_from(*persons).unwrap_or(0),
                 digest,
@@ -340,6 +369,28 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
             for &i in &ours {
                 if guard::may_collide(&cells[i].summary, &earlier, cells[i].k) {
                     wanted.entry(*id).or_default().push(i);
+                }
+            }
+        }
+        if scope.len() == 1 {
+            // Every earlier cell read depends on this one dataset too.
+            already.extend(same.iter().map(|&(i, _)| own[i].id));
+        } else if !same.is_empty() {
+            let mut covers: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+            for (cell, dataset) in released_cell_datasets::table
+                .filter(released_cell_datasets::cell_id.eq_any(same.iter().map(|s| s.1)))
+                .select((
+                    released_cell_datasets::cell_id,
+                    released_cell_datasets::dataset_id,
+                ))
+                .load::<(i64, i64)>(conn)?
+            {
+                covers.entry(cell).or_default().push(dataset);
+            }
+            for (i, earlier) in same {
+                let theirs = covers.get(&earlier).map_or(&[][..], Vec::as_slice);
+                if scopes[i].iter().all(|d| theirs.contains(d)) {
+                    already.insert(own[i].id);
                 }
             }
         }
@@ -376,16 +427,17 @@ pub fn check(conn: &mut DbConnection, job: &Job) -> QueryResult<Vec<Finding>> {
                     };
                     if let Some(d) = guard::collision(&cells[i], &old, k) {
                         let other = (e.job_id, e.aggregate.as_str(), e.cell_key.as_str());
-                        found.push(finding(job.id, &own[i], other, d, k));
-                        if found.len() >= MAX_FINDINGS {
-                            return Ok(found);
+                        out.findings.push(finding(job.id, &own[i], other, d, k));
+                        if out.findings.len() >= MAX_FINDINGS {
+                            return Ok(out);
                         }
                     }
                 }
             }
         }
     }
-    Ok(found)
+    out.already_kept = already.into_iter().collect();
+    Ok(out)
 }
 
 fn clamp(v: u64) -> i64 {

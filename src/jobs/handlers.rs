@@ -918,7 +918,11 @@ fn guard_view(job: &Job, findings: Vec<super::differencing::Finding>, live: bool
 /// waits for review, or the pairs that withheld it.
 fn guard_of(conn: &mut crate::db::DbConnection, j: &Job) -> Result<Option<GuardView>, AppError> {
     Ok(match j.st() {
-        RunState::Finished => Some(guard_view(j, super::differencing::check(conn, j)?, true)),
+        RunState::Finished => Some(guard_view(
+            j,
+            super::differencing::check(conn, j)?.findings,
+            true,
+        )),
         RunState::Withheld => {
             let found = super::differencing::findings_of(conn, j.id)?;
             (!found.is_empty()).then(|| guard_view(j, found, false))

@@ -577,8 +577,8 @@ pub enum ReleaseResult {
 
 /// The reviewer releases a finished run's output: the agreement and the budget are checked
 /// again and the differencing guard compares its cells (the output is withheld when one
-/// fails), the signed files are written, the budget is debited, the guard counts the cells as
-/// released, and the operator is told.
+/// fails), the signed files are written, the budget is debited, and the operator is told. The
+/// guard's kept cells count as released with the run (less those kept already).
 pub fn release(
     conn: &mut DbConnection,
     reviewer: &CurrentUser,
@@ -617,9 +617,9 @@ pub fn release(
             return Ok(ReleaseResult::BudgetExhausted);
         }
         differencing::lock(conn, j.org_id)?;
-        let findings = differencing::check(conn, &j)?;
-        if !findings.is_empty() {
-            differencing::record(conn, &findings)?;
+        let check = differencing::check(conn, &j)?;
+        if !check.findings.is_empty() {
+            differencing::record(conn, &check.findings)?;
             withhold_inner(
                 conn,
                 &reviewer.actor(),
@@ -632,7 +632,7 @@ pub fn release(
             return Ok(ReleaseResult::Differencing);
         }
         move_job(conn, &j, RunAction::Release, now)?;
-        differencing::mark_released(conn, id)?;
+        differencing::drop_kept(conn, &check.already_kept)?;
         diesel::update(jobs::table.find(id))
             .set((jobs::decided_by.eq(reviewer.id), jobs::decided_at.eq(now)))
             .execute(conn)?;
