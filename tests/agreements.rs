@@ -1251,7 +1251,7 @@ fn two_concurrent_transitions_one_wins_the_other_changes_nothing() {
             let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'";
             let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while count_sql(app, waiting) < 2 {
+            while app.count_sql(waiting) < 2 {
                 assert!(
                     std::time::Instant::now() < until,
                     "both requests read the agreement and wait for its row"
@@ -1288,18 +1288,4 @@ fn two_concurrent_transitions_one_wins_the_other_changes_nothing() {
         1,
         "the refused command wrote no audit entry"
     );
-}
-
-/// The number a `SELECT COUNT(*) AS n …` query answers.
-fn count_sql(app: &TestApp, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = app.conn();
-    diesel::sql_query(sql)
-        .get_result::<N>(&mut *conn)
-        .unwrap()
-        .n
 }

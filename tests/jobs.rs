@@ -695,6 +695,61 @@ fn every_refusal_at_submission_names_its_rule() {
     );
 }
 
+/// Concurrent submissions against an agreement with one run left this period: exactly one is
+/// accepted, the others are refused naming the run budget (issue 14; DOMAIN.md: the agreement
+/// fixes the runs per period). On PostgreSQL the race is forced: the `jobs` table is locked
+/// until every request has read the budget and waits, so submissions that checked the budget
+/// outside the transaction recording the run would all pass.
+#[test]
+fn concurrent_submissions_against_one_remaining_run_accept_exactly_one() {
+    use diesel::connection::SimpleConnection as _;
+    const REQUESTS: usize = 4;
+    let app = world();
+    train(&app, "alpha");
+    let tok = app.api_token("alpha");
+    app.exec_sql(
+        "UPDATE agreements SET run_budget = 1 + (SELECT COUNT(*) FROM jobs \
+         JOIN computations ON computations.id = jobs.computation_id \
+         WHERE computations.agreement_id = agreements.id AND jobs.state <> 'refused')",
+    );
+    let mut lock = app.conn();
+    let postgres = lock.backend() == dataop::db::Backend::Postgres;
+    if postgres {
+        lock.batch_execute("BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE;")
+            .unwrap();
+    }
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let requests: Vec<_> = (0..REQUESTS)
+            .map(|_| s.spawn(|| api_submit(&app, &tok, WAT, MANIFEST)))
+            .collect();
+        if postgres {
+            let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while app.count_sql(waiting) < REQUESTS as i64 {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "every submission waits, for the jobs table or for the one before it"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            lock.batch_execute("COMMIT").unwrap();
+        }
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let accepted = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(accepted, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*status, 422, "{body}");
+        assert_eq!(body["problems"][0]["rule"], "run_budget", "{body}");
+    }
+    let (s, body) = api_submit(&app, &tok, WAT, MANIFEST);
+    assert_eq!(
+        (s, &body["problems"][0]["rule"]),
+        (422, &"run_budget".into())
+    );
+}
+
 /// The rules' messages of the manifest and the module through the API.
 fn api_messages(app: &TestApp, tok: &str, module: &str, manifest: &str, lang: &str) -> Vec<String> {
     let form = multipart::Form::new()

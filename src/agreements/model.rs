@@ -482,9 +482,7 @@ pub fn next_number(conn: &mut DbConnection, year: i32) -> QueryResult<String> {
     // Two drafts at the same instant must not get the same number. SQLite writes one
     // transaction at a time already; on PostgreSQL a transaction-scoped advisory lock
     // serializes the numbering (call this inside the drafting transaction).
-    if conn.backend() == crate::db::Backend::Postgres {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(4242001)").execute(conn)?;
-    }
+    crate::db::lock(conn, crate::db::Lock::AgreementNumbers)?;
     let prefix = format!("DATAOP-{year}-");
     let n: i64 = agreements::table
         .filter(agreements::number.like(format!("{prefix}%")))

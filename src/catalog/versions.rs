@@ -29,7 +29,7 @@ use super::machine::{self, VersionAction, VersionState};
 use super::model::{self, NewVersion, Version};
 use super::summary;
 use crate::auth::{CurrentUser, Role};
-use crate::db::{Backend, DbConnection, DbPool};
+use crate::db::{self, DbConnection, DbPool};
 use crate::errors::AppError;
 use crate::mail::{self, Notice};
 use crate::schema::dataset_versions;
@@ -111,7 +111,7 @@ pub fn add_version<R: Read>(
     let mut conn = pool.get()?;
     // Step 1: the row reserves the number.
     let reserved = crate::db::write_transaction(&mut conn, |conn| -> Result<Version, AppError> {
-        lock_dataset(conn, dataset_id)?;
+        db::lock(conn, db::Lock::DatasetVersions(dataset_id))?;
         let version_no = model::next_version_no(conn, dataset_id)?;
         let id = model::insert_version(
             conn,
@@ -495,7 +495,7 @@ pub fn publish_as(
     crate::db::write_transaction(conn, |conn| {
         let (d, v) = own_version(conn, by.1, dataset_id, version_id)?;
         machine::apply(v.st(), VersionAction::Publish).map_err(|r| AppError::conflict(r.0))?;
-        lock_dataset(conn, dataset_id)?;
+        db::lock(conn, db::Lock::DatasetVersions(dataset_id))?;
         let schema = schema_of(data_dir, &v)?;
         let (schema_no, new_schema) = match model::newest_published(conn, dataset_id)? {
             None => (1, false),
@@ -573,19 +573,6 @@ pub fn discard(
         Ok(v)
     })?;
     remove_dir_if_present(&data_dir.join(&v.storage_path)).map_err(anyhow::Error::from)?;
-    Ok(())
-}
-
-/// Serializes version numbering of one dataset on PostgreSQL (SQLite writers are already
-/// serialized by [`crate::db::write_transaction`]).
-fn lock_dataset(conn: &mut DbConnection, dataset_id: i64) -> diesel::QueryResult<()> {
-    if conn.backend() == Backend::Postgres {
-        diesel::sql_query(format!(
-            "SELECT pg_advisory_xact_lock({})",
-            0x0CA7_0000_0000_0000_i64 ^ dataset_id
-        ))
-        .execute(conn)?;
-    }
     Ok(())
 }
 

@@ -239,6 +239,45 @@ impl Drop for ResetInWrite {
     }
 }
 
+/// What a lock taken with [`lock`] serializes, until the transaction that took it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// The audit log's hash chain.
+    Audit,
+    /// The numbering of agreements.
+    AgreementNumbers,
+    /// The numbering of one dataset's versions.
+    DatasetVersions(i64),
+    /// The differencing checks and releases of one operator's runs.
+    Releases(i64),
+    /// The submissions of one operator's runs (run budget, remaining epsilon).
+    Submissions(i64),
+}
+
+impl Lock {
+    /// The advisory lock's key: a namespace in the high bits, the id in the low ones.
+    fn key(self) -> i64 {
+        match self {
+            Lock::Audit => 7_340_032,
+            Lock::AgreementNumbers => 4_242_001,
+            Lock::DatasetVersions(id) => 0x0CA7_0000_0000_0000 ^ id,
+            Lock::Releases(id) => 0x0D1F_0000_0000_0000 ^ id,
+            Lock::Submissions(id) => 0x5B17_0000_0000_0000 ^ id,
+        }
+    }
+}
+
+/// Takes `lock` until the current transaction ends (call it inside [`write_transaction`]): on
+/// PostgreSQL a transaction-scoped advisory lock, so the rules a command reads are not changed
+/// by another server or worker before it commits; SQLite writers are serialized already by
+/// [`write_transaction`].
+pub fn lock(conn: &mut DbConnection, lock: Lock) -> diesel::QueryResult<()> {
+    if conn.backend() == Backend::Postgres {
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({})", lock.key())).execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Runs `f` in a transaction meant for writing.
 ///
 /// On SQLite the transactions of this process are serialized (the lock is re-entrant per

@@ -74,31 +74,23 @@ pub(crate) fn submit_demo(
         purpose: purpose.to_owned(),
         bindings: Default::default(),
     };
-    let checked = submit::check(
-        conn,
-        &rt,
-        alpha.id,
-        alpha.org_id,
-        &sub,
-        state.clock.today(),
-        state.clock.now(),
-    )?
-    .map_err(|p| anyhow::anyhow!("demo job refused: {p:?}"))?;
-    model::store_module(
-        &state.config.data_dir,
-        &state.scratch,
-        &checked.module_sha256,
-        module.as_bytes(),
-    )?;
+    let loaded = submit::load(&rt, sub);
+    let cx = ops::SubmitContext {
+        limits: rt.limits(),
+        data_dir: &state.config.data_dir,
+        scratch: &state.scratch,
+        reviewer: super::reviewer_role(state),
+    };
     ops::submit(
         conn,
         alpha,
-        &checked,
-        EXAMPLE_MANIFEST,
-        super::reviewer_role(state),
+        &loaded,
+        &cx,
+        state.clock.today(),
         state.clock.now(),
     )
-    .map_err(err)
+    .map_err(err)?
+    .map_err(|p| anyhow::anyhow!("demo job refused: {p:?}"))
 }
 
 /// Seeds the demo jobs (needs the demo accounts, dataset and agreement).

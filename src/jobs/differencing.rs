@@ -12,9 +12,9 @@
 //!   on. They count once the run is released; a run that ends otherwise loses them in the
 //!   transaction that ends it ([`forget`]), and a release drops those whose persons were
 //!   released to the operator already from the same datasets ([`Check::already_kept`]).
-//! * **Checked** ([`check`]): at release, inside its transaction, after [`lock`] (two releases of
-//!   one operator never both pass unseen by each other), and on the job page for platform staff
-//!   while the output waits for review. Earlier cells are read by size window (within k − 1
+//! * **Checked** ([`check`]): at release, inside its transaction, after
+//!   [`crate::db::Lock::Releases`] (two releases of one operator never both pass unseen by each
+//!   other), and on the job page for platform staff while the output waits for review. Earlier cells are read by size window (within k − 1
 //!   persons), a summary (size, digest, sketch) each; only the sets the summaries leave open are
 //!   read whole and merged, stopping at the k-th difference ([`dataop_sandbox::differencing`]).
 //! * **Shown** ([`record`], [`findings_of`]): the pairs found, to platform staff only; the
@@ -28,7 +28,7 @@ use diesel::prelude::*;
 
 use super::machine::RunState;
 use super::model::{Computation, Job};
-use crate::db::{Backend, DbConnection};
+use crate::db::DbConnection;
 use crate::errors::AppError;
 use crate::schema::{differencing_findings, jobs, released_cell_datasets, released_cells};
 
@@ -142,20 +142,6 @@ pub fn drop_kept(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<()> {
     if !ids.is_empty() {
         diesel::delete(released_cells::table.filter(released_cells::id.eq_any(ids)))
             .execute(conn)?;
-    }
-    Ok(())
-}
-
-/// Serializes the checks and releases of one operator's runs until the transaction ends: on
-/// PostgreSQL a transaction-scoped advisory lock (SQLite writers are serialized already by
-/// [`crate::db::write_transaction`]).
-pub fn lock(conn: &mut DbConnection, org_id: i64) -> QueryResult<()> {
-    if conn.backend() == Backend::Postgres {
-        diesel::sql_query(format!(
-            "SELECT pg_advisory_xact_lock({})",
-            0x0D1F_0000_0000_0000_i64 ^ org_id
-        ))
-        .execute(conn)?;
     }
     Ok(())
 }

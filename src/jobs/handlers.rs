@@ -309,27 +309,19 @@ async fn do_submit(
     let reviewer = super::reviewer_role(state);
     db(state, move |conn| {
         let rt = st.sandbox.runtime(&st.config.data_dir, &st.secrets)?;
-        let checked = match submit::check(
-            conn,
-            &rt,
-            u.id,
-            u.org_id,
-            &sub,
-            st.clock.today(),
-            st.clock.now(),
-        )? {
-            Ok(c) => c,
-            Err(problems) => return Ok(Err(problems)),
+        let loaded = submit::load(&rt, sub);
+        let cx = ops::SubmitContext {
+            limits: rt.limits(),
+            data_dir: &st.config.data_dir,
+            scratch: &st.scratch,
+            reviewer,
         };
-        model::store_module(
-            &st.config.data_dir,
-            &st.scratch,
-            &checked.module_sha256,
-            &sub.module,
-        )?;
         let now = crate::db::to_micros(st.clock.now());
         let submitted = crate::db::write_transaction(conn, |conn| {
-            let submitted = ops::submit(conn, &u, &checked, &sub.manifest, reviewer, now)?;
+            let submitted = match ops::submit(conn, &u, &loaded, &cx, st.clock.today(), now)? {
+                Ok(s) => s,
+                Err(problems) => return Ok(Err(problems)),
+            };
             if let Some(claim) = &claim {
                 let answer = idempotency::Recorded {
                     status: StatusCode::CREATED.as_u16(),
@@ -337,8 +329,12 @@ async fn do_submit(
                 };
                 idempotency::record(conn, claim, &answer, now)?;
             }
-            Ok::<_, AppError>(submitted)
+            Ok::<_, AppError>(Ok(submitted))
         })?;
+        let submitted = match submitted {
+            Ok(s) => s,
+            Err(problems) => return Ok(Err(problems)),
+        };
         if submitted.queued {
             super::worker::announce_queued(&st, conn);
         }

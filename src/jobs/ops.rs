@@ -2,13 +2,16 @@
 //! change the rows (conditionally on the state read, so a concurrent change is a conflict
 //! rather than a lost update), write the audit entry and queue the emails.
 
+use std::path::Path;
+
 use chrono::{NaiveDate, NaiveDateTime};
+use dataop_sandbox::Limits;
 use diesel::prelude::*;
 use rust_decimal::Decimal;
 
 use super::machine::{self, ComputationAction, ComputationState, Refusal, RunAction, RunState};
 use super::model::{self, Computation, Job, MAX_TEXT};
-use super::submit::Checked;
+use super::submit::{self, Checked, Loaded, Problem};
 use super::{differencing, output};
 use crate::agreements::{self as agr, seal::SealKey};
 use crate::auth::{CurrentUser, Role};
@@ -18,6 +21,7 @@ use crate::mail::{self, Notice};
 use crate::schema::{
     budget_debits, computations, job_modules, job_releases, jobs, trainings, usage_reports, users,
 };
+use crate::scratch::Scratch;
 use crate::supervision::audit::{self, Actor};
 
 fn refuse(r: Refusal) -> AppError {
@@ -200,10 +204,60 @@ pub struct Submitted {
     pub queued: bool,
 }
 
-/// Records a checked submission: the module index row, the computation (the approved one
-/// with the same pin when there is one, else a pending one naming the approved hash it
-/// differs from), and the run. The module bytes must already be stored.
+/// Where a submission is checked and its module kept.
+pub struct SubmitContext<'a> {
+    /// The sandbox's limits (the k floor, the release policy per grade).
+    pub limits: &'a Limits,
+    /// The data dir the module is stored under.
+    pub data_dir: &'a Path,
+    /// This process's scratch directory (the module is written there, then renamed).
+    pub scratch: &'a Scratch,
+    /// Who reviews new computations.
+    pub reviewer: Role,
+}
+
+/// Submits a run: in one transaction, after the operator's submissions lock (so concurrent
+/// submissions see each other's runs), checks every rule ([`submit::check`]: the run budget,
+/// the remaining epsilon and the agreement in force are read there) and, when all hold, stores
+/// the module and records the module index row, the computation (the approved one with the
+/// same pin when there is one, else a pending one naming the approved hash it differs from)
+/// and the run. On refusal, the failed rules, all of them, and nothing written.
 pub fn submit(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    loaded: &Loaded,
+    cx: &SubmitContext<'_>,
+    today: NaiveDate,
+    now: NaiveDateTime,
+) -> Result<Result<Submitted, Vec<Problem>>, AppError> {
+    db::write_transaction(conn, |conn| {
+        db::lock(conn, db::Lock::Submissions(user.org_id))?;
+        let checked =
+            match submit::check(conn, cx.limits, user.id, user.org_id, loaded, today, now)? {
+                Ok(c) => c,
+                Err(problems) => return Ok(Err(problems)),
+            };
+        model::store_module(
+            cx.data_dir,
+            cx.scratch,
+            &checked.module_sha256,
+            &loaded.submission.module,
+        )
+        .map_err(anyhow::Error::from)?;
+        record_submission(
+            conn,
+            user,
+            &checked,
+            &loaded.submission.manifest,
+            cx.reviewer,
+            now,
+        )
+        .map(Ok)
+    })
+}
+
+/// Records a checked submission (inside [`submit`]'s transaction).
+fn record_submission(
     conn: &mut DbConnection,
     user: &CurrentUser,
     checked: &Checked,
@@ -213,7 +267,7 @@ pub fn submit(
 ) -> Result<Submitted, AppError> {
     let manifest_sha256 = agr::model::sha256_hex(manifest_text);
     let bindings = serde_json::to_string(&checked.bindings).map_err(anyhow::Error::from)?;
-    db::write_transaction(conn, |conn| {
+    {
         let known: i64 = job_modules::table
             .filter(job_modules::sha256.eq(&checked.module_sha256))
             .count()
@@ -335,7 +389,7 @@ pub fn submit(
             computation_id,
             queued: approved,
         })
-    })
+    }
 }
 
 /// The reviewer approves (`None`) or rejects (`Some(reasons)`) a computation; its waiting runs
@@ -616,7 +670,7 @@ pub fn release(
             )?;
             return Ok(ReleaseResult::BudgetExhausted);
         }
-        differencing::lock(conn, j.org_id)?;
+        db::lock(conn, db::Lock::Releases(j.org_id))?;
         let check = differencing::check(conn, &j)?;
         if !check.findings.is_empty() {
             differencing::record(conn, &check.findings)?;

@@ -9,11 +9,17 @@
 //! budget of every dataset; the release policy of the datasets' grades holds
 //! (`release_policy`); the agreement's run budget for its period is not used up.
 //!
+//! Two steps: [`load`] reads what needs no database (the manifest, the module compiled by the
+//! sandbox), before any transaction; [`check`] the rest, inside the transaction that records
+//! the run ([`super::ops::submit`], after the operator's submissions lock), so two concurrent
+//! submissions never both take the last run of a budget or the last epsilon.
+//!
 //! Bindings: a form field `dataset.<manifest name>` holds the catalog dataset id. Without it,
 //! a manifest dataset is bound to the dataset of the operator's agreements in force when they
 //! cover exactly one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
@@ -27,7 +33,7 @@ use crate::db::DbConnection;
 use crate::i18n::{Lang, t, t_args};
 use crate::schema::{agreement_datasets, agreements, computations, datasets, jobs};
 use dataop_sandbox::manifest::{PolicyBreach, check_policy};
-use dataop_sandbox::{Limits, Manifest, Runtime};
+use dataop_sandbox::{JobModule, Limits, Manifest, Runtime};
 
 /// What the operator sent.
 #[derive(Debug, Clone, Default)]
@@ -197,21 +203,24 @@ pub fn remaining_epsilon(
     Ok(budget - model::epsilon_spent(conn, org_id, a.id, dataset_id)?)
 }
 
-/// Checks a submission against every rule; the failed rules, all of them, on refusal.
-#[allow(clippy::too_many_arguments)]
-pub fn check(
-    conn: &mut DbConnection,
-    rt: &Runtime,
-    user_id: i64,
-    org_id: i64,
-    sub: &Submission,
-    today: NaiveDate,
-    now: NaiveDateTime,
-) -> QueryResult<Result<Checked, Vec<Problem>>> {
+/// A submission as the sandbox read it, before the database is consulted: the manifest parsed,
+/// the module validated and compiled (which takes time, so it is done before the transaction
+/// that checks the rest), and the rules that need nothing else.
+pub struct Loaded {
+    /// What the operator sent.
+    pub submission: Submission,
+    manifest: Option<Manifest>,
+    module: Option<Arc<JobModule>>,
+    purpose: String,
+    problems: Vec<Problem>,
+}
+
+/// Reads a submission without the database: the purpose is given and fits, the manifest parses,
+/// the module passes the sandbox's validation and exports what the manifest calls, no aggregate
+/// declares k below the platform floor, every binding names a dataset of the manifest.
+pub fn load(rt: &Runtime, submission: Submission) -> Loaded {
     let mut problems = Vec::new();
-    if !model::trained(conn, user_id, today)? {
-        problems.push(Problem::new("training"));
-    }
+    let sub = &submission;
     let purpose = sub.purpose.trim().to_owned();
     if purpose.is_empty() {
         problems.push(Problem::new("purpose"));
@@ -243,33 +252,64 @@ pub fn check(
             }
         }
     };
-    let Some(manifest) = manifest else {
+    if let Some(manifest) = &manifest {
+        if let Some(m) = &module
+            && let Err(outcome) = rt.check_exports(m, manifest)
+        {
+            problems.push(Problem::new("module").refusal(&refusal::module(&outcome)));
+        }
+        let floor = rt.limits().k_floor;
+        for a in &manifest.aggregates {
+            if let Some(k) = a.k
+                && k < floor
+            {
+                problems.push(
+                    Problem::new("k")
+                        .arg("aggregate", &a.name)
+                        .arg("k", k)
+                        .arg("floor", floor),
+                );
+            }
+        }
+        let declared: BTreeSet<&str> = manifest.datasets.iter().map(|d| d.name.as_str()).collect();
+        for name in sub.bindings.keys() {
+            if !declared.contains(name.as_str()) {
+                problems.push(Problem::new("binding_unknown").arg("name", name));
+            }
+        }
+    }
+    Loaded {
+        manifest,
+        module,
+        purpose,
+        problems,
+        submission,
+    }
+}
+
+/// Checks a loaded submission against every rule (call it inside the transaction that records
+/// the run, after [`crate::db::Lock::Submissions`] of the operator: the run budget, the
+/// remaining epsilon and the agreement in force are read there); the failed rules, all of them,
+/// on refusal.
+#[allow(clippy::too_many_arguments)]
+pub fn check(
+    conn: &mut DbConnection,
+    limits: &Limits,
+    user_id: i64,
+    org_id: i64,
+    loaded: &Loaded,
+    today: NaiveDate,
+    now: NaiveDateTime,
+) -> QueryResult<Result<Checked, Vec<Problem>>> {
+    let mut problems = Vec::new();
+    if !model::trained(conn, user_id, today)? {
+        problems.push(Problem::new("training"));
+    }
+    problems.extend(loaded.problems.iter().cloned());
+    let sub = &loaded.submission;
+    let Some(manifest) = &loaded.manifest else {
         return Ok(Err(problems));
     };
-    if let Some(m) = &module
-        && let Err(outcome) = rt.check_exports(m, &manifest)
-    {
-        problems.push(Problem::new("module").refusal(&refusal::module(&outcome)));
-    }
-    let floor = rt.limits().k_floor;
-    for a in &manifest.aggregates {
-        if let Some(k) = a.k
-            && k < floor
-        {
-            problems.push(
-                Problem::new("k")
-                    .arg("aggregate", &a.name)
-                    .arg("k", k)
-                    .arg("floor", floor),
-            );
-        }
-    }
-    let declared: BTreeSet<&str> = manifest.datasets.iter().map(|d| d.name.as_str()).collect();
-    for name in sub.bindings.keys() {
-        if !declared.contains(name.as_str()) {
-            problems.push(Problem::new("binding_unknown").arg("name", name));
-        }
-    }
     let in_force = datasets_in_force(conn, org_id, today)?;
     let mut bindings = BTreeMap::new();
     for d in &manifest.datasets {
@@ -297,7 +337,7 @@ pub fn check(
     }
     let mut agreement: Option<AgreementRef> = None;
     let mut epsilon_ok = true;
-    let epsilon = manifest_epsilon(&manifest);
+    let epsilon = manifest_epsilon(manifest);
     for d in &manifest.datasets {
         let Some(&dataset_id) = bindings.get(&d.name) else {
             continue;
@@ -360,7 +400,7 @@ pub fn check(
             }
         }
     }
-    problems.extend(release_policy(conn, rt.limits(), &manifest, &bindings)?);
+    problems.extend(release_policy(conn, limits, manifest, &bindings)?);
     if let Some(a) = &agreement {
         let used = runs_since(conn, a.id, period_start(&a.run_period, now))?;
         if used >= i64::from(a.run_budget) {
@@ -371,16 +411,16 @@ pub fn check(
             );
         }
     }
-    match (problems.is_empty(), module, agreement) {
+    match (problems.is_empty(), &loaded.module, agreement) {
         (true, Some(module), Some(agreement)) => Ok(Ok(Checked {
-            manifest,
+            manifest: manifest.clone(),
             module_sha256: module.sha256().to_owned(),
             size: module.size(),
             exports: module.exports(),
             bindings,
             agreement,
             epsilon,
-            purpose,
+            purpose: loaded.purpose.clone(),
         })),
         _ => Ok(Err(problems)),
     }

@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Backend, DbConnection};
+use crate::db::DbConnection;
 use crate::schema::audit_log;
 
 /// The `prev_hash` of the first entry.
@@ -165,9 +165,7 @@ pub fn record(
     object_id: &str,
     details: serde_json::Value,
 ) -> QueryResult<i64> {
-    if conn.backend() == Backend::Postgres {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(7340032)").execute(conn)?;
-    }
+    crate::db::lock(conn, crate::db::Lock::Audit)?;
     let prev_hash: String = audit_log::table
         .order(audit_log::id.desc())
         .select(audit_log::hash)

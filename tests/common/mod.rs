@@ -302,6 +302,20 @@ impl TestApp {
         self.exec_sql(sql);
     }
 
+    /// The number a query answers as its column `n` (a `BIGINT`) on the app's database.
+    pub fn count_sql(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.conn();
+        let c: &mut DbConnection = &mut conn;
+        diesel::RunQueryDsl::get_result::<N>(diesel::sql_query(sql), c)
+            .expect("count")
+            .n
+    }
+
     /// Runs raw SQL on the app's database.
     pub fn exec_sql(&self, sql: &str) {
         let mut conn = self.conn();
