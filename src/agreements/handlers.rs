@@ -66,7 +66,7 @@ pub struct Row {
 }
 
 fn row(a: &Agreement) -> Row {
-    let st = a.st();
+    let st = a.state;
     Row {
         id: a.id,
         number: a.number.clone(),
@@ -836,17 +836,14 @@ struct ShowPage {
 crate::impl_page!(ShowPage);
 
 impl ShowPage {
-    fn st(&self) -> AgreementState {
-        self.a.st()
-    }
     fn is(&self, code: &str) -> bool {
         self.a.state.as_str() == code
     }
     fn running(&self) -> bool {
-        self.st().is_running()
+        self.a.state.is_running()
     }
     fn ended(&self) -> bool {
-        matches!(self.st(), AgreementState::Ended(_))
+        matches!(self.a.state, AgreementState::Ended(_))
     }
     fn pending_request(&self) -> bool {
         self.requests.iter().any(|r| r.pending)
@@ -915,7 +912,7 @@ fn load_visible(
     id: i64,
 ) -> Result<Agreement, AppError> {
     let a = model::find(conn, id)?.ok_or_else(AppError::not_found)?;
-    let hidden_draft = a.st() == AgreementState::Draft && !is_regulator(user);
+    let hidden_draft = a.state == AgreementState::Draft && !is_regulator(user);
     if !may_view(user, &a) || hidden_draft {
         return Err(AppError::not_found());
     }
@@ -962,7 +959,7 @@ pub async fn show(
                 .first(conn)
                 .optional()?;
             let cal = Calendar::load(conn)?;
-            let schemas = if a.st().is_running() {
+            let schemas = if a.state.is_running() {
                 super::schemas::pending(conn, &a)?
             } else {
                 Vec::new()
@@ -978,7 +975,7 @@ pub async fn show(
             ))
         })
         .await?;
-    let st = a.st();
+    let st = a.state;
     let rects = rects
         .into_iter()
         .map(|r| {
@@ -1081,7 +1078,7 @@ pub async fn print(
         .unwrap_or_default();
     render(&PrintPage {
         page,
-        state_key: a.st().label_key(),
+        state_key: a.state.label_key(),
         canonical: if a.sealed_at.is_some() {
             canonical
         } else {
@@ -1181,7 +1178,7 @@ fn verdict(
             Claim::Text(_) => "agreements.verify.text_mismatch",
         }));
     }
-    let state_label = page.t(&a.st().label_key()).to_owned();
+    let state_label = page.t(&a.state.label_key()).to_owned();
     Ok(Verdict {
         valid: true,
         message: page.t_args(

@@ -296,14 +296,9 @@ impl Agreement {
         }
     }
 
-    /// The state.
-    pub fn st(&self) -> AgreementState {
-        self.state
-    }
-
     /// Whether it has ended and still lacks the operator's disposal confirmation.
     pub fn disposal_outstanding(&self) -> bool {
-        matches!(self.st(), AgreementState::Ended(_)) && self.disposal_filed_at.is_none()
+        matches!(self.state, AgreementState::Ended(_)) && self.disposal_filed_at.is_none()
     }
 
     /// The last day of the trial period, if there is one and the term started.

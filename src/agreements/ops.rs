@@ -76,7 +76,7 @@ fn load_for_operator(
     id: i64,
 ) -> Result<Agreement, AppError> {
     let a = load(conn, id)?;
-    if a.operator_org_id != user.org_id || a.st() == AgreementState::Draft {
+    if a.operator_org_id != user.org_id || a.state == AgreementState::Draft {
         return Err(AppError::not_found());
     }
     Ok(a)
@@ -1219,7 +1219,7 @@ pub fn file_disposal(
     let now = stamp(now);
     db::write_transaction(conn, |conn| {
         let a = load_for_operator(conn, user, id)?;
-        if !matches!(a.st(), AgreementState::Ended(_)) {
+        if !matches!(a.state, AgreementState::Ended(_)) {
             return Err(AppError::conflict("agreements.refuse.disposal_not_ended"));
         }
         if a.disposal_filed_at.is_some() {

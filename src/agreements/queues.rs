@@ -98,7 +98,7 @@ pub fn sections(
     let rects = with_agreements(conn, rects, |r| r.agreement_id)?;
     let rect_items = rects
         .into_iter()
-        .filter(|(_, a)| a.st().is_running())
+        .filter(|(_, a)| a.state.is_running())
         .map(|(r, a)| {
             let answered = r.state == RectificationState::Answered;
             let key = if answered {
@@ -128,7 +128,7 @@ pub fn sections(
     let reqs = with_agreements(conn, reqs, |r| r.agreement_id)?;
     let req_items = reqs
         .into_iter()
-        .filter(|(_, a)| a.st().is_running())
+        .filter(|(_, a)| a.state.is_running())
         .map(|(r, a)| {
             let due = cal.add_working_days(day_of(r.requested_at), REQUEST_WORKING_DAYS);
             item(

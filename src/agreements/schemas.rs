@@ -172,7 +172,7 @@ pub fn accept(
         if a.operator_org_id != user.org_id {
             return Err(AppError::not_found());
         }
-        if !a.st().is_running() {
+        if !a.state.is_running() {
             return Err(AppError::conflict("agreements.refuse.schema_not_running"));
         }
         let Some(p) = pending(conn, &a)?

@@ -286,7 +286,7 @@ pub struct VersionView {
 }
 
 fn version_view(page: &Page, v: &Version, by: String) -> VersionView {
-    let st = v.st();
+    let st = v.state;
     VersionView {
         id: v.id,
         no: v.version_no,

@@ -17,9 +17,7 @@
 
 use serde::Serialize;
 
-/// A refused transition: the message key saying why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal(pub &'static str);
+use crate::workflow::{Machine, Refusal};
 
 /// The state of a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -52,11 +50,6 @@ impl VersionState {
             Self::Published => "published",
             Self::Discarded => "discarded",
         }
-    }
-
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
     /// The message key of its label.
@@ -98,22 +91,35 @@ impl VersionAction {
         [Self::Complete, Self::Abandon, Self::Publish, Self::Discard];
 }
 
-/// The one transition function of versions.
-pub fn apply(state: VersionState, action: VersionAction) -> Result<VersionState, Refusal> {
-    use VersionAction as A;
-    use VersionState as S;
-    match (state, action) {
-        (S::Incomplete, A::Complete) => Ok(S::Draft),
-        (S::Incomplete, A::Abandon) | (S::Draft, A::Discard) => Ok(S::Discarded),
-        (S::Draft, A::Publish) => Ok(S::Published),
-        (S::Discarded, _) => Err(Refusal("catalog.refuse.version_discarded")),
-        (S::Incomplete, _) => Err(Refusal("catalog.refuse.version_incomplete")),
-        (S::Published, A::Publish | A::Discard) => Err(Refusal("catalog.refuse.version_published")),
-        (S::Draft | S::Published, A::Complete | A::Abandon) => {
-            Err(Refusal("catalog.refuse.version_complete"))
+impl Machine for VersionState {
+    type Action = VersionAction;
+    const KIND: &'static str = "version";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of versions.
+    fn decide(self, action: VersionAction) -> Result<VersionState, Refusal> {
+        use VersionAction as A;
+        use VersionState as S;
+        let refuse = |key| Err(Refusal::new(key));
+        match (self, action) {
+            (S::Incomplete, A::Complete) => Ok(S::Draft),
+            (S::Incomplete, A::Abandon) | (S::Draft, A::Discard) => Ok(S::Discarded),
+            (S::Draft, A::Publish) => Ok(S::Published),
+            (S::Discarded, _) => refuse("catalog.refuse.version_discarded"),
+            (S::Incomplete, _) => refuse("catalog.refuse.version_incomplete"),
+            (S::Published, A::Publish | A::Discard) => refuse("catalog.refuse.version_published"),
+            (S::Draft | S::Published, A::Complete | A::Abandon) => {
+                refuse("catalog.refuse.version_complete")
+            }
         }
     }
 }
+
+crate::stored_state!(VersionState);
 
 #[cfg(test)]
 mod tests {
@@ -122,7 +128,7 @@ mod tests {
     use VersionAction as A;
     use VersionState as S;
 
-    /// The table of legal transitions, written independently of [`apply`].
+    /// The table of legal transitions, written independently of [`Machine::decide`].
     fn legal(s: VersionState, a: VersionAction) -> Option<VersionState> {
         Some(match (s, a) {
             (S::Incomplete, A::Complete) => S::Draft,
@@ -138,13 +144,13 @@ mod tests {
         let mut legal_count = 0;
         for s in S::ALL {
             for a in A::ALL {
-                match (apply(s, a), legal(s, a)) {
+                match (s.decide(a), legal(s, a)) {
                     (Ok(got), Some(want)) => {
                         assert_eq!(got, want, "{s:?} {a:?}");
                         legal_count += 1;
                     }
-                    (Err(Refusal(key)), None) => {
-                        assert!(key.starts_with("catalog.refuse."), "{s:?} {a:?}");
+                    (Err(r), None) => {
+                        assert!(r.key.starts_with("catalog.refuse."), "{s:?} {a:?}");
                     }
                     (got, want) => panic!("{s:?} {a:?}: got {got:?}, want {want:?}"),
                 }
@@ -152,20 +158,20 @@ mod tests {
         }
         assert_eq!(legal_count, 4);
         assert_eq!(
-            apply(S::Published, A::Discard),
-            Err(Refusal("catalog.refuse.version_published"))
+            S::Published.decide(A::Discard),
+            Err(Refusal::new("catalog.refuse.version_published"))
         );
         assert_eq!(
-            apply(S::Discarded, A::Publish),
-            Err(Refusal("catalog.refuse.version_discarded"))
+            S::Discarded.decide(A::Publish),
+            Err(Refusal::new("catalog.refuse.version_discarded"))
         );
     }
 
     #[test]
     fn states_round_trip() {
         for s in S::ALL {
-            assert_eq!(S::parse(s.as_str()), Some(s));
+            assert_eq!(S::parse(s.as_str()), Ok(s));
         }
-        assert_eq!(S::parse("nonsense"), None);
+        assert!(S::parse("nonsense").is_err());
     }
 }

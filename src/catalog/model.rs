@@ -604,8 +604,9 @@ pub struct Version {
     pub uploaded_by: i64,
     /// When (UTC).
     pub created_at: NaiveDateTime,
-    /// [`VersionState`] code.
-    pub state: String,
+    /// The state.
+    #[diesel(deserialize_as = String)]
+    pub state: VersionState,
     /// Its schema version within the dataset (set when it is published).
     pub schema_no: i32,
     /// JSON array of [`super::summary::ColumnSummary`] (empty for versions uploaded before
@@ -618,11 +619,6 @@ pub struct Version {
 }
 
 impl Version {
-    /// The state (an unknown stored code reads as discarded: never read by a job).
-    pub fn st(&self) -> VersionState {
-        VersionState::parse(&self.state).unwrap_or(VersionState::Discarded)
-    }
-
     /// The value summaries of its columns.
     pub fn summaries(&self) -> Vec<super::summary::ColumnSummary> {
         serde_json::from_str(&self.summary).unwrap_or_default()

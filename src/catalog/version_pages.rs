@@ -118,7 +118,7 @@ pub async fn preview(
         if v.dataset_id != id {
             return Err(AppError::not_found());
         }
-        let schema = match v.st() {
+        let schema = match v.state {
             VersionState::Draft | VersionState::Published => versions::schema_of(&data_dir, &v)?,
             VersionState::Incomplete | VersionState::Discarded => Vec::new(),
         };
@@ -132,7 +132,7 @@ pub async fn preview(
         Ok((d, v, by, model::columns_of(conn, id)?, schema, published))
     })
     .await?;
-    let st = v.st();
+    let st = v.state;
     let diff = match (&published, st) {
         (Some((_, old)), VersionState::Draft) => SchemaDiff::between(old, &schema),
         _ => SchemaDiff::default(),

@@ -25,7 +25,7 @@ use dataop_sandbox::columnar::{ColumnRole, ColumnSpec, ColumnType, VersionReader
 use diesel::prelude::*;
 
 use super::ingest::{self, IngestError, PseudonymKey};
-use super::machine::{self, VersionAction, VersionState};
+use super::machine::{VersionAction, VersionState};
 use super::model::{self, NewVersion, Version};
 use super::summary;
 use crate::auth::{CurrentUser, Role};
@@ -34,6 +34,7 @@ use crate::errors::AppError;
 use crate::mail::{self, Notice};
 use crate::schema::dataset_versions;
 use crate::supervision::audit::{self, Actor};
+use crate::workflow::{self, Machine as _, Move};
 
 /// A version that was added (as a draft).
 #[derive(Debug, Clone)]
@@ -216,26 +217,29 @@ fn move_version(
     decided_by: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<VersionState, AppError> {
-    let to = machine::apply(v.st(), action).map_err(|r| AppError::conflict(r.0))?;
-    let target = dataset_versions::table
-        .filter(dataset_versions::id.eq(v.id))
-        .filter(dataset_versions::state.eq(&v.state));
-    let n = if decided_by.is_some() {
-        diesel::update(target)
-            .set((
-                dataset_versions::state.eq(to.as_str()),
-                dataset_versions::decided_by.eq(decided_by),
-                dataset_versions::decided_at.eq(now),
-            ))
-            .execute(conn)?
-    } else {
-        diesel::update(target)
-            .set(dataset_versions::state.eq(to.as_str()))
-            .execute(conn)?
+    let mv = Move {
+        from: v.state,
+        action,
+        audit: None,
     };
-    if n == 0 {
-        return Err(AppError::conflict("catalog.refuse.version_changed"));
-    }
+    let to = workflow::commit(conn, mv, |conn, from, to| {
+        let target = dataset_versions::table
+            .filter(dataset_versions::id.eq(v.id))
+            .filter(dataset_versions::state.eq(from));
+        if decided_by.is_some() {
+            diesel::update(target)
+                .set((
+                    dataset_versions::state.eq(to),
+                    dataset_versions::decided_by.eq(decided_by),
+                    dataset_versions::decided_at.eq(now),
+                ))
+                .execute(conn)
+        } else {
+            diesel::update(target)
+                .set(dataset_versions::state.eq(to))
+                .execute(conn)
+        }
+    })?;
     Ok(to)
 }
 
@@ -494,7 +498,7 @@ pub fn publish_as(
 ) -> Result<Published, AppError> {
     crate::db::write_transaction(conn, |conn| {
         let (d, v) = own_version(conn, by.1, dataset_id, version_id)?;
-        machine::apply(v.st(), VersionAction::Publish).map_err(|r| AppError::conflict(r.0))?;
+        v.state.decide(VersionAction::Publish)?;
         db::lock(conn, db::Lock::DatasetVersions(dataset_id))?;
         let schema = schema_of(data_dir, &v)?;
         let (schema_no, new_schema) = match model::newest_published(conn, dataset_id)? {

@@ -28,6 +28,7 @@ use crate::auth::CurrentUser;
 use crate::errors::AppError;
 use crate::schema::jobs;
 use crate::web::db;
+use crate::workflow::Machine as _;
 
 /// How often an open stream reads the run.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -91,7 +92,7 @@ impl Progress {
     }
 
     fn of(j: &Job, staff: bool) -> Self {
-        Self::new(j.state.clone(), j.rows_done, j.rows_total, staff)
+        Self::new(j.state.to_string(), j.rows_done, j.rows_total, staff)
     }
 
     fn read(conn: &mut crate::db::DbConnection, id: i64, staff: bool) -> Result<Self, AppError> {
@@ -143,7 +144,9 @@ impl Watch {
                     return None;
                 }
             };
-            let ended = RunState::parse(&now.state).is_none_or(|s| s.is_final());
+            let ended = RunState::parse(&now.state)
+                .ok()
+                .is_none_or(|s| s.is_final());
             if now.state != self.opened_in || ended {
                 self.done = true;
                 return Some(now.event("state"));
@@ -176,14 +179,14 @@ pub async fn events(
     };
     let staff = super::sees_all(&user);
     let first = Progress::of(&job, staff);
-    let ended = job.st().is_final();
+    let ended = job.state.is_final();
     let mut opening = format!("retry: {RETRY_MS}\n\n").into_bytes();
     opening.extend_from_slice(&first.event(if ended { "state" } else { "progress" }));
     let watch = Watch {
         state,
         id,
         staff,
-        opened_in: job.state,
+        opened_in: job.state.to_string(),
         last: first,
         until: Instant::now() + MAX_STREAM,
         done: ended,

@@ -88,7 +88,7 @@ fn row_view(page: &Page, r: model::JobRow, staff: bool) -> RowView {
         } else {
             r.job.operator_percent()
         },
-        state: r.job.st(),
+        state: r.job.state,
         created_at: page.time(r.job.created_at),
         short_hash: r.module_sha256.chars().take(12).collect(),
         name: r.name,
@@ -538,7 +538,7 @@ pub async fn api_list(
                 "computation": r.job.computation_id,
                 "name": r.name,
                 "state": r.job.state,
-                "final": r.job.st().is_final(),
+                "final": r.job.state.is_final(),
                 "created_at": r.job.created_at.and_utc().to_rfc3339(),
                 "url": format!("/api/v1/jobs/{}", r.job.id),
             })
@@ -580,13 +580,13 @@ pub async fn api_status(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": j.id,
         "state": j.state,
-        "final": j.st().is_final(),
+        "final": j.state.is_final(),
         // How far a run has read is steered by the module: platform staff only (ABI v2, 8).
         "rows_done": staff.then_some(j.rows_done),
         "rows_total": j.rows_total,
         "reason": reason,
         "report": report,
-        "output": (j.st() == RunState::Released).then(|| format!("/api/v1/jobs/{id}/output")),
+        "output": (j.state == RunState::Released).then(|| format!("/api/v1/jobs/{id}/output")),
     })))
 }
 
@@ -913,7 +913,7 @@ fn guard_view(job: &Job, findings: Vec<super::differencing::Finding>, live: bool
 /// The differencing guard's view of run `j` for platform staff: checked now while its output
 /// waits for review, or the pairs that withheld it.
 fn guard_of(conn: &mut crate::db::DbConnection, j: &Job) -> Result<Option<GuardView>, AppError> {
-    Ok(match j.st() {
+    Ok(match j.state {
         RunState::Finished => Some(guard_view(
             j,
             super::differencing::check(conn, j)?.findings,
@@ -976,7 +976,7 @@ pub async fn show(
         Ok((j, c, r, usage, meters, sources, guard))
     })
     .await?;
-    let st = job.st();
+    let st = job.state;
     let reviewer = super::is_reviewer(&state, &user);
     let operator = user.org_id == job.org_id;
     let show_output = st == RunState::Released
@@ -1167,7 +1167,7 @@ async fn released_file(
 ) -> Result<model::Release, AppError> {
     db(&state, move |conn| {
         let j = load_visible(conn, &user, id)?;
-        if j.st() != RunState::Released {
+        if j.state != RunState::Released {
             return Err(AppError::not_found());
         }
         model::release(conn, id)?.ok_or_else(AppError::not_found)
@@ -1367,7 +1367,7 @@ pub async fn computation(
         .unwrap_or_default();
     render(&ComputationPage {
         page,
-        cstate: c.st(),
+        cstate: c.state,
         org_name,
         size,
         imports,

@@ -13,9 +13,7 @@
 
 use serde::Serialize;
 
-/// A refused transition: the message key saying why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal(pub &'static str);
+use crate::workflow::{Machine, Refusal};
 
 /// The state of a computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -46,11 +44,6 @@ impl ComputationState {
         }
     }
 
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The message key of its label.
     pub fn label_key(self) -> String {
         format!("jobs.cstate.{}", self.as_str())
@@ -68,23 +61,32 @@ pub enum ComputationAction {
     Revoke,
 }
 
-/// The one transition function of computations.
-pub fn apply_computation(
-    state: ComputationState,
-    action: ComputationAction,
-) -> Result<ComputationState, Refusal> {
-    use ComputationAction as A;
-    use ComputationState as S;
-    match (state, action) {
-        (S::Pending, A::Approve) => Ok(S::Approved),
-        (S::Pending, A::Reject) => Ok(S::Rejected),
-        (S::Approved, A::Revoke) => Ok(S::Revoked),
-        (S::Pending, A::Revoke) => Err(Refusal("jobs.refuse.not_approved")),
-        (S::Approved | S::Rejected | S::Revoked, _) => {
-            Err(Refusal("jobs.refuse.computation_decided"))
+impl Machine for ComputationState {
+    type Action = ComputationAction;
+    const KIND: &'static str = "computation";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of computations.
+    fn decide(self, action: ComputationAction) -> Result<ComputationState, Refusal> {
+        use ComputationAction as A;
+        use ComputationState as S;
+        match (self, action) {
+            (S::Pending, A::Approve) => Ok(S::Approved),
+            (S::Pending, A::Reject) => Ok(S::Rejected),
+            (S::Approved, A::Revoke) => Ok(S::Revoked),
+            (S::Pending, A::Revoke) => Err(Refusal::new("jobs.refuse.not_approved")),
+            (S::Approved | S::Rejected | S::Revoked, _) => {
+                Err(Refusal::new("jobs.refuse.computation_decided"))
+            }
         }
     }
 }
+
+crate::stored_state!(ComputationState);
 
 /// The state of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -139,11 +141,6 @@ impl RunState {
         }
     }
 
-    /// Parses a stored code.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     /// The message key of its label.
     pub fn label_key(self) -> String {
         format!("jobs.state.{}", self.as_str())
@@ -192,29 +189,44 @@ pub enum RunAction {
     Cancel,
 }
 
-/// The one transition function of runs.
-pub fn apply_run(state: RunState, action: RunAction) -> Result<RunState, Refusal> {
-    use RunAction as A;
-    use RunState as S;
-    match (state, action) {
-        (S::AwaitingApproval, A::Approve) => Ok(S::Queued),
-        (S::AwaitingApproval, A::Reject) => Ok(S::Refused),
-        (S::Queued | S::Running, A::Claim) => Ok(S::Running),
-        (S::Running, A::Finish) => Ok(S::Finished),
-        (S::Running, A::Fail) => Ok(S::Failed),
-        (S::Finished, A::Release) => Ok(S::Released),
-        (S::Finished, A::Withhold | A::AgreementEnded) => Ok(S::Withheld),
-        (S::AwaitingApproval | S::Queued | S::Running, A::AgreementEnded) => Ok(S::Cancelled),
-        (S::AwaitingApproval | S::Queued | S::Running | S::Finished, A::Cancel) => Ok(S::Cancelled),
-        (s, _) if s.is_final() => Err(Refusal("jobs.refuse.ended")),
-        (S::AwaitingApproval, _) => Err(Refusal("jobs.refuse.awaiting_approval")),
-        (_, A::Approve | A::Reject) => Err(Refusal("jobs.refuse.already_approved")),
-        (S::Finished, _) => Err(Refusal("jobs.refuse.already_ran")),
-        (S::Queued, _) => Err(Refusal("jobs.refuse.not_started")),
-        (_, A::Release | A::Withhold) => Err(Refusal("jobs.refuse.not_finished")),
-        (_, _) => Err(Refusal("jobs.refuse.running")),
+impl Machine for RunState {
+    type Action = RunAction;
+    const KIND: &'static str = "job";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of runs.
+    fn decide(self, action: RunAction) -> Result<RunState, Refusal> {
+        use RunAction as A;
+        use RunState as S;
+        let refuse = |key| Err(Refusal::new(key));
+        match (self, action) {
+            (S::AwaitingApproval, A::Approve) => Ok(S::Queued),
+            (S::AwaitingApproval, A::Reject) => Ok(S::Refused),
+            (S::Queued | S::Running, A::Claim) => Ok(S::Running),
+            (S::Running, A::Finish) => Ok(S::Finished),
+            (S::Running, A::Fail) => Ok(S::Failed),
+            (S::Finished, A::Release) => Ok(S::Released),
+            (S::Finished, A::Withhold | A::AgreementEnded) => Ok(S::Withheld),
+            (S::AwaitingApproval | S::Queued | S::Running, A::AgreementEnded) => Ok(S::Cancelled),
+            (S::AwaitingApproval | S::Queued | S::Running | S::Finished, A::Cancel) => {
+                Ok(S::Cancelled)
+            }
+            (s, _) if s.is_final() => refuse("jobs.refuse.ended"),
+            (S::AwaitingApproval, _) => refuse("jobs.refuse.awaiting_approval"),
+            (_, A::Approve | A::Reject) => refuse("jobs.refuse.already_approved"),
+            (S::Finished, _) => refuse("jobs.refuse.already_ran"),
+            (S::Queued, _) => refuse("jobs.refuse.not_started"),
+            (_, A::Release | A::Withhold) => refuse("jobs.refuse.not_finished"),
+            (_, _) => refuse("jobs.refuse.running"),
+        }
     }
 }
+
+crate::stored_state!(RunState);
 
 #[cfg(test)]
 mod tests {
@@ -237,7 +249,7 @@ mod tests {
         A::Cancel,
     ];
 
-    /// The table of legal run transitions, written independently of [`apply_run`].
+    /// The table of legal run transitions, written independently of [`Machine::decide`].
     fn legal(s: RunState, a: RunAction) -> Option<RunState> {
         Some(match (s, a) {
             (S::AwaitingApproval, A::Approve) => S::Queued,
@@ -265,13 +277,13 @@ mod tests {
         let mut legal_count = 0;
         for s in S::ALL {
             for a in ACTIONS {
-                match (apply_run(s, a), legal(s, a)) {
+                match (s.decide(a), legal(s, a)) {
                     (Ok(got), Some(want)) => {
                         assert_eq!(got, want, "{s:?} {a:?}");
                         legal_count += 1;
                     }
-                    (Err(Refusal(key)), None) => {
-                        assert!(key.starts_with("jobs.refuse."), "{s:?} {a:?}");
+                    (Err(r), None) => {
+                        assert!(r.key.starts_with("jobs.refuse."), "{s:?} {a:?}");
                     }
                     (got, want) => panic!("{s:?} {a:?}: got {got:?}, want {want:?}"),
                 }
@@ -284,20 +296,20 @@ mod tests {
     fn final_states_refuse_everything() {
         for s in S::ALL.into_iter().filter(|s| s.is_final()) {
             for a in ACTIONS {
-                assert_eq!(apply_run(s, a), Err(Refusal("jobs.refuse.ended")));
+                assert_eq!(s.decide(a), Err(Refusal::new("jobs.refuse.ended")));
             }
         }
         assert_eq!(
-            apply_run(S::Queued, A::Release),
-            Err(Refusal("jobs.refuse.not_started"))
+            S::Queued.decide(A::Release),
+            Err(Refusal::new("jobs.refuse.not_started"))
         );
         assert_eq!(
-            apply_run(S::Running, A::Release),
-            Err(Refusal("jobs.refuse.not_finished"))
+            S::Running.decide(A::Release),
+            Err(Refusal::new("jobs.refuse.not_finished"))
         );
         assert_eq!(
-            apply_run(S::Finished, A::Claim),
-            Err(Refusal("jobs.refuse.already_ran"))
+            S::Finished.decide(A::Claim),
+            Err(Refusal::new("jobs.refuse.already_ran"))
         );
     }
 
@@ -317,12 +329,12 @@ mod tests {
                 } else {
                     "jobs.refuse.computation_decided"
                 };
-                match (apply_computation(s, a), want) {
+                match (s.decide(a), want) {
                     (Ok(got), Some(w)) => {
                         assert_eq!(got, w);
                         legal_count += 1;
                     }
-                    (Err(r), None) => assert_eq!(r, Refusal(why), "{s:?} {a:?}"),
+                    (Err(r), None) => assert_eq!(r, Refusal::new(why), "{s:?} {a:?}"),
                     (got, w) => panic!("{s:?} {a:?}: got {got:?}, want {w:?}"),
                 }
             }
@@ -333,11 +345,12 @@ mod tests {
     #[test]
     fn states_round_trip() {
         for s in S::ALL {
-            assert_eq!(S::parse(s.as_str()), Some(s));
+            assert_eq!(S::parse(s.as_str()), Ok(s));
         }
         for s in CS::ALL {
-            assert_eq!(CS::parse(s.as_str()), Some(s));
+            assert_eq!(CS::parse(s.as_str()), Ok(s));
         }
-        assert_eq!(S::parse("nonsense"), None);
+        assert!(S::parse("nonsense").is_err());
+        assert!(CS::parse("").is_err());
     }
 }

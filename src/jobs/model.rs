@@ -45,8 +45,9 @@ pub struct Computation {
     pub purpose: String,
     /// Total epsilon of its aggregates (canonical decimal, `0` without noise).
     pub epsilon: String,
-    /// State code.
-    pub state: String,
+    /// The state.
+    #[diesel(deserialize_as = String)]
+    pub state: ComputationState,
     /// The approved module hash of the same job name this one differs from.
     pub differs_from: Option<String>,
     /// Submitted by.
@@ -62,11 +63,6 @@ pub struct Computation {
 }
 
 impl Computation {
-    /// The state.
-    pub fn st(&self) -> ComputationState {
-        ComputationState::parse(&self.state).unwrap_or(ComputationState::Rejected)
-    }
-
     /// The dataset bindings (manifest name → dataset id).
     pub fn binding_map(&self) -> BTreeMap<String, i64> {
         serde_json::from_str(&self.bindings).unwrap_or_default()
@@ -87,8 +83,9 @@ pub struct Job {
     pub submitted_by: i64,
     /// The purpose of this run.
     pub purpose: String,
-    /// State code.
-    pub state: String,
+    /// The state.
+    #[diesel(deserialize_as = String)]
+    pub state: RunState,
     /// Submitted at.
     pub created_at: NaiveDateTime,
     /// Queued at (approval).
@@ -128,11 +125,6 @@ pub struct Job {
 }
 
 impl Job {
-    /// The state.
-    pub fn st(&self) -> RunState {
-        RunState::parse(&self.state).unwrap_or(RunState::Failed)
-    }
-
     /// The dataset versions read.
     pub fn versions_used(&self) -> Vec<VersionUsed> {
         serde_json::from_str(&self.versions).unwrap_or_default()
@@ -158,7 +150,7 @@ impl Job {
     /// chooses), so a running run shows no figure (`None`: the bar only says it runs), a
     /// finished one 100 and any other 0.
     pub fn operator_percent(&self) -> Option<i64> {
-        match self.st() {
+        match self.state {
             RunState::Running => None,
             RunState::Finished | RunState::Released | RunState::Withheld => Some(100),
             _ => Some(0),

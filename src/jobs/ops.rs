@@ -9,7 +9,7 @@ use dataop_sandbox::Limits;
 use diesel::prelude::*;
 use rust_decimal::Decimal;
 
-use super::machine::{self, ComputationAction, ComputationState, Refusal, RunAction, RunState};
+use super::machine::{ComputationAction, ComputationState, RunAction, RunState};
 use super::model::{self, Computation, Job, MAX_TEXT};
 use super::submit::{self, Checked, Loaded, Problem};
 use super::{differencing, output};
@@ -23,10 +23,7 @@ use crate::schema::{
 };
 use crate::scratch::Scratch;
 use crate::supervision::audit::{self, Actor};
-
-fn refuse(r: Refusal) -> AppError {
-    AppError::conflict(r.0)
-}
+use crate::workflow::{self, Machine as _, Move};
 
 /// Checks a free-text field: trimmed, non-empty, at most [`MAX_TEXT`] characters.
 pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
@@ -116,28 +113,33 @@ pub(crate) fn move_job(
     action: RunAction,
     now: NaiveDateTime,
 ) -> Result<RunState, AppError> {
-    let to = machine::apply_run(job.st(), action).map_err(refuse)?;
-    let target = jobs::table
-        .filter(jobs::id.eq(job.id))
-        .filter(jobs::state.eq(&job.state));
-    let n = if to.is_final() || to == RunState::Finished {
-        diesel::update(target)
-            .set((
-                jobs::state.eq(to.as_str()),
-                jobs::finished_at.eq(job.finished_at.unwrap_or(now)),
-                jobs::lease_owner.eq(None::<String>),
-                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)?
-    } else {
-        diesel::update(target)
-            .set(jobs::state.eq(to.as_str()))
-            .execute(conn)?
+    let ends = job
+        .state
+        .decide(action)
+        .is_ok_and(|to| to.is_final() || to == RunState::Finished);
+    let mv = Move {
+        from: job.state,
+        action,
+        audit: None,
     };
-    if n == 0 {
-        return Err(AppError::conflict("jobs.refuse.changed"));
-    }
-    if job.st() == RunState::Finished && to != RunState::Released {
+    let to = workflow::commit(conn, mv, |conn, from, to| {
+        let target = jobs::table
+            .filter(jobs::id.eq(job.id))
+            .filter(jobs::state.eq(from));
+        if ends {
+            diesel::update(target)
+                .set((
+                    jobs::state.eq(to),
+                    jobs::finished_at.eq(job.finished_at.unwrap_or(now)),
+                    jobs::lease_owner.eq(None::<String>),
+                    jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+                ))
+                .execute(conn)
+        } else {
+            diesel::update(target).set(jobs::state.eq(to)).execute(conn)
+        }
+    })?;
+    if job.state == RunState::Finished && to != RunState::Released {
         differencing::forget(conn, job.id)?;
     }
     Ok(to)
@@ -300,7 +302,7 @@ fn record_submission(
             .first(conn)
             .optional()?;
         let (computation_id, approved, new) = match pinned {
-            Some(c) => (c.id, c.st() == ComputationState::Approved, false),
+            Some(c) => (c.id, c.state == ComputationState::Approved, false),
             None => {
                 let differs_from: Option<String> = computations::table
                     .filter(computations::org_id.eq(user.org_id))
@@ -481,23 +483,25 @@ fn move_computation(
     reasons: &str,
     now: NaiveDateTime,
 ) -> Result<ComputationState, AppError> {
-    let to = machine::apply_computation(c.st(), action).map_err(refuse)?;
-    let n = diesel::update(
-        computations::table
-            .filter(computations::id.eq(c.id))
-            .filter(computations::state.eq(&c.state)),
-    )
-    .set((
-        computations::state.eq(to.as_str()),
-        computations::reviewed_by.eq(reviewer.id),
-        computations::reviewed_at.eq(now),
-        computations::review_note.eq(reasons),
-    ))
-    .execute(conn)?;
-    if n == 0 {
-        return Err(AppError::conflict("jobs.refuse.changed"));
-    }
-    Ok(to)
+    let mv = Move {
+        from: c.state,
+        action,
+        audit: None,
+    };
+    workflow::commit(conn, mv, |conn, from, to| {
+        diesel::update(
+            computations::table
+                .filter(computations::id.eq(c.id))
+                .filter(computations::state.eq(from)),
+        )
+        .set((
+            computations::state.eq(to),
+            computations::reviewed_by.eq(reviewer.id),
+            computations::reviewed_at.eq(now),
+            computations::review_note.eq(reasons),
+        ))
+        .execute(conn)
+    })
 }
 
 /// The reviewer revokes an approved computation's approval (reasons required): its queued and
@@ -644,7 +648,7 @@ pub fn release(
 ) -> Result<ReleaseResult, AppError> {
     db::write_transaction(conn, |conn| {
         let j = load_job(conn, id)?;
-        machine::apply_run(j.st(), RunAction::Release).map_err(refuse)?;
+        j.state.decide(RunAction::Release)?;
         let c = load_computation(conn, j.computation_id)?;
         let Some(a) = agreement_still_covers(conn, &c, today)? else {
             withhold_inner(
@@ -821,7 +825,7 @@ pub fn file_usage(
         if j.org_id != user.org_id {
             return Err(AppError::not_found());
         }
-        if j.st() != RunState::Released {
+        if j.state != RunState::Released {
             return Err(AppError::conflict("jobs.refuse.not_released"));
         }
         if model::usage_of(conn, id)?.is_some() {
@@ -859,13 +863,13 @@ fn stop_one(
     reason: &str,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let Ok(to) = machine::apply_run(j.st(), RunAction::AgreementEnded) else {
+    let Ok(to) = j.state.decide(RunAction::AgreementEnded) else {
         return Ok(false);
     };
     let n = diesel::update(
         jobs::table
             .filter(jobs::id.eq(j.id))
-            .filter(jobs::state.eq(&j.state)),
+            .filter(jobs::state.eq(j.state.as_str())),
     )
     .set((
         jobs::state.eq(to.as_str()),
@@ -878,7 +882,7 @@ fn stop_one(
     if n == 0 {
         return Ok(false);
     }
-    if j.st() == RunState::Finished {
+    if j.state == RunState::Finished {
         differencing::forget(conn, j.id)?;
     }
     record(
@@ -1054,15 +1058,15 @@ pub fn carry_over_amendment(
                 stopped_runs += 1;
             }
         }
-        let action = match c.st() {
+        let action = match c.state {
             ComputationState::Pending => ComputationAction::Reject,
             _ => ComputationAction::Revoke,
         };
-        if let Ok(to) = machine::apply_computation(c.st(), action) {
+        if let Ok(to) = c.state.decide(action) {
             let n = diesel::update(
                 computations::table
                     .filter(computations::id.eq(c.id))
-                    .filter(computations::state.eq(&c.state)),
+                    .filter(computations::state.eq(c.state.as_str())),
             )
             .set((
                 computations::state.eq(to.as_str()),

@@ -39,6 +39,7 @@ use crate::errors::AppError;
 use crate::mail::{self, Notice};
 use crate::schema::{agreements, job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
+use crate::workflow::Machine as _;
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
 use dataop_sandbox::{CancelToken, DatasetInput, Manifest, RunOptions, Runtime, TableSource};
 
@@ -90,8 +91,9 @@ fn claim_in(
     let Some(c) = picked else {
         return Ok(None);
     };
-    let from = RunState::parse(&c.state).unwrap_or(RunState::Failed);
-    super::machine::apply_run(from, RunAction::Claim).map_err(|r| AppError::conflict(r.0))?;
+    RunState::parse(&c.state)
+        .map_err(anyhow::Error::from)?
+        .decide(RunAction::Claim)?;
     let n = diesel::update(
         jobs::table
             .filter(jobs::id.eq(c.id))
@@ -226,7 +228,7 @@ fn start(state: &AppState, conn: &mut DbConnection, id: i64) -> Result<Start, Ap
         return Ok(Start::Stopped);
     }
     let c = ops::load_computation(conn, j.computation_id)?;
-    if c.st() != ComputationState::Approved {
+    if c.state != ComputationState::Approved {
         fail(conn, &j, RunAction::Cancel, ops::REVOKED, "", now)?;
         return Ok(Start::Stopped);
     }
@@ -472,7 +474,7 @@ fn finish(
     let now = state.clock.now();
     db::write_transaction(conn, |conn| {
         let j = ops::load_job(conn, id)?;
-        if j.st() != RunState::Running || j.lease_owner.as_deref() != Some(owner) {
+        if j.state != RunState::Running || j.lease_owner.as_deref() != Some(owner) {
             return Ok(());
         }
         let (outcome, report, output) = match &result {
