@@ -1,12 +1,57 @@
 //! Reactions of one domain to another's events, as registries (like [`crate::scheduler`]'s):
 //! the domain where something happens calls the function here inside its transaction, and
-//! each registered domain reacts in that transaction, so neither imports the other.
+//! each registered domain reacts in that transaction, so neither imports the other. The
+//! regulator desk's queue sources are registered here too: the desk shows the queues of the
+//! domains without importing them.
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDate, NaiveDateTime};
 use diesel::QueryResult;
 
+use crate::calendar::Calendar;
 use crate::db::DbConnection;
 use crate::supervision::audit::Actor;
+use crate::supervision::desk::{self, QueueSection, QueueSource};
+
+/// Every domain's queues on the regulator's desk, in the order the desk shows them.
+pub const DESK_SOURCES: &[QueueSource] = &[
+    crate::admission::queues,
+    crate::agreements::queues::sections,
+];
+
+/// The regulator desk's queues on `today`, each sorted overdue first, then by deadline.
+pub fn desk_queues(
+    conn: &mut DbConnection,
+    cal: &Calendar,
+    today: NaiveDate,
+) -> QueryResult<Vec<QueueSection>> {
+    desk::collect_from(DESK_SOURCES, conn, cal, today)
+}
+
+/// A reaction to an agreement's end: (agreement id, when); how many pieces of the operator's
+/// pending work it stopped.
+type AgreementEnded = fn(&mut DbConnection, &Actor, i64, NaiveDateTime) -> QueryResult<u64>;
+
+/// Who reacts when an agreement ends (expiry, termination on request, for breach or for a
+/// violation).
+const ON_AGREEMENT_ENDED: &[(&str, AgreementEnded)] = &[(
+    "jobs: cancel the open runs, withhold the outputs waiting for release",
+    crate::jobs::ops::stop_for_agreement,
+)];
+
+/// Agreement `agreement_id` ended (called inside the exit's transaction); how many pieces of
+/// pending work the reactions stopped.
+pub fn agreement_ended(
+    conn: &mut DbConnection,
+    actor: &Actor,
+    agreement_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<u64> {
+    let mut stopped = 0;
+    for (_, react) in ON_AGREEMENT_ENDED {
+        stopped += react(conn, actor, agreement_id, now)?;
+    }
+    Ok(stopped)
+}
 
 /// A reaction to a new schema version of a dataset: (dataset id, schema version).
 type SchemaPublished = fn(&mut DbConnection, &Actor, i64, i32) -> QueryResult<()>;

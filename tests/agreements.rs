@@ -292,7 +292,7 @@ impl World {
         let mut conn = self.app.conn();
         let cal = dataop::calendar::Calendar::load(&mut conn).unwrap();
         let today = self.app.state().clock.today();
-        let sections = dataop::supervision::desk::collect(&mut conn, &cal, today).unwrap();
+        let sections = dataop::reactions::desk_queues(&mut conn, &cal, today).unwrap();
         let section = sections
             .into_iter()
             .find(|s| s.title_key == "agreements.queue.disposal")

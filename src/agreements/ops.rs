@@ -702,9 +702,9 @@ pub fn seal(
     })
 }
 
-/// The hook that stops the operator's pending work under an ended agreement (its open
-/// computation jobs: see [`crate::jobs::ops::stop_for_agreement`]); returns how many pieces of
-/// work it stopped. Every exit calls it inside its transaction and records the count in the
+/// Stops the operator's pending work under an ended agreement (the reactions registered in
+/// [`crate::reactions::agreement_ended`]: its open computation jobs); returns how many pieces
+/// of work it stopped. Every exit calls it inside its transaction and records the count in the
 /// exit's audit entry (`pending_work_stopped`).
 pub fn stop_pending_work(
     conn: &mut DbConnection,
@@ -712,7 +712,7 @@ pub fn stop_pending_work(
     agreement: &Agreement,
     now: NaiveDateTime,
 ) -> QueryResult<u64> {
-    crate::jobs::ops::stop_for_agreement(conn, actor, agreement.id, now)
+    crate::reactions::agreement_ended(conn, actor, agreement.id, now)
 }
 
 /// Closes the rectification orders and termination requests still open on an agreement that

@@ -1,7 +1,8 @@
 //! The regulator's desk: every work queue on one page, each item with its deadline.
 //!
-//! Domains contribute queues through [`SOURCES`]: a function that returns the domain's
-//! sections for the day. The desk page sorts each section's items with
+//! Domains contribute queues through a [`QueueSource`] registered at the top level
+//! ([`crate::reactions::DESK_SOURCES`]): a function that returns the domain's sections for the
+//! day, so the desk imports no domain. The desk page sorts each section's items with
 //! [`Deadline::queue_order`] (overdue first, marked) and shows the working days left.
 
 use chrono::NaiveDate;
@@ -35,21 +36,6 @@ pub struct QueueItem {
 /// What a domain gives the desk: its queues on `today`.
 pub type QueueSource =
     fn(&mut DbConnection, &Calendar, NaiveDate) -> QueryResult<Vec<QueueSection>>;
-
-/// Every domain's queues, in the order the desk shows them.
-pub const SOURCES: &[QueueSource] = &[
-    crate::admission::queues,
-    crate::agreements::queues::sections,
-];
-
-/// Collects every queue, each sorted overdue first, then by deadline.
-pub fn collect(
-    conn: &mut DbConnection,
-    cal: &Calendar,
-    today: NaiveDate,
-) -> QueryResult<Vec<QueueSection>> {
-    collect_from(SOURCES, conn, cal, today)
-}
 
 /// Collects the queues of `sources`, each sorted overdue first, then by deadline (items
 /// without a deadline last).

@@ -9,7 +9,7 @@ use crate::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::Calendar;
 use crate::errors::AppError;
-use crate::supervision::desk::{self, QueueItem, QueueSection};
+use crate::supervision::desk::{QueueItem, QueueSection};
 use crate::web::{Page, render};
 
 /// Who sees the desk.
@@ -117,7 +117,7 @@ pub async fn desk(
     let today = state.clock.today();
     let sections = crate::web::db(&state, move |conn| {
         let cal = Calendar::load(conn)?;
-        Ok(desk::collect(conn, &cal, today)?)
+        Ok(crate::reactions::desk_queues(conn, &cal, today)?)
     })
     .await?;
     render(&DeskPage {
