@@ -187,3 +187,13 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
+
+/// Sets every agreement's run budget to `runs` per period (benchmarks, which run the demo
+/// job many times).
+pub fn set_run_budgets(state: &AppState, runs: i32) -> anyhow::Result<()> {
+    let mut conn = state.pool.get()?;
+    diesel::update(agreements::table)
+        .set(agreements::run_budget.eq(runs))
+        .execute(&mut conn)?;
+    Ok(())
+}

@@ -99,6 +99,119 @@ pub fn in_force_for(
     )
 }
 
+/// A running agreement (in force or under a rectification order) as other domains list it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Running {
+    /// The agreement id.
+    pub id: i64,
+    /// The operator's organisation.
+    pub operator_org_id: i64,
+    /// The operator's name, as drafted.
+    pub operator_name: String,
+    /// Its number.
+    pub number: String,
+    /// Runs allowed per period.
+    pub run_budget: i32,
+    /// The period (`day`, `week`, `month`).
+    pub run_period: String,
+}
+
+/// The running agreements of `org_id` (of every operator with `None`), oldest first, at most
+/// [`MAX_LISTED`].
+pub fn running(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<Running>> {
+    let mut q = agreements::table
+        .filter(machine::state_running())
+        .select(RUNNING_COLUMNS)
+        .order(agreements::id.asc())
+        .limit(MAX_LISTED)
+        .into_boxed();
+    if let Some(org) = org_id {
+        q = q.filter(agreements::operator_org_id.eq(org));
+    }
+    q.load(conn)
+}
+
+/// The datasets of the running agreements of `org_id` (of every operator with `None`), each
+/// with its agreement, oldest agreement first, at most [`MAX_LISTED`].
+pub fn running_datasets(
+    conn: &mut DbConnection,
+    org_id: Option<i64>,
+) -> QueryResult<Vec<(Running, model::AgreementDataset)>> {
+    let mut q = agreements::table
+        .inner_join(agreement_datasets::table)
+        .filter(machine::state_running())
+        .select((RUNNING_COLUMNS, model::AgreementDataset::as_select()))
+        .order((agreements::id.asc(), agreement_datasets::dataset_id.asc()))
+        .limit(MAX_LISTED)
+        .into_boxed();
+    if let Some(org) = org_id {
+        q = q.filter(agreements::operator_org_id.eq(org));
+    }
+    q.load(conn)
+}
+
+/// The most agreements (or agreement datasets) a list of [`running`] or [`running_datasets`]
+/// holds.
+pub const MAX_LISTED: i64 = 1000;
+
+const RUNNING_COLUMNS: (
+    agreements::id,
+    agreements::operator_org_id,
+    agreements::operator_name,
+    agreements::number,
+    agreements::run_budget,
+    agreements::run_period,
+) = (
+    agreements::id,
+    agreements::operator_org_id,
+    agreements::operator_name,
+    agreements::number,
+    agreements::run_budget,
+    agreements::run_period,
+);
+
+/// The datasets (id, title as the agreement names it) of `org_id`'s agreements in force on
+/// `today`.
+pub fn datasets_in_force(
+    conn: &mut DbConnection,
+    org_id: i64,
+    today: NaiveDate,
+) -> QueryResult<Vec<(i64, String)>> {
+    agreements::table
+        .inner_join(agreement_datasets::table)
+        .filter(agreements::operator_org_id.eq(org_id))
+        .filter(machine::state_running())
+        .filter(agreements::starts_on.le(today))
+        .filter(agreements::ends_on.ge(today))
+        .select((
+            agreement_datasets::dataset_id,
+            agreement_datasets::dataset_title,
+        ))
+        .distinct()
+        .load(conn)
+}
+
+/// Those of agreements `ids` that no longer run (ended or superseded).
+pub fn not_running(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<i64>> {
+    agreements::table
+        .filter(agreements::id.eq_any(ids))
+        .filter(agreements::state.ne_all(machine::RUNNING))
+        .select(agreements::id)
+        .load(conn)
+}
+
+/// The metering prices of agreement `id`: per run and per thousand rows read (canonical
+/// decimals, `None` when the agreement sets none).
+pub fn prices(conn: &mut DbConnection, id: i64) -> QueryResult<(Option<String>, Option<String>)> {
+    agreements::table
+        .find(id)
+        .select((
+            agreements::price_per_job,
+            agreements::price_per_thousand_rows,
+        ))
+        .first(conn)
+}
+
 /// The scheduler's work: warns both parties 30 days before the end of a term (once, recorded
 /// in `expiry_warned_at`) and ends agreements whose term is over (exit route (a)).
 pub fn tick(state: &AppState) -> anyhow::Result<()> {

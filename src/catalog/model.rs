@@ -294,6 +294,20 @@ pub fn find_dataset(conn: &mut DbConnection, id: i64) -> QueryResult<Option<(Dat
         .optional()
 }
 
+/// The catalog titles (Chinese, English) of datasets `ids`.
+pub fn titles(
+    conn: &mut DbConnection,
+    ids: &[i64],
+) -> QueryResult<std::collections::BTreeMap<i64, (String, String)>> {
+    Ok(datasets::table
+        .filter(datasets::id.eq_any(ids))
+        .select((datasets::id, datasets::title_zh, datasets::title_en))
+        .load::<(i64, String, String)>(conn)?
+        .into_iter()
+        .map(|(id, zh, en)| (id, (zh, en)))
+        .collect())
+}
+
 /// Filters of the public catalog.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

@@ -16,7 +16,7 @@ use diesel::prelude::*;
 
 use super::{demo, ops, worker};
 use crate::auth::Role;
-use crate::schema::{agreements, jobs};
+use crate::schema::jobs;
 use crate::{AppState, Config};
 
 /// Runs timed for the latency figure.
@@ -98,10 +98,8 @@ fn one_backend(
     crate::catalog::demo::seed_rows(&state, "provider", rows)?;
     crate::agreements::demo::seed(&state)?;
     demo::seed(&state)?;
+    crate::agreements::demo::set_run_budgets(&state, 1_000_000)?;
     let mut conn = state.pool.get()?;
-    diesel::update(agreements::table)
-        .set(agreements::run_budget.eq(1_000_000))
-        .execute(&mut conn)?;
     let alpha = demo::user(&mut conn, "alpha")?;
     let reviewer = demo::user(
         &mut conn,

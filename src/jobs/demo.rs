@@ -108,7 +108,7 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
         return Ok(());
     };
     let today = state.clock.today();
-    if submit::datasets_in_force(&mut conn, alpha.org_id, today)?.is_empty() {
+    if crate::agreements::datasets_in_force(&mut conn, alpha.org_id, today)?.is_empty() {
         return Ok(());
     }
     let has: i64 = computations::table

@@ -202,7 +202,7 @@ async fn new_page(
     let (trained, datasets) = db(state, move |conn| {
         Ok((
             model::trained(conn, uid, today)?,
-            submit::datasets_in_force(conn, org, today)?,
+            crate::agreements::datasets_in_force(conn, org, today)?,
         ))
     })
     .await?;

@@ -1127,14 +1127,13 @@ pub fn carry_over_amendment(
 /// The scheduler's sweep: stops the open runs under agreements that no longer run (a safety
 /// net behind [`stop_for_agreement`]). Returns how many runs it stopped.
 pub fn stop_ended_agreements(conn: &mut DbConnection, now: NaiveDateTime) -> anyhow::Result<u64> {
-    use crate::schema::agreements;
-    let stale: Vec<i64> = jobs::table
-        .inner_join(computations::table.inner_join(agreements::table))
+    let open: Vec<i64> = jobs::table
+        .inner_join(computations::table)
         .filter(jobs::state.eq_any(OPEN))
-        .filter(agreements::state.ne_all(agr::machine::RUNNING))
         .select(computations::agreement_id)
         .distinct()
         .load(conn)?;
+    let stale = agr::not_running(conn, &open)?;
     let mut stopped = 0;
     for agreement_id in stale {
         stopped += db::write_transaction(conn, |conn| {
@@ -1163,42 +1162,24 @@ pub struct BudgetLine {
 
 /// Privacy budgets of one organisation's running agreements (or of all).
 pub fn budgets(conn: &mut DbConnection, org_id: Option<i64>) -> QueryResult<Vec<BudgetLine>> {
-    use crate::schema::{agreement_datasets, agreements, datasets};
-    let mut q = agreements::table
-        .inner_join(agreement_datasets::table)
-        .inner_join(datasets::table.on(datasets::id.eq(agreement_datasets::dataset_id)))
-        .filter(agr::machine::state_running())
-        .select((
-            agreements::id,
-            agreements::operator_org_id,
-            agreements::operator_name,
-            agreements::number,
-            agreement_datasets::dataset_id,
-            agreement_datasets::dataset_title,
-            datasets::title_en,
-            agreement_datasets::epsilon,
-        ))
-        .order(agreements::id.asc())
-        .limit(1000)
-        .into_boxed();
-    if let Some(org) = org_id {
-        q = q.filter(agreements::operator_org_id.eq(org));
-    }
-    type Row = (i64, i64, String, String, i64, String, String, String);
-    let rows: Vec<Row> = q.load(conn)?;
-    rows.into_iter()
-        .map(
-            |(aid, org, operator, agreement, dataset_id, dataset, dataset_en, eps)| {
-                Ok(BudgetLine {
-                    spent: model::epsilon_spent(conn, org, aid, dataset_id)?,
-                    operator,
-                    agreement,
-                    dataset,
-                    dataset_en,
-                    budget: model::dec(&eps),
-                })
-            },
-        )
+    let lines = agr::running_datasets(conn, org_id)?;
+    let ids: Vec<i64> = lines.iter().map(|(_, d)| d.dataset_id).collect();
+    let titles = crate::catalog::model::titles(conn, &ids)?;
+    lines
+        .into_iter()
+        .map(|(a, d)| {
+            Ok(BudgetLine {
+                spent: model::epsilon_spent(conn, a.operator_org_id, a.id, d.dataset_id)?,
+                operator: a.operator_name,
+                agreement: a.number,
+                dataset_en: titles
+                    .get(&d.dataset_id)
+                    .map(|t| t.1.clone())
+                    .unwrap_or_default(),
+                dataset: d.dataset_title,
+                budget: model::dec(&d.epsilon),
+            })
+        })
         .collect()
 }
 
@@ -1231,32 +1212,16 @@ pub fn run_budgets(
     org_id: Option<i64>,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<RunBudgetLine>> {
-    use crate::schema::agreements;
-    let mut q = agreements::table
-        .filter(agr::machine::state_running())
-        .select((
-            agreements::id,
-            agreements::operator_name,
-            agreements::number,
-            agreements::run_budget,
-            agreements::run_period,
-        ))
-        .order(agreements::id.asc())
-        .limit(1000)
-        .into_boxed();
-    if let Some(org) = org_id {
-        q = q.filter(agreements::operator_org_id.eq(org));
-    }
-    let rows: Vec<(i64, String, String, i32, String)> = q.load(conn)?;
-    rows.into_iter()
-        .map(|(id, operator, agreement, budget, period)| {
-            let used =
-                super::submit::runs_since(conn, id, super::submit::period_start(&period, now))?;
+    agr::running(conn, org_id)?
+        .into_iter()
+        .map(|a| {
+            let since = super::submit::period_start(&a.run_period, now);
+            let used = super::submit::runs_since(conn, a.id, since)?;
             Ok(RunBudgetLine {
-                operator,
-                agreement,
-                budget,
-                period,
+                operator: a.operator_name,
+                agreement: a.number,
+                budget: a.run_budget,
+                period: a.run_period,
                 used,
             })
         })

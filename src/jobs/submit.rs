@@ -31,7 +31,7 @@ use crate::agreements::{self as agr, AgreementRef};
 use crate::catalog::model::{self as catalog, ColType};
 use crate::db::DbConnection;
 use crate::i18n::{Lang, t, t_args};
-use crate::schema::{agreement_datasets, agreements, computations, datasets, jobs};
+use crate::schema::{computations, datasets, jobs};
 use dataop_sandbox::manifest::{PolicyBreach, check_policy};
 use dataop_sandbox::{JobModule, Limits, Manifest, Runtime};
 
@@ -130,26 +130,6 @@ pub struct Checked {
     pub epsilon: Decimal,
     /// Trimmed purpose.
     pub purpose: String,
-}
-
-/// The datasets of the organisation's agreements in force on `today`.
-pub fn datasets_in_force(
-    conn: &mut DbConnection,
-    org_id: i64,
-    today: NaiveDate,
-) -> QueryResult<Vec<(i64, String)>> {
-    agreements::table
-        .inner_join(agreement_datasets::table)
-        .filter(agreements::operator_org_id.eq(org_id))
-        .filter(agr::machine::state_running())
-        .filter(agreements::starts_on.le(today))
-        .filter(agreements::ends_on.ge(today))
-        .select((
-            agreement_datasets::dataset_id,
-            agreement_datasets::dataset_title,
-        ))
-        .distinct()
-        .load(conn)
 }
 
 /// The total epsilon of a manifest's aggregates (exact decimal of each declared value).
@@ -310,7 +290,7 @@ pub fn check(
     let Some(manifest) = &loaded.manifest else {
         return Ok(Err(problems));
     };
-    let in_force = datasets_in_force(conn, org_id, today)?;
+    let in_force = agr::datasets_in_force(conn, org_id, today)?;
     let mut bindings = BTreeMap::new();
     for d in &manifest.datasets {
         let id = match sub.bindings.get(&d.name) {

@@ -37,7 +37,7 @@ use crate::AppState;
 use crate::db::{self, Backend, DbConnection};
 use crate::errors::AppError;
 use crate::mail::{self, Notice};
-use crate::schema::{agreements, job_meters, jobs};
+use crate::schema::{job_meters, jobs};
 use crate::supervision::audit::{self, Actor};
 use crate::workflow::Machine as _;
 use dataop_sandbox::columnar::{ColumnSpec, VersionReader};
@@ -511,13 +511,7 @@ fn finish(
                 jobs::rows_done.eq(if finished { j.rows_total } else { j.rows_done }),
             ))
             .execute(conn)?;
-        let (price_job, price_rows): (Option<String>, Option<String>) = agreements::table
-            .find(c.agreement_id)
-            .select((
-                agreements::price_per_job,
-                agreements::price_per_thousand_rows,
-            ))
-            .first(conn)?;
+        let (price_job, price_rows) = crate::agreements::prices(conn, c.agreement_id)?;
         for v in used {
             diesel::insert_into(job_meters::table)
                 .values((
