@@ -27,6 +27,23 @@ use crate::i18n::{self, Lang};
 /// so a longer one is cut inside a field that is itself over its limit.
 pub const FORM_LIMIT: usize = 1024 * 1024;
 
+/// The longest free text of a form field (a description, a purpose, reasons, a note), in
+/// characters.
+pub const MAX_TEXT: usize = 4000;
+
+/// Checks a required free-text field: trimmed, non-empty (else the message `empty_key`), at
+/// most [`MAX_TEXT`] characters (else `common.too_long`).
+pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
+    let t = text.trim();
+    if t.is_empty() {
+        Err(AppError::invalid(empty_key))
+    } else if t.chars().count() > MAX_TEXT {
+        Err(AppError::invalid("common.too_long").arg("max", MAX_TEXT))
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
 /// Bytes of an oversize body read and dropped so the client gets the 413 answer rather than a
 /// reset connection.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;

@@ -10,9 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rust_decimal::Decimal;
 
 use super::model::{Agreement, AgreementDataset, MAX_TRIAL_MONTHS};
+use crate::input::MAX_TEXT;
 
-/// Longest text field, in characters.
-pub const MAX_TEXT: usize = 4000;
 /// Most datasets one agreement may cover (and most fields the form reads).
 pub const MAX_DATASETS: usize = 200;
 /// Most form fields read.
@@ -198,7 +197,10 @@ impl DraftForm {
             if s.is_empty() {
                 Err(problem(key))
             } else if s.chars().count() > MAX_TEXT {
-                Err(problem("agreements.err.too_long"))
+                Err(Problem {
+                    key: "common.too_long",
+                    args: vec![("max", MAX_TEXT.to_string())],
+                })
             } else {
                 Ok(s.to_owned())
             }

@@ -530,7 +530,7 @@ pub async fn operator_return(
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();
-    let comments = ops::note(&form.note, "agreements.err.comments")?;
+    let comments = crate::input::note(&form.note, "agreements.err.comments")?;
     let now = state.clock.now();
     db(&state, move |conn| {
         ops::operator_return(conn, &user, id, &comments, now)
@@ -593,7 +593,7 @@ pub async fn request_termination(
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();
-    let reason = ops::note(&form.note, "agreements.err.reason")?;
+    let reason = crate::input::note(&form.note, "agreements.err.reason")?;
     let now = state.clock.now();
     db(&state, move |conn| {
         ops::request_termination(conn, &user, id, &reason, now)
@@ -662,7 +662,7 @@ pub async fn order_rectification(
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
-    let text = ops::note(&form.note, "agreements.err.order_text")?;
+    let text = crate::input::note(&form.note, "agreements.err.order_text")?;
     let days: i32 = form.days.trim().parse().map_err(|_| {
         AppError::invalid("agreements.err.rect_days").arg("max", ops::MAX_RECTIFICATION_DAYS)
     })?;
@@ -685,7 +685,7 @@ pub async fn answer_rectification(
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
     let (id, rid) = path.into_inner();
-    let answer = ops::note(&form.note, "agreements.err.answer")?;
+    let answer = crate::input::note(&form.note, "agreements.err.answer")?;
     let (now, today) = (state.clock.now(), state.clock.today());
     db(&state, move |conn| {
         ops::answer_rectification(conn, &user, id, rid, &answer, now, today)
@@ -732,7 +732,7 @@ pub async fn terminate_for_violation(
     user.require(&[Role::Regulator])?;
     page.check_csrf(&form.csrf)?;
     let id = path.into_inner();
-    let basis = ops::note(&form.note, "agreements.err.legal_basis")?;
+    let basis = crate::input::note(&form.note, "agreements.err.legal_basis")?;
     let now = state.clock.now();
     db(&state, move |conn| {
         ops::terminate_for_violation(conn, &user, id, &basis, now)
@@ -762,8 +762,8 @@ pub async fn file_disposal(
     page.check_csrf(&form.csrf)?;
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();
-    let what = ops::note(&form.what, "agreements.err.disposal_what")?;
-    let by = ops::note(&form.by, "agreements.err.disposal_by")?;
+    let what = crate::input::note(&form.what, "agreements.err.disposal_what")?;
+    let by = crate::input::note(&form.by, "agreements.err.disposal_by")?;
     let on = NaiveDate::parse_from_str(form.on.trim(), "%Y-%m-%d")
         .map_err(|_| AppError::invalid("agreements.err.disposal_on"))?;
     let on = DateSpan::Past.refuse(page.lang, "agreements.disposal_on", on, state.clock.today())?;

@@ -19,6 +19,7 @@ use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::db::{self, DbConnection};
 use crate::errors::AppError;
+use crate::input::MAX_TEXT;
 use crate::mail::{self, Notice};
 use crate::schema::{
     agreement_datasets, agreement_exits, agreement_signatures, agreements, application_datasets,
@@ -32,8 +33,6 @@ use crate::workflow::{self, Entry, Machine as _, Move};
 pub const ADMITTED: &str = "admitted";
 /// Longest rectification period, in working days.
 pub const MAX_RECTIFICATION_DAYS: i32 = 60;
-/// Longest free text of an exit step (reason, answer, legal basis), in characters.
-pub const MAX_NOTE: usize = 4000;
 
 /// "Now" for stored timestamps: the platform clock truncated to microseconds (what both
 /// backends store exactly, so the canonical text reads back identically).
@@ -47,21 +46,9 @@ fn check(a: &Agreement, action: AgreementAction) -> Result<AgreementState, AppEr
     Ok(a.state.decide(action)?)
 }
 
-/// Checks a free-text field: trimmed, non-empty, at most [`MAX_NOTE`] characters.
-pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
-    let t = text.trim();
-    if t.is_empty() {
-        Err(AppError::invalid(empty_key))
-    } else if t.chars().count() > MAX_NOTE {
-        Err(AppError::invalid("agreements.err.too_long"))
-    } else {
-        Ok(t.to_owned())
-    }
-}
-
-/// An optional note (a decision's remark): trimmed and cut at [`MAX_NOTE`] characters.
+/// An optional note (a decision's remark): trimmed and cut at [`MAX_TEXT`] characters.
 pub fn optional_note(text: &str) -> String {
-    text.trim().chars().take(MAX_NOTE).collect()
+    text.trim().chars().take(MAX_TEXT).collect()
 }
 
 fn load(conn: &mut DbConnection, id: i64) -> Result<Agreement, AppError> {

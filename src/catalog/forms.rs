@@ -11,11 +11,10 @@ use super::model::{
     Category, CodeLabel, ColType, Column, ColumnFields, Dataset, DatasetFields, GRADES, OpenType,
     Role, SharingType, UpdateFrequency,
 };
+use crate::input::MAX_TEXT;
 
 /// Longest title, in characters.
 pub const MAX_TITLE: usize = 200;
-/// Longest description, source or contact, in characters.
-pub const MAX_TEXT: usize = 4000;
 /// Most columns a dataset may declare.
 pub const MAX_COLUMNS: usize = 200;
 /// Most codes a category column may declare.

@@ -25,7 +25,9 @@ use crate::db::DbConnection;
 use crate::errors::AppError;
 use crate::i18n::Lang;
 use crate::supervision::audit;
-use crate::web::{Page, app_state, db, redirect, redirect_with_flash, render, render_status};
+use crate::web::{
+    Page, app_state, db, human_bytes, redirect, redirect_with_flash, render, render_status,
+};
 
 /// Datasets per catalog page.
 pub const PER_PAGE: i64 = 20;
@@ -298,22 +300,6 @@ fn version_view(page: &Page, v: &Version, by: String) -> VersionView {
         sha256: v.sha256.clone(),
         uploaded_by: by,
         created_at: page.time(v.created_at),
-    }
-}
-
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 

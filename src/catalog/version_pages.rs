@@ -8,12 +8,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
-use super::handlers::{CsrfForm, human_bytes};
+use super::handlers::CsrfForm;
 use super::machine::VersionState;
 use super::model::{self, Column};
 use super::versions::{self, SchemaColumn, SchemaDiff};
 use crate::auth::{CurrentUser, Role as UserRole};
 use crate::errors::AppError;
+use crate::web::human_bytes;
 use crate::web::{Page, app_state, db, redirect_with_flash, render};
 
 /// One column of the preview.

@@ -18,8 +18,6 @@ use crate::schema::{
 pub const MAX_MODULE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest manifest accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
-/// Longest purpose or note, in characters.
-pub const MAX_TEXT: usize = 4000;
 
 /// A computation (one operator's module pinned by hash, with manifest and bindings).
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -10,13 +10,14 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 
 use super::machine::{ComputationAction, ComputationState, RunAction, RunState};
-use super::model::{self, Computation, Job, MAX_TEXT};
+use super::model::{self, Computation, Job};
 use super::submit::{self, Checked, Loaded, Problem};
 use super::{differencing, output};
 use crate::agreements::{self as agr, seal::SealKey};
 use crate::auth::{CurrentUser, Role};
 use crate::db::{self, DbConnection};
 use crate::errors::AppError;
+use crate::input::note;
 use crate::mail::{self, Notice};
 use crate::schema::{
     budget_debits, computations, job_modules, job_releases, jobs, trainings, usage_reports, users,
@@ -24,18 +25,6 @@ use crate::schema::{
 use crate::scratch::Scratch;
 use crate::supervision::audit::{self, Actor};
 use crate::workflow::{self, Machine as _, Move};
-
-/// Checks a free-text field: trimmed, non-empty, at most [`MAX_TEXT`] characters.
-pub fn note(text: &str, empty_key: &'static str) -> Result<String, AppError> {
-    let t = text.trim();
-    if t.is_empty() {
-        Err(AppError::invalid(empty_key))
-    } else if t.chars().count() > MAX_TEXT {
-        Err(AppError::invalid("jobs.err.too_long").arg("max", MAX_TEXT))
-    } else {
-        Ok(t.to_owned())
-    }
-}
 
 fn record(
     conn: &mut DbConnection,

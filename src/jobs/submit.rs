@@ -25,12 +25,13 @@ use chrono::{Duration, NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use rust_decimal::Decimal;
 
-use super::model::{self, MAX_MANIFEST_BYTES, MAX_TEXT};
+use super::model::{self, MAX_MANIFEST_BYTES};
 use super::refusal;
 use crate::agreements::{self as agr, AgreementRef};
 use crate::catalog::model::{self as catalog, ColType};
 use crate::db::DbConnection;
 use crate::i18n::{Lang, t, t_args};
+use crate::input::MAX_TEXT;
 use crate::schema::{computations, datasets, jobs};
 use dataop_sandbox::manifest::{PolicyBreach, check_policy};
 use dataop_sandbox::{JobModule, Limits, Manifest, Runtime};
