@@ -15,7 +15,10 @@ type Job = (&'static str, fn(&AppState) -> anyhow::Result<()>);
 
 /// The timed work of every domain, run in this order on each tick.
 const JOBS: &[Job] = &[
-    ("sessions.purge", crate::accounts::session::purge_expired),
+    (
+        "sessions.purge",
+        crate::accounts::handlers::session::purge_expired,
+    ),
     ("login_failures.purge", crate::auth::throttle::purge),
     ("idempotency_keys.purge", crate::idempotency::purge),
     ("admission", crate::admission::tick),

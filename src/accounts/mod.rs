@@ -1,12 +1,20 @@
 //! Organisations, users, registration, login, API tokens and the account admin pages.
+//!
+//! * [`machine`]: the organisation and user status machines; [`model`]: the rows and queries;
+//!   [`ops`]: the status commands; [`credit_code`]: the unified social credit code.
+//! * [`handlers`]: registration, login and the account page ([`handlers::session`], which
+//!   also purges expired sessions), the admin pages.
+//!
+//! Files, named as in every domain: `machine.rs` the state machines, `model.rs` the rows and
+//! the domain's public queries, `ops.rs` the commands (every state change, each one
+//! transaction), `forms.rs` the forms and their validation, `handlers/` the HTTP handlers (one
+//! file per page group: parse, call one command or query, render).
 
-pub mod admin;
 pub mod credit_code;
+pub mod handlers;
 pub mod machine;
 pub mod model;
 pub mod ops;
-pub mod register;
-pub mod session;
 
 use actix_web::web;
 
@@ -17,33 +25,45 @@ use model::{NewOrganisation, NewUser, OrgKind};
 
 /// Mounts the account routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/login", web::get().to(session::login_form))
-        .route("/login", web::post().to(session::login))
-        .route("/logout", web::post().to(session::logout))
-        .route("/register", web::get().to(register::register_form))
-        .route("/register", web::post().to(register::register))
-        .route("/account", web::get().to(session::account))
-        .route("/account/tokens", web::post().to(session::create_token))
+    cfg.route("/login", web::get().to(handlers::session::login_form))
+        .route("/login", web::post().to(handlers::session::login))
+        .route("/logout", web::post().to(handlers::session::logout))
+        .route(
+            "/register",
+            web::get().to(handlers::register::register_form),
+        )
+        .route("/register", web::post().to(handlers::register::register))
+        .route("/account", web::get().to(handlers::session::account))
+        .route(
+            "/account/tokens",
+            web::post().to(handlers::session::create_token),
+        )
         .route(
             "/account/tokens/{id}/revoke",
-            web::post().to(session::revoke_token),
+            web::post().to(handlers::session::revoke_token),
         )
-        .route("/api/v1/tokens", web::post().to(session::api_issue_token))
-        .route("/api/v1/me", web::get().to(session::api_me))
-        .route("/admin/orgs", web::get().to(admin::orgs))
-        .route("/admin/orgs/{id}/verify", web::post().to(admin::org_verify))
+        .route(
+            "/api/v1/tokens",
+            web::post().to(handlers::session::api_issue_token),
+        )
+        .route("/api/v1/me", web::get().to(handlers::session::api_me))
+        .route("/admin/orgs", web::get().to(handlers::admin::orgs))
+        .route(
+            "/admin/orgs/{id}/verify",
+            web::post().to(handlers::admin::org_verify),
+        )
         .route(
             "/admin/orgs/{id}/disable",
-            web::post().to(admin::org_disable),
+            web::post().to(handlers::admin::org_disable),
         )
-        .route("/admin/users", web::get().to(admin::users_list))
+        .route("/admin/users", web::get().to(handlers::admin::users_list))
         .route(
             "/admin/users/{id}/disable",
-            web::post().to(admin::user_disable),
+            web::post().to(handlers::admin::user_disable),
         )
         .route(
             "/admin/users/{id}/enable",
-            web::post().to(admin::user_enable),
+            web::post().to(handlers::admin::user_enable),
         );
 }
 

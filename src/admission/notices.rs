@@ -18,7 +18,7 @@ use super::machine::{ApplicationAction, ApplicationState, ObjectionAction, Objec
 use super::model::{self, Application};
 use super::{admit_if_due, conflict, notice, require_regulator, transition};
 use crate::AppState;
-use crate::accounts::register::{valid_email, valid_phone};
+use crate::accounts::handlers::register::{valid_email, valid_phone};
 use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::errors::AppError;

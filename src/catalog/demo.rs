@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use super::forms::ColumnForm;
 use super::ingest::PseudonymKey;
 use super::model::{self, DatasetFields};
-use super::versions;
+use super::ops;
 use crate::AppState;
 use crate::demo::outpatients::{self, CHAPTERS, Code, DEPARTMENTS, DISTRICTS, SEXES};
 use crate::schema::datasets;
@@ -175,7 +175,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
         out.flush()?;
         drop(out);
         let key = PseudonymKey::new(&state.secrets.pseudonym_key);
-        let added = versions::add_version(
+        let added = ops::add_version(
             &state.pool,
             &state.config.data_dir,
             state.scratch.dir(),
@@ -189,7 +189,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
         .map_err(|e| anyhow::anyhow!("demo ingest failed: {e}"))?
         .map_err(|e| anyhow::anyhow!("demo data refused: {e}"))?;
         let mut conn = state.pool.get()?;
-        versions::publish_as(
+        ops::publish_as(
             &mut conn,
             &actor,
             (user.id, user.org_id),

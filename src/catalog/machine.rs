@@ -9,7 +9,7 @@
 //! ```
 //!
 //! * `incomplete`: the row reserves the version's number while its files are moved into place
-//!   (the upload's last step); a server that died there leaves it to [`super::versions::reconcile`],
+//!   (the upload's last step); a server that died there leaves it to [`super::ops::reconcile`],
 //!   which abandons it at the next start.
 //! * `draft`: whole, shown only on its preview page (provider's organisation, platform staff).
 //! * `published`: read by jobs (of the schema version their agreement accepted).

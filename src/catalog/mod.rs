@@ -4,12 +4,19 @@
 //! * [`model`]: vocabularies (category, open type, ...) and the catalog tables' queries.
 //! * [`forms`]: the provider's forms and their validation.
 //! * [`ingest`]: streaming CSV validation and pseudonymization into a columnar version.
-//! * [`versions`]: upload → draft version (move into place, record, audit), publish, discard,
-//!   and the reconciliation at start; [`machine`]: the version's workflow; [`summary`]: the
-//!   value summaries of the preview ([`version_pages`]).
-//! * [`handlers`]: one handler per action; [`demo`]: the demo dataset.
+//! * [`ops`]: the commands: upload → draft version (move into place, record, audit),
+//!   publish, discard, and the reconciliation at start; [`machine`]: the version's workflow; [`summary`]: the
+//!   value summaries of the preview ([`handlers::versions`]).
+//! * [`handlers`]: the HTTP handlers (the catalog, the provider's datasets and uploads;
+//!   [`handlers::versions`] the version preview, publish and discard); [`demo`]: the demo
+//!   dataset.
 //!
 //! No route returns data rows: pages and the API show metadata, schema and version facts only.
+//!
+//! Files, named as in every domain: `machine.rs` the state machines, `model.rs` the rows and
+//! the domain's public queries, `ops.rs` the commands (every state change, each one
+//! transaction), `forms.rs` the forms and their validation, `handlers/` the HTTP handlers (one
+//! file per page group: parse, call one command or query, render).
 
 pub mod demo;
 pub mod forms;
@@ -17,9 +24,8 @@ pub mod handlers;
 pub mod ingest;
 pub mod machine;
 pub mod model;
+pub mod ops;
 pub mod summary;
-pub mod version_pages;
-pub mod versions;
 
 use actix_web::web;
 
@@ -66,16 +72,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .route(
             "/provider/datasets/{id}/versions/{vid}",
-            web::get().to(version_pages::preview),
+            web::get().to(h::versions::preview),
         )
         .service(crate::detail::action(
             "/provider/datasets/{id}/versions/{vid}/publish",
-            version_pages::publish,
-            version_pages::preview,
+            h::versions::publish,
+            h::versions::preview,
         ))
         .service(crate::detail::action(
             "/provider/datasets/{id}/versions/{vid}/discard",
-            version_pages::discard,
-            version_pages::preview,
+            h::versions::discard,
+            h::versions::preview,
         ));
 }

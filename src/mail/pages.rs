@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::delivery::{MailAction, MailState};
 use crate::AppState;
-use crate::accounts::session::CsrfForm;
+use crate::accounts::handlers::session::CsrfForm;
 use crate::auth::{CurrentUser, Role};
 use crate::db::{self, DbConnection};
 use crate::errors::AppError;

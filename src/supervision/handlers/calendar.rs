@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::accounts::session::CsrfForm;
+use crate::accounts::handlers::session::CsrfForm;
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::{Calendar, CalendarDay, DayKind};
 use crate::db::{self, DbConnection};

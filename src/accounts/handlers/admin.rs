@@ -7,10 +7,10 @@ use askama::Template;
 use diesel::prelude::*;
 
 use crate::AppState;
+use crate::accounts::handlers::session::CsrfForm;
 use crate::accounts::machine::{OrgAction, UserAction};
 use crate::accounts::model::Organisation;
 use crate::accounts::ops;
-use crate::accounts::session::CsrfForm;
 use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
 use crate::schema::{organisations, users};

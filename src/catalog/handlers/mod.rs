@@ -3,6 +3,8 @@
 //! Public: the catalog list and dataset pages, `/api/v1/datasets[/{id}]`. Providers: their
 //! datasets, the description and column forms, and the CSV upload. No handler returns data rows.
 
+pub mod versions;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -19,7 +21,7 @@ use super::model::{
     self, Category, ColType, Column, Dataset, Filter, OpenType, Role, SharingType, UpdateFrequency,
     Version,
 };
-use super::versions;
+use super::ops;
 use crate::auth::{CurrentUser, Role as UserRole};
 use crate::db::DbConnection;
 use crate::errors::AppError;
@@ -1357,7 +1359,7 @@ pub async fn upload_version(
     state.scratch.ensure_room(size.unwrap_or(0))?;
     let outcome = web::block(move || {
         let file = std::fs::File::open(&path_for_ingest)?;
-        versions::add_version(
+        ops::add_version(
             &st.pool,
             &st.config.data_dir,
             st.scratch.dir(),

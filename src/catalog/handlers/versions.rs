@@ -8,11 +8,11 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
-use super::handlers::CsrfForm;
-use super::machine::VersionState;
-use super::model::{self, Column};
-use super::versions::{self, SchemaColumn, SchemaDiff};
+use super::CsrfForm;
 use crate::auth::{CurrentUser, Role as UserRole};
+use crate::catalog::machine::VersionState;
+use crate::catalog::model::{self, Column};
+use crate::catalog::ops::{self, SchemaColumn, SchemaDiff};
 use crate::errors::AppError;
 use crate::web::human_bytes;
 use crate::web::{Page, app_state, db, redirect_with_flash, render};
@@ -62,7 +62,7 @@ fn preview_column(
     page: &Page,
     c: &SchemaColumn,
     declared: &[Column],
-    s: Option<&super::summary::ColumnSummary>,
+    s: Option<&crate::catalog::summary::ColumnSummary>,
 ) -> PreviewColumn {
     let role = match c.role {
         dataop_sandbox::columnar::ColumnRole::Identifier => model::Role::Identifier,
@@ -120,12 +120,12 @@ pub async fn preview(
             return Err(AppError::not_found());
         }
         let schema = match v.state {
-            VersionState::Draft | VersionState::Published => versions::schema_of(&data_dir, &v)?,
+            VersionState::Draft | VersionState::Published => ops::schema_of(&data_dir, &v)?,
             VersionState::Incomplete | VersionState::Discarded => Vec::new(),
         };
         let published = match model::newest_published(conn, id)? {
             Some(p) if p.id != v.id => {
-                let s = versions::schema_of(&data_dir, &p)?;
+                let s = ops::schema_of(&data_dir, &p)?;
                 Some((p, s))
             }
             _ => None,
@@ -208,7 +208,7 @@ pub async fn publish(
     let data_dir = state.config.data_dir.clone();
     let now = state.clock.now();
     let published = db(&state, move |conn| {
-        versions::publish(conn, &user, &data_dir, id, vid, now)
+        ops::publish(conn, &user, &data_dir, id, vid, now)
     })
     .await?;
     Ok(redirect_with_flash(
@@ -236,7 +236,7 @@ pub async fn discard(
     let data_dir = state.config.data_dir.clone();
     let now = state.clock.now();
     db(&state, move |conn| {
-        versions::discard(conn, &user, &data_dir, id, vid, now)
+        ops::discard(conn, &user, &data_dir, id, vid, now)
     })
     .await?;
     Ok(redirect_with_flash(
