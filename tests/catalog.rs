@@ -835,6 +835,35 @@ fn a_refused_publish_or_discard_shows_the_preview_again() {
 }
 
 /// A cell whose bytes are not UTF-8 refuses the whole file, naming its line and column.
+/// The upload's CSRF field is read as text like every other field: a token that is not
+/// UTF-8 is refused naming the field (422), never read with replacement characters.
+#[test]
+fn an_upload_whose_csrf_token_is_not_utf8_is_refused_naming_the_field() {
+    let app = spawn(None);
+    let (_, uid) = app.user("卫健委", OrgKind::Provider, "prov", Role::Provider);
+    let client = app.browser(uid);
+    let id = create_dataset(&app, &client, "门诊就诊");
+    define_schema(&app, &client, id);
+    let mut token = app
+        .csrf(&client, &format!("/provider/datasets/{id}"))
+        .into_bytes();
+    token.push(0xff);
+    let form = multipart::Form::new()
+        .part("csrf", multipart::Part::bytes(token))
+        .part(
+            "file",
+            multipart::Part::bytes(good_csv(3)).file_name("visits.csv"),
+        );
+    let res = client
+        .post(app.url(&format!("/provider/datasets/{id}/versions")))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().unwrap().contains("csrf"), "the field is named");
+    assert!(files_under(&app.versions_dir()).is_empty(), "nothing kept");
+}
+
 #[test]
 fn a_cell_that_is_not_utf8_is_refused_naming_its_line() {
     let app = spawn(None);

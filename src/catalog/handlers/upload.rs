@@ -44,14 +44,8 @@ pub async fn upload_version(
     while let Some(mut field) = payload.try_next().await.map_err(bad_multipart)? {
         match field.name() {
             Some("csrf") => {
-                let mut token = Vec::new();
-                while let Some(chunk) = field.try_next().await.map_err(bad_multipart)? {
-                    if token.len() + chunk.len() > 256 {
-                        return Err(AppError::bad_request("catalog.err_upload_form"));
-                    }
-                    token.extend_from_slice(&chunk);
-                }
-                page.check_csrf(&String::from_utf8_lossy(&token))?;
+                let token = crate::input::multipart_text(&mut field, "csrf", 256).await?;
+                page.check_csrf(&token)?;
                 csrf_ok = true;
             }
             Some("file") if csrf_ok && size.is_none() => {

@@ -55,21 +55,6 @@ pub(super) fn bad_form(_: actix_multipart::MultipartError) -> AppError {
     AppError::bad_request("jobs.err.form")
 }
 
-pub(super) async fn read_field(
-    field: &mut actix_multipart::Field,
-    limit: usize,
-    too_large: &'static str,
-) -> Result<Vec<u8>, AppError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.try_next().await.map_err(bad_form)? {
-        if buf.len() + chunk.len() > limit {
-            return Err(AppError::http(StatusCode::PAYLOAD_TOO_LARGE, too_large).arg("max", limit));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
 /// Reads a submission (multipart: `module`, `manifest`, `purpose`, `dataset.<name>`, and
 /// `csrf` from browsers): the submission as typed, the CSRF token read, if any, and the first
 /// problem of its text fields (one over its limit, or text that is not allowed), which the
@@ -84,8 +69,7 @@ pub(super) async fn read_submission(
         let name = field.name().unwrap_or("").to_owned();
         let (value, p) = match name.as_str() {
             "module" => {
-                sub.module =
-                    read_field(&mut field, MAX_MODULE_BYTES, "jobs.err.module_large").await?;
+                sub.module = input::multipart_bytes(&mut field, &name, MAX_MODULE_BYTES).await?;
                 continue;
             }
             "csrf" => input::multipart_text_as_typed(&mut field, &name, 256).await?,
