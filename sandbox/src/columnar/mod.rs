@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 mod pseudonym;
 mod reader;
+#[cfg(target_arch = "x86_64")]
 mod shani;
 mod values;
 mod writer;

@@ -15,8 +15,6 @@ pub struct PseudonymKey {
     pub(super) sha_ni: bool,
 }
 
-#[cfg(target_arch = "x86_64")]
-
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PseudonymKey(<redacted>)")
