@@ -443,7 +443,7 @@ fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
 fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let state = actix_web::web::Data::new(dataop::AppState::open(config)?);
-    dataop::catalog::ops::reconcile(&state.pool, &state.config.data_dir)
+    dataop::catalog::ops::reconcile(&state.pool, &state.config.data_dir, &state.clock)
         .map_err(|e| anyhow::anyhow!("reconciling dataset versions: {e}"))?;
     if demo {
         dataop::demo::seed(&state)?;

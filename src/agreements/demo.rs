@@ -51,8 +51,8 @@ pub fn seed_admitted_application(
     applicant_user: i64,
     dataset_id: i64,
     today: chrono::NaiveDate,
+    now: chrono::NaiveDateTime,
 ) -> anyhow::Result<i64> {
-    let now = crate::db::now();
     let org = crate::accounts::model::find_org(conn, org_id)?
         .ok_or_else(|| anyhow::anyhow!("demo organisation {org_id} missing"))?;
     crate::db::write_transaction(conn, |conn| {
@@ -155,6 +155,7 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
         alpha.id,
         dataset_id,
         today,
+        crate::db::to_micros(state.clock.now()),
     )?;
     let terms = Terms {
         datasets: vec![(dataset_id, "1".into())],

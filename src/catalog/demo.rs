@@ -185,6 +185,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
             user.id,
             dataset_id,
             std::fs::File::open(&csv_path)?,
+            &state.clock,
         )
         .map_err(|e| anyhow::anyhow!("demo ingest failed: {e}"))?
         .map_err(|e| anyhow::anyhow!("demo data refused: {e}"))?;
@@ -195,7 +196,7 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
             (user.id, user.org_id),
             &state.config.data_dir,
             (dataset_id, added.id),
-            crate::db::now(),
+            crate::db::to_micros(state.clock.now()),
         )
         .map_err(|e| anyhow::anyhow!("demo version not published: {e}"))?;
         tracing::info!(

@@ -29,6 +29,7 @@ use super::machine::{VersionAction, VersionState};
 use super::model::{self, NewVersion, Version};
 use super::summary;
 use crate::auth::{CurrentUser, Role};
+use crate::calendar::Clock;
 use crate::db::{self, DbConnection, DbPool};
 use crate::errors::AppError;
 use crate::mail::{self, Notice};
@@ -76,6 +77,7 @@ pub fn add_version<R: Read>(
     user_id: i64,
     dataset_id: i64,
     input: R,
+    clock: &Clock,
 ) -> Result<Result<Added, IngestError>, AppError> {
     let (columns, provider_org) = {
         let mut conn = pool.get()?;
@@ -124,7 +126,7 @@ pub fn add_version<R: Read>(
                 sha256: sha256.clone(),
                 storage_path: storage_path(dataset_id, version_no),
                 uploaded_by: user_id,
-                created_at: crate::db::now(),
+                created_at: db::to_micros(clock.now()),
                 state: VersionState::Incomplete.as_str().to_owned(),
                 summary: summary_json.clone(),
             },
@@ -157,7 +159,7 @@ pub fn add_version<R: Read>(
                     &reserved,
                     VersionAction::Complete,
                     None,
-                    crate::db::now(),
+                    db::to_micros(clock.now()),
                 )?;
                 audit::record(
                     conn,
@@ -193,7 +195,12 @@ pub fn add_version<R: Read>(
         Err(e) => {
             let _ = remove_dir_if_present(&dest);
             let _ = crate::db::write_transaction(&mut conn, |conn| {
-                abandon(conn, &reserved, &Actor::system())
+                abandon(
+                    conn,
+                    &reserved,
+                    &Actor::system(),
+                    db::to_micros(clock.now()),
+                )
             });
             Err(e)
         }
@@ -245,8 +252,13 @@ fn move_version(
 
 /// Abandons an incomplete version (its upload died before its files were in place); audited
 /// as the system's. Its files are removed by the caller after the commit.
-fn abandon(conn: &mut DbConnection, v: &Version, actor: &Actor) -> Result<(), AppError> {
-    move_version(conn, v, VersionAction::Abandon, None, crate::db::now())?;
+fn abandon(
+    conn: &mut DbConnection,
+    v: &Version,
+    actor: &Actor,
+    now: NaiveDateTime,
+) -> Result<(), AppError> {
+    move_version(conn, v, VersionAction::Abandon, None, now)?;
     audit::record(
         conn,
         actor,
@@ -303,11 +315,13 @@ pub struct Reconciled {
 /// or a discard (run when the server starts): an `incomplete` row is abandoned and its
 /// directory removed; a discarded version's directory, and a directory under `datasets/` that
 /// no row names, are removed.
-pub fn reconcile(pool: &DbPool, data_dir: &Path) -> Result<Reconciled, AppError> {
+pub fn reconcile(pool: &DbPool, data_dir: &Path, clock: &Clock) -> Result<Reconciled, AppError> {
     let mut done = Reconciled::default();
     let mut conn = pool.get()?;
     for v in model::versions_in(&mut conn, VersionState::Incomplete)? {
-        crate::db::write_transaction(&mut conn, |conn| abandon(conn, &v, &Actor::system()))?;
+        crate::db::write_transaction(&mut conn, |conn| {
+            abandon(conn, &v, &Actor::system(), db::to_micros(clock.now()))
+        })?;
         done.abandoned += 1;
     }
     let discarded: Vec<String> = model::versions_in(&mut conn, VersionState::Discarded)?

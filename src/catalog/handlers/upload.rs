@@ -111,6 +111,7 @@ pub async fn upload_version(
             uid,
             id,
             file,
+            &st.clock,
         )
     })
     .await??;

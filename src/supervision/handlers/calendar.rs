@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use chrono::{Datelike, NaiveDate, Weekday};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Weekday};
 use diesel::prelude::*;
 use serde::Deserialize;
 
@@ -412,12 +412,12 @@ fn insert_days(
     kind: DayKind,
     zh: &str,
     en: &str,
+    now: NaiveDateTime,
 ) -> Result<(), Refused> {
     db::write_transaction(conn, |conn| {
         if let Some(d) = first_taken(conn, days)? {
             return Err(Refused::Exists(d));
         }
-        let now = db::now();
         for d in days {
             diesel::insert_into(calendar_days::table)
                 .values(NewDay {
@@ -489,8 +489,9 @@ pub async fn add_day(
         Err(key) => return reshow(page, this_year, key, String::new(), form).await,
     };
     let u = user.clone();
+    let now = crate::db::to_micros(state.clock.now());
     let result = crate::web::db(&state, move |conn| {
-        Ok(insert_days(conn, &u, &[day], kind, &zh, &en))
+        Ok(insert_days(conn, &u, &[day], kind, &zh, &en, now))
     })
     .await?;
     match result {
@@ -543,8 +544,17 @@ pub async fn add_range(
     };
     let year = days.first().map_or(this_year, |d| d.year());
     let u = user.clone();
+    let now = crate::db::to_micros(state.clock.now());
     let result = crate::web::db(&state, move |conn| {
-        Ok(insert_days(conn, &u, &days, DayKind::Holiday, &zh, &en))
+        Ok(insert_days(
+            conn,
+            &u,
+            &days,
+            DayKind::Holiday,
+            &zh,
+            &en,
+            now,
+        ))
     })
     .await?;
     match result {
