@@ -49,7 +49,7 @@ pub enum OfferProblem {
     /// A dataset id names no dataset.
     Unknown,
     /// This dataset is not open and may not be offered.
-    NotOpen(Dataset),
+    NotOpen(Box<Dataset>),
 }
 
 /// Checks that every dataset `ids` names exists and may be offered.
@@ -62,7 +62,7 @@ fn check_offer(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Result<(), O
         return Ok(Err(OfferProblem::Unknown));
     }
     Ok(match found.into_iter().find(|d| !offerable(d)) {
-        Some(d) => Err(OfferProblem::NotOpen(d)),
+        Some(d) => Err(OfferProblem::NotOpen(Box::new(d))),
         None => Ok(()),
     })
 }
