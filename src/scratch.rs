@@ -14,7 +14,7 @@
 //!
 //! The directory is removed when the process drops its [`Scratch`]. Each writer bounds what it
 //! puts there: a catalog upload at most `upload_limit_bytes` plus its ingest, an attachment
-//! [`crate::admission::attachments::MAX_FILE_BYTES`], a module
+//! [`crate::admission::handlers::attachments::MAX_FILE_BYTES`], a module
 //! [`crate::jobs::model::MAX_MODULE_BYTES`]; each removes its file whatever the request's
 //! outcome, and [`Scratch::ensure_room`] refuses to start one on a file system that would be
 //! left with less than [`RESERVE_BYTES`] free.

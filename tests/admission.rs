@@ -1201,3 +1201,109 @@ fn demo_world_has_a_call_and_betas_application_waiting() {
     let beta = app.browser("beta");
     assert!(app.get(&beta, "/applications").1.contains("已提交"));
 }
+
+/// Two regulators decide one application at the same moment, one approving and one
+/// rejecting: one wins, the other is refused (409) and changes nothing: no state, audit
+/// entry, history entry or mail of its own. On PostgreSQL the race is forced: a row lock on
+/// the application holds both requests after they read it, at their compare-and-set.
+#[test]
+fn two_concurrent_transitions_one_wins_the_other_changes_nothing() {
+    use diesel::connection::SimpleConnection as _;
+    let app = spawn();
+    let reg = app.browser("regulator");
+    let alpha = app.browser("alpha");
+    let (_, id, _) = app.submitted(&reg, &alpha);
+    let mut lock = app.t.conn();
+    let postgres = lock.backend() == dataop::db::Backend::Postgres;
+    if postgres {
+        lock.batch_execute(&format!(
+            "BEGIN; SELECT id FROM applications WHERE id = {id} FOR UPDATE;"
+        ))
+        .unwrap();
+    }
+    let statuses = std::thread::scope(|s| {
+        let approve = s.spawn(|| {
+            app.post(
+                &reg,
+                &format!("/applications/{id}/approve"),
+                &[("note", "材料齐全")],
+            )
+            .status()
+            .as_u16()
+        });
+        let reject = s.spawn(|| {
+            app.post(
+                &reg,
+                &format!("/applications/{id}/reject"),
+                &[("reasons", "安全措施不足")],
+            )
+            .status()
+            .as_u16()
+        });
+        if postgres {
+            let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while app.t.count_sql(waiting) < 2 {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "both requests read the application and wait for its row"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            lock.batch_execute("COMMIT").unwrap();
+        }
+        [approve.join().unwrap(), reject.join().unwrap()]
+    });
+    assert!(
+        matches!(statuses, [303, 409] | [409, 303]),
+        "one wins, one is refused: {statuses:?}"
+    );
+    let (won, lost) = if statuses[0] == 303 {
+        assert_eq!(app.app_state(id), "notice");
+        ("approve", "reject")
+    } else {
+        assert_eq!(app.app_state(id), "rejected");
+        ("reject", "approve")
+    };
+    let count = |sql: String| app.t.count_sql(&sql);
+    for (verb, n) in [(won, 1), (lost, 0)] {
+        assert_eq!(
+            count(format!(
+                "SELECT COUNT(*) AS n FROM audit_log WHERE object_type = 'application' \
+                 AND object_id = '{id}' AND action = 'application.{verb}'"
+            )),
+            n,
+            "audit entries of {verb}"
+        );
+        assert_eq!(
+            count(format!(
+                "SELECT COUNT(*) AS n FROM application_events \
+                 WHERE application_id = {id} AND action = '{verb}'"
+            )),
+            n,
+            "history entries of {verb}"
+        );
+    }
+    let (won_mail, lost_mail) = if won == "approve" {
+        ("approved", "rejected")
+    } else {
+        ("rejected", "approved")
+    };
+    assert!(!app.mails(&format!("admission.mail.{won_mail}")).is_empty());
+    assert!(
+        app.mails(&format!("admission.mail.{lost_mail}")).is_empty(),
+        "the refused command queued no mail"
+    );
+    let reasons: String = applications::table
+        .find(id)
+        .select(applications::decision_reasons)
+        .first(&mut app.t.conn())
+        .unwrap();
+    let want = if won == "approve" {
+        "材料齐全"
+    } else {
+        "安全措施不足"
+    };
+    assert_eq!(reasons, want, "the refused command wrote nothing");
+}

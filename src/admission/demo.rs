@@ -19,7 +19,8 @@ pub const DEMO_CALL_TITLE_EN: &str = "Call for authorized operation of medical a
 /// Seeds the demo call and `beta`'s application (after the accounts and the demo dataset).
 pub fn seed(state: &AppState) -> anyhow::Result<()> {
     let mut conn = state.pool.get()?;
-    let today = state.clock.today();
+    let now = crate::db::to_micros(state.clock.now());
+    let today = state.clock.local(now).date();
     let review_days = state.config.review_days;
     crate::db::write_transaction(&mut conn, |conn| {
         let Some(dataset_id) = datasets::table
@@ -38,7 +39,6 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
         else {
             return Ok(());
         };
-        let now = crate::db::now();
         let existing: Option<i64> = calls::table
             .filter(calls::title_en.eq(DEMO_CALL_TITLE_EN))
             .select(calls::id)
@@ -147,6 +147,7 @@ pub fn seed(state: &AppState) -> anyhow::Result<()> {
             "submit",
             (ApplicationState::Draft, ApplicationState::Submitted),
             "",
+            now,
         )?;
         audit::record(
             conn,

@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 
 use super::model::{Application, Call, CallFields, EvidenceGroup};
 use crate::catalog::model::Category;
+use crate::input::{valid_email, valid_phone};
 use crate::web::too_long;
 
 /// Longest title, in characters.
@@ -342,6 +343,54 @@ pub fn missing(a: &Application, datasets: &[(i64, String)]) -> Vec<&'static str>
     out
 }
 
+/// Longest objector name, in characters.
+pub const MAX_OBJECTOR_NAME: usize = 100;
+/// Longest objector contact, in characters.
+pub const MAX_CONTACT: usize = 200;
+/// Longest grounds of an objection, in characters.
+pub const MAX_GROUNDS: usize = 5_000;
+
+/// The objection form as typed (the arithmetic check is the handler's).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectionForm {
+    /// Name.
+    pub name: String,
+    /// Contact.
+    pub contact: String,
+    /// Grounds.
+    pub grounds: String,
+}
+
+impl ObjectionForm {
+    /// Reads the posted fields.
+    pub fn from_pairs(p: &Pairs) -> Self {
+        Self {
+            name: p.get("name"),
+            contact: p.get("contact"),
+            grounds: p.get("grounds"),
+        }
+    }
+
+    /// The name, contact (an email address or a phone number) and grounds, trimmed, or the
+    /// message key of the first problem.
+    pub fn validate(&self) -> Result<(String, String, String), &'static str> {
+        let (name, contact, grounds) = (self.name.trim(), self.contact.trim(), self.grounds.trim());
+        if name.is_empty() || contact.is_empty() || grounds.is_empty() {
+            return Err("admission.err_objection_fields");
+        }
+        if self.name.chars().count() > MAX_OBJECTOR_NAME
+            || self.contact.chars().count() > MAX_CONTACT
+            || self.grounds.chars().count() > MAX_GROUNDS
+        {
+            return Err("admission.err_objection_long");
+        }
+        if !valid_email(&self.contact) && !valid_phone(&self.contact) {
+            return Err("admission.err_objection_contact");
+        }
+        Ok((name.to_owned(), contact.to_owned(), grounds.to_owned()))
+    }
+}
+
 /// Reasons text: trimmed, required, at most [`MAX_LONG`] characters.
 pub fn reasons(text: &str, required_key: &'static str) -> Result<String, &'static str> {
     let t = text.trim();
@@ -414,5 +463,31 @@ mod tests {
             "admission.err_scenario_unknown"
         );
         assert_eq!(reasons("  ", "k"), Err("k"));
+    }
+
+    #[test]
+    fn objection_form_rules() {
+        let form = |name: &str, contact: &str, grounds: &str| ObjectionForm {
+            name: name.into(),
+            contact: contact.into(),
+            grounds: grounds.into(),
+        };
+        assert_eq!(
+            form(" 张三 ", "z@example.cn", " 理由 ").validate(),
+            Ok(("张三".into(), "z@example.cn".into(), "理由".into()))
+        );
+        assert!(form("张三", "13800000000", "理由").validate().is_ok());
+        assert_eq!(
+            form("张三", " ", "理由").validate(),
+            Err("admission.err_objection_fields")
+        );
+        assert_eq!(
+            form("张三", "somewhere", "理由").validate(),
+            Err("admission.err_objection_contact")
+        );
+        assert_eq!(
+            form("张三", "z@example.cn", &"理".repeat(MAX_GROUNDS + 1)).validate(),
+            Err("admission.err_objection_long")
+        );
     }
 }

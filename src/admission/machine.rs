@@ -1,59 +1,37 @@
-//! The admission workflows as explicit state machines: a call, an application, an expert
-//! assignment and an objection. Each has an enum of states (stored as snake_case text), an enum
-//! of actions, and ONE function deciding each transition; a refusal carries the message key
-//! shown with the HTTP 409.
+//! The admission workflows on the workflow kernel ([`crate::workflow`]): a call, an
+//! application, an expert assignment and an objection. Each state enum is a [`Machine`] whose
+//! one function [`Machine::decide`] says where each action leads or why it is refused (a
+//! [`Refusal`] with its message key, shown with the HTTP 409).
+//!
+//! ```text
+//! call:        draft --edit--> draft --publish--> published --close--> closed
+//!              draft | published --withdraw--> withdrawn
+//! application: draft | returned --save--> (same)        draft | returned --submit--> submitted
+//!              submitted | in_review --return--> returned
+//!              submitted | in_review --assign_expert--> in_review
+//!              submitted | in_review --approve--> notice --admit--> admitted
+//!              submitted | in_review --reject--> rejected
+//!              notice --uphold_objection--> in_review
+//! assignment:  assigned --file--> filed
+//! objection:   pending --dismiss--> dismissed          pending --uphold--> upheld
+//! ```
+//!
+//! `admitted` is the contract with the agreements: an agreement may be drafted exactly for
+//! applications in that state.
 
-/// Why a transition is refused: the message key explaining it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal(pub &'static str);
+use crate::workflow::{Machine, Refusal};
 
-/// Declares a state enum stored as text, with its message key.
-macro_rules! states {
-    ($(#[$m:meta])* $name:ident, $prefix:literal { $($(#[$vm:meta])* $variant:ident => $code:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vm])* $variant),+
-        }
-
-        impl $name {
-            /// Every state.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored code.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $code),+
-                }
-            }
-
-            /// Parses a stored code.
-            pub fn parse(s: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s)
-            }
-
-            /// The message key of the state's label.
-            pub fn label_key(self) -> &'static str {
-                match self {
-                    $($name::$variant => concat!("admission.", $prefix, ".", $code)),+
-                }
-            }
-        }
-    };
-}
-
-states! {
-    /// The life of a call for applications (发布通告).
-    CallState, "call_state" {
-        /// Being written by the regulator; not public.
-        Draft => "draft",
-        /// Public; takes applications between its opening and closing dates.
-        Published => "published",
-        /// Past its closing date or closed by the regulator.
-        Closed => "closed",
-        /// Withdrawn by the regulator.
-        Withdrawn => "withdrawn",
-    }
+/// The life of a call for applications (发布通告).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallState {
+    /// Being written by the regulator; not public.
+    Draft,
+    /// Public; takes applications between its opening and closing dates.
+    Published,
+    /// Past its closing date or closed by the regulator.
+    Closed,
+    /// Withdrawn by the regulator.
+    Withdrawn,
 }
 
 /// What the regulator (or the calendar) does to a call.
@@ -69,9 +47,71 @@ pub enum CallAction {
     Withdraw,
 }
 
+impl CallAction {
+    /// The action a route segment (`/admission/calls/{id}/{segment}`) names.
+    pub fn from_segment(segment: &str) -> Option<CallAction> {
+        match segment {
+            "publish" => Some(CallAction::Publish),
+            "close" => Some(CallAction::Close),
+            "withdraw" => Some(CallAction::Withdraw),
+            _ => None,
+        }
+    }
+
+    /// The verb of the action's audit entry (`call.<verb>`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            CallAction::Edit => "update",
+            CallAction::Publish => "publish",
+            CallAction::Close => "close",
+            CallAction::Withdraw => "withdraw",
+        }
+    }
+}
+
 impl CallState {
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Draft => "draft",
+            CallState::Published => "published",
+            CallState::Closed => "closed",
+            CallState::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// The message key of the state's label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            CallState::Draft => "admission.call_state.draft",
+            CallState::Published => "admission.call_state.published",
+            CallState::Closed => "admission.call_state.closed",
+            CallState::Withdrawn => "admission.call_state.withdrawn",
+        }
+    }
+
+    /// Whether the public may see a call in this state.
+    pub fn is_public(self) -> bool {
+        matches!(self, CallState::Published | CallState::Closed)
+    }
+}
+
+impl Machine for CallState {
+    type Action = CallAction;
+    const KIND: &'static str = "call";
+    const ALL: &'static [Self] = &[
+        CallState::Draft,
+        CallState::Published,
+        CallState::Closed,
+        CallState::Withdrawn,
+    ];
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
     /// The one transition function of a call.
-    pub fn apply(self, action: CallAction) -> Result<CallState, Refusal> {
+    fn decide(self, action: CallAction) -> Result<CallState, Refusal> {
         use CallAction as A;
         use CallState as S;
         match (self, action) {
@@ -79,41 +119,39 @@ impl CallState {
             (S::Draft, A::Publish) => Ok(S::Published),
             (S::Published, A::Close) => Ok(S::Closed),
             (S::Draft | S::Published, A::Withdraw) => Ok(S::Withdrawn),
-            (_, A::Edit) => Err(Refusal("admission.err_call_not_draft")),
-            (_, A::Publish) => Err(Refusal("admission.err_call_not_draft")),
-            (_, A::Close) => Err(Refusal("admission.err_call_not_published")),
-            (_, A::Withdraw) => Err(Refusal("admission.err_call_finished")),
+            (_, A::Edit | A::Publish) => Err(Refusal::new("admission.err_call_not_draft")),
+            (_, A::Close) => Err(Refusal::new("admission.err_call_not_published")),
+            (_, A::Withdraw) => Err(Refusal::new("admission.err_call_finished")),
         }
     }
 }
 
-states! {
-    /// The life of an application (提交申请 → 审核申请 → 公开结果).
-    ///
-    /// `admitted` is the contract with the agreements: an agreement may be drafted exactly for
-    /// applications in that state.
-    ApplicationState, "app_state" {
-        /// Being written by the enterprise.
-        Draft => "draft",
-        /// Submitted; waiting for the regulator's completeness check.
-        Submitted => "submitted",
-        /// Returned to the enterprise for supplement.
-        Returned => "returned",
-        /// Under review: experts assigned or an upheld objection sent it back.
-        InReview => "in_review",
-        /// Approved and published on the notice page; objections may be filed.
-        Notice => "notice",
-        /// Rejected, with reasons.
-        Rejected => "rejected",
-        /// Notice period over with no objection pending or upheld: an agreement may be drafted.
-        Admitted => "admitted",
-    }
+crate::stored_state!(CallState);
+
+/// The life of an application (提交申请 → 审核申请 → 公开结果).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApplicationState {
+    /// Being written by the enterprise.
+    Draft,
+    /// Submitted; waiting for the regulator's completeness check.
+    Submitted,
+    /// Returned to the enterprise for supplement.
+    Returned,
+    /// Under review: experts assigned or an upheld objection sent it back.
+    InReview,
+    /// Approved and published on the notice page; objections may be filed.
+    Notice,
+    /// Rejected, with reasons.
+    Rejected,
+    /// Notice period over with no objection pending or upheld: an agreement may be drafted.
+    Admitted,
 }
 
 /// What happens to an application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplicationAction {
-    /// The enterprise saves its draft (or its returned application).
+    /// The enterprise saves its draft (or its returned application), or changes its
+    /// attachments.
     Save,
     /// The enterprise submits (or resubmits after a return).
     Submit,
@@ -131,9 +169,79 @@ pub enum ApplicationAction {
     Admit,
 }
 
+impl ApplicationAction {
+    /// The code of the action in history and audit entries (`application.<code>`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ApplicationAction::Save => "save",
+            ApplicationAction::Submit => "submit",
+            ApplicationAction::Return => "return",
+            ApplicationAction::AssignExpert => "assign_expert",
+            ApplicationAction::Approve => "approve",
+            ApplicationAction::Reject => "reject",
+            ApplicationAction::UpholdObjection => "uphold_objection",
+            ApplicationAction::Admit => "admit",
+        }
+    }
+}
+
 impl ApplicationState {
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationState::Draft => "draft",
+            ApplicationState::Submitted => "submitted",
+            ApplicationState::Returned => "returned",
+            ApplicationState::InReview => "in_review",
+            ApplicationState::Notice => "notice",
+            ApplicationState::Rejected => "rejected",
+            ApplicationState::Admitted => "admitted",
+        }
+    }
+
+    /// The message key of the state's label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            ApplicationState::Draft => "admission.app_state.draft",
+            ApplicationState::Submitted => "admission.app_state.submitted",
+            ApplicationState::Returned => "admission.app_state.returned",
+            ApplicationState::InReview => "admission.app_state.in_review",
+            ApplicationState::Notice => "admission.app_state.notice",
+            ApplicationState::Rejected => "admission.app_state.rejected",
+            ApplicationState::Admitted => "admission.app_state.admitted",
+        }
+    }
+
+    /// Whether the application is waiting for the regulator's review.
+    pub fn awaits_review(self) -> bool {
+        matches!(self, Self::Submitted | Self::InReview)
+    }
+
+    /// Whether the applicant may still change it.
+    pub fn is_editable(self) -> bool {
+        self.decide(ApplicationAction::Save).is_ok()
+    }
+}
+
+impl Machine for ApplicationState {
+    type Action = ApplicationAction;
+    const KIND: &'static str = "application";
+    const ALL: &'static [Self] = &[
+        ApplicationState::Draft,
+        ApplicationState::Submitted,
+        ApplicationState::Returned,
+        ApplicationState::InReview,
+        ApplicationState::Notice,
+        ApplicationState::Rejected,
+        ApplicationState::Admitted,
+    ];
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
     /// The one transition function of an application.
-    pub fn apply(self, action: ApplicationAction) -> Result<ApplicationState, Refusal> {
+    fn decide(self, action: ApplicationAction) -> Result<ApplicationState, Refusal> {
         use ApplicationAction as A;
         use ApplicationState as S;
         match (self, action) {
@@ -146,28 +254,26 @@ impl ApplicationState {
             (S::Submitted | S::InReview, A::Reject) => Ok(S::Rejected),
             (S::Notice, A::UpholdObjection) => Ok(S::InReview),
             (S::Notice, A::Admit) => Ok(S::Admitted),
-            (_, A::Save | A::Submit) => Err(Refusal("admission.err_app_not_editable")),
+            (_, A::Save | A::Submit) => Err(Refusal::new("admission.err_app_not_editable")),
             (_, A::Return | A::AssignExpert | A::Approve | A::Reject) => {
-                Err(Refusal("admission.err_app_not_in_review"))
+                Err(Refusal::new("admission.err_app_not_in_review"))
             }
-            (_, A::UpholdObjection | A::Admit) => Err(Refusal("admission.err_app_not_in_notice")),
+            (_, A::UpholdObjection | A::Admit) => {
+                Err(Refusal::new("admission.err_app_not_in_notice"))
+            }
         }
-    }
-
-    /// Whether the application is waiting for the regulator's review.
-    pub fn awaits_review(self) -> bool {
-        matches!(self, Self::Submitted | Self::InReview)
     }
 }
 
-states! {
-    /// An expert's assignment to an application.
-    AssignmentState, "assignment_state" {
-        /// Assigned; the opinion is due.
-        Assigned => "assigned",
-        /// The opinion is filed.
-        Filed => "filed",
-    }
+crate::stored_state!(ApplicationState);
+
+/// An expert's assignment to an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AssignmentState {
+    /// Assigned; the opinion is due.
+    Assigned,
+    /// The opinion is filed.
+    Filed,
 }
 
 /// What happens to an assignment.
@@ -178,27 +284,54 @@ pub enum AssignmentAction {
 }
 
 impl AssignmentState {
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentState::Assigned => "assigned",
+            AssignmentState::Filed => "filed",
+        }
+    }
+
+    /// The message key of the state's label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            AssignmentState::Assigned => "admission.assignment_state.assigned",
+            AssignmentState::Filed => "admission.assignment_state.filed",
+        }
+    }
+}
+
+impl Machine for AssignmentState {
+    type Action = AssignmentAction;
+    const KIND: &'static str = "assignment";
+    const ALL: &'static [Self] = &[AssignmentState::Assigned, AssignmentState::Filed];
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
     /// The one transition function of an assignment.
-    pub fn apply(self, action: AssignmentAction) -> Result<AssignmentState, Refusal> {
+    fn decide(self, action: AssignmentAction) -> Result<AssignmentState, Refusal> {
         match (self, action) {
             (AssignmentState::Assigned, AssignmentAction::File) => Ok(AssignmentState::Filed),
             (AssignmentState::Filed, AssignmentAction::File) => {
-                Err(Refusal("admission.err_opinion_filed"))
+                Err(Refusal::new("admission.err_opinion_filed"))
             }
         }
     }
 }
 
-states! {
-    /// An objection filed during a notice period.
-    ObjectionState, "objection_state" {
-        /// Waiting for the regulator (5 working days).
-        Pending => "pending",
-        /// Dismissed with reasons.
-        Dismissed => "dismissed",
-        /// Upheld: the application went back to review.
-        Upheld => "upheld",
-    }
+crate::stored_state!(AssignmentState);
+
+/// An objection filed during a notice period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectionState {
+    /// Waiting for the regulator (5 working days).
+    Pending,
+    /// Dismissed with reasons.
+    Dismissed,
+    /// Upheld: the application went back to review.
+    Upheld,
 }
 
 /// What the regulator does with an objection.
@@ -210,38 +343,157 @@ pub enum ObjectionAction {
     Uphold,
 }
 
-impl ObjectionState {
-    /// The one transition function of an objection.
-    pub fn apply(self, action: ObjectionAction) -> Result<ObjectionState, Refusal> {
-        match (self, action) {
-            (ObjectionState::Pending, ObjectionAction::Dismiss) => Ok(ObjectionState::Dismissed),
-            (ObjectionState::Pending, ObjectionAction::Uphold) => Ok(ObjectionState::Upheld),
-            _ => Err(Refusal("admission.err_objection_decided")),
+impl ObjectionAction {
+    /// The action a route segment (`/admission/objections/{id}/{segment}`) names; also the
+    /// verb of its audit entry (`objection.<segment>`).
+    pub fn from_segment(segment: &str) -> Option<ObjectionAction> {
+        match segment {
+            "dismiss" => Some(ObjectionAction::Dismiss),
+            "uphold" => Some(ObjectionAction::Uphold),
+            _ => None,
+        }
+    }
+
+    /// The verb of the action's audit entry (`objection.<verb>`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            ObjectionAction::Dismiss => "dismiss",
+            ObjectionAction::Uphold => "uphold",
         }
     }
 }
 
-states! {
-    /// An expert's recommendation.
-    Recommendation, "recommendation" {
-        /// Approve.
-        Approve => "approve",
-        /// Approve with conditions.
-        ApproveWithConditions => "approve_with_conditions",
-        /// Reject.
-        Reject => "reject",
+impl ObjectionState {
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectionState::Pending => "pending",
+            ObjectionState::Dismissed => "dismissed",
+            ObjectionState::Upheld => "upheld",
+        }
+    }
+
+    /// The message key of the state's label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            ObjectionState::Pending => "admission.objection_state.pending",
+            ObjectionState::Dismissed => "admission.objection_state.dismissed",
+            ObjectionState::Upheld => "admission.objection_state.upheld",
+        }
+    }
+}
+
+impl Machine for ObjectionState {
+    type Action = ObjectionAction;
+    const KIND: &'static str = "objection";
+    const ALL: &'static [Self] = &[
+        ObjectionState::Pending,
+        ObjectionState::Dismissed,
+        ObjectionState::Upheld,
+    ];
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The one transition function of an objection.
+    fn decide(self, action: ObjectionAction) -> Result<ObjectionState, Refusal> {
+        match (self, action) {
+            (ObjectionState::Pending, ObjectionAction::Dismiss) => Ok(ObjectionState::Dismissed),
+            (ObjectionState::Pending, ObjectionAction::Uphold) => Ok(ObjectionState::Upheld),
+            (ObjectionState::Dismissed | ObjectionState::Upheld, _) => {
+                Err(Refusal::new("admission.err_objection_decided"))
+            }
+        }
+    }
+}
+
+crate::stored_state!(ObjectionState);
+
+/// An expert's recommendation (a value of the opinion, not a workflow state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recommendation {
+    /// Approve.
+    Approve,
+    /// Approve with conditions.
+    ApproveWithConditions,
+    /// Reject.
+    Reject,
+}
+
+impl Recommendation {
+    /// Every recommendation, in form order.
+    pub const ALL: [Recommendation; 3] = [
+        Recommendation::Approve,
+        Recommendation::ApproveWithConditions,
+        Recommendation::Reject,
+    ];
+
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recommendation::Approve => "approve",
+            Recommendation::ApproveWithConditions => "approve_with_conditions",
+            Recommendation::Reject => "reject",
+        }
+    }
+
+    /// Parses a posted or stored code.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The message key of the recommendation's label.
+    pub fn label_key(self) -> &'static str {
+        match self {
+            Recommendation::Approve => "admission.recommendation.approve",
+            Recommendation::ApproveWithConditions => {
+                "admission.recommendation.approve_with_conditions"
+            }
+            Recommendation::Reject => "admission.recommendation.reject",
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workflow::table;
+
+    /// Walks `table` and checks it against `legal`: every legal move leads where `legal` says,
+    /// every other one is refused with an admission message key. Returns the number of legal
+    /// moves seen.
+    fn check<M: Machine>(actions: &[M::Action], legal: &[(M, M::Action, M)]) -> usize
+    where
+        M::Action: PartialEq,
+    {
+        let mut seen = 0;
+        for (from, action, got) in table::<M>(actions) {
+            let want = legal
+                .iter()
+                .find(|(f, a, _)| *f == from && *a == action)
+                .map(|(_, _, to)| *to);
+            match (got, want) {
+                (Ok(to), Some(w)) => {
+                    assert_eq!(to, w, "{from:?} {action:?}");
+                    seen += 1;
+                }
+                (Err(Refusal { key, .. }), None) => {
+                    assert!(
+                        key.starts_with("admission.err_"),
+                        "{from:?} {action:?}: {key}"
+                    );
+                }
+                (got, want) => panic!("{from:?} {action:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        seen
+    }
 
     #[test]
-    fn call_transitions() {
+    fn every_call_transition_is_decided_as_documented() {
         use CallAction as A;
         use CallState as S;
-        let actions = [A::Edit, A::Publish, A::Close, A::Withdraw];
         let legal = [
             (S::Draft, A::Edit, S::Draft),
             (S::Draft, A::Publish, S::Published),
@@ -249,35 +501,22 @@ mod tests {
             (S::Published, A::Close, S::Closed),
             (S::Published, A::Withdraw, S::Withdrawn),
         ];
-        for &from in S::ALL {
-            for action in actions {
-                let expected = legal
-                    .iter()
-                    .find(|(f, a, _)| *f == from && *a == action)
-                    .map(|(_, _, to)| *to);
-                match (from.apply(action), expected) {
-                    (Ok(to), Some(e)) => assert_eq!(to, e, "{from:?} {action:?}"),
-                    (Err(Refusal(key)), None) => assert!(key.starts_with("admission.err_")),
-                    (got, want) => panic!("{from:?} {action:?}: got {got:?}, want {want:?}"),
-                }
-            }
-        }
+        let seen = check(&[A::Edit, A::Publish, A::Close, A::Withdraw], &legal);
+        assert_eq!(seen, legal.len());
+        assert_eq!(
+            S::Closed.decide(A::Publish),
+            Err(Refusal::new("admission.err_call_not_draft"))
+        );
+        assert_eq!(
+            S::Withdrawn.decide(A::Withdraw),
+            Err(Refusal::new("admission.err_call_finished"))
+        );
     }
 
     #[test]
-    fn application_transitions() {
+    fn every_application_transition_is_decided_as_documented() {
         use ApplicationAction as A;
         use ApplicationState as S;
-        let actions = [
-            A::Save,
-            A::Submit,
-            A::Return,
-            A::AssignExpert,
-            A::Approve,
-            A::Reject,
-            A::UpholdObjection,
-            A::Admit,
-        ];
         let legal = [
             (S::Draft, A::Save, S::Draft),
             (S::Returned, A::Save, S::Returned),
@@ -294,62 +533,76 @@ mod tests {
             (S::Notice, A::UpholdObjection, S::InReview),
             (S::Notice, A::Admit, S::Admitted),
         ];
-        let mut legal_seen = 0;
-        for &from in S::ALL {
-            for action in actions {
-                let expected = legal
-                    .iter()
-                    .find(|(f, a, _)| *f == from && *a == action)
-                    .map(|(_, _, to)| *to);
-                match (from.apply(action), expected) {
-                    (Ok(to), Some(e)) => {
-                        assert_eq!(to, e, "{from:?} {action:?}");
-                        legal_seen += 1;
-                    }
-                    (Err(Refusal(key)), None) => assert!(key.starts_with("admission.err_")),
-                    (got, want) => panic!("{from:?} {action:?}: got {got:?}, want {want:?}"),
-                }
-            }
+        let actions = [
+            A::Save,
+            A::Submit,
+            A::Return,
+            A::AssignExpert,
+            A::Approve,
+            A::Reject,
+            A::UpholdObjection,
+            A::Admit,
+        ];
+        assert_eq!(check(&actions, &legal), legal.len());
+        for a in actions {
+            assert!(S::Admitted.decide(a).is_err(), "admitted is final: {a:?}");
+            assert!(S::Rejected.decide(a).is_err(), "rejected is final: {a:?}");
         }
-        assert_eq!(legal_seen, legal.len());
-        assert!(S::Admitted.apply(A::Admit).is_err(), "admitted is final");
-        assert!(S::Rejected.apply(A::Submit).is_err(), "rejected is final");
+        assert_eq!(
+            S::Notice.decide(A::Save),
+            Err(Refusal::new("admission.err_app_not_editable"))
+        );
     }
 
     #[test]
-    fn assignment_and_objection_transitions() {
+    fn every_assignment_and_objection_transition_is_decided_as_documented() {
+        let legal = [(
+            AssignmentState::Assigned,
+            AssignmentAction::File,
+            AssignmentState::Filed,
+        )];
+        assert_eq!(check(&[AssignmentAction::File], &legal), 1);
         assert_eq!(
-            AssignmentState::Assigned.apply(AssignmentAction::File),
-            Ok(AssignmentState::Filed)
-        );
-        assert_eq!(
-            AssignmentState::Filed.apply(AssignmentAction::File),
-            Err(Refusal("admission.err_opinion_filed"))
+            AssignmentState::Filed.decide(AssignmentAction::File),
+            Err(Refusal::new("admission.err_opinion_filed"))
         );
         use ObjectionAction as A;
         use ObjectionState as S;
-        assert_eq!(S::Pending.apply(A::Dismiss), Ok(S::Dismissed));
-        assert_eq!(S::Pending.apply(A::Uphold), Ok(S::Upheld));
-        for from in [S::Dismissed, S::Upheld] {
-            for a in [A::Dismiss, A::Uphold] {
-                assert_eq!(
-                    from.apply(a),
-                    Err(Refusal("admission.err_objection_decided"))
-                );
-            }
-        }
+        let legal = [
+            (S::Pending, A::Dismiss, S::Dismissed),
+            (S::Pending, A::Uphold, S::Upheld),
+        ];
+        assert_eq!(check(&[A::Dismiss, A::Uphold], &legal), 2);
+        assert_eq!(
+            S::Upheld.decide(A::Dismiss),
+            Err(Refusal::new("admission.err_objection_decided"))
+        );
     }
 
     #[test]
-    fn codes_round_trip() {
+    fn codes_round_trip_and_unknown_codes_are_errors() {
         for s in ApplicationState::ALL {
-            assert_eq!(ApplicationState::parse(s.as_str()), Some(*s));
+            assert_eq!(ApplicationState::try_from(s.to_string()), Ok(*s));
+        }
+        for s in CallState::ALL {
+            assert_eq!(CallState::parse(s.as_str()), Ok(*s));
+        }
+        for s in AssignmentState::ALL {
+            assert_eq!(AssignmentState::parse(s.as_str()), Ok(*s));
+        }
+        for s in ObjectionState::ALL {
+            assert_eq!(ObjectionState::parse(s.as_str()), Ok(*s));
         }
         assert_eq!(ApplicationState::Admitted.as_str(), "admitted");
-        assert_eq!(CallState::parse("nope"), None);
+        assert!(CallState::parse("nope").is_err());
+        assert!(ApplicationState::try_from("approved".to_owned()).is_err());
         assert_eq!(
             Recommendation::ApproveWithConditions.label_key(),
             "admission.recommendation.approve_with_conditions"
+        );
+        assert_eq!(
+            ApplicationState::InReview.label_key(),
+            "admission.app_state.in_review"
         );
     }
 }

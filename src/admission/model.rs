@@ -1,12 +1,18 @@
 //! Admission data: the rows of calls, applications, their events, attachments, expert
-//! assignments, objections and credit records, and the queries the pages need.
+//! assignments, objections and credit records, and the domain's public queries (what the
+//! pages, the desk and other domains read). State columns are read as the typed states of
+//! [`super::machine`]: a stored code that names no state makes the row unreadable.
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
-use super::machine::{ApplicationState, CallState};
+use super::machine::{
+    ApplicationState, AssignmentState, CallState, ObjectionState, Recommendation,
+};
+use crate::auth::{CurrentUser, Role};
 use crate::catalog::model::Dataset;
 use crate::db::DbConnection;
+use crate::errors::AppError;
 use crate::schema::{
     application_attachments, application_datasets, application_events, applications, call_datasets,
     calls, credit_records, datasets, expert_assignments, objections, users,
@@ -37,8 +43,9 @@ pub struct Call {
     pub opens_on: NaiveDate,
     /// Last day applications are taken.
     pub closes_on: NaiveDate,
-    /// [`CallState`] code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: CallState,
     /// Author.
     pub created_by: i64,
     /// Creation time.
@@ -50,11 +57,6 @@ pub struct Call {
 }
 
 impl Call {
-    /// The state (draft if the stored code is unknown).
-    pub fn state(&self) -> CallState {
-        CallState::parse(&self.state).unwrap_or(CallState::Draft)
-    }
-
     /// The title in `lang`.
     pub fn title(&self, lang: crate::i18n::Lang) -> &str {
         crate::i18n::pick(lang, &self.title_zh, &self.title_en)
@@ -77,12 +79,12 @@ impl Call {
 
     /// Whether the call takes applications on `today`.
     pub fn is_open(&self, today: NaiveDate) -> bool {
-        self.state() == CallState::Published && self.opens_on <= today && today <= self.closes_on
+        self.state == CallState::Published && self.opens_on <= today && today <= self.closes_on
     }
 
     /// Whether the public may see it.
     pub fn is_public(&self) -> bool {
-        matches!(self.state(), CallState::Published | CallState::Closed)
+        self.state.is_public()
     }
 }
 
@@ -133,6 +135,15 @@ pub fn list_calls(conn: &mut DbConnection, public_only: bool) -> QueryResult<Vec
         .load(conn)
 }
 
+/// The published calls whose closing date is before `today` (for the scheduler to close).
+pub fn calls_due_to_close(conn: &mut DbConnection, today: NaiveDate) -> QueryResult<Vec<i64>> {
+    calls::table
+        .filter(calls::state.eq(CallState::Published.as_str()))
+        .filter(calls::closes_on.lt(today))
+        .select(calls::id)
+        .load(conn)
+}
+
 /// The datasets a call offers.
 pub fn call_datasets_of(conn: &mut DbConnection, call_id: i64) -> QueryResult<Vec<Dataset>> {
     call_datasets::table
@@ -170,8 +181,9 @@ pub struct Application {
     pub org_id: i64,
     /// The user who started it.
     pub created_by: i64,
-    /// [`ApplicationState`] code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: ApplicationState,
     /// The application scenario.
     pub scenario: String,
     /// Creation time.
@@ -215,11 +227,6 @@ pub struct Application {
 }
 
 impl Application {
-    /// The state (draft if the stored code is unknown).
-    pub fn state(&self) -> ApplicationState {
-        ApplicationState::parse(&self.state).unwrap_or(ApplicationState::Draft)
-    }
-
     /// The evidence text of a group.
     pub fn evidence(&self, group: EvidenceGroup) -> &str {
         match group {
@@ -277,6 +284,64 @@ impl EvidenceGroup {
             EvidenceGroup::Domain => "admission.group.domain",
         }
     }
+}
+
+/// Who is looking at an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// A user of the applicant organisation.
+    Owner,
+    /// Regulator staff.
+    Regulator,
+    /// An expert assigned to it (the assignment's id).
+    Expert(i64),
+}
+
+/// The application `id` as `user` may see it: 404 when there is none or the user may not
+/// know it exists (another organisation's, an unassigned expert, a draft for the regulator).
+pub fn visible(
+    conn: &mut DbConnection,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<(Application, Viewer), AppError> {
+    let app = find_application(conn, id)?.ok_or_else(AppError::not_found)?;
+    let viewer = match user.role {
+        Role::Enterprise if app.org_id == user.org_id => Viewer::Owner,
+        Role::Regulator if app.state != ApplicationState::Draft => Viewer::Regulator,
+        Role::Expert => {
+            let asg = assignments_of(conn, id)?
+                .into_iter()
+                .find(|(a, _)| a.expert_user_id == user.id)
+                .ok_or_else(AppError::not_found)?;
+            Viewer::Expert(asg.0.id)
+        }
+        _ => return Err(AppError::not_found()),
+    };
+    Ok((app, viewer))
+}
+
+/// The application of organisation `org_id` to call `call_id`, if it has one.
+pub fn application_to_call(
+    conn: &mut DbConnection,
+    call_id: i64,
+    org_id: i64,
+) -> QueryResult<Option<i64>> {
+    applications::table
+        .filter(applications::call_id.eq(call_id))
+        .filter(applications::org_id.eq(org_id))
+        .select(applications::id)
+        .first(conn)
+        .optional()
+}
+
+/// The applications to call `call_id` the regulator sees (not drafts), oldest first.
+pub fn submitted_to_call(conn: &mut DbConnection, call_id: i64) -> QueryResult<Vec<Application>> {
+    applications::table
+        .filter(applications::call_id.eq(call_id))
+        .filter(applications::state.ne(ApplicationState::Draft.as_str()))
+        .order(applications::id.asc())
+        .select(Application::as_select())
+        .load(conn)
 }
 
 /// An application by id.
@@ -342,14 +407,17 @@ pub struct Event {
     /// The action code (`submit`, `return`, ...).
     pub action: String,
     /// State before.
-    pub from_state: String,
+    #[diesel(deserialize_as = String)]
+    pub from_state: ApplicationState,
     /// State after.
-    pub to_state: String,
+    #[diesel(deserialize_as = String)]
+    pub to_state: ApplicationState,
     /// The message that came with it.
     pub message: String,
 }
 
-/// Records a transition in the application's history.
+/// Records a transition at `at` in the application's history (in the transition's
+/// transaction).
 pub fn record_event(
     conn: &mut DbConnection,
     app_id: i64,
@@ -357,11 +425,12 @@ pub fn record_event(
     action: &str,
     (from, to): (ApplicationState, ApplicationState),
     message: &str,
+    at: NaiveDateTime,
 ) -> QueryResult<()> {
     diesel::insert_into(application_events::table)
         .values((
             application_events::application_id.eq(app_id),
-            application_events::at.eq(crate::db::now()),
+            application_events::at.eq(at),
             application_events::actor_user_id.eq(actor.user_id),
             application_events::actor_name.eq(&actor.name),
             application_events::action.eq(action),
@@ -427,8 +496,9 @@ pub struct Assignment {
     pub application_id: i64,
     /// The expert.
     pub expert_user_id: i64,
-    /// [`super::machine::AssignmentState`] code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: AssignmentState,
     /// The regulator who assigned.
     pub assigned_by: i64,
     /// When.
@@ -441,6 +511,35 @@ pub struct Assignment {
     pub opinion: String,
     /// When filed.
     pub filed_at: Option<NaiveDateTime>,
+}
+
+impl Assignment {
+    /// The filed opinion's recommendation (`None` until filed).
+    pub fn recommendation(&self) -> Option<Recommendation> {
+        Recommendation::parse(&self.recommendation)
+    }
+}
+
+/// The active experts (id, display name), the regulator's choice for an assignment.
+pub fn active_experts(conn: &mut DbConnection) -> QueryResult<Vec<(i64, String)>> {
+    users::table
+        .filter(users::role.eq(Role::Expert.as_str()))
+        .filter(users::status.eq(crate::accounts::machine::UserStatus::Active.as_str()))
+        .order(users::id)
+        .limit(500)
+        .select((users::id, users::display_name))
+        .load(conn)
+}
+
+/// The display name of active expert `id` (`None` if `id` is no active expert).
+pub fn active_expert_name(conn: &mut DbConnection, id: i64) -> QueryResult<Option<String>> {
+    users::table
+        .filter(users::id.eq(id))
+        .filter(users::role.eq(Role::Expert.as_str()))
+        .filter(users::status.eq(crate::accounts::machine::UserStatus::Active.as_str()))
+        .select(users::display_name)
+        .first(conn)
+        .optional()
 }
 
 /// The assignments of an application with the experts' display names.
@@ -483,8 +582,9 @@ pub struct Objection {
     pub contact: String,
     /// The grounds.
     pub grounds: String,
-    /// [`super::machine::ObjectionState`] code.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: ObjectionState,
     /// Source address (rate limit).
     pub source_addr: String,
     /// When filed.
@@ -518,9 +618,12 @@ pub fn objections_of(conn: &mut DbConnection, app_id: i64) -> QueryResult<Vec<Ob
 }
 
 /// Objections in `state`.
-pub fn objections_in(conn: &mut DbConnection, state: &str) -> QueryResult<Vec<Objection>> {
+pub fn objections_in(
+    conn: &mut DbConnection,
+    state: ObjectionState,
+) -> QueryResult<Vec<Objection>> {
     objections::table
-        .filter(objections::state.eq(state))
+        .filter(objections::state.eq(state.as_str()))
         .order(objections::id.asc())
         .limit(1000)
         .select(Objection::as_select())
@@ -578,4 +681,40 @@ pub fn credit_record_counts(conn: &mut DbConnection) -> QueryResult<Vec<(i64, i6
         .group_by(credit_records::org_id)
         .select((credit_records::org_id, diesel::dsl::count_star()))
         .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    use diesel::sqlite::SqliteConnection;
+
+    use super::*;
+
+    #[test]
+    fn a_stored_unknown_state_is_an_error_when_the_row_is_loaded() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        crate::db::migrate(&mut conn).unwrap();
+        conn.batch_execute(
+            "PRAGMA foreign_keys = OFF; INSERT INTO calls (id, domain, title_zh, title_en, body_zh, body_en, scenarios, \
+                 conditions, opens_on, closes_on, state, created_by, created_at, updated_at) \
+                 VALUES (1, 'medical_services', 't', 't', '', '', 's', '', '2026-01-01', \
+                 '2026-02-01', 'published', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00'), \
+                 (2, 'medical_services', 't', 't', '', '', 's', '', '2026-01-01', \
+                 '2026-02-01', 'archived', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');",
+        )
+        .unwrap();
+        let known = find_call(&mut conn, 1).unwrap().unwrap();
+        assert_eq!(known.state, CallState::Published);
+        let unknown = find_call(&mut conn, 2);
+        assert!(unknown.is_err(), "read as {unknown:?}");
+        assert!(
+            format!("{:?}", unknown.unwrap_err()).contains("archived"),
+            "the error names the stored code"
+        );
+        assert!(
+            list_calls(&mut conn, false).is_err(),
+            "no fallback in lists"
+        );
+    }
 }

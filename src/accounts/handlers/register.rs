@@ -13,6 +13,7 @@ use crate::accounts::model::{self, NewOrganisation, NewUser, OrgKind};
 use crate::auth::{self, password};
 use crate::db;
 use crate::errors::AppError;
+use crate::input::{valid_email, valid_phone};
 use crate::schema::organisations;
 use crate::supervision::audit::{self, Actor};
 use crate::web::{Page, redirect, redirect_with_flash, render, render_status};
@@ -97,37 +98,6 @@ fn limit(
             page.t_args("accounts.err_too_long", &[("max", max.to_string())]),
         ));
     }
-}
-
-/// Whether `s` reads as an email address: one `@` with text before it and a domain with an
-/// inner dot after it, no whitespace and no angle brackets (the registration form, and an
-/// objector's contact on the public notice).
-pub fn valid_email(s: &str) -> bool {
-    let s = s.trim();
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
-        }
-        None => false,
-    }
-}
-
-/// Whether `s` reads as a phone number: digits with an optional leading `+` and spaces,
-/// hyphens or brackets between them, 7 to 15 digits (E.164 has at most 15).
-pub fn valid_phone(s: &str) -> bool {
-    let s = s.trim();
-    let body = s.strip_prefix('+').unwrap_or(s);
-    let digits = body.chars().filter(char::is_ascii_digit).count();
-    body.starts_with(|c: char| c.is_ascii_digit() || c == '(')
-        && body
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')'))
-        && (7..=15).contains(&digits)
 }
 
 /// The fields of the registration form.

@@ -7,34 +7,22 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use rand::Rng as _;
 use sha2::Sha256;
 
 use super::applications::{DeadlineView, deadline_view};
-use super::forms::{self, Pairs};
-use super::machine::{ApplicationAction, ApplicationState, ObjectionAction, ObjectionState};
-use super::model::{self, Application};
-use super::{admit_if_due, conflict, notice, require_regulator, transition};
+use super::{clock, require_regulator};
 use crate::AppState;
-use crate::accounts::handlers::register::{valid_email, valid_phone};
+use crate::admission::forms::{self, ObjectionForm, Pairs};
+use crate::admission::machine::{ApplicationState, ObjectionAction};
+use crate::admission::model::{self, Application};
+use crate::admission::ops::{self, NewObjection};
 use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::errors::AppError;
-use crate::mail;
-use crate::schema::objections;
-use crate::supervision::audit::{self, Actor};
 use crate::web::{Page, db, redirect_with_flash, render, render_status};
 
-/// Longest objector name, in characters.
-pub const MAX_NAME: usize = 100;
-/// Longest contact, in characters.
-pub const MAX_CONTACT: usize = 200;
-/// Longest grounds, in characters.
-pub const MAX_GROUNDS: usize = 5_000;
-/// Objections one address may file per hour.
-pub const MAX_PER_HOUR: i64 = 5;
 /// How long an arithmetic check stays valid, in seconds.
 pub const CHECK_TTL_SECS: i64 = 3600;
 
@@ -74,7 +62,7 @@ fn notice_view(
         .map(|(d, _)| d.title(page.lang).to_owned())
         .collect();
     let running =
-        a.state() == ApplicationState::Notice && a.notice_ends_on.is_some_and(|d| today <= d);
+        a.state == ApplicationState::Notice && a.notice_ends_on.is_some_and(|d| today <= d);
     Ok(NoticeView {
         id: a.id,
         org: a.org_name.clone(),
@@ -168,17 +156,6 @@ pub fn verify_check(key: &[u8], now: NaiveDateTime, token: &str, answer: &str) -
         && crate::auth::constant_time_eq(&check_mac(key, exp, nonce, answer), mac)
 }
 
-/// The objection form as typed.
-#[derive(Debug, Clone, Default)]
-pub struct ObjectionForm {
-    /// Name.
-    pub name: String,
-    /// Contact.
-    pub contact: String,
-    /// Grounds.
-    pub grounds: String,
-}
-
 #[derive(Template)]
 #[template(path = "admission/notice.html")]
 struct NoticePage {
@@ -203,7 +180,7 @@ async fn notice_page(
         let a = model::find_application(conn, id)?
             .filter(|a| {
                 matches!(
-                    a.state(),
+                    a.state,
                     ApplicationState::Notice | ApplicationState::Admitted
                 )
             })
@@ -252,101 +229,36 @@ pub async fn object(
     let (pairs, input_problem) = form.into_parts();
     let pairs = Pairs(pairs);
     page.check_csrf(&pairs.get("csrf"))?;
-    let form = ObjectionForm {
-        name: pairs.get("name"),
-        contact: pairs.get("contact"),
-        grounds: pairs.get("grounds"),
-    };
-    let refuse = |key: &str| page.t(key).to_owned();
-    let problem = if let Some(p) = input_problem {
-        Some(p.message(page.lang))
+    let form = ObjectionForm::from_pairs(&pairs);
+    let checked = if let Some(p) = input_problem {
+        Err(p.message(page.lang))
     } else if !verify_check(
         &state.secrets.session_key,
         state.clock.now(),
         &pairs.get("check"),
         &pairs.get("answer"),
     ) {
-        Some(refuse("admission.err_check"))
-    } else if form.name.trim().is_empty()
-        || form.contact.trim().is_empty()
-        || form.grounds.trim().is_empty()
-    {
-        Some(refuse("admission.err_objection_fields"))
-    } else if form.name.chars().count() > MAX_NAME
-        || form.contact.chars().count() > MAX_CONTACT
-        || form.grounds.chars().count() > MAX_GROUNDS
-    {
-        Some(refuse("admission.err_objection_long"))
-    } else if !valid_email(&form.contact) && !valid_phone(&form.contact) {
-        Some(refuse("admission.err_objection_contact"))
+        Err(page.t("admission.err_check").to_owned())
     } else {
-        None
+        form.validate().map_err(|key| page.t(key).to_owned())
     };
-    if let Some(msg) = problem {
-        let p = notice_page(&state, page, id, form, Some(msg)).await?;
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
-    }
-    let addr = crate::auth::source_addr(&req);
-    let today = state.clock.today();
-    let now = state.clock.now();
+    let (name, contact, grounds) = match checked {
+        Ok(v) => v,
+        Err(msg) => {
+            let p = notice_page(&state, page, id, form, Some(msg)).await?;
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &p);
+        }
+    };
+    let objection = NewObjection {
+        name,
+        contact,
+        grounds,
+        addr: crate::auth::source_addr(&req),
+    };
+    let (now, today) = clock(&state);
     let days = state.config.objection_days;
-    let f = form.clone();
     db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let app = model::find_application(conn, id)?
-                .filter(|a| {
-                    matches!(
-                        a.state(),
-                        ApplicationState::Notice | ApplicationState::Admitted
-                    )
-                })
-                .ok_or_else(AppError::not_found)?;
-            if app.state() != ApplicationState::Notice
-                || app.notice_ends_on.is_none_or(|d| today > d)
-            {
-                return Err(AppError::conflict("admission.err_notice_over"));
-            }
-            let recent: i64 = objections::table
-                .filter(objections::source_addr.eq(&addr))
-                .filter(objections::filed_at.gt(now - chrono::Duration::hours(1)))
-                .count()
-                .get_result(conn)?;
-            if recent >= MAX_PER_HOUR {
-                return Err(AppError::http(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "admission.err_rate",
-                ));
-            }
-            let due = Calendar::load(conn)?.add_working_days(today, days);
-            let oid: i64 = diesel::insert_into(objections::table)
-                .values((
-                    objections::application_id.eq(id),
-                    objections::name.eq(f.name.trim()),
-                    objections::contact.eq(f.contact.trim()),
-                    objections::grounds.eq(f.grounds.trim()),
-                    objections::state.eq(ObjectionState::Pending.as_str()),
-                    objections::source_addr.eq(&addr),
-                    objections::filed_at.eq(now),
-                    objections::due_on.eq(due),
-                ))
-                .returning(objections::id)
-                .get_result(conn)?;
-            audit::record(
-                conn,
-                &Actor::anonymous(f.name.trim(), &addr),
-                "objection.file",
-                "objection",
-                &oid.to_string(),
-                serde_json::json!({ "application_id": id, "due_on": due.to_string() }),
-            )?;
-            let args = [
-                ("id", id.to_string()),
-                ("org", app.org_name.clone()),
-                ("due", due.to_string()),
-            ];
-            super::to_regulators(conn, &notice("admission.mail.objection_filed", &args, id))?;
-            Ok(())
-        })
+        ops::file_objection(conn, id, &objection, now, today, days)
     })
     .await?;
     Ok(redirect_with_flash(
@@ -389,82 +301,15 @@ pub async fn decide(
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let (oid, segment) = path.into_inner();
-    let action = match segment.as_str() {
-        "dismiss" => ObjectionAction::Dismiss,
-        "uphold" => ObjectionAction::Uphold,
-        _ => return Err(AppError::not_found()),
-    };
+    let action = ObjectionAction::from_segment(&segment).ok_or_else(AppError::not_found)?;
     let pairs = Pairs(form.into_inner());
     page.check_csrf(&pairs.get("csrf"))?;
-    let today = state.clock.today();
+    let reasons = forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required")
+        .map_err(AppError::invalid)?;
+    let (now, today) = clock(&state);
     let review_days = state.config.review_days;
-    let u = user.clone();
     let app_id = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let o = model::find_objection(conn, oid)?.ok_or_else(AppError::not_found)?;
-            let from = ObjectionState::parse(&o.state).unwrap_or(ObjectionState::Dismissed);
-            let to = from.apply(action).map_err(conflict)?;
-            let app = model::find_application(conn, o.application_id)?.ok_or_else(AppError::not_found)?;
-            if action == ObjectionAction::Uphold {
-                app.state()
-                    .apply(ApplicationAction::UpholdObjection)
-                    .map_err(conflict)?;
-            }
-            let reasons = forms::reasons(&pairs.get("reasons"), "admission.err_reasons_required")
-                .map_err(AppError::invalid)?;
-            diesel::update(
-                objections::table
-                    .find(oid)
-                    .filter(objections::state.eq(from.as_str())),
-            )
-            .set((
-                objections::state.eq(to.as_str()),
-                objections::decided_by.eq(u.id),
-                objections::decided_at.eq(crate::db::now()),
-                objections::reasons.eq(&reasons),
-            ))
-            .execute(conn)?;
-            audit::record(
-                conn,
-                &u.actor(),
-                &format!("objection.{segment}"),
-                "objection",
-                &oid.to_string(),
-                serde_json::json!({ "application_id": app.id, "from": from.as_str(), "to": to.as_str() }),
-            )?;
-            if action == ObjectionAction::Uphold {
-                transition(conn, &u.actor(), &app, ApplicationAction::UpholdObjection, &reasons)?;
-                let due = Calendar::load(conn)?.add_working_days(today, review_days);
-                diesel::update(crate::schema::applications::table.find(app.id))
-                    .set((
-                        crate::schema::applications::review_due_on.eq(due),
-                        crate::schema::applications::notice_ends_on.eq(None::<chrono::NaiveDate>),
-                    ))
-                    .execute(conn)?;
-            }
-            let outcome_key = match action {
-                ObjectionAction::Dismiss => "admission.objection_dismissed",
-                ObjectionAction::Uphold => "admission.objection_upheld",
-            };
-            let args = [
-                ("id", app.id.to_string()),
-                ("org", app.org_name.clone()),
-                ("outcome_zh", crate::i18n::t(crate::i18n::Lang::Zh, outcome_key).to_owned()),
-                ("outcome_en", crate::i18n::t(crate::i18n::Lang::En, outcome_key).to_owned()),
-                ("reasons", reasons.clone()),
-            ];
-            let n = notice("admission.mail.objection_decided", &args, app.id);
-            if valid_email(&o.contact) {
-                mail::to_addr(conn, o.contact.trim(), &n)?;
-            }
-            mail::to_org(conn, app.org_id, &n)?;
-            if action == ObjectionAction::Dismiss
-                && let Some(a) = model::find_application(conn, app.id)?
-            {
-                admit_if_due(conn, today, &a)?;
-            }
-            Ok(app.id)
-        })
+        ops::decide_objection(conn, &user, oid, action, &reasons, now, today, review_days)
     })
     .await?;
     Ok(redirect_with_flash(

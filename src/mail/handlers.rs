@@ -7,15 +7,16 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Deserialize;
 
-use super::delivery::{MailAction, MailState};
+use super::machine::{MailAction, MailState};
+use super::ops;
 use crate::AppState;
 use crate::accounts::handlers::session::CsrfForm;
 use crate::auth::{CurrentUser, Role};
-use crate::db::{self, DbConnection};
+use crate::db::DbConnection;
 use crate::errors::AppError;
 use crate::schema::mail_outbox;
-use crate::supervision::audit;
 use crate::web::{Page, redirect_with_flash, render};
+use crate::workflow::Machine as _;
 
 /// Messages per page.
 pub const PAGE_SIZE: i64 = 50;
@@ -41,8 +42,9 @@ pub struct OutboxRow {
     pub object_type: String,
     /// Its id.
     pub object_id: String,
-    /// `pending`, `sent` or `failed`.
-    pub state: String,
+    /// State.
+    #[diesel(deserialize_as = String)]
+    pub state: MailState,
     /// Delivery attempts made.
     pub attempts: i32,
     /// The last delivery error.
@@ -59,13 +61,13 @@ pub struct OutboxRow {
 
 impl OutboxRow {
     /// The message key of the state's name.
-    pub fn state_key(&self) -> String {
-        format!("mail.state_{}", self.state)
+    pub fn state_key(&self) -> &'static str {
+        self.state.label_key()
     }
 
     /// Whether the retry button applies.
     pub fn can_retry(&self) -> bool {
-        MailState::parse(&self.state).is_some_and(|s| s.apply(MailAction::Retry).is_ok())
+        self.state.decide(MailAction::Retry).is_ok()
     }
 }
 
@@ -110,7 +112,7 @@ pub async fn outbox(
 ) -> Result<HttpResponse, AppError> {
     user.require(READERS)?;
     let q = q.into_inner();
-    let filter = MailState::parse(q.state.trim()).map(MailState::as_str);
+    let filter = MailState::parse(q.state.trim()).ok().map(MailState::as_str);
     let page_no = q.page.unwrap_or(1).clamp(1, 1_000_000);
     let mut rows = crate::web::db(&state, move |conn| {
         let mut query = mail_outbox::table.into_boxed::<DbBackend>();
@@ -174,39 +176,8 @@ pub async fn retry(
     user.require(READERS)?;
     page.check_csrf(form.csrf())?;
     let id = path.into_inner();
-    let now = state.clock.now();
-    crate::web::db(&state, move |conn| {
-        db::write_transaction(conn, |conn| {
-            let (current, to_addr, attempts): (String, String, i32) = mail_outbox::table
-                .find(id)
-                .select((
-                    mail_outbox::state,
-                    mail_outbox::to_addr,
-                    mail_outbox::attempts,
-                ))
-                .first(conn)?;
-            let from = MailState::parse(&current).ok_or_else(AppError::not_found)?;
-            let to = from
-                .apply(MailAction::Retry)
-                .map_err(|r| AppError::conflict(r.key))?;
-            diesel::update(mail_outbox::table.find(id))
-                .set((
-                    mail_outbox::state.eq(to.as_str()),
-                    mail_outbox::next_attempt_at.eq(now),
-                ))
-                .execute(conn)?;
-            audit::record(
-                conn,
-                &user.actor(),
-                "mail.retry",
-                "mail",
-                &id.to_string(),
-                serde_json::json!({ "to": to_addr, "attempts": attempts, "from": from.as_str() }),
-            )?;
-            Ok::<_, AppError>(())
-        })
-    })
-    .await?;
+    let now = crate::db::to_micros(state.clock.now());
+    crate::web::db(&state, move |conn| ops::retry(conn, &user, id, now)).await?;
     Ok(redirect_with_flash(
         &format!("/admin/outbox/{id}"),
         "ok",

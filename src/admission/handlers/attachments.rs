@@ -6,19 +6,17 @@
 use actix_multipart::Multipart;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use diesel::prelude::*;
 use futures_util::TryStreamExt as _;
 use sha2::{Digest, Sha256};
 
-use super::applications::{Viewer, human_bytes, visible};
-use super::machine::ApplicationAction;
-use super::model::{self, EvidenceGroup};
+use super::clock;
 use crate::AppState;
+use crate::admission::model::{self, EvidenceGroup, visible};
+use crate::admission::ops::{self, NewAttachment};
 use crate::auth::{CurrentUser, Role};
 use crate::errors::AppError;
 use crate::input;
-use crate::schema::application_attachments;
-use crate::supervision::audit;
+use crate::web::human_bytes;
 use crate::web::{Page, db, redirect_with_flash};
 
 /// Largest attachment, in bytes (10 MiB).
@@ -72,18 +70,6 @@ pub async fn upload(
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
     let id = path.into_inner();
-    let u = user.clone();
-    db(&state, move |conn| {
-        let (app, viewer) = visible(conn, &u, id)?;
-        if viewer != Viewer::Owner {
-            return Err(AppError::not_found());
-        }
-        app.state()
-            .apply(ApplicationAction::Save)
-            .map_err(super::conflict)?;
-        Ok(())
-    })
-    .await?;
     let mut csrf_ok = false;
     let mut group: Option<EvidenceGroup> = None;
     let mut file: Option<(String, Vec<u8>)> = None;
@@ -152,44 +138,17 @@ pub async fn upload(
         stored
     })
     .await??;
-    let u = user.clone();
+    let att = NewAttachment {
+        group,
+        file_name: name,
+        content_type,
+        byte_count: size,
+        sha256: sha,
+        storage_path: rel,
+    };
+    let (now, _) = clock(&state);
     let result = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let (app, viewer) = visible(conn, &u, id)?;
-            if viewer != Viewer::Owner {
-                return Err(AppError::not_found());
-            }
-            app.state()
-                .apply(ApplicationAction::Save)
-                .map_err(super::conflict)?;
-            if model::attachments_of(conn, id)?.len() >= MAX_FILES {
-                return Err(AppError::invalid("admission.err_too_many_files")
-                    .arg("max", MAX_FILES));
-            }
-            let aid: i64 = diesel::insert_into(application_attachments::table)
-                .values((
-                    application_attachments::application_id.eq(id),
-                    application_attachments::evidence_group.eq(group.as_str()),
-                    application_attachments::file_name.eq(&name),
-                    application_attachments::content_type.eq(content_type),
-                    application_attachments::byte_count.eq(size),
-                    application_attachments::sha256.eq(&sha),
-                    application_attachments::storage_path.eq(&rel),
-                    application_attachments::uploaded_by.eq(u.id),
-                    application_attachments::created_at.eq(crate::db::now()),
-                ))
-                .returning(application_attachments::id)
-                .get_result(conn)?;
-            audit::record(
-                conn,
-                &u.actor(),
-                "application.attach",
-                "application",
-                &id.to_string(),
-                serde_json::json!({ "attachment_id": aid, "group": group.as_str(), "type": content_type, "bytes": size, "sha256": sha }),
-            )?;
-            Ok(())
-        })
+        ops::attach(conn, &user, id, &att, MAX_FILES, now)
     })
     .await;
     if result.is_err() {
@@ -245,34 +204,9 @@ pub async fn delete(
     form: crate::input::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     user.require(&[Role::Enterprise])?;
-    page.check_csrf(&super::forms::Pairs(form.into_inner()).get("csrf"))?;
+    page.check_csrf(&crate::admission::forms::Pairs(form.into_inner()).get("csrf"))?;
     let (id, aid) = path.into_inner();
-    let rel = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let (app, viewer) = visible(conn, &user, id)?;
-            if viewer != Viewer::Owner {
-                return Err(AppError::not_found());
-            }
-            app.state()
-                .apply(ApplicationAction::Save)
-                .map_err(super::conflict)?;
-            let att = model::attachments_of(conn, id)?
-                .into_iter()
-                .find(|a| a.id == aid)
-                .ok_or_else(AppError::not_found)?;
-            diesel::delete(application_attachments::table.find(aid)).execute(conn)?;
-            audit::record(
-                conn,
-                &user.actor(),
-                "application.detach",
-                "application",
-                &id.to_string(),
-                serde_json::json!({ "attachment_id": aid, "sha256": att.sha256 }),
-            )?;
-            Ok(att.storage_path)
-        })
-    })
-    .await?;
+    let rel = db(&state, move |conn| ops::detach(conn, &user, id, aid)).await?;
     let _ = std::fs::remove_file(state.config.data_dir.join(rel));
     Ok(redirect_with_flash(
         &format!("/applications/{id}#attachments"),

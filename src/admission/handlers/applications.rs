@@ -6,59 +6,21 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use diesel::prelude::*;
+use diesel::QueryResult;
 
 use super::calls::{DatasetLine, dataset_line};
-use super::forms::{self, ApplicationForm, Pairs};
-use super::machine::{ApplicationAction, ApplicationState, AssignmentState, Recommendation};
-use super::model::{self, Application, EvidenceGroup};
-use super::notice;
+use super::clock;
 use crate::AppState;
-use crate::accounts::machine::OrgStatus;
-use crate::accounts::model::find_org;
+use crate::admission::forms::{self, ApplicationForm, Pairs};
+use crate::admission::machine::{ApplicationState, Recommendation};
+use crate::admission::model::{self, Application, EvidenceGroup, Viewer, visible};
+use crate::admission::ops::{self, Saved};
 use crate::auth::{CurrentUser, Role};
 use crate::calendar::{Calendar, Deadline};
 use crate::catalog::handlers::Choice;
 use crate::db::DbConnection;
 use crate::errors::AppError;
-use crate::mail;
-use crate::schema::{application_datasets, applications, users};
-use crate::supervision::audit;
-use crate::web::{Page, db, redirect, redirect_with_flash, render, render_status};
-
-/// Who is looking at an application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Viewer {
-    /// A user of the applicant organisation.
-    Owner,
-    /// Regulator staff.
-    Regulator,
-    /// An expert assigned to it (the assignment's id).
-    Expert(i64),
-}
-
-/// The application `id` as `user` may see it: 404 when there is none or the user may not
-/// know it exists (another organisation's, an unassigned expert, a draft for the regulator).
-pub fn visible(
-    conn: &mut DbConnection,
-    user: &CurrentUser,
-    id: i64,
-) -> Result<(Application, Viewer), AppError> {
-    let app = model::find_application(conn, id)?.ok_or_else(AppError::not_found)?;
-    let viewer = match user.role {
-        Role::Enterprise if app.org_id == user.org_id => Viewer::Owner,
-        Role::Regulator if app.state() != ApplicationState::Draft => Viewer::Regulator,
-        Role::Expert => {
-            let asg = model::assignments_of(conn, id)?
-                .into_iter()
-                .find(|(a, _)| a.expert_user_id == user.id)
-                .ok_or_else(AppError::not_found)?;
-            Viewer::Expert(asg.0.id)
-        }
-        _ => return Err(AppError::not_found()),
-    };
-    Ok((app, viewer))
-}
+use crate::web::{Page, db, human_bytes, redirect, redirect_with_flash, render, render_status};
 
 /// A deadline as a page shows it.
 #[derive(Debug, Clone)]
@@ -126,7 +88,7 @@ pub struct AssignmentView {
     /// The expert.
     pub expert: String,
     /// State code.
-    pub state: String,
+    pub state: &'static str,
     /// State label.
     pub state_label: String,
     /// The opinion's due date and standing.
@@ -149,7 +111,7 @@ pub struct ObjectionView {
     /// Grounds.
     pub grounds: String,
     /// State code.
-    pub state: String,
+    pub state: &'static str,
     /// State label.
     pub state_label: String,
     /// Decision deadline.
@@ -194,17 +156,6 @@ pub struct ApplicationPage {
 }
 crate::impl_page!(ApplicationPage);
 
-/// Human-readable size.
-pub fn human_bytes(n: u64) -> String {
-    if n >= 1024 * 1024 {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    } else if n >= 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{n} B")
-    }
-}
-
 /// Builds the application page for `user` (with a re-shown form, an error and the missing
 /// items when a save or submission was refused).
 pub async fn build_page(
@@ -232,13 +183,7 @@ pub async fn build_page(
             model::objections_of(conn, id)?
         };
         let (credit, experts) = if viewer == Viewer::Regulator {
-            let experts: Vec<(i64, String)> = users::table
-                .filter(users::role.eq(Role::Expert.as_str()))
-                .filter(users::status.eq("active"))
-                .order(users::id)
-                .limit(500)
-                .select((users::id, users::display_name))
-                .load(conn)?;
+            let experts = model::active_experts(conn)?;
             (model::credit_records_of(conn, app.org_id)?, experts)
         } else {
             (Vec::new(), Vec::new())
@@ -274,18 +219,18 @@ pub async fn build_page(
         experts,
         cal,
     ) = data;
-    let editable = viewer == Viewer::Owner && app.state().apply(ApplicationAction::Save).is_ok();
+    let editable = viewer == Viewer::Owner && app.state.is_editable();
     let requested_pairs: Vec<(i64, String)> =
         requested.iter().map(|(d, p)| (d.id, p.clone())).collect();
     let form = form.unwrap_or_else(|| ApplicationForm::from_application(&app, &requested_pairs));
     let assignment_view = |(a, name): &(model::Assignment, String)| AssignmentView {
         id: a.id,
         expert: name.clone(),
-        state: a.state.clone(),
-        state_label: AssignmentState::parse(&a.state)
-            .map_or_else(|| a.state.clone(), |s| page.t(s.label_key()).to_owned()),
+        state: a.state.as_str(),
+        state_label: page.t(a.state.label_key()).to_owned(),
         due: deadline_view(&page, cal.deadline(today, a.due_on)),
-        recommendation: Recommendation::parse(&a.recommendation)
+        recommendation: a
+            .recommendation()
             .map(|r| page.t(r.label_key()).to_owned())
             .unwrap_or_default(),
         opinion: a.opinion.clone(),
@@ -306,8 +251,8 @@ pub async fn build_page(
         EvidenceGroup::parse(code)
             .map_or_else(|| code.to_owned(), |g| page.t(g.label_key()).to_owned())
     };
-    let state_label = page.t(app.state().label_key()).to_owned();
-    let app_state = app.state();
+    let state_label = page.t(app.state.label_key()).to_owned();
+    let app_state = app.state;
     Ok(ApplicationPage {
         state_label,
         call_id: call.id,
@@ -343,8 +288,7 @@ pub async fn build_page(
                 at: page.time_min(e.at),
                 actor: e.actor_name.clone(),
                 action: page.t(&format!("admission.event.{}", e.action)).to_owned(),
-                to_state: ApplicationState::parse(&e.to_state)
-                    .map_or_else(|| e.to_state.clone(), |s| page.t(s.label_key()).to_owned()),
+                to_state: page.t(e.to_state.label_key()).to_owned(),
                 message: e.message.clone(),
             })
             .collect(),
@@ -390,9 +334,8 @@ pub async fn build_page(
                     String::new()
                 },
                 grounds: o.grounds.clone(),
-                state: o.state.clone(),
-                state_label: super::machine::ObjectionState::parse(&o.state)
-                    .map_or_else(|| o.state.clone(), |s| page.t(s.label_key()).to_owned()),
+                state: o.state.as_str(),
+                state_label: page.t(o.state.label_key()).to_owned(),
                 due: deadline_view(&page, cal.deadline(today, o.due_on)),
                 reasons: o.reasons.clone(),
                 filed_at: page.time_min(o.filed_at),
@@ -451,8 +394,8 @@ pub fn app_lines(
             id: a.id,
             call,
             org: a.org_name.clone(),
-            state: a.state.clone(),
-            state_label: page.t(a.state().label_key()).to_owned(),
+            state: a.state.as_str().to_owned(),
+            state_label: page.t(a.state.label_key()).to_owned(),
             updated: page.time_min(a.updated_at),
         });
     }
@@ -484,22 +427,6 @@ pub async fn mine(
     render(&MinePage { page, apps })
 }
 
-/// Copies the organisation's current details onto the application.
-fn snapshot_org(conn: &mut DbConnection, app_id: i64, org_id: i64) -> Result<(), AppError> {
-    let org = find_org(conn, org_id)?.ok_or_else(AppError::not_found)?;
-    diesel::update(applications::table.find(app_id))
-        .set((
-            applications::org_name.eq(&org.name),
-            applications::credit_code.eq(org.credit_code.clone().unwrap_or_default()),
-            applications::legal_representative.eq(&org.legal_representative),
-            applications::contact_name.eq(&org.contact_name),
-            applications::contact_phone.eq(&org.contact_phone),
-            applications::address.eq(&org.address),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
 /// `POST /calls/{id}/apply`: starts (or resumes) the organisation's application to an open
 /// call. Only a verified enterprise may apply.
 pub async fn start(
@@ -512,64 +439,12 @@ pub async fn start(
     user.require(&[Role::Enterprise])?;
     page.check_csrf(&Pairs(form.into_inner()).get("csrf"))?;
     let call_id = path.into_inner();
-    let today = state.clock.today();
+    let (now, today) = clock(&state);
     let id = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let call = model::find_call(conn, call_id)?
-                .filter(model::Call::is_public)
-                .ok_or_else(AppError::not_found)?;
-            let org = find_org(conn, user.org_id)?.ok_or_else(AppError::not_found)?;
-            if org.status != OrgStatus::Verified {
-                return Err(AppError::http(
-                    StatusCode::FORBIDDEN,
-                    "admission.err_org_not_verified",
-                ));
-            }
-            let existing: Option<i64> = applications::table
-                .filter(applications::call_id.eq(call_id))
-                .filter(applications::org_id.eq(user.org_id))
-                .select(applications::id)
-                .first(conn)
-                .optional()?;
-            if let Some(id) = existing {
-                return Ok(id);
-            }
-            if !call.is_open(today) {
-                return Err(AppError::conflict("admission.err_call_not_open"));
-            }
-            let now = crate::db::now();
-            let id: i64 = diesel::insert_into(applications::table)
-                .values((
-                    applications::call_id.eq(call_id),
-                    applications::org_id.eq(user.org_id),
-                    applications::created_by.eq(user.id),
-                    applications::state.eq(ApplicationState::Draft.as_str()),
-                    applications::created_at.eq(now),
-                    applications::updated_at.eq(now),
-                ))
-                .returning(applications::id)
-                .get_result(conn)?;
-            snapshot_org(conn, id, user.org_id)?;
-            audit::record(
-                conn,
-                &user.actor(),
-                "application.create",
-                "application",
-                &id.to_string(),
-                serde_json::json!({ "call_id": call_id, "state": "draft" }),
-            )?;
-            Ok(id)
-        })
+        ops::start_application(conn, &user, call_id, now, today)
     })
     .await?;
     Ok(redirect(&format!("/applications/{id}")))
-}
-
-enum SaveOutcome {
-    Saved,
-    Submitted,
-    Invalid(&'static str),
-    Missing(Vec<&'static str>),
 }
 
 /// `POST /applications/{id}` (`op` = `save` or `submit`): saves the draft (or the returned
@@ -598,116 +473,31 @@ pub async fn save(
         return render_status(problem.status(), &p);
     }
     let submit = form.op == "submit";
-    let today = state.clock.today();
+    let (now, today) = clock(&state);
     let review_days = state.config.review_days;
     let u = user.clone();
     let f = form.clone();
     let outcome = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let (app, viewer) = visible(conn, &u, id)?;
-            if viewer != Viewer::Owner {
-                return Err(AppError::not_found());
-            }
-            app.state()
-                .apply(ApplicationAction::Save)
-                .map_err(super::conflict)?;
-            let call = model::find_call(conn, app.call_id)?.ok_or_else(AppError::not_found)?;
-            let offered: Vec<i64> = model::call_datasets_of(conn, call.id)?
-                .iter()
-                .map(|d| d.id)
-                .collect();
-            let fields = match f.validate(&offered, &call.scenario_list()) {
-                Ok(v) => v,
-                Err(key) => return Ok(SaveOutcome::Invalid(key)),
-            };
-            let [basic, technical, scenario, domain] = fields.evidence.clone();
-            diesel::update(applications::table.find(id))
-                .set((
-                    applications::scenario.eq(&fields.scenario),
-                    applications::evidence_basic.eq(basic),
-                    applications::evidence_technical.eq(technical),
-                    applications::evidence_scenario.eq(scenario),
-                    applications::evidence_domain.eq(domain),
-                    applications::declared.eq(fields.declared),
-                    applications::updated_at.eq(crate::db::now()),
-                ))
-                .execute(conn)?;
-            diesel::delete(
-                application_datasets::table.filter(application_datasets::application_id.eq(id)),
-            )
-            .execute(conn)?;
-            for (ds, purpose) in &fields.datasets {
-                diesel::insert_into(application_datasets::table)
-                    .values((
-                        application_datasets::application_id.eq(id),
-                        application_datasets::dataset_id.eq(ds),
-                        application_datasets::purpose.eq(purpose),
-                    ))
-                    .execute(conn)?;
-            }
-            snapshot_org(conn, id, app.org_id)?;
-            audit::record(
-                conn,
-                &u.actor(),
-                "application.save",
-                "application",
-                &id.to_string(),
-                serde_json::json!({ "datasets": fields.datasets.iter().map(|d| d.0).collect::<Vec<_>>() }),
-            )?;
-            if !submit {
-                return Ok(SaveOutcome::Saved);
-            }
-            let app = model::find_application(conn, id)?.ok_or_else(AppError::not_found)?;
-            app.state()
-                .apply(ApplicationAction::Submit)
-                .map_err(super::conflict)?;
-            if app.state() == ApplicationState::Draft && !call.is_open(today) {
-                return Err(AppError::conflict("admission.err_call_closed"));
-            }
-            let missing = forms::missing(&app, &fields.datasets);
-            if !missing.is_empty() {
-                return Ok(SaveOutcome::Missing(missing));
-            }
-            super::transition(conn, &u.actor(), &app, ApplicationAction::Submit, "")?;
-            let cal = Calendar::load(conn)?;
-            let due = cal.add_working_days(today, review_days);
-            diesel::update(applications::table.find(id))
-                .set((
-                    applications::submitted_at.eq(crate::db::now()),
-                    applications::review_due_on.eq(due),
-                ))
-                .execute(conn)?;
-            let args = [
-                ("id", id.to_string()),
-                ("org", app.org_name.clone()),
-                ("call_zh", call.title_zh.clone()),
-                ("call_en", call.title_en.clone()),
-                ("due", due.to_string()),
-            ];
-            let n = notice("admission.mail.received", &args, id);
-            mail::to_org(conn, app.org_id, &n)?;
-            super::to_regulators(conn, &n)?;
-            Ok(SaveOutcome::Submitted)
-        })
+        ops::save_application(conn, &u, id, &f, submit, now, today, review_days)
     })
     .await?;
     match outcome {
-        SaveOutcome::Saved => Ok(redirect_with_flash(
+        Saved::Saved => Ok(redirect_with_flash(
             &format!("/applications/{id}"),
             "ok",
             "admission.flash_saved",
         )),
-        SaveOutcome::Submitted => Ok(redirect_with_flash(
+        Saved::Submitted => Ok(redirect_with_flash(
             &format!("/applications/{id}"),
             "ok",
             "admission.flash_submitted",
         )),
-        SaveOutcome::Invalid(key) => {
+        Saved::Invalid(key) => {
             let msg = page.t(key).to_owned();
             let p = build_page(&state, page, &user, id, Some(form), Some(msg), Vec::new()).await?;
             render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)
         }
-        SaveOutcome::Missing(missing) => {
+        Saved::Missing(missing) => {
             let msg = page.t("admission.err_incomplete").to_owned();
             let p = build_page(&state, page, &user, id, None, Some(msg), missing).await?;
             render_status(StatusCode::UNPROCESSABLE_ENTITY, &p)

@@ -7,21 +7,23 @@ use askama::Template;
 use chrono::NaiveDate;
 use diesel::prelude::*;
 
-use super::forms::{CallForm, Pairs};
-use super::machine::{CallAction, CallState};
-use super::model::{self, Call};
-use super::{conflict, require_regulator};
+use super::{clock, require_regulator};
 use crate::AppState;
 use crate::accounts::machine::OrgStatus;
+use crate::accounts::model::find_org;
+use crate::admission::forms::{CallForm, Pairs};
+use crate::admission::machine::{CallAction, CallState};
+use crate::admission::model::{self, Call, CallFields};
+use crate::admission::ops::{self, OfferProblem, offerable};
 use crate::auth::{CurrentUser, MaybeUser, Role};
 use crate::catalog::handlers::Choice;
 use crate::catalog::model::{Category, Dataset, OpenType};
 use crate::db::DbConnection;
 use crate::errors::AppError;
 use crate::input::DateSpan;
-use crate::schema::{applications, calls, datasets, organisations};
-use crate::supervision::audit::{self, Actor};
+use crate::schema::datasets;
 use crate::web::{Page, db, redirect_with_flash, render, render_status};
+use crate::workflow::Machine as _;
 
 /// A dataset as a call shows it.
 #[derive(Debug, Clone)]
@@ -36,14 +38,6 @@ pub struct DatasetLine {
     pub open_label: String,
     /// Whether a call may offer it (unconditionally or conditionally open).
     pub offerable: bool,
-}
-
-/// Whether a dataset may be offered by a call (Hangzhou point 1: never not-open data).
-pub fn offerable(d: &Dataset) -> bool {
-    matches!(
-        OpenType::parse(&d.open_type),
-        Some(OpenType::Unconditional | OpenType::Conditional)
-    )
 }
 
 /// A dataset line in the page language.
@@ -99,7 +93,7 @@ pub fn call_view(page: &Page, c: &Call, ds: &[Dataset], today: NaiveDate) -> Cal
     };
     let window = if c.is_open(today) {
         "admission.window_open"
-    } else if c.state() == CallState::Published && today < c.opens_on {
+    } else if c.state == CallState::Published && today < c.opens_on {
         "admission.window_not_yet"
     } else {
         "admission.window_closed"
@@ -115,8 +109,8 @@ pub fn call_view(page: &Page, c: &Call, ds: &[Dataset], today: NaiveDate) -> Cal
         conditions: c.conditions.clone(),
         opens_on: c.opens_on.to_string(),
         closes_on: c.closes_on.to_string(),
-        state: c.state.clone(),
-        state_label: page.t(c.state().label_key()).to_owned(),
+        state: c.state.as_str().to_owned(),
+        state_label: page.t(c.state.label_key()).to_owned(),
         open_now: c.is_open(today),
         window_label: page.t(window).to_owned(),
         datasets: ds.iter().map(|d| dataset_line(page, d)).collect(),
@@ -209,17 +203,8 @@ pub async fn public_show(
         let ds = model::call_datasets_of(conn, id)?;
         let (status, own) = match org {
             Some(org) => (
-                organisations::table
-                    .find(org)
-                    .select(organisations::status)
-                    .first::<String>(conn)
-                    .optional()?,
-                applications::table
-                    .filter(applications::call_id.eq(id))
-                    .filter(applications::org_id.eq(org))
-                    .select(applications::id)
-                    .first::<i64>(conn)
-                    .optional()?,
+                find_org(conn, org)?.map(|o| o.status),
+                model::application_to_call(conn, id, org)?,
             ),
             None => (None, None),
         };
@@ -228,7 +213,7 @@ pub async fn public_show(
     .await?;
     let call = call_view(&page, &c, &ds, today);
     let cannot_apply = match (&enterprise, own) {
-        (Some(_), None) if org_status.as_deref() != Some(OrgStatus::Verified.as_str()) => {
+        (Some(_), None) if org_status != Some(OrgStatus::Verified) => {
             Some(page.t("admission.err_org_not_verified").to_owned())
         }
         (Some(_), None) if !call.open_now => Some(page.t("admission.err_call_not_open").to_owned()),
@@ -259,25 +244,15 @@ pub async fn manage_show(
     let (c, ds, apps) = db(&state, move |conn| {
         let c = model::find_call(conn, id)?.ok_or_else(AppError::not_found)?;
         let ds = model::call_datasets_of(conn, id)?;
-        let apps: Vec<(i64, String, String)> = applications::table
-            .filter(applications::call_id.eq(id))
-            .filter(applications::state.ne(super::machine::ApplicationState::Draft.as_str()))
-            .order(applications::id.asc())
-            .select((
-                applications::id,
-                applications::org_name,
-                applications::state,
-            ))
-            .load(conn)?;
+        let apps = model::submitted_to_call(conn, id)?;
         Ok((c, ds, apps))
     })
     .await?;
     let applications = apps
         .into_iter()
-        .map(|(id, org, st)| {
-            let label = super::machine::ApplicationState::parse(&st)
-                .map_or_else(|| st.clone(), |s| page.t(s.label_key()).to_owned());
-            (id, org, label, st)
+        .map(|a| {
+            let label = page.t(a.state.label_key()).to_owned();
+            (a.id, a.org_name, label, a.state.as_str().to_owned())
         })
         .collect();
     render(&CallPage {
@@ -356,40 +331,28 @@ pub async fn new_form(
     render(&form_page(&state, page, "/admission/calls".into(), form, None).await?)
 }
 
-/// Checks the form, its dates (within [`DateSpan::Planned`] of `today`) and the offered
-/// datasets; `Err` is the message to show.
-fn check(
-    conn: &mut DbConnection,
-    page: &Page,
-    form: &CallForm,
-    today: chrono::NaiveDate,
-) -> Result<Result<(model::CallFields, Vec<i64>), String>, AppError> {
-    let (fields, ids) = match form.validate() {
-        Ok(v) => v,
-        Err(key) => return Ok(Err(page.t(key).to_owned())),
-    };
+/// The form's fields and dataset ids, or the message to show: the form's own rules and its
+/// dates (within [`DateSpan::Planned`] of `today`).
+fn parse(page: &Page, form: &CallForm, today: NaiveDate) -> Result<(CallFields, Vec<i64>), String> {
+    let (fields, ids) = form.validate().map_err(|key| page.t(key).to_owned())?;
     for (label, d) in [
         ("admission.field_opens_on", fields.opens_on),
         ("admission.field_closes_on", fields.closes_on),
     ] {
-        if let Err(msg) = DateSpan::Planned.check(page.lang, label, d, today) {
-            return Ok(Err(msg));
-        }
+        DateSpan::Planned.check(page.lang, label, d, today)?;
     }
-    let found: Vec<Dataset> = datasets::table
-        .filter(datasets::id.eq_any(&ids))
-        .select(Dataset::as_select())
-        .load(conn)?;
-    if found.len() != ids.len() {
-        return Ok(Err(page.t("admission.err_datasets").to_owned()));
-    }
-    if let Some(d) = found.iter().find(|d| !offerable(d)) {
-        return Ok(Err(page.t_args(
+    Ok((fields, ids))
+}
+
+/// The message of a refused offer.
+fn offer_message(page: &Page, problem: &OfferProblem) -> String {
+    match problem {
+        OfferProblem::Unknown => page.t("admission.err_datasets").to_owned(),
+        OfferProblem::NotOpen(d) => page.t_args(
             "admission.err_dataset_not_open",
             &[("title", d.title(page.lang).to_owned())],
-        )));
+        ),
     }
-    Ok(Ok((fields, ids)))
 }
 
 /// `POST /admission/calls`: creates a draft call.
@@ -411,42 +374,22 @@ pub async fn create(
             &form_page(&state, page, "/admission/calls".into(), form, Some(msg)).await?,
         );
     }
-    let p = page.clone();
-    let f = form.clone();
-    let today = state.clock.today();
-    let outcome = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let (fields, ids) = match check(conn, &p, &f, today)? {
-                Ok(v) => v,
-                Err(msg) => return Ok(Err(msg)),
-            };
-            if fields.closes_on < today {
-                return Ok(Err(p.t("admission.err_closes_past").to_owned()));
-            }
-            let now = crate::db::now();
-            let id: i64 = diesel::insert_into(calls::table)
-                .values((
-                    &fields,
-                    calls::state.eq(CallState::Draft.as_str()),
-                    calls::created_by.eq(user.id),
-                    calls::created_at.eq(now),
-                    calls::updated_at.eq(now),
-                ))
-                .returning(calls::id)
-                .get_result(conn)?;
-            model::set_call_datasets(conn, id, &ids)?;
-            audit::record(
-                conn,
-                &user.actor(),
-                "call.create",
-                "call",
-                &id.to_string(),
-                serde_json::json!({ "title_zh": fields.title_zh, "datasets": ids }),
-            )?;
-            Ok::<_, AppError>(Ok(id))
+    let (now, today) = clock(&state);
+    let parsed = parse(&page, &form, today).and_then(|(fields, ids)| {
+        if fields.closes_on < today {
+            Err(page.t("admission.err_closes_past").to_owned())
+        } else {
+            Ok((fields, ids))
+        }
+    });
+    let outcome = match parsed {
+        Ok((fields, ids)) => db(&state, move |conn| {
+            ops::create_call(conn, &user, &fields, &ids, now)
         })
-    })
-    .await?;
+        .await?
+        .map_err(|p| offer_message(&page, &p)),
+        Err(msg) => Err(msg),
+    };
     match outcome {
         Ok(id) => Ok(redirect_with_flash(
             &format!("/admission/calls/{id}"),
@@ -478,7 +421,7 @@ pub async fn edit_form(
         Ok((c, ids))
     })
     .await?;
-    c.state().apply(CallAction::Edit).map_err(conflict)?;
+    c.state.decide(CallAction::Edit)?;
     let form = CallForm::from_call(&c, &ids);
     render(
         &form_page(
@@ -514,33 +457,15 @@ pub async fn update(
             &form_page(&state, page, action, form, Some(msg)).await?,
         );
     }
-    let p = page.clone();
-    let f = form.clone();
-    let today = state.clock.today();
-    let outcome = db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let c = model::find_call(conn, id)?.ok_or_else(AppError::not_found)?;
-            c.state().apply(CallAction::Edit).map_err(conflict)?;
-            let (fields, ids) = match check(conn, &p, &f, today)? {
-                Ok(v) => v,
-                Err(msg) => return Ok(Err(msg)),
-            };
-            diesel::update(calls::table.find(id))
-                .set((&fields, calls::updated_at.eq(crate::db::now())))
-                .execute(conn)?;
-            model::set_call_datasets(conn, id, &ids)?;
-            audit::record(
-                conn,
-                &user.actor(),
-                "call.update",
-                "call",
-                &id.to_string(),
-                serde_json::json!({ "title_zh": fields.title_zh, "datasets": ids }),
-            )?;
-            Ok::<_, AppError>(Ok(()))
+    let (now, today) = clock(&state);
+    let outcome = match parse(&page, &form, today) {
+        Ok((fields, ids)) => db(&state, move |conn| {
+            ops::update_call(conn, &user, id, &fields, &ids, now)
         })
-    })
-    .await?;
+        .await?
+        .map_err(|p| offer_message(&page, &p)),
+        Err(msg) => Err(msg),
+    };
     match outcome {
         Ok(()) => Ok(redirect_with_flash(
             &format!("/admission/calls/{id}"),
@@ -561,62 +486,6 @@ pub async fn update(
     }
 }
 
-fn set_state(
-    conn: &mut DbConnection,
-    actor: &Actor,
-    c: &Call,
-    action: CallAction,
-) -> Result<CallState, AppError> {
-    let from = c.state();
-    let to = from.apply(action).map_err(conflict)?;
-    let now = crate::db::now();
-    let published_at = if to == CallState::Published {
-        Some(now)
-    } else {
-        c.published_at
-    };
-    let changed = diesel::update(
-        calls::table
-            .find(c.id)
-            .filter(calls::state.eq(from.as_str())),
-    )
-    .set((
-        calls::state.eq(to.as_str()),
-        calls::updated_at.eq(now),
-        calls::published_at.eq(published_at),
-    ))
-    .execute(conn)?;
-    if changed != 1 {
-        return Err(AppError::conflict("admission.err_call_changed"));
-    }
-    let verb = match action {
-        CallAction::Edit => "update",
-        CallAction::Publish => "publish",
-        CallAction::Close => "close",
-        CallAction::Withdraw => "withdraw",
-    };
-    audit::record(
-        conn,
-        actor,
-        &format!("call.{verb}"),
-        "call",
-        &c.id.to_string(),
-        serde_json::json!({ "from": from.as_str(), "to": to.as_str() }),
-    )?;
-    Ok(to)
-}
-
-/// Closes a published call whose closing date is before `today` (the scheduler).
-pub fn close_by_date(conn: &mut DbConnection, id: i64, today: NaiveDate) -> Result<(), AppError> {
-    if let Some(c) = model::find_call(conn, id)?
-        && c.state() == CallState::Published
-        && c.closes_on < today
-    {
-        set_state(conn, &Actor::system(), &c, CallAction::Close)?;
-    }
-    Ok(())
-}
-
 /// `POST /admission/calls/{id}/{publish|close|withdraw}`.
 pub async fn transition(
     page: Page,
@@ -627,18 +496,11 @@ pub async fn transition(
 ) -> Result<HttpResponse, AppError> {
     require_regulator(&user)?;
     let (id, segment) = path.into_inner();
-    let action = super::call_action(&segment).ok_or_else(AppError::not_found)?;
+    let action = CallAction::from_segment(&segment).ok_or_else(AppError::not_found)?;
     page.check_csrf(&Pairs(form.into_inner()).get("csrf"))?;
-    let today = state.clock.today();
+    let (now, today) = clock(&state);
     db(&state, move |conn| {
-        crate::db::write_transaction(conn, |conn| {
-            let c = model::find_call(conn, id)?.ok_or_else(AppError::not_found)?;
-            if action == CallAction::Publish && c.closes_on < today {
-                return Err(AppError::conflict("admission.err_closes_past"));
-            }
-            set_state(conn, &user.actor(), &c, action)?;
-            Ok(())
-        })
+        ops::change_call(conn, &user, id, action, now, today)
     })
     .await?;
     Ok(redirect_with_flash(

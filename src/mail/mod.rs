@@ -8,11 +8,20 @@
 //! A template is a message-key prefix `T`: the catalogs hold `T.subject` and `T.body`, with
 //! `{name}` placeholders filled from the notice's arguments.
 //!
-//! [`delivery`] sends the queue (SMTP when `smtp_url` is configured, else `.eml` files under
-//! `<data_dir>/outbox/`) with retries; [`pages`] is the administrators' outbox.
+//! The files, named as in every domain:
+//! * [`machine`]: a message's states (`pending`, `sent`, `failed`), actions and `decide` on
+//!   the workflow kernel.
+//! * [`ops`]: the commands, every state change of a message (a delivery's outcome, an
+//!   administrator's retry), and the delivery worker's claim.
+//! * [`delivery`]: sending the queue (SMTP when `smtp_url` is configured, else `.eml` files
+//!   under `<data_dir>/outbox/`) with retries, by the prompt worker and the scheduler.
+//! * [`handlers`]: the administrators' outbox pages (the rows they read are declared there).
+//! * This file: queueing a notice, the one thing other domains call.
 
 pub mod delivery;
-pub mod pages;
+pub mod handlers;
+pub mod machine;
+pub mod ops;
 
 use actix_web::web;
 use chrono::NaiveDateTime;
@@ -38,19 +47,9 @@ pub struct Notice<'a> {
 
 /// Mounts the outbox pages.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/outbox", web::get().to(pages::outbox))
-        .route("/admin/outbox/{id}", web::get().to(pages::message))
-        .route("/admin/outbox/{id}/retry", web::post().to(pages::retry));
-}
-
-/// The state of an outbox row.
-pub mod state {
-    /// Waiting for (another) delivery attempt.
-    pub const PENDING: &str = "pending";
-    /// Delivered (or written to the file outbox).
-    pub const SENT: &str = "sent";
-    /// Given up after the last retry.
-    pub const FAILED: &str = "failed";
+    cfg.route("/admin/outbox", web::get().to(handlers::outbox))
+        .route("/admin/outbox/{id}", web::get().to(handlers::message))
+        .route("/admin/outbox/{id}/retry", web::post().to(handlers::retry));
 }
 
 #[derive(Insertable)]
@@ -214,7 +213,7 @@ fn queue_all(
                 body: &body,
                 object_type: notice.object_type,
                 object_id: &notice.object_id,
-                state: state::PENDING,
+                state: machine::MailState::Pending.as_str(),
                 attempts: 0,
                 last_error: "",
                 next_attempt_at: now,
