@@ -15,7 +15,7 @@ use crate::db::DbConnection;
 use crate::errors::AppError;
 use crate::schema::{
     application_attachments, application_datasets, application_events, applications, call_datasets,
-    calls, credit_records, datasets, expert_assignments, objections, users,
+    calls, credit_records, datasets, expert_assignments, objections, organisations, users,
 };
 use crate::supervision::audit::Actor;
 
@@ -717,4 +717,87 @@ mod tests {
             "no fallback in lists"
         );
     }
+}
+
+/// An application as the agreements read it (the admission contract: an agreement is drafted
+/// only from an admitted application).
+#[derive(Debug, Clone)]
+pub struct ForAgreement {
+    /// The applicant (the future operator).
+    pub org_id: i64,
+    /// Its name.
+    pub org_name: String,
+    /// The application's state.
+    pub state: ApplicationState,
+    /// The scenario applied for.
+    pub scenario: String,
+    /// The requested datasets: (id, catalog title, purpose), by id.
+    pub datasets: Vec<(i64, String, String)>,
+}
+
+/// Application `id` as the agreements read it, if it exists.
+pub fn for_agreement(conn: &mut DbConnection, id: i64) -> QueryResult<Option<ForAgreement>> {
+    let Some((org_id, state, scenario, org_name)) = applications::table
+        .inner_join(organisations::table)
+        .filter(applications::id.eq(id))
+        .select((
+            applications::org_id,
+            applications::state,
+            applications::scenario,
+            organisations::name,
+        ))
+        .first::<(i64, String, String, String)>(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let state = ApplicationState::try_from(state)
+        .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
+    let datasets = application_datasets::table
+        .inner_join(datasets::table)
+        .filter(application_datasets::application_id.eq(id))
+        .order(datasets::id)
+        .select((
+            datasets::id,
+            datasets::title_zh,
+            application_datasets::purpose,
+        ))
+        .load(conn)?;
+    Ok(Some(ForAgreement {
+        org_id,
+        org_name,
+        state,
+        scenario,
+        datasets,
+    }))
+}
+
+/// Admitted applications (id, applicant's name) other than `except`, oldest first, at most
+/// `limit`.
+pub fn admitted_except(
+    conn: &mut DbConnection,
+    except: &[i64],
+    limit: i64,
+) -> QueryResult<Vec<(i64, String)>> {
+    applications::table
+        .inner_join(organisations::table)
+        .filter(applications::state.eq(ApplicationState::Admitted.as_str()))
+        .filter(applications::id.ne_all(except))
+        .order(applications::id)
+        .limit(limit)
+        .select((applications::id, organisations::name))
+        .load(conn)
+}
+
+/// The dataset ids requested (and, once admitted, approved) in application `id`.
+pub fn dataset_ids_of(
+    conn: &mut DbConnection,
+    id: i64,
+) -> QueryResult<std::collections::BTreeSet<i64>> {
+    Ok(application_datasets::table
+        .filter(application_datasets::application_id.eq(id))
+        .select(application_datasets::dataset_id)
+        .load::<i64>(conn)?
+        .into_iter()
+        .collect())
 }

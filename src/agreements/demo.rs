@@ -83,7 +83,7 @@ pub fn seed_admitted_application(
                 applications::call_id.eq(call_id),
                 applications::org_id.eq(org_id),
                 applications::created_by.eq(applicant_user),
-                applications::state.eq(ops::ADMITTED),
+                applications::state.eq(crate::admission::machine::ApplicationState::Admitted.as_str()),
                 applications::scenario.eq("门诊服务质量分析 / Outpatient service quality analysis"),
                 applications::created_at.eq(now),
                 applications::updated_at.eq(now),

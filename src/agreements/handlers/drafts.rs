@@ -181,17 +181,9 @@ pub(super) fn approved_of(
     conn: &mut crate::db::DbConnection,
     a: &Agreement,
 ) -> Result<ops::Admitted, AppError> {
-    use crate::schema::{application_datasets, datasets};
-    let datasets = application_datasets::table
-        .inner_join(datasets::table)
-        .filter(application_datasets::application_id.eq(a.application_id))
-        .order(datasets::id)
-        .select((
-            datasets::id,
-            datasets::title_zh,
-            application_datasets::purpose,
-        ))
-        .load(conn)?;
+    let datasets = crate::admission::model::for_agreement(conn, a.application_id)?
+        .map(|app| app.datasets)
+        .unwrap_or_default();
     Ok(ops::Admitted {
         id: a.application_id,
         org_id: a.operator_org_id,

@@ -17,6 +17,8 @@ use super::machine::{
 };
 use super::model::{self, Agreement, AgreementDataset};
 use super::seal::SealKey;
+use crate::admission::machine::ApplicationState;
+use crate::admission::model as admission;
 use crate::auth::CurrentUser;
 use crate::calendar::Calendar;
 use crate::db::{self, DbConnection};
@@ -24,9 +26,8 @@ use crate::errors::AppError;
 use crate::input::MAX_TEXT;
 use crate::mail::{self, Notice};
 use crate::schema::{
-    agreement_datasets, agreement_exits, agreement_signatures, agreements, application_datasets,
-    applications, credit_records, datasets, organisations, rectifications, sessions,
-    termination_requests, users,
+    agreement_datasets, agreement_exits, agreement_signatures, agreements, credit_records,
+    datasets, organisations, rectifications, sessions, termination_requests, users,
 };
 use crate::supervision::audit::Actor;
 use crate::workflow::{self, Entry, Machine as _, Move};
@@ -35,8 +36,6 @@ mod exits;
 
 pub use exits::*;
 
-/// The application state an agreement may be drafted from (the admission contract).
-pub const ADMITTED: &str = "admitted";
 /// Longest rectification period, in working days.
 pub const MAX_RECTIFICATION_DAYS: i32 = 60;
 
@@ -160,39 +159,19 @@ pub struct Admitted {
     pub datasets: Vec<(i64, String, String)>,
 }
 
-/// The admitted application `id`, or 409 when it exists but is not admitted.
+/// The admitted application `id` (read through admission's public queries), or 409 when it
+/// exists but is not admitted.
 pub fn admitted(conn: &mut DbConnection, id: i64) -> Result<Admitted, AppError> {
-    let (org_id, state, scenario, org_name): (i64, String, String, String) = applications::table
-        .inner_join(organisations::table)
-        .filter(applications::id.eq(id))
-        .select((
-            applications::org_id,
-            applications::state,
-            applications::scenario,
-            organisations::name,
-        ))
-        .first(conn)
-        .optional()?
-        .ok_or_else(AppError::not_found)?;
-    if state != ADMITTED {
+    let a = admission::for_agreement(conn, id)?.ok_or_else(AppError::not_found)?;
+    if a.state != ApplicationState::Admitted {
         return Err(AppError::conflict("agreements.refuse.not_admitted"));
     }
-    let datasets = application_datasets::table
-        .inner_join(datasets::table)
-        .filter(application_datasets::application_id.eq(id))
-        .order(datasets::id)
-        .select((
-            datasets::id,
-            datasets::title_zh,
-            application_datasets::purpose,
-        ))
-        .load(conn)?;
     Ok(Admitted {
         id,
-        org_id,
-        org_name,
-        scenario,
-        datasets,
+        org_id: a.org_id,
+        org_name: a.org_name,
+        scenario: a.scenario,
+        datasets: a.datasets,
     })
 }
 
@@ -202,14 +181,7 @@ pub fn admitted_without_agreement(conn: &mut DbConnection) -> QueryResult<Vec<(i
         .filter(agreements::state.ne_all(ended_codes()))
         .select(agreements::application_id)
         .load(conn)?;
-    applications::table
-        .inner_join(organisations::table)
-        .filter(applications::state.eq(ADMITTED))
-        .filter(applications::id.ne_all(with))
-        .order(applications::id)
-        .limit(200)
-        .select((applications::id, organisations::name))
-        .load(conn)
+    admission::admitted_except(conn, &with, 200)
 }
 
 fn ended_codes() -> Vec<&'static str> {
@@ -275,12 +247,7 @@ fn insert_datasets(conn: &mut DbConnection, rows: &[AgreementDataset]) -> QueryR
 
 /// The approved dataset ids of the agreement's application.
 pub fn approved_ids(conn: &mut DbConnection, application_id: i64) -> QueryResult<BTreeSet<i64>> {
-    Ok(application_datasets::table
-        .filter(application_datasets::application_id.eq(application_id))
-        .select(application_datasets::dataset_id)
-        .load::<i64>(conn)?
-        .into_iter()
-        .collect())
+    admission::dataset_ids_of(conn, application_id)
 }
 
 /// Drafts an agreement from an admitted application; returns its id.
