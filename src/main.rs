@@ -308,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &username,
                 display_name.as_deref().unwrap_or(&username),
                 &password,
+                dataop::db::to_micros(state.clock.now()),
             )?;
             println!("created platform administrator {username} (id {id})");
         }

@@ -114,6 +114,7 @@ impl App {
                 update_frequency: "monthly".into(),
                 ..DatasetFields::default()
             },
+            dataop::db::to_micros(self.t.state().clock.now()),
         )
         .unwrap()
     }
@@ -609,6 +610,7 @@ fn drafts_attachments_submission_and_access_control() {
         "另一位专家",
         "unused".into(),
         Role::Expert,
+        dataop::db::to_micros(app.t.state().clock.now()),
     )
     .insert(&mut conn)
     .unwrap();

@@ -68,7 +68,14 @@ fn demo_dataset(app: &TestApp) -> i64 {
         source: "HIS".into(),
         contact: "office".into(),
     };
-    insert_dataset(&mut app.conn(), provider_org, provider_user, &fields).unwrap()
+    insert_dataset(
+        &mut app.conn(),
+        provider_org,
+        provider_user,
+        &fields,
+        dataop::db::to_micros(app.state().clock.now()),
+    )
+    .unwrap()
 }
 
 /// POSTs `fields` to `path` with the CSRF token of the page at `page`; returns the status and

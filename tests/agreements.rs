@@ -44,7 +44,14 @@ fn dataset(app: &TestApp, title: &str) -> i64 {
         contact: "office".into(),
     };
     let mut conn = app.conn();
-    insert_dataset(&mut conn, provider_org, provider_user, &fields).unwrap()
+    insert_dataset(
+        &mut conn,
+        provider_org,
+        provider_user,
+        &fields,
+        dataop::db::to_micros(app.state().clock.now()),
+    )
+    .unwrap()
 }
 
 /// Inserts a call and an application of `username`'s organisation in `state` with `datasets`
@@ -1135,7 +1142,14 @@ fn demo_agreement_navigation_and_english() {
         source: "HIS".into(),
         contact: "office".into(),
     };
-    let ds = insert_dataset(&mut app.conn(), provider_org, provider_user, &fields).unwrap();
+    let ds = insert_dataset(
+        &mut app.conn(),
+        provider_org,
+        provider_user,
+        &fields,
+        dataop::db::to_micros(app.state().clock.now()),
+    )
+    .unwrap();
     dataop::agreements::demo::seed(app.state()).unwrap();
     dataop::agreements::demo::seed(app.state()).unwrap();
     assert_eq!(count(&app, "agreements", "1 = 1"), 1, "idempotent");

@@ -71,6 +71,7 @@ fn world() -> World {
                 update_frequency: "monthly".into(),
                 ..Default::default()
             },
+            dataop::db::to_micros(app.state().clock.now()),
         )
         .unwrap();
         let application: i64 = agreements::table

@@ -48,12 +48,20 @@ impl App {
     /// Creates an organisation of `kind` with one user; returns (org id, user id).
     fn user(&self, org: &str, kind: OrgKind, username: &str, role: Role) -> (i64, i64) {
         let mut conn = self.state().pool.get().unwrap();
-        let org_id = NewOrganisation::simple(org, kind)
-            .insert(&mut conn)
-            .unwrap();
-        let uid = NewUser::new(org_id, username, username, "unused".into(), role)
-            .insert(&mut conn)
-            .unwrap();
+        let org_id =
+            NewOrganisation::simple(org, kind, dataop::db::to_micros(self.state().clock.now()))
+                .insert(&mut conn)
+                .unwrap();
+        let uid = NewUser::new(
+            org_id,
+            username,
+            username,
+            "unused".into(),
+            role,
+            dataop::db::to_micros(self.state().clock.now()),
+        )
+        .insert(&mut conn)
+        .unwrap();
         (org_id, uid)
     }
 
@@ -448,7 +456,14 @@ fn seed_datasets(app: &App) -> (i64, i64) {
             update_frequency: "monthly".into(),
             ..DatasetFields::default()
         };
-        model::insert_dataset(&mut conn, org, user, &fields).unwrap();
+        model::insert_dataset(
+            &mut conn,
+            org,
+            user,
+            &fields,
+            dataop::db::to_micros(app.state().clock.now()),
+        )
+        .unwrap();
     }
     (org_a, org_b)
 }

@@ -274,6 +274,7 @@ fn dataset(app: &TestApp) -> i64 {
             update_frequency: "monthly".into(),
             ..DatasetFields::default()
         },
+        dataop::db::to_micros(app.state().clock.now()),
     )
     .unwrap()
 }

@@ -74,6 +74,7 @@ pub fn create_admin(
     username: &str,
     display_name: &str,
     password: &str,
+    now: chrono::NaiveDateTime,
 ) -> anyhow::Result<i64> {
     use crate::schema::organisations;
     use diesel::prelude::*;
@@ -102,7 +103,9 @@ pub fn create_admin(
             .optional()?
         {
             Some(id) => id,
-            None => NewOrganisation::simple("Platform operator", OrgKind::Platform).insert(conn)?,
+            None => {
+                NewOrganisation::simple("Platform operator", OrgKind::Platform, now).insert(conn)?
+            }
         };
         let id = NewUser::new(
             org_id,
@@ -110,6 +113,7 @@ pub fn create_admin(
             display_name,
             hash,
             OrgKind::Platform.default_role(),
+            now,
         )
         .insert(conn)?;
         audit::record(

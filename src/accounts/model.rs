@@ -123,8 +123,8 @@ pub struct NewOrganisation {
 }
 
 impl NewOrganisation {
-    /// A minimal organisation of `kind` named `name`, verified.
-    pub fn simple(name: &str, kind: OrgKind) -> Self {
+    /// A minimal organisation of `kind` named `name`, verified, created at `now`.
+    pub fn simple(name: &str, kind: OrgKind, now: NaiveDateTime) -> Self {
         Self {
             name: name.to_owned(),
             kind: kind.as_str().to_owned(),
@@ -136,7 +136,7 @@ impl NewOrganisation {
             business_scope: String::new(),
             email: String::new(),
             status: OrgStatus::Verified.as_str().to_owned(),
-            created_at: crate::db::now(),
+            created_at: now,
         }
     }
 
@@ -199,13 +199,14 @@ pub struct NewUser {
 }
 
 impl NewUser {
-    /// An active user of `org_id` with `role` and an already hashed password.
+    /// An active user of `org_id` with `role` and an already hashed password, created at `now`.
     pub fn new(
         org_id: i64,
         username: &str,
         display_name: &str,
         password_hash: String,
         role: Role,
+        now: NaiveDateTime,
     ) -> Self {
         Self {
             org_id,
@@ -215,7 +216,7 @@ impl NewUser {
             password_hash,
             role: role.as_str().to_owned(),
             status: UserStatus::Active.as_str().to_owned(),
-            created_at: crate::db::now(),
+            created_at: now,
         }
     }
 

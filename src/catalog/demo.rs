@@ -138,7 +138,8 @@ pub fn seed_rows(state: &AppState, provider_username: &str, rows: u64) -> anyhow
     let dataset_id = match existing {
         Some(id) => id,
         None => crate::db::write_transaction(&mut conn, |conn| -> anyhow::Result<i64> {
-            let id = model::insert_dataset(conn, user.org_id, user.id, &fields())?;
+            let now = crate::db::to_micros(state.clock.now());
+            let id = model::insert_dataset(conn, user.org_id, user.id, &fields(), now)?;
             audit::record(
                 conn,
                 &actor,

@@ -253,14 +253,14 @@ pub struct DatasetFields {
     pub contact: String,
 }
 
-/// Inserts a dataset of `provider_org_id` created by `user_id`; returns its id.
+/// Inserts a dataset of `provider_org_id` created by `user_id` at `now`; returns its id.
 pub fn insert_dataset(
     conn: &mut DbConnection,
     provider_org_id: i64,
     user_id: i64,
     fields: &DatasetFields,
+    now: NaiveDateTime,
 ) -> QueryResult<i64> {
-    let now = crate::db::now();
     diesel::insert_into(datasets::table)
         .values((
             fields,
@@ -273,14 +273,15 @@ pub fn insert_dataset(
         .get_result(conn)
 }
 
-/// Replaces the describing fields of dataset `id`.
+/// Replaces the describing fields of dataset `id` (at `now`).
 pub fn update_dataset(
     conn: &mut DbConnection,
     id: i64,
     fields: &DatasetFields,
+    now: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(datasets::table.find(id))
-        .set((fields, datasets::updated_at.eq(crate::db::now())))
+        .set((fields, datasets::updated_at.eq(now)))
         .execute(conn)
 }
 

@@ -333,9 +333,9 @@ where
 /// The current real UTC time truncated to microseconds (what both backends store exactly).
 ///
 /// Real time is for what lives in real time: sessions and API tokens (their JWTs carry real
-/// expiry times), login throttling, the audit log's stamps, and the creation stamps of accounts
-/// and dataset descriptions. Every workflow decides and stamps its moves with the platform
-/// [`crate::calendar::Clock`] (the same instant in production; tests and demos move it).
+/// expiry times), login throttling and the audit log's stamps. Everything else (every workflow,
+/// every record's own stamps) takes its time from the platform [`crate::calendar::Clock`] (the
+/// same instant in production; tests and demos move it).
 pub fn now() -> chrono::NaiveDateTime {
     to_micros(chrono::Utc::now().naive_utc())
 }

@@ -85,6 +85,7 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let now = db::to_micros(state.clock.now());
         db::write_transaction(&mut conn, |conn| {
             let existing: Option<i64> = organisations::table
                 .filter(organisations::name.eq(p.org))
@@ -94,7 +95,7 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
             let org_id = match existing {
                 Some(id) => id,
                 None => {
-                    let mut org = NewOrganisation::simple(p.org, p.kind);
+                    let mut org = NewOrganisation::simple(p.org, p.kind, now);
                     org.credit_code = code.clone();
                     org.legal_representative = p.display_name.to_owned();
                     org.contact_name = p.display_name.to_owned();
@@ -119,6 +120,7 @@ pub fn seed_accounts(state: &AppState) -> anyhow::Result<()> {
                 p.display_name,
                 hash.clone(),
                 p.kind.default_role(),
+                now,
             );
             let id = user.insert(conn)?;
             audit::record(

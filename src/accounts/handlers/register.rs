@@ -211,6 +211,7 @@ pub async fn register(
     .await??;
     let addr = auth::source_addr(&req);
     let f = form.clone();
+    let now = db::to_micros(state.clock.now());
     let result = crate::web::db(&state, move |conn| {
         db::write_transaction(conn, |conn| {
             let code_taken = organisations::table
@@ -235,7 +236,7 @@ pub async fn register(
                 business_scope: f.business_scope.trim().to_owned(),
                 email: f.email.trim().to_owned(),
                 status: OrgStatus::Pending.as_str().to_owned(),
-                created_at: db::now(),
+                created_at: now,
             }
             .insert(conn)?;
             let mut user = NewUser::new(
@@ -244,6 +245,7 @@ pub async fn register(
                 f.display_name.trim(),
                 hash,
                 OrgKind::Enterprise.default_role(),
+                now,
             );
             user.email = f.email.trim().to_owned();
             let user_id = user.insert(conn)?;

@@ -155,9 +155,10 @@ pub async fn create_dataset(
         }
     };
     let state = app_state(&req)?;
+    let now = crate::db::to_micros(state.clock.now());
     let id = db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
-            let id = model::insert_dataset(conn, user.org_id, user.id, &fields)?;
+            let id = model::insert_dataset(conn, user.org_id, user.id, &fields, now)?;
             audit::record(
                 conn,
                 &user.actor(),
@@ -410,10 +411,11 @@ pub async fn update_dataset(
             );
         }
     };
+    let now = crate::db::to_micros(state.clock.now());
     db(&state, move |conn| {
         crate::db::write_transaction(conn, |conn| {
             owned(conn, user.org_id, id)?;
-            model::update_dataset(conn, id, &fields)?;
+            model::update_dataset(conn, id, &fields, now)?;
             audit::record(
                 conn,
                 &user.actor(),
