@@ -529,6 +529,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn emails_and_phone_numbers() {
+        assert!(valid_email("a@b.cn"));
+        assert!(valid_email(" li.si@example.com.cn "));
+        for bad in [
+            "0571-123", "a@b", "a b@c.cn", "@b.cn", "a@.cn", "a@b@c.cn", "<a@b.cn>",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+        for ok in ["13800000000", "0571-88886666", "+86 (571) 8888 6666"] {
+            assert!(valid_phone(ok), "{ok}");
+        }
+        for bad in [
+            "x",
+            "123456",
+            "+86 571 8888 66666666",
+            "0571-8888x666",
+            "a@b.cn",
+        ] {
+            assert!(!valid_phone(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(
             percent_decode(b"a+b%20c%2F%e4%b8%ad"),
